@@ -1,0 +1,73 @@
+// Package benchtest starts the servers that edgebench's tests measure:
+// mosquitto with the fair configuration of DESIGN.md, on a free loopback
+// port, stopped when the test ends.
+package benchtest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/edgedhq/edged/internal/testenv"
+)
+
+// freePort returns a loopback port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// StartMosquitto starts mosquitto with the fair configuration of DESIGN.md
+// on a free loopback port and stops it when the test ends.
+func StartMosquitto(t testing.TB) (addr string, pid int) {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	testenv.Require(t, err == nil, "mosquitto not installed (apt-get install mosquitto)")
+	port := FreePort(t)
+	dir := t.TempDir()
+	conf := fmt.Sprintf(`listener %d 127.0.0.1
+allow_anonymous true
+max_connections -1
+set_tcp_nodelay true
+persistence false
+max_queued_messages 100000
+max_inflight_messages 0
+log_dest none
+`, port)
+	cfg := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", cfg)
+	out, _ := os.Create(filepath.Join(dir, "mosquitto.log"))
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start mosquitto: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		out.Close()
+	})
+	addr = "127.0.0.1:" + strconv.Itoa(port)
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp4", addr); err == nil {
+			c.Close()
+			return addr, cmd.Process.Pid
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(filepath.Join(dir, "mosquitto.log"))
+	t.Fatalf("mosquitto did not listen on %s: %s", addr, log)
+	return "", 0
+}

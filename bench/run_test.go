@@ -1,0 +1,216 @@
+package bench
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"github.com/edgedhq/edged/bench/benchtest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func quick(addr string, pid int) Options {
+	o := Defaults()
+	o.Target, o.ServerPID = addr, pid
+	o.Workers = 2
+	o.Duration = 2 * time.Second
+	o.Hold = time.Second
+	if testing.Verbose() {
+		o.Live = os.Stderr
+	}
+	return o
+}
+
+func TestPairsMosquitto(t *testing.T) {
+	addr, pid := benchtest.StartMosquitto(t)
+	for _, tc := range []struct {
+		name string
+		qos  int
+		rate float64
+	}{
+		{"closed-qos0", 0, 0},
+		{"closed-qos1", 1, 0},
+		{"open-qos1", 1, 2000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := quick(addr, pid)
+			o.Pairs, o.QoS, o.Rate = 20, tc.qos, tc.rate
+			res, err := Run(context.Background(), "pairs", o)
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			t.Log("\n" + Text(res))
+			if res.Received == 0 || res.Latency.Count == 0 {
+				t.Fatalf("no messages measured: %+v", res)
+			}
+			if res.Connected != 40 {
+				t.Errorf("connected %d, want 40", res.Connected)
+			}
+			if tc.qos == 1 && res.Acked == 0 {
+				t.Errorf("qos1 but no PUBACK counted")
+			}
+			if len(res.Errors) != 0 {
+				t.Errorf("errors: %v", res.Errors)
+			}
+		})
+	}
+}
+
+// TestOffline drops receivers while senders go on and proves that every
+// message mosquitto accepted (PUBACKed) was delivered once receivers came
+// back; with clean sessions the same check must report the loss.
+func TestOffline(t *testing.T) {
+	addr, pid := benchtest.StartMosquitto(t)
+	for _, tc := range []struct {
+		name  string
+		clean bool
+	}{
+		{"persistent sessions lose nothing", false},
+		{"clean sessions lose messages", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := quick(addr, pid)
+			o.Pairs, o.Rate, o.Duration = 20, 1000, 3*time.Second
+			o.Down, o.Up, o.Drain = 800*time.Millisecond, 800*time.Millisecond, 20*time.Second
+			o.CleanSessions = tc.clean
+			res, err := Run(context.Background(), "offline", o)
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			t.Log("\n" + Text(res))
+			if res.Attempts <= 40 {
+				t.Fatalf("%d connects: receivers never dropped and came back", res.Attempts)
+			}
+			if res.Acked == 0 {
+				t.Fatalf("nothing accepted")
+			}
+			if !tc.clean {
+				if res.Lost != 0 || res.Received < res.Acked {
+					t.Errorf("lost %d, received %d of %d accepted", res.Lost, res.Received, res.Acked)
+				}
+				return
+			}
+			if res.Lost == 0 {
+				t.Errorf("clean sessions on a generic broker drop messages for absent receivers, but no loss was reported")
+			}
+		})
+	}
+}
+
+func TestFanoutChurnConnect(t *testing.T) {
+	addr, pid := benchtest.StartMosquitto(t)
+	for _, tc := range []struct {
+		workload string
+		mod      func(*Options)
+		check    func(*testing.T, *Result)
+	}{
+		{"fanout", func(o *Options) { o.Subs, o.Rate = 50, 100 }, func(t *testing.T, r *Result) {
+			if r.Sent == 0 || r.Received < 40*r.Sent {
+				t.Errorf("sent %d, received %d: want about 50 deliveries per message", r.Sent, r.Received)
+			}
+		}},
+		{"churn", func(o *Options) { o.Conns, o.Hold, o.Ramp = 100, 300*time.Millisecond, 1000 }, func(t *testing.T, r *Result) {
+			if r.Connected < 200 {
+				t.Errorf("connected %d times: 100 slots cycling for 2s at 300ms should reconnect", r.Connected)
+			}
+		}},
+		{"connect", func(o *Options) { o.Conns = 300 }, func(t *testing.T, r *Result) {
+			if r.Connected != 300 || r.Touched != 300 || r.Connect.Count != 300 {
+				t.Errorf("connected %d touched %d connect latencies %d, want 300", r.Connected, r.Touched, r.Connect.Count)
+			}
+			if r.Server == nil || r.Server.RSSAfter == 0 {
+				t.Errorf("no server memory figures: %+v", r.Server)
+			}
+		}},
+	} {
+		t.Run(tc.workload, func(t *testing.T) {
+			o := quick(addr, pid)
+			tc.mod(&o)
+			o.Out = t.TempDir()
+			res, err := Run(context.Background(), tc.workload, o)
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			t.Log("\n" + Text(res))
+			if len(res.Errors) != 0 {
+				t.Errorf("errors: %v", res.Errors)
+			}
+			tc.check(t, res)
+			for _, f := range []string{"report.json", "report.txt", "latency.svg", "throughput.svg", "connections.svg", "server.svg"} {
+				b, err := os.ReadFile(filepath.Join(o.Out, f))
+				if err != nil {
+					t.Errorf("report: %v", err)
+					continue
+				}
+				if strings.HasSuffix(f, ".svg") {
+					if err := xml.Unmarshal(b, new(struct{})); err != nil {
+						t.Errorf("%s is not well-formed XML: %v", f, err)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestCapacityFindsKnee(t *testing.T) {
+	addr, pid := benchtest.StartMosquitto(t)
+	o := quick(addr, pid)
+	o.Pairs = 10
+	o.Capacity = CapacityOptions{ConnStep: 200, MaxConns: 420, RateStep: 1000, MaxRate: 3000, ProbeRate: 200,
+		StepTime: time.Second, SLOP99: time.Second, SLOErrors: 0.01}
+	res, err := Run(context.Background(), "capacity", o)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	t.Log("\n" + Text(res))
+	c := res.Capacity
+	if c == nil || len(c.Steps) < 2 || c.Knee == nil {
+		t.Fatalf("capacity result %+v", c)
+	}
+	if c.Steps[0].Conns != 220 || c.Knee.Conns != 420 {
+		t.Errorf("steps %+v: want connections stepped 220, 420", c.Steps)
+	}
+	// A generous p99 SLO: the search ends at the limits, not at an SLO.
+	if c.Broke == "" && c.Knee.Rate != 3000 {
+		t.Errorf("knee %+v: no SLO broke, so the knee is the last rate step", c.Knee)
+	}
+	// An impossible SLO breaks at the first step: no knee.
+	o.Capacity.SLOP99 = time.Microsecond
+	res, err = Run(context.Background(), "capacity", o)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if res.Capacity.Knee != nil || !strings.Contains(res.Capacity.Broke, "p99") {
+		t.Errorf("1us p99 SLO: knee %+v broke %q, want no knee and a p99 break", res.Capacity.Knee, res.Capacity.Broke)
+	}
+}
+
+func TestCompareTwoTargets(t *testing.T) {
+	a, apid := benchtest.StartMosquitto(t)
+	b, bpid := benchtest.StartMosquitto(t)
+	o := quick("", 0)
+	o.Pairs, o.Duration = 10, time.Second
+	o.Out = t.TempDir()
+	c, err := Compare(context.Background(), "pairs", []Target{{Name: "m1", Addr: a, PID: apid}, {Name: "m2", Addr: b, PID: bpid}}, 2, o)
+	if err != nil {
+		t.Fatalf("compare: %v", err)
+	}
+	t.Log("\n" + CompareText(c))
+	if len(c.Runs) != 4 || c.Order[0][0] != 0 || c.Order[1][0] != 1 {
+		t.Errorf("runs %d order %v: want 4 runs alternating", len(c.Runs), c.Order)
+	}
+	for _, m := range c.Metrics {
+		if m.Name == "msgs_per_s" && (m.Medians[0] <= 0 || m.Ratios[0] != 1 || m.Ratios[1] <= 0) {
+			t.Errorf("msgs_per_s medians %v ratios %v", m.Medians, m.Ratios)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(o.Out, "compare.json")); err != nil {
+		t.Error(err)
+	}
+	if _, err := Compare(context.Background(), "pairs", []Target{{Name: "m1", Addr: a}, {Name: "x", Addr: "127.0.0.1:1"}}, 1, o); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Errorf("unreachable second target: err %v", err)
+	}
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgedhq/edged/bench"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+func TestMain(m *testing.M) {
+	bench.MaybeWorker() // run re-executes this test binary as its workers
+	os.Exit(m.Run())
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden (run go test -update): %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from golden file (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func TestHelpGolden(t *testing.T) {
+	cases := [][]string{{"--help"}}
+	for _, c := range commands {
+		cases = append(cases, []string{c.name, "--help"})
+	}
+	for _, args := range cases {
+		name := "edgebench.help.golden"
+		if len(args) == 2 {
+			name = args[0] + ".help.golden"
+		}
+		t.Run(name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if rc := run(args, &out, &errb); rc != exitOK {
+				t.Fatalf("exit %d, stderr %s", rc, errb.String())
+			}
+			golden(t, name, out.Bytes())
+		})
+	}
+}
+
+func TestBadCommandLine(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no args", nil, "Workloads:"},
+		{"unknown workload", []string{"frobnicate"}, `unknown workload "frobnicate"`},
+		{"unknown flag", []string{"pairs", "--bogus"}, "flag provided but not defined: -bogus"},
+		{"bad int", []string{"connect", "--conns", "many"}, `invalid value "many" for flag -conns`},
+		{"bad qos", []string{"pairs", "--qos", "2"}, "qos 2 (want 0 or 1)"},
+		{"bad profile", []string{"pairs", "--profile", "x"}, `profile "x"`},
+		{"bad src", []string{"connect", "--src", "127.0.0.9-127.0.0.2"}, "parse source range"},
+		{"bad target", []string{"connect", "--target", "nohost"}, `target "nohost"`},
+		{"stray arg", []string{"connect", "extra"}, `unexpected argument "extra"`},
+		{"offline closed loop", []string{"offline", "--rate", "0"}, "offline needs --rate > 0"},
+		{"compare one target", []string{"compare", "--target", "a=127.0.0.1:1"}, "at least two --target"},
+		{"compare bad target", []string{"compare", "--target", "127.0.0.1:1"}, "missing name="},
+		{"too many per worker", []string{"connect", "--max-per-worker", "30000"}, "max-per-worker 30000"},
+		{"slo-rss", []string{"capacity", "--slo-rss", "lots"}, `parse size "lots"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			rc := run(tc.args, &out, &errb)
+			if rc != exitUsage {
+				t.Errorf("exit %d, want %d", rc, exitUsage)
+			}
+			if !strings.Contains(errb.String(), tc.want) {
+				t.Errorf("stderr %q lacks %q", errb.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestUnreachableFailsFast(t *testing.T) {
+	// A port nobody listens on: connect is refused at once.
+	addr := "127.0.0.1:" + freeClosedPort(t)
+	for _, w := range []string{"connect", "pairs", "offline"} {
+		t.Run(w, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			start := time.Now()
+			args := []string{w, "--target", addr, "--quiet"}
+			if w != "connect" {
+				args = append(args, "--rate", "10")
+			}
+			rc := run(args, &out, &errb)
+			if rc != exitRun {
+				t.Errorf("exit %d, want %d", rc, exitRun)
+			}
+			if !strings.Contains(errb.String(), addr) || !strings.Contains(errb.String(), "unreachable") {
+				t.Errorf("stderr %q does not name %s as unreachable", errb.String(), addr)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("took %s to report an unreachable target", d)
+			}
+		})
+	}
+}
+
+func TestJSONOutput(t *testing.T) {
+	var out, errb bytes.Buffer
+	rc := run([]string{"connect", "--target", "127.0.0.1:" + freeClosedPort(t), "--json"}, &out, &errb)
+	if rc != exitRun || out.Len() != 0 {
+		t.Fatalf("exit %d, stdout %q: a failed run prints no report", rc, out.String())
+	}
+}

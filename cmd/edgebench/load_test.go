@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/edgedhq/edged/bench"
+	"github.com/edgedhq/edged/bench/benchtest"
+)
+
+// children lists the processes whose parent is this test process.
+func children(t *testing.T) map[int]string {
+	t.Helper()
+	out := map[int]string{}
+	me := strconv.Itoa(os.Getpid())
+	ents, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, e := range ents {
+		b, err := os.ReadFile(e)
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == me {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(e)))
+			out[pid] = string(b[:i+1])
+		}
+	}
+	return out
+}
+
+// Test15kConnections holds 15,000 connections to mosquitto through the
+// command line (two or more worker processes, eight source addresses),
+// checks every one connected and carried a message, that bytes per
+// connection were reported, and that no worker process is left behind.
+func Test15kConnections(t *testing.T) {
+	if testing.Short() {
+		t.Skip("15,000 connections: skipped with -short")
+	}
+	addr, pid := benchtest.StartMosquitto(t)
+	before := children(t)
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	rc := run([]string{"connect", "--target", addr, "--server-pid", strconv.Itoa(pid),
+		"--conns", "15000", "--ramp", "6000", "--hold", "1s", "--src", "127.0.0.2-127.0.0.9",
+		"--json", "--quiet", "--out", dir}, &out, &errb)
+	if rc != exitOK {
+		t.Fatalf("exit %d: %s", rc, errb.String())
+	}
+	var res bench.Result
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("decode JSON report: %v\n%s", err, out.String())
+	}
+	if res.Connected != 15000 || res.PeakConns != 15000 {
+		t.Errorf("connected %d, peak %d, want 15000 (errors %v)", res.Connected, res.PeakConns, res.Errors)
+	}
+	if res.Workers < 2 {
+		t.Errorf("%d workers: 15000 sockets must be sharded (max 12000 per process)", res.Workers)
+	}
+	if res.Touched != 15000 {
+		t.Errorf("touched %d, want every connection to carry a message", res.Touched)
+	}
+	if res.Server == nil || res.Server.BytesPerConn <= 0 || res.Server.RSSAfter <= res.Server.RSSBefore {
+		t.Errorf("no bytes per connection reported: %+v", res.Server)
+	} else {
+		t.Logf("mosquitto: %.0f bytes/connection, connect p50 %dus p99 %dus",
+			res.Server.BytesPerConn, res.Connect.P50, res.Connect.P99)
+	}
+	for _, f := range []string{"report.json", "report.txt", "latency.svg", "throughput.svg", "connections.svg", "server.svg"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("report file: %v", err)
+		}
+	}
+	after := children(t)
+	for p, name := range after {
+		if _, ok := before[p]; !ok {
+			t.Errorf("process %d %s left behind", p, name)
+		}
+	}
+}

@@ -1,0 +1,264 @@
+// Command edged is the MQTT 3.1.1 messaging edge server.
+//
+// With no arguments it listens on 127.0.0.1:1883 and lets anonymous clients
+// in from loopback only. On any other address it requires tokens
+// (--secret-file) unless --insecure is given. SIGTERM and SIGINT shut it down
+// cleanly.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgedhq/edged/edge"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil))
+}
+
+// options are the command-line settings.
+type options struct {
+	listen, admin, secretFile, config, logLevel string
+	insecure, version                          bool
+	maxPacket, inboxMessages, inboxBytes       int
+	inflight, maxConns, maxQueued, loops       int
+	publishRate                                float64
+	handshake                                  time.Duration
+}
+
+func newFlagSet(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("edged", flag.ContinueOnError)
+	fs.StringVar(&o.listen, "listen", edge.DefaultAddr, "client `address` (MQTT over TCP)")
+	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "admin HTTP `address` (groups, stats); \"off\" disables it")
+	fs.StringVar(&o.secretFile, "secret-file", "", "`file` holding the token HMAC secret (required off loopback unless --insecure)")
+	fs.BoolVar(&o.insecure, "insecure", false, "let clients in without a token on any address")
+	fs.StringVar(&o.config, "config", "", "key=value config `file`; keys are the flag names, flags override it")
+	fs.IntVar(&o.maxPacket, "max-packet-size", edge.DefaultMaxPacketSize, "largest accepted packet in `bytes`")
+	fs.IntVar(&o.inboxMessages, "inbox-messages", edge.DefaultInboxMessages, "inbox bound per user in `messages`")
+	fs.IntVar(&o.inboxBytes, "inbox-bytes", edge.DefaultInboxBytes, "inbox bound per user in `bytes`")
+	fs.IntVar(&o.inflight, "inflight", edge.DefaultInflight, "in-flight `window`: unacknowledged deliveries per connection")
+	fs.DurationVar(&o.handshake, "handshake-timeout", edge.DefaultHandshakeTimeout, "`duration` a new connection has to send CONNECT")
+	fs.IntVar(&o.maxConns, "max-connections", 0, "cap on client connections (`n`), 0 for none")
+	fs.IntVar(&o.maxQueued, "max-queued", edge.DefaultMaxQueued, "unread output (`bytes`) after which a client that does not read is closed")
+	fs.Float64Var(&o.publishRate, "publish-rate", edge.DefaultPublishRate, "PUBLISH packets per second per connection (`rate`), -1 for no limit")
+	fs.IntVar(&o.loops, "loops", 0, "number of event loops (`n`), 0 for GOMAXPROCS")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+const usageHead = `Usage: edged [flags]
+
+edged is the MQTT 3.1.1 messaging edge server. With no flags it listens on
+127.0.0.1:1883 and admits anonymous clients from loopback only; on any other
+address clients need a token (edgectl token issue) unless --insecure is set.
+
+Flags:
+`
+
+func usage(w io.Writer, fs *flag.FlagSet) {
+	io.WriteString(w, usageHead)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the server failed
+	exitUsage = 2 // bad flags or config
+)
+
+// run is edged's main; ready, if not nil, receives the server once it
+// listens (tests use it).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(*edge.Server)) int {
+	var o options
+	fs := newFlagSet(&o)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout, fs)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "edged: %v\nRun 'edged --help' for usage.\n", err)
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "edged: unexpected argument %q\nRun 'edged --help' for usage.\n", fs.Arg(0))
+		return exitUsage
+	}
+	if o.version {
+		fmt.Fprintf(stdout, "edged %s %s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return exitOK
+	}
+	if o.config != "" {
+		if err := loadConfig(fs, o.config); err != nil {
+			fmt.Fprintf(stderr, "edged: %v\n", err)
+			return exitUsage
+		}
+	}
+	cfg, note, err := buildConfig(&o, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "edged: %v\n", err)
+		return exitUsage
+	}
+	s, err := edge.New(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "edged: %v\n", err)
+		if errors.Is(err, edge.ErrBadConfig) {
+			return exitUsage
+		}
+		return exitError
+	}
+	if err := s.Start(); err != nil {
+		fmt.Fprintf(stderr, "edged: %v\n", err)
+		return exitError
+	}
+	log := cfg.Logger
+	attrs := []any{"listen", s.Addr().String(), "auth", cfg.Auth.String(), "loops", cfg.Loops, "version", version}
+	if a := s.AdminAddr(); a != nil {
+		attrs = append(attrs, "admin", a.String())
+	}
+	log.Info("edged started", attrs...)
+	if note != "" {
+		log.Warn(note)
+	}
+	if ready != nil {
+		ready(s)
+	}
+	<-ctx.Done()
+	log.Info("edged shutting down", "connections", s.Connections())
+	if err := s.Close(); err != nil {
+		fmt.Fprintf(stderr, "edged: %v\n", err)
+		return exitError
+	}
+	log.Info("edged stopped")
+	return exitOK
+}
+
+// buildConfig turns the options into an edge.Config; note is a start-up
+// warning about the auth mode.
+func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, err error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return cfg, "", fmt.Errorf("parse --log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	cfg = edge.Config{
+		Addr:             o.listen,
+		Loops:            o.loops,
+		MaxPacketSize:    o.maxPacket,
+		InboxMessages:    o.inboxMessages,
+		InboxBytes:       o.inboxBytes,
+		Inflight:         o.inflight,
+		HandshakeTimeout: o.handshake,
+		MaxConnections:   o.maxConns,
+		MaxQueued:        o.maxQueued,
+		PublishRate:      o.publishRate,
+		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+	}
+	if o.admin != "off" {
+		cfg.AdminAddr = o.admin
+	}
+	if cfg.Loops == 0 {
+		cfg.Loops = runtime.GOMAXPROCS(0)
+	}
+	if o.secretFile != "" {
+		b, err := os.ReadFile(o.secretFile)
+		if err != nil {
+			return cfg, "", fmt.Errorf("read secret file: %w", err)
+		}
+		cfg.Secret = []byte(strings.TrimSpace(string(b)))
+		if len(cfg.Secret) < 16 {
+			return cfg, "", fmt.Errorf("read secret file %s: secret shorter than 16 bytes", o.secretFile)
+		}
+	}
+	loopback, err := isLoopback(o.listen)
+	if err != nil {
+		return cfg, "", err
+	}
+	switch {
+	case o.insecure:
+		cfg.Auth = edge.AuthAnonymous
+		note = "--insecure: clients connect without a token from any address"
+	case cfg.Secret != nil:
+		cfg.Auth = edge.AuthToken
+	case loopback:
+		cfg.Auth = edge.AuthLoopbackAnonymous
+		note = "no --secret-file: anonymous clients are let in from loopback only"
+	default:
+		return cfg, "", fmt.Errorf("listen on %s: clients need tokens off loopback: give --secret-file (or --insecure)", o.listen)
+	}
+	return cfg, note, nil
+}
+
+func isLoopback(addr string) (bool, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, fmt.Errorf("parse --listen %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return true, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false, nil // a host name: treat as not loopback
+	}
+	return ip.IsLoopback(), nil
+}
+
+// loadConfig applies a key=value file (keys are flag names; '#' starts a
+// comment) to fs, without overriding flags set on the command line.
+func loadConfig(fs *flag.FlagSet, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open config: %w", err)
+	}
+	defer f.Close()
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || k == "" {
+			return fmt.Errorf("read config %s:%d: want key=value", path, n)
+		}
+		if k == "config" || k == "version" || fs.Lookup(k) == nil {
+			return fmt.Errorf("read config %s:%d: unknown key %q", path, n, k)
+		}
+		if set[k] {
+			continue
+		}
+		if err := fs.Set(k, v); err != nil {
+			return fmt.Errorf("read config %s:%d: %s: %w", path, n, k, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	return nil
+}

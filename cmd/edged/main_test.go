@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgedhq/edged/edge"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+func TestHelpGolden(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"--help"}, &out, &errb, nil); code != 0 {
+		t.Fatalf("--help exited %d: %s", code, errb.String())
+	}
+	golden := filepath.Join("testdata", "help.golden")
+	if *update {
+		if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("read golden (run with -update): %v", err)
+	}
+	if out.String() != string(want) {
+		t.Fatalf("--help output differs from %s (run with -update):\n%s", golden, out.String())
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("tooshort\n"), 0o600)
+	badcfg := filepath.Join(dir, "bad.conf")
+	os.WriteFile(badcfg, []byte("listen=127.0.0.1:0\nno-such-key=1\n"), 0o600)
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown flag", []string{"--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{"bad value", []string{"--inflight", "many"}, 2, "invalid value \"many\""},
+		{"stray argument", []string{"serve"}, 2, "unexpected argument \"serve\""},
+		{"public without secret", []string{"--listen", "0.0.0.0:0"}, 2, "clients need tokens off loopback"},
+		{"short secret", []string{"--secret-file", short}, 2, "shorter than 16 bytes"},
+		{"missing secret file", []string{"--secret-file", filepath.Join(dir, "none")}, 2, "read secret file"},
+		{"bad config key", []string{"--config", badcfg}, 2, "unknown key \"no-such-key\""},
+		{"bad limits", []string{"--listen", "127.0.0.1:0", "--admin", "off", "--inflight", "0"}, 2, "in-flight window"},
+		{"bad log level", []string{"--log-level", "loud"}, 2, "--log-level"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(context.Background(), tc.args, &out, &errb, nil)
+			if code != tc.code || !strings.Contains(errb.String(), tc.want) {
+				t.Fatalf("exit %d, stderr %q; want exit %d and %q", code, errb.String(), tc.code, tc.want)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"--version"}, &out, &out, nil); code != 0 || !strings.HasPrefix(out.String(), "edged ") {
+		t.Fatalf("--version: exit %d, %q", code, out.String())
+	}
+}
+
+func TestConfigFileAndShutdown(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "edged.conf")
+	os.WriteFile(cfg, []byte("# test\nlisten = 127.0.0.1:0\nadmin=off\ninflight=7\nloops=1\n"), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	ready := make(chan *edge.Server, 1)
+	var errb bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"--config", cfg, "--loops", "2"}, &bytes.Buffer{}, &errb, func(s *edge.Server) { ready <- s })
+	}()
+	select {
+	case s := <-ready:
+		if s.Addr().String() == edge.DefaultAddr {
+			t.Fatalf("config file listen address ignored")
+		}
+	case code := <-done:
+		t.Fatalf("exited %d: %s", code, errb.String())
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d after shutdown: %s", code, errb.String())
+	}
+	log := errb.String()
+	for _, want := range []string{"edged started", "auth=loopback-anonymous", "loops=2", "anonymous clients are let in from loopback only", "edged stopped"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+}
+
+// TestBinarySIGTERM builds edged and stops it with SIGTERM.
+func TestBinarySIGTERM(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "edged")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--admin", "off")
+	var errb syncBuffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(errb.String(), "edged started") {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no start-up line: %s", errb.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("edged after SIGTERM: %v: %s", err, errb.String())
+	}
+	if !strings.Contains(errb.String(), "edged stopped") {
+		t.Fatalf("no clean stop: %s", errb.String())
+	}
+}

@@ -1,0 +1,13 @@
+//go:build !linux
+
+package ebpf
+
+import (
+	"fmt"
+	"runtime"
+)
+
+// ReadStatus returns ErrNotSupported outside Linux.
+func ReadStatus(root string) (Status, error) {
+	return Status{}, fmt.Errorf("read steering status on %s: %w", runtime.GOOS, ErrNotSupported)
+}

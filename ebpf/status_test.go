@@ -1,0 +1,53 @@
+package ebpf
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+func TestRenderGolden(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		st   Status
+	}{
+		{"empty", Status{Root: DefaultPinRoot}},
+		{"dual-nic", Status{
+			Root: DefaultPinRoot,
+			Groups: []GroupStatus{
+				{Name: "client", Program: ProgramInfo{ID: 41, Name: "edged_least", Type: "skreuseport", Tag: "0123456789abcdef"},
+					Policy: PolicyLeast, SocketMap: "sockmap", Port: 1883, PID: 4242,
+					Loops: []LoopStatus{{0, 0, 2500, 2498, 2}, {1, 1, 2501, 2501, 0}}},
+				{Name: "admin", Program: ProgramInfo{ID: 42, Name: "edged_hash", Type: "skreuseport", Tag: "fedcba9876543210"},
+					Policy: PolicyHash, SocketMap: "reuseportsockarray", Port: 8883, PID: 4242,
+					Loops: []LoopStatus{{0, 1, 7, 3, 0}}, Misses: 1},
+			},
+			Lookups: []LookupStatus{{Name: "nic", Program: ProgramInfo{ID: 43, Name: "edged_niclookup", Type: "sklookup", Tag: "00aa00aa00aa00aa"},
+				PID: 4242, Groups: []GroupStats{{"public", 2, 1883, 5001}, {"private", 3, 0, 7}}, Dropped: 1}},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := Render(&buf, tc.st); err != nil {
+				t.Fatal(err)
+			}
+			golden := filepath.Join("testdata", "status-"+tc.name+".golden")
+			if *update {
+				if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("read golden (run with -update to create): %v", err)
+			}
+			if !bytes.Equal(buf.Bytes(), want) {
+				t.Errorf("Render mismatch (run with -update after checking)\ngot:\n%s\nwant:\n%s", buf.Bytes(), want)
+			}
+		})
+	}
+}

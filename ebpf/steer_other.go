@@ -1,0 +1,22 @@
+//go:build !linux
+
+package ebpf
+
+import (
+	"fmt"
+	"runtime"
+)
+
+// kernel has no BPF state outside Linux.
+type kernel struct{ live *liveArray }
+
+func checkListeners([]int) error { return nil }
+
+func attachKernel(Config, *liveArray) (*kernel, error) {
+	return nil, fmt.Errorf("attach steering on %s: %w", runtime.GOOS, ErrNotSupported)
+}
+
+func (*kernel) bindLifetime(*Steering)        {}
+func (*kernel) readAccepts([]LoopStats) error { return nil }
+func (*kernel) misses() (uint64, error)       { return 0, nil }
+func (*kernel) close() error                  { return nil }

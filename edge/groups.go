@@ -1,0 +1,114 @@
+package edge
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// Groups is the group membership table (server state, managed through the
+// admin API). It is safe for concurrent use.
+type Groups struct {
+	mu sync.RWMutex // guards m
+	m  map[string]map[string]struct{}
+}
+
+func newGroups() *Groups { return &Groups{m: make(map[string]map[string]struct{})} }
+
+// Add makes user a member of group. It returns ErrBadGroup or ErrBadUserID
+// for invalid names, and reports whether the user was added (false if
+// already a member).
+func (g *Groups) Add(group, user string) (bool, error) {
+	if err := checkGroupUser(group, user); err != nil {
+		return false, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	mem := g.m[group]
+	if mem == nil {
+		mem = make(map[string]struct{})
+		g.m[group] = mem
+	}
+	if _, ok := mem[user]; ok {
+		return false, nil
+	}
+	mem[user] = struct{}{}
+	return true, nil
+}
+
+// Remove removes user from group and reports whether it was a member. An
+// empty group is deleted.
+func (g *Groups) Remove(group, user string) (bool, error) {
+	if err := checkGroupUser(group, user); err != nil {
+		return false, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	mem := g.m[group]
+	if _, ok := mem[user]; !ok {
+		return false, nil
+	}
+	delete(mem, user)
+	if len(mem) == 0 {
+		delete(g.m, group)
+	}
+	return true, nil
+}
+
+// Members returns the sorted members of group (nil if it has none).
+func (g *Groups) Members(group string) []string {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	mem := g.m[group]
+	if len(mem) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(mem))
+	for u := range mem {
+		out = append(out, u)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// List returns the sorted group names.
+func (g *Groups) List() []string {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	out := make([]string, 0, len(g.m))
+	for name := range g.m {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// isMember reports whether user is in group.
+func (g *Groups) isMember(group, user []byte) bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	_, ok := g.m[string(group)][string(user)]
+	return ok
+}
+
+// forEachOther appends the members of group except from to dst.
+func (g *Groups) others(group, from []byte, dst []string) []string {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	for u := range g.m[string(group)] {
+		if u != string(from) {
+			dst = append(dst, u)
+		}
+	}
+	return dst
+}
+
+func checkGroupUser(group, user string) error {
+	if !ValidID(group) {
+		return fmt.Errorf("check group %q: %w", group, ErrBadGroup)
+	}
+	if !ValidID(user) {
+		return fmt.Errorf("check user %q: %w", user, ErrBadUserID)
+	}
+	return nil
+}

@@ -1,0 +1,103 @@
+package edge
+
+import (
+	"errors"
+	"io"
+	"sync/atomic"
+
+	"github.com/edgedhq/edged/edge/mqtt"
+	"github.com/edgedhq/edged/netpoll"
+)
+
+// Reason classifies why a connection was closed. Every close is counted by
+// reason (Server.CloseCounts) so the observability work can export them.
+type Reason uint8
+
+// Close reasons. Their names (Reason.String) are stable metric labels.
+const (
+	ReasonEOF              Reason = iota // the peer closed the connection
+	ReasonDisconnect                     // the client sent DISCONNECT
+	ReasonShutdown                       // the server is stopping
+	ReasonIOError                        // a socket error
+	ReasonMalformed                      // a packet the codec rejected
+	ReasonOversize                       // a packet over the maximum packet size
+	ReasonBadUTF8                        // an invalid UTF-8 string or topic
+	ReasonProtocol                       // a protocol violation (e.g. a second CONNECT)
+	ReasonHandshakeTimeout               // CONNECT did not arrive in time
+	ReasonKeepalive                      // silent for 1.5 x keepalive
+	ReasonBacklog                        // a client that does not read: output over its cap
+	ReasonFlood                          // more PUBLISH packets than the rate limit allows
+	ReasonNotAuthorized                  // a PUBLISH the ACLs refuse
+	ReasonConnRefused                    // CONNACK with a non-zero return code
+	ReasonTakeover                       // a newer connection took the session over
+	ReasonMaxConns                       // over the connection limit
+	numReasons
+)
+
+var reasonNames = [numReasons]string{
+	"eof", "disconnect", "shutdown", "io_error", "malformed", "oversize", "bad_utf8",
+	"protocol", "handshake_timeout", "keepalive_timeout", "backlog", "publish_flood",
+	"not_authorized", "connect_refused", "takeover", "max_connections",
+}
+
+func (r Reason) String() string {
+	if r < numReasons {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// closeError is the close reason the server passes to netpoll's Conn.Close.
+// The values are preallocated: closing a connection allocates nothing.
+type closeError struct{ r Reason }
+
+func (e *closeError) Error() string { return "edge: close: " + e.r.String() }
+
+var closeErrs = func() (a [numReasons]*closeError) {
+	for i := range a {
+		a[i] = &closeError{Reason(i)}
+	}
+	return a
+}()
+
+func closeErr(r Reason) error { return closeErrs[r] }
+
+// classify maps a close reason from netpoll to a Reason.
+func classify(err error) Reason {
+	var ce *closeError
+	switch {
+	case errors.As(err, &ce):
+		return ce.r
+	case err == nil, errors.Is(err, io.EOF):
+		return ReasonEOF
+	case errors.Is(err, netpoll.ErrShutdown), errors.Is(err, netpoll.ErrClosed):
+		return ReasonShutdown
+	case errors.Is(err, netpoll.ErrBacklog):
+		return ReasonBacklog
+	case errors.Is(err, netpoll.ErrPendingFull):
+		return ReasonOversize
+	}
+	return ReasonIOError
+}
+
+// decodeReason maps a codec error to a Reason.
+func decodeReason(err error) Reason {
+	switch {
+	case errors.Is(err, mqtt.ErrPacketTooLarge):
+		return ReasonOversize
+	case errors.Is(err, mqtt.ErrUTF8):
+		return ReasonBadUTF8
+	}
+	return ReasonMalformed
+}
+
+// reasonCounters counts closes per reason.
+type reasonCounters [numReasons]atomic.Uint64
+
+func (rc *reasonCounters) snapshot() map[string]uint64 {
+	m := make(map[string]uint64, numReasons)
+	for i := range rc {
+		m[Reason(i).String()] = rc[i].Load()
+	}
+	return m
+}

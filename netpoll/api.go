@@ -1,0 +1,97 @@
+package netpoll
+
+import (
+	"errors"
+	"time"
+)
+
+// Handler receives a loop's events. Every method is called on the loop that
+// owns the connection, never concurrently for the same loop, so a handler may
+// keep per-loop state without locks. A *Conn is valid only during the call
+// that passes it: keep c.Handle() to reach the connection later.
+type Handler interface {
+	// OnOpen is called once for each accepted connection, before any data.
+	OnOpen(c *Conn)
+	// OnData is called with the bytes read so far that were not consumed
+	// before. data is valid only during the call (it usually points into
+	// the loop's shared read buffer). The handler returns how many bytes it
+	// consumed; the rest is kept and passed again, with more, on the next
+	// call. A non-nil error closes the connection with that reason.
+	OnData(c *Conn, data []byte) (consumed int, err error)
+	// OnTimer is called when the connection's deadline set with
+	// c.SetDeadline passes.
+	OnTimer(c *Conn)
+	// OnMessage is called for a Message posted with Engine.Post to this
+	// connection's handle; the handle's generation was checked, so c is the
+	// connection the poster named, never a reused slot.
+	OnMessage(c *Conn, m *Message)
+	// OnClose is called once when the connection closes, with the reason
+	// (io.EOF for an orderly close by the peer). After it returns the slot
+	// is released and then the file descriptor is closed.
+	OnClose(c *Conn, reason error)
+}
+
+// LoopHandler is implemented by handlers that also want loop-level events.
+type LoopHandler interface {
+	// OnLoopMessage is called for a Message posted with Engine.PostLoop.
+	OnLoopMessage(l *Loop, m *Message)
+	// OnTick is called once per loop iteration after the events and the
+	// queued messages were handled, before buffered writes are flushed.
+	OnTick(l *Loop)
+}
+
+// Message is a unit of cross-loop work. It is copied into the target loop's
+// queue; Data and Ref are handed over, the poster must not touch them again.
+type Message struct {
+	Kind uint32
+	Arg  uint64
+	Data []byte
+	Ref  any
+}
+
+// Handle names a connection from anywhere: loop (8 bits), generation (24
+// bits), slot (32 bits). The zero Handle names no connection.
+type Handle uint64
+
+// Config tunes an Engine. The zero value of each field picks its default.
+type Config struct {
+	// Addr is the TCP listen address, "host:port".
+	Addr string
+	// Loops is the number of event loops (default GOMAXPROCS).
+	Loops int
+	// DisableReusePort turns off the default of one listening socket per
+	// loop in a SO_REUSEPORT group; then (and where the option is missing)
+	// one shared listener is accepted from by loop 0, which hands the
+	// connections round-robin to the loops.
+	DisableReusePort bool
+	// ReadBufferSize is the per-loop read buffer (default 64 KiB).
+	ReadBufferSize int
+	// MaxPending caps the partial-frame bytes a connection may hold
+	// (default 1 MiB); past it the connection is closed with ErrPendingFull.
+	MaxPending int
+	// MaxQueued caps a connection's unwritten output (default 4 MiB);
+	// past it the connection is closed with ErrBacklog.
+	MaxQueued int
+	// SndBuf and RcvBuf set SO_SNDBUF/SO_RCVBUF on accepted sockets if > 0.
+	SndBuf, RcvBuf int
+	// Backlog is the listen backlog (default 4096).
+	Backlog int
+	// TimerTick is the timer wheel resolution (default 10ms).
+	TimerTick time.Duration
+	// Handler receives the events; required.
+	Handler Handler
+	// Logf receives the engine's rare log lines (default log.Printf).
+	Logf func(format string, args ...any)
+}
+
+// Sentinel errors. Close reasons passed to OnClose wrap one of these or are
+// io.EOF / a syscall error.
+var (
+	ErrClosed          = errors.New("netpoll: engine closed")
+	ErrStaleHandle     = errors.New("netpoll: stale handle")
+	ErrBacklog         = errors.New("netpoll: output queue over its cap")
+	ErrPendingFull     = errors.New("netpoll: partial frame over its cap")
+	ErrShutdown        = errors.New("netpoll: shutting down")
+	ErrUnsupported     = errors.New("netpoll: not supported on this platform")
+	ErrClosedByHandler = errors.New("netpoll: closed by handler")
+)

@@ -1,0 +1,89 @@
+package netpoll
+
+// ioBuf is a pooled byte buffer on loan to one connection: partial input, or
+// output not yet written (b[off:]).
+type ioBuf struct {
+	b   []byte
+	off int
+}
+
+// Buffer size classes: 512 B to 8 MiB by factors of 4. A class's pool keeps
+// at most poolKeep buffers so a burst does not pin memory for ever.
+const (
+	minBufShift = 9
+	numClasses  = 8
+)
+
+var poolKeep = [numClasses]int{4096, 1024, 256, 64, 16, 8, 2, 1}
+
+func classOf(n int) int {
+	c := 0
+	for size := 1 << minBufShift; size < n && c < numClasses-1; size <<= 2 {
+		c++
+	}
+	return c
+}
+
+func (l *Loop) newBytes(n int) []byte {
+	c := classOf(n)
+	size := 1 << (minBufShift + 2*c)
+	if n > size {
+		return make([]byte, 0, n) // beyond the largest class: not pooled
+	}
+	if k := len(l.pool[c]); k > 0 {
+		b := l.pool[c][k-1]
+		l.pool[c][k-1] = nil
+		l.pool[c] = l.pool[c][:k-1]
+		return b[:0]
+	}
+	return make([]byte, 0, size)
+}
+
+func (l *Loop) putBytes(b []byte) {
+	c := classOf(cap(b))
+	if cap(b) != 1<<(minBufShift+2*c) || len(l.pool[c]) >= poolKeep[c] {
+		return
+	}
+	l.pool[c] = append(l.pool[c], b[:0])
+}
+
+// takeBuf lends a table entry with room for n bytes and returns its index.
+func (l *Loop) takeBuf(n int) uint32 {
+	var i uint32
+	if k := len(l.freeBufs); k > 0 {
+		i = l.freeBufs[k-1]
+		l.freeBufs = l.freeBufs[:k-1]
+	} else {
+		l.bufs = append(l.bufs, ioBuf{})
+		i = uint32(len(l.bufs) - 1)
+	}
+	l.bufs[i] = ioBuf{b: l.newBytes(n)}
+	return i
+}
+
+// releaseBuf returns a table entry and its bytes to the pools.
+func (l *Loop) releaseBuf(i uint32) {
+	l.putBytes(l.bufs[i].b)
+	l.bufs[i] = ioBuf{}
+	l.freeBufs = append(l.freeBufs, i)
+}
+
+// grow makes room for n more bytes in b, compacting consumed bytes away or
+// moving to a larger pooled buffer, and returns the slice to append to.
+func (l *Loop) grow(b *ioBuf, n int) []byte {
+	if len(b.b)+n <= cap(b.b) {
+		return b.b
+	}
+	live := len(b.b) - b.off
+	if b.off > 0 && live+n <= cap(b.b) {
+		copy(b.b, b.b[b.off:])
+		b.b = b.b[:live]
+		b.off = 0
+		return b.b
+	}
+	nb := l.newBytes(live + n)
+	nb = append(nb, b.b[b.off:]...)
+	l.putBytes(b.b)
+	b.off = 0
+	return nb
+}

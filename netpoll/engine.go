@@ -1,0 +1,289 @@
+package netpoll
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Engine runs a set of event loops behind one TCP address.
+type Engine struct {
+	cfg     Config
+	loops   []*Loop
+	addr    net.TCPAddr
+	reuse   bool // one listener per loop; otherwise loop 0 accepts for all
+	closing atomic.Bool
+	wg      sync.WaitGroup
+
+	mu      sync.Mutex // guards started and closed
+	started bool
+	closed  bool
+}
+
+// errNoReuse marks a failure to set SO_REUSEPORT: the fallback is one shared
+// listener.
+var errNoReuse = errors.New("so_reuseport unavailable")
+
+func (c *Config) setDefaults() error {
+	if c.Handler == nil {
+		return errors.New("netpoll: config: Handler is required")
+	}
+	if c.Loops <= 0 {
+		c.Loops = runtime.GOMAXPROCS(0)
+	}
+	if c.Loops > 256 {
+		return fmt.Errorf("netpoll: config: %d loops, at most 256 (a Handle has 8 bits for the loop)", c.Loops)
+	}
+	if c.ReadBufferSize <= 0 {
+		c.ReadBufferSize = 64 << 10
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 1 << 20
+	}
+	if c.MaxQueued <= 0 {
+		c.MaxQueued = 4 << 20
+	}
+	if c.Backlog <= 0 {
+		c.Backlog = 4096
+	}
+	if c.TimerTick <= 0 {
+		c.TimerTick = 10 * time.Millisecond
+	}
+	if c.Logf == nil {
+		c.Logf = log.Printf
+	}
+	return nil
+}
+
+// New creates the listeners, pollers and loops; Start runs them. It returns
+// ErrUnsupported on systems without epoll or kqueue, and never leaks a file
+// descriptor on failure.
+func New(cfg Config) (_ *Engine, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	ap, err := resolve(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("netpoll: %w", err)
+	}
+	e := &Engine{cfg: cfg, reuse: !cfg.DisableReusePort}
+	defer func() {
+		if err != nil {
+			e.release()
+		}
+	}()
+	for i := 0; i < cfg.Loops; i++ {
+		p, err := openPoller()
+		if err != nil {
+			return nil, fmt.Errorf("netpoll: loop %d: %w", i, err)
+		}
+		l := &Loop{
+			id: i, e: e, p: p, lfd: -1,
+			slab:  NewSlab[Conn](),
+			wheel: NewWheel(0),
+			start: time.Now(),
+			tick:  cfg.TimerTick,
+			q:     newMPSC(mpscSize),
+			rbuf:  make([]byte, cfg.ReadBufferSize),
+		}
+		l.now = l.start
+		l.fire = l.onTimer
+		e.loops = append(e.loops, l)
+		if err := registerLoop(l); err != nil {
+			l.p.close()
+			e.loops = e.loops[:i]
+			return nil, fmt.Errorf("netpoll: %w", err)
+		}
+	}
+	for i, l := range e.loops {
+		if i > 0 && !e.reuse {
+			break
+		}
+		fd, err := listenTCP(ap, e.reuse, cfg.Backlog)
+		if err != nil && i == 0 && e.reuse && errors.Is(err, errNoReuse) {
+			cfg.Logf("netpoll: %v; falling back to one listener shared by all loops", err)
+			e.reuse = false
+			fd, err = listenTCP(ap, false, cfg.Backlog)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("netpoll: listen %s: %w", ap, err)
+		}
+		l.lfd = fd
+		if i == 0 {
+			bound, err := localAddr(fd)
+			if err != nil {
+				return nil, fmt.Errorf("netpoll: %w", err)
+			}
+			ap = bound // port 0 picks a port once; the other loops join it
+			e.addr = *net.TCPAddrFromAddrPort(bound)
+		}
+		if err := l.p.addListener(fd); err != nil {
+			return nil, fmt.Errorf("netpoll: loop %d: %w", i, err)
+		}
+	}
+	return e, nil
+}
+
+// release closes every descriptor the engine holds; loops must not be running.
+func (e *Engine) release() {
+	for _, l := range e.loops {
+		if l.lfd >= 0 {
+			sysClose(l.lfd)
+			l.lfd = -1
+		}
+		for l.posters.Load() != 0 {
+			runtime.Gosched()
+		}
+		l.p.close()
+		unregisterLoop(l)
+	}
+}
+
+// Start runs the loops, each on its own locked OS thread.
+func (e *Engine) Start() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	if e.started {
+		return errors.New("netpoll: engine already started")
+	}
+	e.started = true
+	for _, l := range e.loops {
+		e.wg.Add(1)
+		go l.run()
+	}
+	return nil
+}
+
+// Close stops accepting, closes every connection (OnClose gets ErrShutdown),
+// waits for the loops to finish and releases all descriptors. It is safe to
+// call more than once.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	started := e.started
+	e.mu.Unlock()
+	e.closing.Store(true)
+	if started {
+		for _, l := range e.loops {
+			l.p.wake()
+		}
+		e.wg.Wait()
+	} else {
+		for _, l := range e.loops {
+			l.shutdown(ErrShutdown)
+		}
+	}
+	e.release()
+	return nil
+}
+
+// Addr returns the address the engine listens on.
+func (e *Engine) Addr() net.Addr { a := e.addr; return &a }
+
+// NumLoops returns the number of loops.
+func (e *Engine) NumLoops() int { return len(e.loops) }
+
+// ReusePort reports whether each loop has its own SO_REUSEPORT listener
+// (false: the fallback, one listener whose connections loop 0 hands round).
+func (e *Engine) ReusePort() bool { return e.reuse }
+
+// ListenerFDs returns the listening sockets, index = loop, for socket
+// steering (eBPF). In the fallback there is only one. The engine owns them.
+func (e *Engine) ListenerFDs() []int {
+	var fds []int
+	for _, l := range e.loops {
+		if l.lfd >= 0 {
+			fds = append(fds, l.lfd)
+		}
+	}
+	return fds
+}
+
+func (e *Engine) logf(format string, args ...any) { e.cfg.Logf(format, args...) }
+
+// Post queues m for the connection h names, on its loop. It is safe from any
+// goroutine and never blocks. It returns ErrStaleHandle if h no longer names a
+// live connection; if h goes stale before delivery, m is dropped, never
+// delivered to the slot's next occupant.
+func (e *Engine) Post(h Handle, m Message) error {
+	li := int(h >> 56)
+	if li >= len(e.loops) {
+		return ErrStaleHandle
+	}
+	l := e.loops[li]
+	l.posters.Add(1)
+	defer l.posters.Add(-1)
+	if e.closing.Load() {
+		return ErrClosed
+	}
+	if !l.slab.Valid(uint32(h), uint32(h>>32)&genMask) {
+		return ErrStaleHandle
+	}
+	l.post(item{to: h, kind: kindConn, msg: m})
+	return nil
+}
+
+// PostLoop queues m for loop i's LoopHandler.OnLoopMessage.
+func (e *Engine) PostLoop(i int, m Message) error {
+	if i < 0 || i >= len(e.loops) {
+		return fmt.Errorf("netpoll: post to loop %d of %d", i, len(e.loops))
+	}
+	l := e.loops[i]
+	l.posters.Add(1)
+	defer l.posters.Add(-1)
+	if e.closing.Load() {
+		return ErrClosed
+	}
+	l.post(item{kind: kindLoop, msg: m})
+	return nil
+}
+
+// Valid reports whether h names a live connection now.
+func (e *Engine) Valid(h Handle) bool {
+	li := int(h >> 56)
+	return li < len(e.loops) && e.loops[li].slab.Valid(uint32(h), uint32(h>>32)&genMask)
+}
+
+// LoopStats are one loop's counters.
+type LoopStats struct {
+	Loop        int
+	Conns       int64 // live connections
+	Accepts     int64
+	AcceptErrs  int64
+	Reads       int64 // read calls that returned data
+	Writes      int64 // write calls that wrote data
+	BytesIn     int64
+	BytesOut    int64
+	Wakeups     int64 // cross-loop wake-ups received
+	QueuedBytes int64 // output not yet taken by the kernel
+	QueueLen    int64 // cross-loop messages waiting
+	Stale       int64 // events and messages dropped for a stale handle
+	Busy        time.Duration
+	Wait        time.Duration // time blocked in the poller: Busy/(Busy+Wait) is utilization
+}
+
+// Stats returns every loop's counters; safe from any goroutine.
+func (e *Engine) Stats() []LoopStats {
+	out := make([]LoopStats, len(e.loops))
+	for i, l := range e.loops {
+		out[i] = LoopStats{
+			Loop: i, Conns: l.conns.Load(), Accepts: l.accepts.Load(), AcceptErrs: l.acceptErrs.Load(),
+			Reads: l.reads.Load(), Writes: l.writes.Load(), BytesIn: l.bytesIn.Load(), BytesOut: l.bytesOut.Load(),
+			Wakeups: l.wakeups.Load(), QueuedBytes: l.queuedBytes.Load(), QueueLen: l.q.length.Load(),
+			Stale: l.stale.Load(), Busy: time.Duration(l.busyNs.Load()), Wait: time.Duration(l.waitNs.Load()),
+		}
+	}
+	return out
+}

@@ -1,0 +1,473 @@
+package netpoll
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgedhq/edged/internal/testenv"
+	"go.uber.org/goleak"
+)
+
+// closeLog records close reasons; safe for concurrent use.
+type closeLog struct {
+	mu      sync.Mutex
+	reasons []error
+}
+
+func (c *closeLog) add(err error) { c.mu.Lock(); c.reasons = append(c.reasons, err); c.mu.Unlock() }
+func (c *closeLog) total() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.reasons) }
+
+func (c *closeLog) count(target error) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, r := range c.reasons {
+		if errors.Is(r, target) {
+			n++
+		}
+	}
+	return n
+}
+
+func startEngine(t *testing.T, cfg Config) *Engine {
+	t.Helper()
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	if cfg.Loops == 0 {
+		cfg.Loops = 2
+	}
+	cfg.Logf = t.Logf
+	if cfg.Handler == nil {
+		cfg.Handler = Echo{}
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// checkLeaks records fds and goroutines and checks both after the test.
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	// The Go runtime's own poller opens its descriptors on first network
+	// use and keeps them; start it before counting.
+	if l, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
+		l.Close()
+	}
+	before := testenv.OpenFDs(t)
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			n := testenv.OpenFDs(t)
+			if n <= before {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("leaked %d file descriptors", n-before)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func totalConns(e *Engine) int64 {
+	var n int64
+	for _, s := range e.Stats() {
+		n += s.Conns
+	}
+	return n
+}
+
+// echoOnce writes msg and reads it back concurrently (large messages would
+// otherwise deadlock on full socket buffers).
+func echoOnce(c net.Conn, msg []byte) error {
+	errc := make(chan error, 1)
+	go func() { _, err := c.Write(msg); errc <- err }()
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return fmt.Errorf("read back %d bytes: %w", len(msg), err)
+	}
+	if err := <-errc; err != nil {
+		return err
+	}
+	if !bytes.Equal(got, msg) {
+		return errors.New("echo differs from what was sent")
+	}
+	return nil
+}
+
+// logSize returns a size from 1 B to 256 KiB, uniform in its logarithm.
+func logSize(rng *rand.Rand) int {
+	return 1 + rng.IntN(1<<uint(rng.IntN(19)))
+}
+
+func TestEchoRandomSizes(t *testing.T) {
+	checkLeaks(t)
+	e := startEngine(t, Config{})
+	defer e.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(i), 1))
+			c, err := net.Dial("tcp", e.Addr().String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			for k := 0; k < 5; k++ {
+				msg := make([]byte, logSize(rng))
+				for j := range msg {
+					msg[j] = byte(rng.Uint32())
+				}
+				if err := echoOnce(c, msg); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitFor(t, "connections to close", func() bool { return totalConns(e) == 0 })
+}
+
+func TestPartialWritesSlowReader(t *testing.T) {
+	checkLeaks(t)
+	// A tiny send buffer forces the engine to queue and arm writability.
+	e := startEngine(t, Config{SndBuf: 8192, Loops: 1})
+	defer e.Close()
+	c, err := net.Dial("tcp", e.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := make([]byte, 2<<20)
+	for i := range msg {
+		msg[i] = byte(i * 7)
+	}
+	go c.Write(msg)
+	got := make([]byte, 0, len(msg))
+	buf := make([]byte, 3000)
+	for len(got) < len(msg) {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", len(got), err)
+		}
+		got = append(got, buf[:n]...)
+		if len(got) < 64<<10 {
+			time.Sleep(time.Millisecond) // slow at first, so output queues up
+		}
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatal("echo differs")
+	}
+	var writes int64
+	for _, s := range e.Stats() {
+		writes += s.Writes
+	}
+	if writes < 10 {
+		t.Fatalf("only %d write calls for 2 MiB through a 4 KiB send buffer: writes were not partial", writes)
+	}
+}
+
+func TestBacklogCapClosesOnlyTheSlowConnection(t *testing.T) {
+	checkLeaks(t)
+	var closes closeLog
+	e := startEngine(t, Config{SndBuf: 4096, MaxQueued: 256 << 10, Loops: 1, Handler: Echo{Closed: closes.add}})
+	defer e.Close()
+	stuck, err := net.Dial("tcp", e.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	stuck.(*net.TCPConn).SetReadBuffer(4096)
+	good, err := net.Dial("tcp", e.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	// The stuck client writes and never reads.
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for i := 0; i < 64; i++ {
+			if _, err := stuck.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	waitFor(t, "ErrBacklog close", func() bool { return closes.count(ErrBacklog) == 1 })
+	if err := echoOnce(good, []byte("still here")); err != nil {
+		t.Fatalf("other connection affected: %v", err)
+	}
+}
+
+func TestHalfCloseEchoesEverythingThenCloses(t *testing.T) {
+	checkLeaks(t)
+	var closes closeLog
+	e := startEngine(t, Config{Handler: Echo{Closed: closes.add}})
+	defer e.Close()
+	c, err := net.Dial("tcp", e.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := bytes.Repeat([]byte("half-close "), 30000)
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("got %d bytes back, want %d", len(got), len(msg))
+	}
+	waitFor(t, "EOF close", func() bool { return closes.count(io.EOF) == 1 })
+}
+
+func TestResetByPeer(t *testing.T) {
+	checkLeaks(t)
+	var closes closeLog
+	e := startEngine(t, Config{Handler: Echo{Closed: closes.add}})
+	defer e.Close()
+	for i := 0; i < 50; i++ {
+		c, err := net.Dial("tcp", e.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("x"))
+		c.(*net.TCPConn).SetLinger(0) // close sends RST
+		c.Close()
+	}
+	waitFor(t, "all resets handled", func() bool { return totalConns(e) == 0 && closes.total() == 50 })
+}
+
+func TestConnectCloseStorm(t *testing.T) {
+	checkLeaks(t)
+	e := startEngine(t, Config{})
+	defer e.Close()
+	var wg sync.WaitGroup
+	var fails atomic.Int64
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 300; i++ {
+				c, err := net.Dial("tcp", e.Addr().String())
+				if err != nil {
+					fails.Add(1)
+					continue
+				}
+				if i%2 == 0 {
+					c.Write([]byte("ping"))
+				}
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if fails.Load() > 0 {
+		t.Fatalf("%d dials failed", fails.Load())
+	}
+	waitFor(t, "storm to drain", func() bool { return totalConns(e) == 0 })
+	var accepts int64
+	for _, s := range e.Stats() {
+		accepts += s.Accepts
+	}
+	if accepts != 2400 {
+		t.Fatalf("accepted %d, want 2400", accepts)
+	}
+}
+
+// handleRecorder is an Echo that remembers the handles of open connections.
+type handleRecorder struct {
+	Echo
+	mu      sync.Mutex
+	handles []Handle
+}
+
+func (h *handleRecorder) OnOpen(c *Conn) {
+	h.mu.Lock()
+	h.handles = append(h.handles, c.Handle())
+	h.mu.Unlock()
+}
+
+func (h *handleRecorder) last() Handle {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.handles[len(h.handles)-1]
+}
+
+func TestPostAndStaleHandle(t *testing.T) {
+	checkLeaks(t)
+	h := &handleRecorder{}
+	e := startEngine(t, Config{Loops: 1, Handler: h})
+	defer e.Close()
+	c1, err := net.Dial("tcp", e.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "open", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.handles) == 1 })
+	h1 := h.last()
+	if err := e.Post(h1, Message{Data: []byte("posted")}); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 6)
+	if _, err := io.ReadFull(c1, got); err != nil || string(got) != "posted" {
+		t.Fatalf("posted message: %q, %v", got, err)
+	}
+	c1.Close()
+	waitFor(t, "close", func() bool { return totalConns(e) == 0 })
+	// The next connection reuses the slot with a new generation.
+	c2, err := net.Dial("tcp", e.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	waitFor(t, "second open", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.handles) == 2 })
+	h2 := h.last()
+	if uint32(h2) != uint32(h1) {
+		t.Fatalf("slot not reused (%d vs %d): test premise broken", uint32(h2), uint32(h1))
+	}
+	if err := e.Post(h1, Message{Data: []byte("stale!")}); !errors.Is(err, ErrStaleHandle) {
+		t.Fatalf("Post to stale handle: %v, want ErrStaleHandle", err)
+	}
+	if err := e.Post(h2, Message{Data: []byte("fresh!")}); err != nil {
+		t.Fatal(err)
+	}
+	got = make([]byte, 6)
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c2, got); err != nil || string(got) != "fresh!" {
+		t.Fatalf("reused slot got %q, %v; want only the fresh message", got, err)
+	}
+	if err := e.Post(0, Message{}); !errors.Is(err, ErrStaleHandle) {
+		t.Fatalf("zero handle: %v", err)
+	}
+}
+
+func TestFallbackSharedListenerSpreadsConnections(t *testing.T) {
+	checkLeaks(t)
+	e := startEngine(t, Config{Loops: 2, DisableReusePort: true})
+	defer e.Close()
+	if e.ReusePort() || len(e.ListenerFDs()) != 1 {
+		t.Fatalf("fallback not in effect: reuse=%v listeners=%d", e.ReusePort(), len(e.ListenerFDs()))
+	}
+	var conns []net.Conn
+	for i := 0; i < 20; i++ {
+		c, err := net.Dial("tcp", e.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := echoOnce(c, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	st := e.Stats()
+	if st[0].Conns != 10 || st[1].Conns != 10 {
+		t.Fatalf("round robin gave %d and %d connections, want 10 and 10", st[0].Conns, st[1].Conns)
+	}
+}
+
+func TestCloseClosesEverythingWithoutLeaks(t *testing.T) {
+	checkLeaks(t)
+	var closes closeLog
+	e := startEngine(t, Config{Handler: Echo{Closed: closes.add}})
+	var conns []net.Conn
+	for i := 0; i < 100; i++ {
+		c, err := net.Dial("tcp", e.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	waitFor(t, "100 open", func() bool { return totalConns(e) == 100 })
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := closes.count(ErrShutdown); n != 100 {
+		t.Fatalf("handler told of %d shutdown closes, want 100", n)
+	}
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("client still connected after Close")
+		}
+		c.Close()
+	}
+	if _, err := net.Dial("tcp", e.Addr().String()); err == nil {
+		t.Fatal("still accepting after Close")
+	}
+	if err := e.Post(1<<32, Message{}); !errors.Is(err, ErrClosed) && !errors.Is(err, ErrStaleHandle) {
+		t.Fatalf("Post after Close: %v", err)
+	}
+}
+
+func TestNewFailsCleanly(t *testing.T) {
+	checkLeaks(t)
+	e := startEngine(t, Config{})
+	defer e.Close()
+	// The port is taken by a listener outside the reuseport group's owner
+	// (different socket, no SO_REUSEPORT): binding must fail, leaking nothing.
+	if _, err := New(Config{Addr: "127.0.0.1:99999", Handler: Echo{}}); err == nil {
+		t.Fatal("bad address accepted")
+	}
+	if _, err := New(Config{Addr: "127.0.0.1:0"}); err == nil {
+		t.Fatal("missing handler accepted")
+	}
+	if _, err := New(Config{Addr: "127.0.0.1:0", Loops: 300, Handler: Echo{}}); err == nil {
+		t.Fatal("300 loops accepted")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := New(Config{Addr: l.Addr().String(), Handler: Echo{}, DisableReusePort: true}); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("bind to a used port: %v, want EADDRINUSE", err)
+	}
+}
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("NETPOLL_TEST_CLIENT"); addr != "" {
+		os.Exit(runClientProcess(addr))
+	}
+	os.Exit(m.Run())
+}

@@ -1,0 +1,521 @@
+package netpoll
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Loop is one event loop: one OS thread, one poller, one listener (in a
+// SO_REUSEPORT group), one slab of connections, one timer wheel and one
+// inbound queue. Its methods may be called only from its own Handler
+// callbacks, except where noted.
+type Loop struct {
+	id   int
+	gid  uint16
+	e    *Engine
+	p    *poller
+	lfd  int // -1: this loop has no listener of its own
+	slab *Slab[Conn]
+
+	wheel *Wheel
+	start time.Time
+	tick  time.Duration
+	now   time.Time
+	fire  func(uint32)
+
+	q           *mpsc
+	wakePending atomic.Int32 // 1 while a wake-up is on its way: one eventfd write per batch
+	posters     atomic.Int32 // Post calls in progress; the poller outlives them
+	spill       []item
+
+	rbuf     []byte
+	evs      [maxEvents]event
+	bufs     []ioBuf
+	freeBufs []uint32
+	pool     [numClasses][][]byte
+	dirty    []uint32   // slots with output to flush this iteration
+	closes   []closeReq // closes requested this iteration
+	linger   map[uint32]error
+	rr       int // fallback mode: next loop to hand a connection to
+
+	acceptPaused bool
+	acceptResume time.Time
+
+	// Counters, readable from any goroutine through Engine.Stats.
+	conns, accepts, reads, writes, bytesIn, bytesOut, wakeups atomic.Int64
+	queuedBytes, stale, acceptErrs, busyNs, waitNs            atomic.Int64
+}
+
+type closeReq struct {
+	slot, gen uint32
+	reason    error
+	now       bool // close without waiting for queued output
+}
+
+// lingerTime bounds how long a closing connection waits for its output to
+// drain before it is closed anyway.
+const lingerTime = 5 * time.Second
+
+// ErrLinger is the close reason when output did not drain within the linger
+// time after Close.
+var ErrLinger = errors.New("netpoll: output did not drain before close")
+
+// loopTable maps a Conn's loop index to its Loop, so that Conn stays
+// pointer-free. Indexes are reused when an engine closes.
+var (
+	loopTable   [maxLoopsInProcess]atomic.Pointer[Loop]
+	loopTableMu sync.Mutex
+)
+
+const maxLoopsInProcess = 4096
+
+func registerLoop(l *Loop) error {
+	loopTableMu.Lock()
+	defer loopTableMu.Unlock()
+	for i := range loopTable {
+		if loopTable[i].Load() == nil {
+			l.gid = uint16(i)
+			loopTable[i].Store(l)
+			return nil
+		}
+	}
+	return fmt.Errorf("register loop: more than %d loops in this process", maxLoopsInProcess)
+}
+
+func unregisterLoop(l *Loop) {
+	loopTableMu.Lock()
+	loopTable[l.gid].CompareAndSwap(l, nil)
+	loopTableMu.Unlock()
+}
+
+// ID returns the loop's index in its engine.
+func (l *Loop) ID() int { return l.id }
+
+// Now returns the time taken at the start of the current iteration.
+func (l *Loop) Now() time.Time { return l.now }
+
+// Len returns the number of connections the loop holds.
+func (l *Loop) Len() int { return l.slab.Len() }
+
+// Conn returns the live connection h names if it belongs to this loop, else nil.
+func (l *Loop) Conn(h Handle) *Conn {
+	if int(h>>56) != l.id {
+		return nil
+	}
+	return l.slab.Lookup(uint32(h), uint32(h>>32)&genMask)
+}
+
+func (l *Loop) tickOf(t time.Time) int64 { return int64(t.Sub(l.start) / l.tick) }
+
+func cookieOf(slot, gen uint32) uint64 { return uint64(gen)<<32 | uint64(slot) }
+
+func (l *Loop) run() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer l.e.wg.Done()
+	lh, _ := l.e.cfg.Handler.(LoopHandler)
+	for {
+		timeout := -1
+		if next, ok := l.wheel.Next(); ok {
+			d := l.start.Add(time.Duration(next) * l.tick).Sub(time.Now())
+			timeout = max(0, int((d+time.Millisecond-1)/time.Millisecond))
+		}
+		if l.acceptPaused {
+			d := int(time.Until(l.acceptResume)/time.Millisecond) + 1
+			if timeout < 0 || d < timeout {
+				timeout = max(0, d)
+			}
+		}
+		if l.q.length.Load() > 0 {
+			timeout = 0
+		}
+		t0 := time.Now()
+		n, err := l.p.wait(l.evs[:], timeout)
+		t1 := time.Now()
+		l.waitNs.Add(int64(t1.Sub(t0)))
+		l.now = t1
+		if err != nil {
+			// The poller itself failed: nothing on this loop can make
+			// progress. Close its connections and stop.
+			l.e.logf("netpoll: loop %d: %v; closing its connections", l.id, err)
+			l.shutdown(err)
+			return
+		}
+		for i := 0; i < n; i++ {
+			ev := &l.evs[i]
+			switch ev.cookie {
+			case cookieWake:
+				l.p.drainWake()
+				l.wakePending.Store(0)
+				l.wakeups.Add(1)
+			case cookieListener:
+				l.acceptAll()
+			default:
+				l.onConnEvent(ev)
+			}
+		}
+		l.drainQueue()
+		l.wheel.Advance(l.tickOf(l.now), l.fire)
+		if lh != nil {
+			lh.OnTick(l)
+		}
+		l.flushDirty()
+		l.processCloses()
+		if l.acceptPaused && !l.now.Before(l.acceptResume) {
+			l.acceptPaused = false
+			if err := l.p.addListener(l.lfd); err != nil {
+				l.e.logf("netpoll: loop %d: resume accepting: %v", l.id, err)
+			}
+		}
+		l.busyNs.Add(int64(time.Since(t1)))
+		if l.e.closing.Load() {
+			l.shutdown(ErrShutdown)
+			return
+		}
+	}
+}
+
+// acceptBatch bounds accepts per readiness report (the listener is level
+// triggered), so a connection storm cannot starve established connections.
+const acceptBatch = 128
+
+func (l *Loop) acceptAll() {
+	for i := 0; i < acceptBatch; i++ {
+		fd, _, err := acceptConn(l.lfd)
+		if err != nil {
+			if isAgain(err) {
+				return
+			}
+			l.acceptErrs.Add(1)
+			if isTooManyFiles(err) {
+				// Out of descriptors: a level-triggered listener would
+				// report readiness again at once, so stop watching it
+				// for a while instead of spinning.
+				if l.p.delListener(l.lfd) == nil {
+					l.acceptPaused = true
+					l.acceptResume = l.now.Add(100 * time.Millisecond)
+				}
+				l.e.logf("netpoll: loop %d: accept: %v; pausing accepts for 100ms", l.id, os.NewSyscallError("accept", err))
+			}
+			return
+		}
+		l.accepts.Add(1)
+		target := l
+		if !l.e.reuse && len(l.e.loops) > 1 {
+			target = l.e.loops[l.rr]
+			l.rr = (l.rr + 1) % len(l.e.loops)
+		}
+		if target == l {
+			l.adopt(fd)
+			continue
+		}
+		target.post(item{kind: kindAdopt, msg: Message{Arg: uint64(fd)}})
+	}
+}
+
+// adopt makes fd one of this loop's connections.
+func (l *Loop) adopt(fd int) {
+	cfg := &l.e.cfg
+	if err := tuneConn(fd, cfg.SndBuf, cfg.RcvBuf); err != nil {
+		l.e.logf("netpoll: loop %d: %v", l.id, err)
+	}
+	slot, gen, c, err := l.slab.Alloc()
+	if err != nil {
+		sysClose(fd)
+		l.acceptErrs.Add(1)
+		return
+	}
+	*c = Conn{fd: int32(fd), slot: slot, gen: gen, loop: l.gid}
+	if err := l.p.addConn(fd, cookieOf(slot, gen)); err != nil {
+		l.slab.Free(slot)
+		sysClose(fd)
+		l.acceptErrs.Add(1)
+		return
+	}
+	l.conns.Add(1)
+	cfg.Handler.OnOpen(c)
+}
+
+func (l *Loop) onConnEvent(ev *event) {
+	slot, gen := uint32(ev.cookie), uint32(ev.cookie>>32)
+	c := l.slab.Lookup(slot, gen)
+	if c == nil {
+		l.stale.Add(1)
+		return
+	}
+	if ev.writable && c.out != 0 {
+		l.flush(c)
+		if l.slab.Lookup(slot, gen) == nil {
+			return
+		}
+	}
+	if ev.readable && c.flags&flagClosing == 0 {
+		l.readAll(c, ev.hangup)
+	}
+}
+
+// readAll reads until the socket is drained. A short read means it is (new
+// data raises a new edge), unless the peer hung up, in which case reading on
+// finds the end of stream. Each pass hands all complete frames to the
+// handler at once.
+func (l *Loop) readAll(c *Conn, hangup bool) {
+	for c.flags&flagClosing == 0 {
+		n, err := sysRead(int(c.fd), l.rbuf)
+		if n > 0 {
+			l.reads.Add(1)
+			l.bytesIn.Add(int64(n))
+			l.deliver(c, l.rbuf[:n])
+			if n < len(l.rbuf) && !hangup {
+				return
+			}
+			continue
+		}
+		switch {
+		case err == nil: // end of stream: send what is queued, then close
+			c.Close(io.EOF)
+		case isAgain(err):
+		default:
+			l.closeNow(c, os.NewSyscallError("read", err))
+		}
+		return
+	}
+}
+
+func (l *Loop) deliver(c *Conn, data []byte) {
+	var pb *ioBuf
+	if c.pend != 0 {
+		pb = &l.bufs[c.pend-1]
+		pb.b = l.grow(pb, len(data))
+		pb.b = append(pb.b, data...)
+		data = pb.b
+	}
+	used, err := l.e.cfg.Handler.OnData(c, data)
+	if used < 0 || used > len(data) {
+		panic(fmt.Sprintf("netpoll: handler invariant broken: OnData consumed %d of %d bytes", used, len(data)))
+	}
+	rest := len(data) - used
+	switch {
+	case rest == 0:
+		if pb != nil {
+			l.releaseBuf(c.pend - 1)
+			c.pend = 0
+		}
+	case pb != nil:
+		copy(pb.b, pb.b[used:])
+		pb.b = pb.b[:rest]
+	default:
+		c.pend = l.takeBuf(rest) + 1
+		pb = &l.bufs[c.pend-1]
+		pb.b = append(pb.b, data[used:]...)
+	}
+	if err != nil {
+		c.Close(err)
+		return
+	}
+	if rest > l.e.cfg.MaxPending {
+		c.Close(ErrPendingFull)
+	}
+}
+
+func (l *Loop) flushDirty() {
+	for _, slot := range l.dirty {
+		c := l.slab.Get(slot)
+		c.flags &^= flagDirty
+		if c.out != 0 && c.flags&flagWriteArmed == 0 {
+			l.flush(c)
+		}
+	}
+	l.dirty = l.dirty[:0]
+}
+
+// flush writes queued output until it is gone or the kernel pushes back;
+// then writability is watched until the rest drains. Every pass makes
+// progress or parks on the poller.
+func (l *Loop) flush(c *Conn) {
+	b := &l.bufs[c.out-1]
+	for b.off < len(b.b) {
+		n, err := sysWrite(int(c.fd), b.b[b.off:])
+		if n > 0 {
+			b.off += n
+			l.writes.Add(1)
+			l.bytesOut.Add(int64(n))
+			l.queuedBytes.Add(-int64(n))
+		}
+		if err != nil {
+			if isAgain(err) {
+				if c.flags&flagWriteArmed == 0 {
+					if err := l.p.armWrite(int(c.fd), cookieOf(c.slot, c.gen), true); err != nil {
+						l.closeNow(c, err)
+						return
+					}
+					c.flags |= flagWriteArmed
+				}
+				return
+			}
+			l.closeNow(c, os.NewSyscallError("write", err))
+			return
+		}
+	}
+	l.releaseBuf(c.out - 1)
+	c.out = 0
+	if c.flags&flagWriteArmed != 0 {
+		c.flags &^= flagWriteArmed
+		if err := l.p.armWrite(int(c.fd), cookieOf(c.slot, c.gen), false); err != nil {
+			l.closeNow(c, err)
+			return
+		}
+	}
+	if c.flags&flagLinger != 0 {
+		reason := l.linger[c.slot]
+		l.closeNow(c, reason)
+	}
+}
+
+func (l *Loop) processCloses() {
+	for i := range l.closes {
+		r := l.closes[i]
+		l.closes[i] = closeReq{}
+		c := l.slab.Lookup(r.slot, r.gen)
+		if c == nil {
+			continue
+		}
+		if c.out == 0 || r.now {
+			l.closeNow(c, r.reason)
+			continue
+		}
+		// Output is still queued: wait for it to drain, up to lingerTime.
+		if l.linger == nil {
+			l.linger = make(map[uint32]error)
+		}
+		l.linger[c.slot] = r.reason
+		c.flags |= flagLinger
+		l.wheel.Add(c.slot, l.tickOf(l.now)+int64(lingerTime/l.tick))
+		if c.flags&flagWriteArmed == 0 {
+			l.flush(c)
+		}
+	}
+	l.closes = l.closes[:0]
+}
+
+func (l *Loop) onTimer(slot uint32) {
+	c := l.slab.Get(slot)
+	if c.flags&flagLinger != 0 {
+		l.closeNow(c, errors.Join(l.linger[slot], ErrLinger))
+		return
+	}
+	if c.flags&flagClosing == 0 {
+		l.e.cfg.Handler.OnTimer(c)
+	}
+}
+
+// closeNow closes c in the fixed order: the handler's OnClose, then the slot
+// is released (its generation bumps, so stale handles and events miss), then
+// the fd is closed last, so nothing can reach a reused descriptor.
+func (l *Loop) closeNow(c *Conn, reason error) {
+	c.flags |= flagClosing
+	l.e.cfg.Handler.OnClose(c, reason)
+	l.wheel.Cancel(c.slot)
+	if c.flags&flagLinger != 0 {
+		delete(l.linger, c.slot)
+	}
+	if c.pend != 0 {
+		l.releaseBuf(c.pend - 1)
+	}
+	if c.out != 0 {
+		b := &l.bufs[c.out-1]
+		l.queuedBytes.Add(-int64(len(b.b) - b.off))
+		l.releaseBuf(c.out - 1)
+	}
+	fd := int(c.fd)
+	l.slab.Free(c.slot)
+	sysClose(fd)
+	l.conns.Add(-1)
+}
+
+// post queues x for this loop; safe from any goroutine. The loop is woken at
+// most once per batch.
+func (l *Loop) post(x item) {
+	l.q.push(x)
+	if l.wakePending.CompareAndSwap(0, 1) {
+		if err := l.p.wake(); err != nil {
+			l.e.logf("netpoll: loop %d: wake: %v", l.id, err)
+		}
+	}
+}
+
+// drainBatch bounds queued messages handled per iteration, so timers and
+// I/O keep running under a flood of cross-loop work.
+const drainBatch = 4096
+
+func (l *Loop) drainQueue() {
+	var it item
+	for i := 0; i < drainBatch && l.q.pop(&it); i++ {
+		l.handleItem(&it)
+		it = item{}
+	}
+	l.spill = l.q.takeOverflow(l.spill)
+	for i := range l.spill {
+		l.handleItem(&l.spill[i])
+		l.spill[i] = item{}
+	}
+}
+
+const (
+	kindConn = iota
+	kindLoop
+	kindAdopt
+)
+
+func (l *Loop) handleItem(it *item) {
+	switch it.kind {
+	case kindAdopt:
+		fd := int(it.msg.Arg)
+		if l.e.closing.Load() {
+			sysClose(fd)
+			return
+		}
+		l.adopt(fd)
+	case kindLoop:
+		if lh, ok := l.e.cfg.Handler.(LoopHandler); ok {
+			lh.OnLoopMessage(l, &it.msg)
+		}
+	default:
+		c := l.Conn(it.to)
+		if c == nil || c.flags&flagClosing != 0 {
+			l.stale.Add(1)
+			return
+		}
+		l.e.cfg.Handler.OnMessage(c, &it.msg)
+	}
+}
+
+// shutdown closes every connection with reason and releases the loop.
+func (l *Loop) shutdown(reason error) {
+	if l.lfd >= 0 {
+		sysClose(l.lfd)
+		l.lfd = -1
+	}
+	l.flushDirty()
+	l.slab.Range(func(slot uint32, c *Conn) bool {
+		l.closeNow(c, reason)
+		return true
+	})
+	// Connections handed over but not yet adopted still hold descriptors.
+	var it item
+	for l.q.pop(&it) {
+		if it.kind == kindAdopt {
+			sysClose(int(it.msg.Arg))
+		}
+	}
+	for _, it := range l.q.takeOverflow(nil) {
+		if it.kind == kindAdopt {
+			sysClose(int(it.msg.Arg))
+		}
+	}
+}

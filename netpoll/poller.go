@@ -1,0 +1,45 @@
+package netpoll
+
+// The poller contract. Every platform file provides:
+//
+//	func openPoller() (*poller, error)
+//	    a new poller with a wake-up source already registered.
+//	func (p *poller) addListener(fd int) error
+//	    level-triggered readability of a listening socket (cookie cookieListener).
+//	func (p *poller) addConn(fd int, cookie uint64) error
+//	    edge-triggered readability and peer-hangup of a connection.
+//	func (p *poller) armWrite(fd int, cookie uint64, on bool) error
+//	    adds (on) or removes edge-triggered writability for a connection.
+//	func (p *poller) wait(evs []event, timeoutMs int) (int, error)
+//	    blocks up to timeoutMs (-1 forever) and fills evs; EINTR returns 0, nil.
+//	func (p *poller) wake() error
+//	    makes a concurrent or later wait return; safe from any goroutine.
+//	func (p *poller) drainWake()
+//	    consumes pending wake-ups after wait reported cookieWake.
+//	func (p *poller) close() error
+//
+// A connection's registration disappears when its fd is closed, so there is
+// no explicit delete.
+
+// event is one readiness report, platform-neutral.
+type event struct {
+	cookie   uint64
+	readable bool
+	writable bool
+	hangup   bool // peer closed its write side or the socket errored
+}
+
+// Cookies: connections use gen<<32|slot (gen is never 0); these two values
+// cannot collide with them.
+const (
+	cookieListener uint64 = 1 << 63
+	cookieWake     uint64 = 1<<63 | 1
+)
+
+// maxEvents is the size of each loop's reused event buffer: large enough to
+// take a burst of readiness in one syscall, small enough to keep a loop
+// responsive to its queue and timers between batches.
+const maxEvents = 256
+
+// Also: func (p *poller) delListener(fd int) error stops watching a listener
+// (accepting pauses, e.g. on EMFILE, until addListener is called again).

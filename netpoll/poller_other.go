@@ -1,0 +1,17 @@
+//go:build !linux && !darwin && !freebsd
+
+package netpoll
+
+type poller struct{}
+
+func openPoller() (*poller, error) { return nil, ErrUnsupported }
+
+func (p *poller) addListener(fd int) error                      { return ErrUnsupported }
+func (p *poller) addConn(fd int, cookie uint64) error           { return ErrUnsupported }
+func (p *poller) armWrite(fd int, cookie uint64, on bool) error { return ErrUnsupported }
+func (p *poller) wait(evs []event, timeoutMs int) (int, error)  { return 0, ErrUnsupported }
+func (p *poller) wake() error                                   { return ErrUnsupported }
+func (p *poller) drainWake()                                    {}
+func (p *poller) close() error                                  { return nil }
+
+func (p *poller) delListener(fd int) error { return ErrUnsupported }
