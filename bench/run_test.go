@@ -4,13 +4,29 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
-	"github.com/edgedhq/edged/bench/benchtest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgedhq/edged/bench/benchtest"
 )
+
+// server is a target a test measures.
+type server struct {
+	name    string
+	profile string
+	start   func(t *testing.T) (addr string, pid int, admin string)
+}
+
+var servers = []server{
+	{"mosquitto", "generic", func(t *testing.T) (string, int, string) {
+		a, p := benchtest.StartMosquitto(t)
+		return a, p, ""
+	}},
+	{"edged", "inbox", func(t *testing.T) (string, int, string) { return benchtest.StartEdged(t) }},
+}
 
 func quick(addr string, pid int) Options {
 	o := Defaults()
@@ -24,36 +40,46 @@ func quick(addr string, pid int) Options {
 	return o
 }
 
-func TestPairsMosquitto(t *testing.T) {
-	addr, pid := benchtest.StartMosquitto(t)
-	for _, tc := range []struct {
-		name string
-		qos  int
-		rate float64
-	}{
-		{"closed-qos0", 0, 0},
-		{"closed-qos1", 1, 0},
-		{"open-qos1", 1, 2000},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			o := quick(addr, pid)
-			o.Pairs, o.QoS, o.Rate = 20, tc.qos, tc.rate
-			res, err := Run(context.Background(), "pairs", o)
-			if err != nil {
-				t.Fatalf("run: %v", err)
-			}
-			t.Log("\n" + Text(res))
-			if res.Received == 0 || res.Latency.Count == 0 {
-				t.Fatalf("no messages measured: %+v", res)
-			}
-			if res.Connected != 40 {
-				t.Errorf("connected %d, want 40", res.Connected)
-			}
-			if tc.qos == 1 && res.Acked == 0 {
-				t.Errorf("qos1 but no PUBACK counted")
-			}
-			if len(res.Errors) != 0 {
-				t.Errorf("errors: %v", res.Errors)
+func TestPairs(t *testing.T) {
+	for _, srv := range servers {
+		t.Run(srv.name, func(t *testing.T) {
+			addr, pid, admin := srv.start(t)
+			for _, tc := range []struct {
+				name string
+				qos  int
+				rate float64
+			}{
+				{"closed-qos0", 0, 0},
+				{"closed-qos1", 1, 0},
+				{"open-qos1", 1, 2000},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					o := quick(addr, pid)
+					o.Pairs, o.QoS, o.Rate, o.Profile, o.Admin = 20, tc.qos, tc.rate, srv.profile, admin
+					res, err := Run(context.Background(), "pairs", o)
+					if err != nil {
+						t.Fatalf("run: %v", err)
+					}
+					t.Log("\n" + Text(res))
+					if res.Received == 0 || res.Latency.Count == 0 {
+						t.Fatalf("no messages measured: %+v", res)
+					}
+					if res.Connected != 40 {
+						t.Errorf("connected %d, want 40", res.Connected)
+					}
+					if tc.qos == 1 && res.Acked == 0 {
+						t.Errorf("qos1 but no PUBACK counted")
+					}
+					if len(res.Errors) != 0 {
+						t.Errorf("errors: %v", res.Errors)
+					}
+					if res.Server == nil || res.Server.CPUSeconds <= 0 || res.Server.CPUPerMillion <= 0 {
+						t.Errorf("no server CPU figures: %+v", res.Server)
+					}
+					if admin != "" && (len(res.Server.Samples) == 0 || res.Server.Samples[len(res.Server.Samples)-1].Admin == nil) {
+						t.Errorf("admin %s given but no admin stats sampled", admin)
+					}
+				})
 			}
 		})
 	}
@@ -63,17 +89,19 @@ func TestPairsMosquitto(t *testing.T) {
 // message mosquitto accepted (PUBACKed) was delivered once receivers came
 // back; with clean sessions the same check must report the loss.
 func TestOffline(t *testing.T) {
-	addr, pid := benchtest.StartMosquitto(t)
 	for _, tc := range []struct {
 		name  string
+		srv   server
 		clean bool
 	}{
-		{"persistent sessions lose nothing", false},
-		{"clean sessions lose messages", true},
+		{"mosquitto persistent sessions lose nothing", servers[0], false},
+		{"mosquitto clean sessions lose messages", servers[0], true},
+		{"edged inboxes lose nothing", servers[1], false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			addr, pid, _ := tc.srv.start(t)
 			o := quick(addr, pid)
-			o.Pairs, o.Rate, o.Duration = 20, 1000, 3*time.Second
+			o.Pairs, o.Rate, o.Duration, o.Profile = 20, 1000, 3*time.Second, tc.srv.profile
 			o.Down, o.Up, o.Drain = 800*time.Millisecond, 800*time.Millisecond, 20*time.Second
 			o.CleanSessions = tc.clean
 			res, err := Run(context.Background(), "offline", o)

@@ -80,6 +80,11 @@ type Config struct {
 	TimerTick time.Duration
 	// Handler receives the events; required.
 	Handler Handler
+	// LiveHook, if set, is called on the loop's thread at the end of each
+	// iteration in which the loop's number of connections changed (after an
+	// accept batch and after closes), e.g. to keep eBPF steering's
+	// live-connection map current. It must be cheap and must not block.
+	LiveHook func(loop int, live int)
 	// Logf receives the engine's rare log lines (default log.Printf).
 	Logf func(format string, args ...any)
 }

@@ -25,7 +25,7 @@ type closeLog struct {
 }
 
 func (c *closeLog) add(err error) { c.mu.Lock(); c.reasons = append(c.reasons, err); c.mu.Unlock() }
-func (c *closeLog) total() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.reasons) }
+func (c *closeLog) total() int    { c.mu.Lock(); defer c.mu.Unlock(); return len(c.reasons) }
 
 func (c *closeLog) count(target error) int {
 	c.mu.Lock()
@@ -280,7 +280,9 @@ func TestResetByPeer(t *testing.T) {
 
 func TestConnectCloseStorm(t *testing.T) {
 	checkLeaks(t)
-	e := startEngine(t, Config{})
+	var live [2]atomic.Int64
+	var hookCalls atomic.Int64
+	e := startEngine(t, Config{LiveHook: func(loop, n int) { live[loop].Store(int64(n)); hookCalls.Add(1) }})
 	defer e.Close()
 	var wg sync.WaitGroup
 	var fails atomic.Int64
@@ -312,6 +314,10 @@ func TestConnectCloseStorm(t *testing.T) {
 	}
 	if accepts != 2400 {
 		t.Fatalf("accepted %d, want 2400", accepts)
+	}
+	waitFor(t, "LiveHook to report zero", func() bool { return live[0].Load() == 0 && live[1].Load() == 0 })
+	if hookCalls.Load() < 2 {
+		t.Fatalf("LiveHook called %d times during a storm of 2400 connections", hookCalls.Load())
 	}
 }
 

@@ -44,6 +44,8 @@ type Loop struct {
 	linger   map[uint32]error
 	rr       int // fallback mode: next loop to hand a connection to
 
+	lastLive int // connections last reported to Config.LiveHook
+
 	acceptPaused bool
 	acceptResume time.Time
 
@@ -171,6 +173,12 @@ func (l *Loop) run() {
 			l.acceptPaused = false
 			if err := l.p.addListener(l.lfd); err != nil {
 				l.e.logf("netpoll: loop %d: resume accepting: %v", l.id, err)
+			}
+		}
+		if hook := l.e.cfg.LiveHook; hook != nil {
+			if n := l.slab.Len(); n != l.lastLive {
+				l.lastLive = n
+				hook(l.id, n)
 			}
 		}
 		l.busyNs.Add(int64(time.Since(t1)))

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,4 +71,61 @@ log_dest none
 	log, _ := os.ReadFile(filepath.Join(dir, "mosquitto.log"))
 	t.Fatalf("mosquitto did not listen on %s: %s", addr, log)
 	return "", 0
+}
+
+var (
+	edgedOnce sync.Once
+	edgedBin  string
+	edgedErr  error
+)
+
+// buildEdged builds ./cmd/edged once per test process.
+func buildEdged() (string, error) {
+	edgedOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "edgebench-edged-")
+		if err != nil {
+			edgedErr = err
+			return
+		}
+		edgedBin = filepath.Join(dir, "edged")
+		out, err := exec.Command("go", "build", "-o", edgedBin, "github.com/edgedhq/edged/cmd/edged").CombinedOutput()
+		if err != nil {
+			edgedErr = fmt.Errorf("build edged: %v: %s", err, out)
+		}
+	})
+	return edgedBin, edgedErr
+}
+
+// StartEdged builds and starts edged on a free loopback port (anonymous
+// loopback clients are admitted: client id = user id) with its admin
+// endpoint on another free port, and stops it when the test ends. admin is
+// the URL of GET /stats.
+func StartEdged(t testing.TB) (addr string, pid int, admin string) {
+	t.Helper()
+	bin, err := buildEdged()
+	testenv.Require(t, err == nil, fmt.Sprintf("edged does not build: %v", err))
+	addr = "127.0.0.1:" + strconv.Itoa(FreePort(t))
+	adminAddr := "127.0.0.1:" + strconv.Itoa(FreePort(t))
+	dir := t.TempDir()
+	out, _ := os.Create(filepath.Join(dir, "edged.log"))
+	cmd := exec.Command(bin, "--listen", addr, "--admin", adminAddr, "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start edged: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		out.Close()
+	})
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp4", addr); err == nil {
+			c.Close()
+			return addr, cmd.Process.Pid, "http://" + adminAddr + "/stats"
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(filepath.Join(dir, "edged.log"))
+	t.Fatalf("edged did not listen on %s: %s", addr, log)
+	return "", 0, ""
 }
