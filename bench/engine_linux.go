@@ -117,7 +117,6 @@ type engine struct {
 	rng     *rand.Rand
 }
 
-
 func newEngine(s Setup) (e *engine, err error) {
 	ap, err := netip.ParseAddrPort(s.Target)
 	if err != nil || !ap.Addr().Is4() {

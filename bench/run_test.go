@@ -32,7 +32,7 @@ func quick(addr string, pid int) Options {
 	o := Defaults()
 	o.Target, o.ServerPID = addr, pid
 	o.Workers = 2
-	o.Duration = 2 * time.Second
+	o.Duration = time.Second
 	o.Hold = time.Second
 	if testing.Verbose() {
 		o.Live = os.Stderr

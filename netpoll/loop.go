@@ -33,6 +33,7 @@ type Loop struct {
 	wakePending atomic.Int32 // 1 while a wake-up is on its way: one eventfd write per batch
 	posters     atomic.Int32 // Post calls in progress; the poller outlives them
 	spill       []item
+	cur         item // the queue item being handled
 
 	rbuf     []byte
 	evs      [maxEvents]event
@@ -462,10 +463,12 @@ func (l *Loop) post(x item) {
 const drainBatch = 4096
 
 func (l *Loop) drainQueue() {
-	var it item
-	for i := 0; i < drainBatch && l.q.pop(&it); i++ {
-		l.handleItem(&it)
-		it = item{}
+	// l.cur, not a local: the handler receives &it.msg through an interface,
+	// which would move a local to the heap on every call.
+	it := &l.cur
+	for i := 0; i < drainBatch && l.q.pop(it); i++ {
+		l.handleItem(it)
+		*it = item{}
 	}
 	l.spill = l.q.takeOverflow(l.spill)
 	for i := range l.spill {
