@@ -147,9 +147,9 @@ func benchClientHold() int {
 }
 
 type echoResult struct {
-	Msgs          int64
+	Msgs           int64
 	P50, P99, P999 time.Duration
-	Seconds       float64
+	Seconds        float64
 }
 
 // benchClientEcho runs NETPOLL_BENCH_N closed-loop echo connections for

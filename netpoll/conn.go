@@ -95,7 +95,7 @@ func (c *Conn) Write(p []byte) error {
 	b.b = append(b.b, p...)
 	queued := len(b.b) - b.off
 	l.queuedBytes.Add(int64(len(p)))
-	if queued > l.e.cfg.MaxQueued {
+	if int64(queued) > l.e.maxQueued.Load() {
 		// The peer is not reading: its queued output is dropped, not
 		// lingered over.
 		c.flags |= flagClosing

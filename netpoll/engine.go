@@ -20,6 +20,9 @@ type Engine struct {
 	closing atomic.Bool
 	wg      sync.WaitGroup
 
+	maxQueued  atomic.Int64 // live value of Config.MaxQueued
+	acceptsOff atomic.Bool  // accepting paused by PauseAccepts
+
 	mu      sync.Mutex // guards started and closed
 	started bool
 	closed  bool
@@ -72,6 +75,7 @@ func New(cfg Config) (_ *Engine, err error) {
 		return nil, fmt.Errorf("netpoll: %w", err)
 	}
 	e := &Engine{cfg: cfg, reuse: !cfg.DisableReusePort}
+	e.maxQueued.Store(int64(cfg.MaxQueued))
 	defer func() {
 		if err != nil {
 			e.release()
@@ -249,6 +253,36 @@ func (e *Engine) PostLoop(i int, m Message) error {
 	l.post(item{kind: kindLoop, msg: m})
 	return nil
 }
+
+// SetMaxQueued changes the per-connection cap on queued output (bytes) for
+// every later Write; n <= 0 is refused. Safe from any goroutine.
+func (e *Engine) SetMaxQueued(n int) error {
+	if n <= 0 {
+		return fmt.Errorf("netpoll: set max queued: %d is not a positive byte count", n)
+	}
+	e.maxQueued.Store(int64(n))
+	return nil
+}
+
+// MaxQueued returns the current per-connection output cap.
+func (e *Engine) MaxQueued() int { return int(e.maxQueued.Load()) }
+
+// PauseAccepts stops (true) or resumes (false) accepting new connections on
+// every loop; established connections are not affected and new ones wait
+// in the kernel's listen backlog. Safe from any goroutine.
+func (e *Engine) PauseAccepts(pause bool) {
+	e.acceptsOff.Store(pause)
+	for _, l := range e.loops {
+		l.posters.Add(1)
+		if !e.closing.Load() {
+			l.p.wake()
+		}
+		l.posters.Add(-1)
+	}
+}
+
+// AcceptsPaused reports whether PauseAccepts(true) is in effect.
+func (e *Engine) AcceptsPaused() bool { return e.acceptsOff.Load() }
 
 // Valid reports whether h names a live connection now.
 func (e *Engine) Valid(h Handle) bool {

@@ -477,3 +477,45 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+func TestPauseAcceptsAndLiveQueueCap(t *testing.T) {
+	checkLeaks(t)
+	var closes closeLog
+	e := startEngine(t, Config{Handler: Echo{Closed: closes.add}, SndBuf: 4096})
+	defer e.Close()
+	e.PauseAccepts(true)
+	time.Sleep(50 * time.Millisecond) // let the loops see it
+	c, err := net.Dial("tcp", e.Addr().String()) // completes in the kernel's backlog
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(100 * time.Millisecond)
+	var accepts int64
+	for _, s := range e.Stats() {
+		accepts += s.Accepts
+	}
+	if accepts != 0 || !e.AcceptsPaused() {
+		t.Fatalf("accepted %d while paused", accepts)
+	}
+	e.PauseAccepts(false)
+	if err := echoOnce(c, []byte("after resume")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetMaxQueued(0); err == nil {
+		t.Fatal("SetMaxQueued(0) accepted")
+	}
+	if err := e.SetMaxQueued(64 << 10); err != nil || e.MaxQueued() != 64<<10 {
+		t.Fatalf("SetMaxQueued: %v, now %d", err, e.MaxQueued())
+	}
+	c.(*net.TCPConn).SetReadBuffer(4096)
+	go func() {
+		chunk := make([]byte, 32<<10)
+		for i := 0; i < 64; i++ {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	waitFor(t, "the lowered cap to close the non-reader", func() bool { return closes.count(ErrBacklog) == 1 })
+}

@@ -129,7 +129,7 @@ func (l *Loop) run() {
 			d := l.start.Add(time.Duration(next) * l.tick).Sub(time.Now())
 			timeout = max(0, int((d+time.Millisecond-1)/time.Millisecond))
 		}
-		if l.acceptPaused {
+		if !l.acceptResume.IsZero() {
 			d := int(time.Until(l.acceptResume)/time.Millisecond) + 1
 			if timeout < 0 || d < timeout {
 				timeout = max(0, d)
@@ -170,12 +170,7 @@ func (l *Loop) run() {
 		}
 		l.flushDirty()
 		l.processCloses()
-		if l.acceptPaused && !l.now.Before(l.acceptResume) {
-			l.acceptPaused = false
-			if err := l.p.addListener(l.lfd); err != nil {
-				l.e.logf("netpoll: loop %d: resume accepting: %v", l.id, err)
-			}
-		}
+		l.updateAccepting()
 		if hook := l.e.cfg.LiveHook; hook != nil {
 			if n := l.slab.Len(); n != l.lastLive {
 				l.lastLive = n
@@ -188,6 +183,31 @@ func (l *Loop) run() {
 			return
 		}
 	}
+}
+
+// updateAccepting starts or stops watching the listener: accepting pauses
+// while the engine's PauseAccepts is in effect and for a while after EMFILE.
+func (l *Loop) updateAccepting() {
+	if l.lfd < 0 {
+		return
+	}
+	if !l.acceptResume.IsZero() && !l.now.Before(l.acceptResume) {
+		l.acceptResume = time.Time{} // the EMFILE back-off is over
+	}
+	want := !l.e.acceptsOff.Load() && l.acceptResume.IsZero()
+	if want == !l.acceptPaused {
+		return
+	}
+	if want {
+		if err := l.p.addListener(l.lfd); err != nil {
+			l.e.logf("netpoll: loop %d: resume accepting: %v", l.id, err)
+			return
+		}
+	} else if err := l.p.delListener(l.lfd); err != nil {
+		l.e.logf("netpoll: loop %d: pause accepting: %v", l.id, err)
+		return
+	}
+	l.acceptPaused = !want
 }
 
 // acceptBatch bounds accepts per readiness report (the listener is level
@@ -206,10 +226,8 @@ func (l *Loop) acceptAll() {
 				// Out of descriptors: a level-triggered listener would
 				// report readiness again at once, so stop watching it
 				// for a while instead of spinning.
-				if l.p.delListener(l.lfd) == nil {
-					l.acceptPaused = true
-					l.acceptResume = l.now.Add(100 * time.Millisecond)
-				}
+				l.acceptResume = l.now.Add(100 * time.Millisecond)
+				l.updateAccepting()
 				l.e.logf("netpoll: loop %d: accept: %v; pausing accepts for 100ms", l.id, os.NewSyscallError("accept", err))
 			}
 			return
