@@ -2,7 +2,6 @@ package bench
 
 import (
 	"fmt"
-	"time"
 )
 
 // Step is one capacity step.
@@ -35,7 +34,7 @@ func (r *run) capacity() error {
 	if err := r.rampTo(base, o.Ramp); err != nil {
 		return err
 	}
-	if err := r.hold("settle", time.Second); err != nil {
+	if err := r.settle(r.subscribers()); err != nil {
 		return err
 	}
 	r.setRate(c.ProbeRate, false)

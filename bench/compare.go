@@ -1,28 +1,78 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
 // Target is one server in a comparison.
 type Target struct {
-	Name  string `json:"name"`
-	Addr  string `json:"addr"`
-	PID   int    `json:"pid,omitempty"`
-	Admin string `json:"admin,omitempty"`
+	Name    string `json:"name"`
+	Addr    string `json:"addr"`
+	PID     int    `json:"pid,omitempty"`
+	Admin   string `json:"admin,omitempty"`
+	Profile string `json:"profile,omitempty"` // overrides Options.Profile for this target
+	// Start, when set, is a shell command that runs the server: Compare
+	// starts it (sh -c 'exec <Start>') before the first round, waits until
+	// Addr accepts connections, measures its PID unless PID is set, and
+	// stops it (SIGTERM, then SIGKILL after 5 s) after the last round.
+	Start string `json:"start,omitempty"`
 }
 
-// ParseTarget parses "name=host:port[,pid=PID][,admin=URL]". Errors wrap
+// startTarget runs t.Start and waits until t.Addr accepts connections.
+func startTarget(t *Target) (stop func(), err error) {
+	cmd := exec.Command("/bin/sh", "-c", "exec "+t.Start)
+	logw := &limitedWriter{w: &bytes.Buffer{}, n: 16 << 10}
+	cmd.Stdout, cmd.Stderr = logw, logw
+	cmd.SysProcAttr = workerAttr() // dies with edgebench
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start target %s: %w", t.Name, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	stop = func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
+	if t.PID == 0 {
+		t.PID = cmd.Process.Pid
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-exited:
+			return nil, fmt.Errorf("start target %s: %q exited: %s: %w", t.Name, t.Start, strings.TrimSpace(logw.String()), ErrUnreachable)
+		default:
+		}
+		if probe(t.Addr, 500*time.Millisecond) == nil {
+			return stop, nil
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return nil, fmt.Errorf("start target %s: %s not accepting after 10s: %w", t.Name, t.Addr, ErrUnreachable)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ParseTarget parses "name=host:port[,pid=PID][,admin=URL][,profile=P]". Errors wrap
 // ErrBadOption.
 func ParseTarget(s string) (Target, error) {
 	bad := func(why string) (Target, error) {
-		return Target{}, fmt.Errorf("parse target %q (want name=host:port[,pid=PID][,admin=URL]): %s: %w", s, why, ErrBadOption)
+		return Target{}, fmt.Errorf("parse target %q (want name=host:port[,pid=PID][,admin=URL][,profile=generic|inbox]): %s: %w", s, why, ErrBadOption)
 	}
 	name, rest, ok := strings.Cut(s, "=")
 	if !ok || name == "" {
@@ -44,6 +94,11 @@ func ParseTarget(s string) (Target, error) {
 			t.PID = n
 		case "admin":
 			t.Admin = v
+		case "profile":
+			if v != "generic" && v != "inbox" {
+				return bad("profile must be generic or inbox")
+			}
+			t.Profile = v
 		default:
 			return bad("unknown key " + strconv.Quote(k))
 		}
@@ -109,7 +164,16 @@ func Compare(ctx context.Context, workload string, targets []Target, rounds int,
 	if workload == "capacity" {
 		return nil, fmt.Errorf("compare runs one workload, not capacity: %w", ErrBadOption)
 	}
-	for _, t := range targets {
+	targets = append([]Target(nil), targets...)
+	for i := range targets {
+		t := &targets[i]
+		if t.Start != "" {
+			stop, err := startTarget(t)
+			if err != nil {
+				return nil, err
+			}
+			defer stop()
+		}
 		if err := probe(t.Addr, 3*time.Second); err != nil {
 			return nil, fmt.Errorf("target %s: %w", t.Name, err)
 		}
@@ -132,6 +196,9 @@ func Compare(ctx context.Context, workload string, targets []Target, rounds int,
 			t := targets[ti]
 			ro := o
 			ro.Target, ro.ServerPID, ro.Admin = t.Addr, t.PID, t.Admin
+			if t.Profile != "" {
+				ro.Profile = t.Profile
+			}
 			if o.Out != "" {
 				ro.Out = filepath.Join(o.Out, fmt.Sprintf("%s-round%d", t.Name, round+1))
 			}
@@ -183,25 +250,41 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// CompareText renders a comparison as a table of medians and ratios.
+// CompareText renders a comparison as a table of medians and ratios;
+// figures that are zero for every target (not measured) are left out.
 func CompareText(c *Comparison) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "edgebench compare %s, %d rounds, alternating order; medians, ratio = target / %s\n", c.Workload, c.Rounds, c.Targets[0].Name)
-	fmt.Fprintf(&b, "%-30s", "metric")
+	width := len("metric")
+	for _, m := range c.Metrics {
+		width = max(width, len(m.Name+" ("+m.Better+" is better)"))
+	}
+	fmt.Fprintf(&b, "%-*s", width, "metric")
 	for _, t := range c.Targets {
-		fmt.Fprintf(&b, " %14s", t.Name)
+		fmt.Fprintf(&b, " %12s", t.Name)
 	}
 	for _, t := range c.Targets[1:] {
-		fmt.Fprintf(&b, " %10s", t.Name+"/"+c.Targets[0].Name)
+		fmt.Fprintf(&b, " %12s", t.Name+"/"+c.Targets[0].Name)
 	}
 	b.WriteString("\n")
 	for _, m := range c.Metrics {
-		fmt.Fprintf(&b, "%-30s", m.Name+" ("+m.Better+")")
+		measured := false
 		for _, v := range m.Medians {
-			fmt.Fprintf(&b, " %14.1f", v)
+			measured = measured || v != 0
+		}
+		if !measured && m.Name != "errors" {
+			continue
+		}
+		fmt.Fprintf(&b, "%-*s", width, m.Name+" ("+m.Better+" is better)")
+		for _, v := range m.Medians {
+			fmt.Fprintf(&b, " %12.1f", v)
 		}
 		for _, r := range m.Ratios[1:] {
-			fmt.Fprintf(&b, " %10.2f", r)
+			if m.Medians[0] == 0 {
+				fmt.Fprintf(&b, " %12s", "-")
+				continue
+			}
+			fmt.Fprintf(&b, " %12.2f", r)
 		}
 		b.WriteString("\n")
 	}

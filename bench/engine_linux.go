@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -58,6 +59,7 @@ type pairState struct {
 	lowUnacked uint64
 	ackedN     int64
 	inflight   int
+	nextRecv   uint64 // one past the highest sequence received: lower ones arriving later are reordered
 	acked      bitset
 	recv       bitset
 }
@@ -109,8 +111,8 @@ type engine struct {
 	draining  bool
 
 	t       Tick
-	lat     *hdr.Histogram
-	connLat *hdr.Histogram
+	lat     *hdr.PackedHistogram // sparse: a tick walks only populated buckets
+	connLat *hdr.PackedHistogram
 	scratch []byte
 	payload []byte
 	nextHK  int64
@@ -122,7 +124,7 @@ func newEngine(s Setup) (e *engine, err error) {
 	if err != nil || !ap.Addr().Is4() {
 		return nil, fmt.Errorf("parse target %q (want IPv4 host:port): %w", s.Target, ErrBadOption)
 	}
-	e = &engine{s: s, rbuf: make([]byte, readBufSize), lat: newHist(), connLat: newHist(),
+	e = &engine{s: s, rbuf: make([]byte, readBufSize), lat: newPacked(), connLat: newPacked(),
 		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(s.Worker)))}
 	e.target = unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
 	for _, a := range s.Src {
@@ -303,7 +305,7 @@ func (e *engine) isPublisher(i int) bool {
 
 // subscribes reports whether connection i subscribes after CONNACK.
 func (e *engine) subscribes(i int) bool {
-	if e.s.Profile == "inbox" && e.s.Mode != modeFanout {
+	if e.s.Profile == "inbox" && (e.s.Mode != modeFanout || e.s.Group != "") {
 		return false // inboxes need no SUBSCRIBE (PROTOCOL.md)
 	}
 	switch e.s.Mode {
@@ -481,7 +483,7 @@ func (e *engine) onPacket(i int, p *packet) {
 		e.pending--
 		e.up++
 		e.t.Connected++
-		_ = e.connLat.RecordValue(max(1, (now-c.started)/1000))
+		_ = e.connLat.RecordValue(clampUs((now - c.started) / 1000))
 		if e.subscribes(i) {
 			qos := e.s.QoS
 			if e.s.Mode == modeIdle {
@@ -524,7 +526,7 @@ func (e *engine) onPacket(i int, p *packet) {
 				e.t.Touched++
 			}
 		case kindMsg:
-			_ = e.lat.RecordValue(max(1, (now-ts)/1000))
+			_ = e.lat.RecordValue(clampUs((now - ts) / 1000))
 			e.t.Received++
 			if e.s.Mode == modePairs || e.s.Mode == modeOffline {
 				if int(idx) >= len(e.pairs) {
@@ -540,6 +542,11 @@ func (e *engine) onPacket(i int, p *packet) {
 					if ps.acked.has(seq) {
 						e.t.Missing--
 					}
+				}
+				if seq < ps.nextRecv {
+					e.t.Reordered++
+				} else {
+					ps.nextRecv = seq + 1
 				}
 				if e.closed {
 					ps.inflight--
@@ -569,7 +576,9 @@ func (e *engine) onPacket(i int, p *packet) {
 	case pktSuback:
 		if p.Code == 0x80 {
 			e.closeConn(i, "suback_refused")
+			return
 		}
+		e.t.Subscribed++
 	}
 }
 
@@ -587,6 +596,9 @@ func (e *engine) sendMsg(i, pi int, ts int64) {
 	putHeader(e.payload, kindMsg, ts, seq, uint32(pi))
 	var topic []byte
 	switch {
+	case e.s.Mode == modeFanout && e.s.Group != "":
+		topic = append(append(append(e.scratch[:0], "g/"...), e.s.Group...), '/', 'm')
+		topic = strconv.AppendUint(topic, seq, 10)
 	case e.s.Mode == modeFanout:
 		topic = append(e.scratch[:0], fanoutTopic(e.s.Prefix)...)
 	case e.s.Profile == "inbox":
@@ -743,8 +755,7 @@ func (e *engine) tick(final bool) Tick {
 	for k, v := range e.t.Errors {
 		t.Errors[k] = v
 	}
-	t.Lat, _ = e.lat.Encode(hdr.V2CompressedEncodingCookieBase)
-	t.Conn, _ = e.connLat.Encode(hdr.V2CompressedEncodingCookieBase)
+	t.Lat, t.Conn = buckets(e.lat), buckets(e.connLat)
 	e.lat.Reset()
 	e.connLat.Reset()
 	if final {

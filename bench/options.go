@@ -37,6 +37,7 @@ type Options struct {
 	Window   int           `json:"window,omitempty"`   // closed loop: messages in flight per pair
 	Duration time.Duration `json:"duration,omitempty"` // measured traffic time
 	Subs     int           `json:"subs,omitempty"`     // fanout: subscribers
+	Group    string        `json:"group,omitempty"`    // fanout: edged group instead of a topic (needs Admin, profile inbox)
 	Down     time.Duration `json:"down,omitempty"`     // offline: time a receiver stays away
 	Up       time.Duration `json:"up,omitempty"`       // offline: time a receiver stays connected
 	Drain    time.Duration `json:"drain,omitempty"`    // offline: longest wait for queued messages
@@ -108,6 +109,10 @@ func (o *Options) Validate(workload string) error {
 		return bad("offline needs --rate > 0 (an open loop keeps sending while receivers are away)")
 	case workload == "fanout" && o.Rate <= 0:
 		return bad("fanout needs --rate > 0")
+	case workload == "fanout" && o.Group != "" && (o.Profile != "inbox" || !strings.HasSuffix(o.Admin, "/stats")):
+		return bad("fanout --group needs --profile inbox and --admin http://.../stats (members are added through the admin API)")
+	case o.Group != "" && !validID(o.Group):
+		return bad("group %q (want 1-64 of [0-9A-Za-z_.-])", o.Group)
 	case workload == "churn" && o.Hold <= 0:
 		return bad("churn needs --hold > 0")
 	case o.Keepalive < time.Second || o.Keepalive > 65535*time.Second:
@@ -179,4 +184,17 @@ func ParseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("parse size %q (want e.g. 8GiB): %w", s, ErrBadOption)
 	}
 	return int64(f * float64(m)), nil
+}
+
+// validID reports whether s is a valid edged user or group id (PROTOCOL.md).
+func validID(s string) bool {
+	if len(s) < 1 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -128,6 +128,17 @@ func (p *pool) stop(timeout time.Duration) {
 	}
 }
 
+// cpuSeconds is the user+system CPU time of the reaped workers.
+func (p *pool) cpuSeconds() float64 {
+	var s float64
+	for _, w := range p.procs {
+		if st := w.cmd.ProcessState; st != nil {
+			s += (st.UserTime() + st.SystemTime()).Seconds()
+		}
+	}
+	return s
+}
+
 func (p *pool) kill() {
 	for _, w := range p.procs {
 		_ = w.cmd.Process.Kill()

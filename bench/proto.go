@@ -26,9 +26,10 @@ type Setup struct {
 	KeepaliveS     int      `json:"keepalive_s"`
 	ConnectTimeout int64    `json:"connect_timeout_ns"`
 	Clean          bool     `json:"clean"`
-	Pairs          int      `json:"pairs"`  // pairs/offline: pairs in this worker
-	Window         int      `json:"window"` // closed loop: messages in flight per pair
-	Touch          bool     `json:"touch"`  // idle conns subscribe their own topic (for Command.Touch)
+	Pairs          int      `json:"pairs"`           // pairs/offline: pairs in this worker
+	Group          string   `json:"group,omitempty"` // fanout: edged group (publish g/<group>/m<seq>; deliveries arrive in inboxes)
+	Window         int      `json:"window"`          // closed loop: messages in flight per pair
+	Touch          bool     `json:"touch"`           // idle conns subscribe their own topic (for Command.Touch)
 	MaxPending     int      `json:"max_pending"`
 	Username       string   `json:"username,omitempty"`
 	Password       string   `json:"password,omitempty"`
@@ -51,19 +52,21 @@ type Command struct {
 // histograms cover the interval since the previous tick.
 type Tick struct {
 	Worker     int              `json:"worker"`
-	Up         int              `json:"up"`        // connections with CONNACK
-	Pending    int              `json:"pending"`   // connections being set up
-	Attempts   int64            `json:"attempts"`  // connects started
-	Connected  int64            `json:"connected"` // CONNACKs (0x00) received
-	Sent       int64            `json:"sent"`      // PUBLISH written
-	Acked      int64            `json:"acked"`     // PUBACKs for our publishes
-	Received   int64            `json:"received"`  // measured messages received
-	Dups       int64            `json:"dups"`      // offline: duplicates
-	Touched    int64            `json:"touched"`   // conns that carried their touch message
-	Missing    int64            `json:"missing"`   // offline: acked messages not yet received
+	Up         int              `json:"up"`         // connections with CONNACK
+	Pending    int              `json:"pending"`    // connections being set up
+	Attempts   int64            `json:"attempts"`   // connects started
+	Connected  int64            `json:"connected"`  // CONNACKs (0x00) received
+	Sent       int64            `json:"sent"`       // PUBLISH written
+	Acked      int64            `json:"acked"`      // PUBACKs for our publishes
+	Received   int64            `json:"received"`   // measured messages received
+	Dups       int64            `json:"dups"`       // offline: duplicates
+	Reordered  int64            `json:"reordered"`  // pairs, offline: arrived after a later message of the same pair
+	Touched    int64            `json:"touched"`    // conns that carried their touch message
+	Subscribed int64            `json:"subscribed"` // SUBACKs granting a subscription
+	Missing    int64            `json:"missing"`    // offline: acked messages not yet received
 	Errors     map[string]int64 `json:"errors,omitempty"`
-	Lat        []byte           `json:"lat,omitempty"`  // HDR (V2 compressed), microseconds
-	Conn       []byte           `json:"conn,omitempty"` // HDR, connect latency, microseconds
+	Lat        []int64          `json:"lat,omitempty"`  // end-to-end latency: (microseconds, count) pairs of HDR buckets
+	Conn       []int64          `json:"conn,omitempty"` // connect latency, the same way
 	Final      bool             `json:"final,omitempty"`
 	Lost       int64            `json:"lost,omitempty"`    // final, offline: acked, never received
 	Unacked    int64            `json:"unacked,omitempty"` // final, offline: sent, never acked

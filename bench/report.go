@@ -13,7 +13,7 @@ import (
 func Text(r *Result) string {
 	var b strings.Builder
 	p := func(f string, a ...any) { fmt.Fprintf(&b, f+"\n", a...) }
-	p("edgebench %s against %s (%d workers, %.1fs)", r.Workload, r.Target, r.Workers, r.Elapsed)
+	p("edgebench %s against %s (%d workers, %.1fs, load used %.1f cpu-s)", r.Workload, r.Target, r.Workers, r.Elapsed, r.LoadCPUSeconds)
 	p("  connections  peak %d, attempts %d, connected %d, connect p50 %s p99 %s max %s",
 		r.PeakConns, r.Attempts, r.Connected, fmtUs(r.Connect.P50), fmtUs(r.Connect.P99), fmtUs(r.Connect.Max))
 	if r.Sent > 0 || r.Received > 0 {
@@ -22,7 +22,9 @@ func Text(r *Result) string {
 			fmtUs(r.Latency.P99), fmtUs(r.Latency.P999), fmtUs(r.Latency.Max), r.Latency.Count)
 	}
 	if r.Workload == "offline" {
-		p("  delivery     lost %d (accepted, never delivered), duplicates %d, unacked %d", r.Lost, r.Dups, r.Unacked)
+		p("  delivery     lost %d (accepted, never delivered), duplicates %d, reordered %d, unacked %d", r.Lost, r.Dups, r.Reordered, r.Unacked)
+	} else if r.Reordered > 0 {
+		p("  order        %d messages arrived after a later one of the same pair", r.Reordered)
 	}
 	if r.Touched > 0 {
 		p("  touched      %d connections carried a message", r.Touched)

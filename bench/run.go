@@ -13,8 +13,35 @@ import (
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
 )
 
-// newHist records microseconds from 1 us to 1 h with 3 significant digits.
-func newHist() *hdr.Histogram { return hdr.New(1, 3_600_000_000, 3) }
+// Latency histograms hold microseconds from 1 us to 1 h, 3 significant digits.
+const histMaxUs = 3_600_000_000
+
+func newHist() *hdr.Histogram         { return hdr.New(1, histMaxUs, 3) }
+func newPacked() *hdr.PackedHistogram { return hdr.NewPacked(1, histMaxUs, 3) }
+func clampUs(us int64) int64          { return min(max(us, 1), histMaxUs) }
+
+// buckets flattens a sparse histogram into (value, count) pairs for a Tick;
+// nil when empty.
+func buckets(p *hdr.PackedHistogram) []int64 {
+	if p.TotalCount() == 0 {
+		return nil
+	}
+	out := make([]int64, 0, 2*p.Populated())
+	p.ForEachBucket(func(v, c int64) bool {
+		out = append(out, v, c)
+		return true
+	})
+	return out
+}
+
+// addBuckets records (value, count) pairs into every histogram of hs.
+func addBuckets(pairs []int64, hs ...*hdr.Histogram) {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		for _, h := range hs {
+			_ = h.RecordValues(clampUs(pairs[i]), max(0, pairs[i+1]))
+		}
+	}
+}
 
 // Second is one second of a run, summed over workers.
 type Second struct {
@@ -62,32 +89,36 @@ type ServerFigures struct {
 
 // Result is everything a run measured.
 type Result struct {
-	Workload  string           `json:"workload"`
-	Target    string           `json:"target"`
-	Name      string           `json:"name,omitempty"`
-	Started   time.Time        `json:"started"`
-	Options   Options          `json:"options"`
-	Workers   int              `json:"workers"`
-	Elapsed   float64          `json:"elapsed_s"`
-	Window    float64          `json:"window_s"` // measured traffic window
-	PeakConns int              `json:"peak_conns"`
-	Attempts  int64            `json:"connect_attempts"`
-	Connected int64            `json:"connected"`
-	Touched   int64            `json:"touched,omitempty"`
-	Sent      int64            `json:"sent"`
-	Acked     int64            `json:"acked"`
-	Received  int64            `json:"received"`
-	Dups      int64            `json:"dups,omitempty"`
-	Lost      int64            `json:"lost"`
-	Unacked   int64            `json:"unacked,omitempty"`
-	MsgsPerS  float64          `json:"msgs_per_s"` // received per second in the window
-	Errors    map[string]int64 `json:"errors"`
-	Latency   Percentiles      `json:"latency"`
-	Connect   Percentiles      `json:"connect_latency"`
-	Server    *ServerFigures   `json:"server,omitempty"`
-	Seconds   []Second         `json:"seconds"`
-	Capacity  *CapacityResult  `json:"capacity,omitempty"`
-	Notes     []string         `json:"notes,omitempty"`
+	Workload  string    `json:"workload"`
+	Target    string    `json:"target"`
+	Name      string    `json:"name,omitempty"`
+	Started   time.Time `json:"started"`
+	Options   Options   `json:"options"`
+	Workers   int       `json:"workers"`
+	Elapsed   float64   `json:"elapsed_s"`
+	Window    float64   `json:"window_s"` // measured traffic window
+	PeakConns int       `json:"peak_conns"`
+	Attempts  int64     `json:"connect_attempts"`
+	Connected int64     `json:"connected"`
+	Touched   int64     `json:"touched,omitempty"`
+	Sent      int64     `json:"sent"`
+	Acked     int64     `json:"acked"`
+	Received  int64     `json:"received"`
+	Dups      int64     `json:"dups,omitempty"`
+	Reordered int64     `json:"reordered,omitempty"` // per-pair order broken (PROTOCOL.md: FIFO per sender and recipient)
+	Lost      int64     `json:"lost"`
+	Unacked   int64     `json:"unacked,omitempty"`
+	MsgsPerS  float64   `json:"msgs_per_s"` // received per second in the window
+	// LoadCPUSeconds is the CPU time edgebench's workers used in the whole
+	// run: on a shared host it shows how much of the box the load took.
+	LoadCPUSeconds float64          `json:"load_cpu_seconds"`
+	Errors         map[string]int64 `json:"errors"`
+	Latency        Percentiles      `json:"latency"`
+	Connect        Percentiles      `json:"connect_latency"`
+	Server         *ServerFigures   `json:"server,omitempty"`
+	Seconds        []Second         `json:"seconds"`
+	Capacity       *CapacityResult  `json:"capacity,omitempty"`
+	Notes          []string         `json:"notes,omitempty"`
 }
 
 // run is one Run in progress.
@@ -102,7 +133,8 @@ type run struct {
 	ivLat   *hdr.Histogram // this second
 	stepLat *hdr.Histogram // current capacity step
 	connLat *hdr.Histogram
-	last    Second
+	lastSec time.Time
+	prefix  string
 	prev    Tick // sums at the previous second
 	phase   string
 	want    int // connections wanted (for the progress bar)
@@ -121,6 +153,9 @@ func Run(ctx context.Context, workload string, o Options) (*Result, error) {
 		return nil, err
 	}
 	if err := probe(o.Target, 3*time.Second); err != nil {
+		return nil, err
+	}
+	if err := probeSrc(o.Target, o.Src); err != nil {
 		return nil, err
 	}
 	r := &run{o: o, start: time.Now(), lat: newHist(), ivLat: newHist(), stepLat: newHist(), connLat: newHist(), ctx: ctx}
@@ -145,6 +180,7 @@ func Run(ctx context.Context, workload string, o Options) (*Result, error) {
 	}
 	err = r.workload(workload)
 	r.p.stop(15 * time.Second)
+	r.res.LoadCPUSeconds = r.p.cpuSeconds()
 	r.collect(0) // final ticks
 	r.finish()
 	if err != nil {
@@ -165,6 +201,25 @@ func probe(target string, timeout time.Duration) error {
 		return fmt.Errorf("connect target %s: %w (%v)", target, ErrUnreachable, err)
 	}
 	return c.Close()
+}
+
+// probeSrc checks that the first and last source addresses can reach the
+// target, so a source address not configured on this host fails the run at
+// once instead of failing every connection.
+func probeSrc(target string, src []string) error {
+	if len(src) == 0 {
+		return nil
+	}
+	for _, a := range []string{src[0], src[len(src)-1]} {
+		ip := net.ParseIP(a)
+		d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: ip}}
+		c, err := d.Dial("tcp4", target)
+		if err != nil {
+			return fmt.Errorf("connect target %s from source %s: %w (%v)", target, a, ErrUnreachable, err)
+		}
+		c.Close()
+	}
+	return nil
 }
 
 func share(n, i, w int) int {
@@ -220,13 +275,14 @@ func (r *run) plan(workload string) ([]Setup, error) {
 		src, _ = ParseSrc("127.0.0.2-127.0.0.33") // loopback: enough ephemeral ports for any run
 	}
 	prefix := runID()
+	r.prefix = prefix
 	setups := make([]Setup, w)
 	for i := range setups {
 		setups[i] = Setup{Worker: i, Target: o.Target, Src: src, Prefix: prefix, Mode: mode, Profile: o.Profile,
 			QoS: qos, Size: o.Size, KeepaliveS: int(o.Keepalive / time.Second), ConnectTimeout: int64(o.ConnectTimeout),
 			Clean: clean, Pairs: share(o.Pairs, i, w), Window: o.Window, Touch: workload == "connect",
 			MaxPending: o.MaxPending, Username: o.Username, Password: o.Password,
-			HoldNs: int64(o.Hold), DownNs: int64(o.Down), UpNs: int64(o.Up)}
+			HoldNs: int64(o.Hold), DownNs: int64(o.Down), UpNs: int64(o.Up), Group: o.Group}
 		if mode != modePairs && mode != modeOffline {
 			setups[i].Pairs = 0
 		}
@@ -291,7 +347,9 @@ func (r *run) sum() Tick {
 		s.Acked += t.Acked
 		s.Received += t.Received
 		s.Dups += t.Dups
+		s.Reordered += t.Reordered
 		s.Touched += t.Touched
+		s.Subscribed += t.Subscribed
 		s.Missing += t.Missing
 		s.Lost += t.Lost
 		s.Unacked += t.Unacked
@@ -330,7 +388,10 @@ func (r *run) collect(d time.Duration) error {
 			r.absorb(t)
 		case <-timer.C:
 			if i, msg, dead := r.p.dead(); dead {
-				return fmt.Errorf("worker %d exited: %s: %w", i, strings.TrimSpace(msg), ErrWorker)
+				if msg = strings.TrimSpace(msg); msg == "" {
+					msg = "killed or crashed without a message"
+				}
+				return fmt.Errorf("worker %d exited during the run (%s): %w", i, msg, ErrWorker)
 			}
 			return nil
 		case <-r.ctx.Done():
@@ -343,23 +404,28 @@ func (r *run) absorb(t Tick) {
 	if t.FatalError != "" {
 		r.res.Notes = append(r.res.Notes, fmt.Sprintf("worker %d: %s", t.Worker, t.FatalError))
 	}
-	if h, err := hdr.Decode(t.Lat); err == nil {
-		r.lat.Merge(h)
-		r.ivLat.Merge(h)
-		r.stepLat.Merge(h)
-	}
-	if h, err := hdr.Decode(t.Conn); err == nil {
-		r.connLat.Merge(h)
-	}
+	addBuckets(t.Lat, r.lat, r.ivLat, r.stepLat)
+	addBuckets(t.Conn, r.connLat)
 	if t.Worker >= 0 && t.Worker < len(r.latest) {
 		r.latest[t.Worker] = t
 	}
 }
 
-// second collects one second, records it and prints the live line.
-func (r *run) second() error {
-	if err := r.collect(time.Second); err != nil {
+// pump collects worker ticks for d; once a second has passed since the
+// last recorded second it records one and prints the live line.
+func (r *run) pump(d time.Duration) error {
+	if err := r.collect(d); err != nil {
 		return err
+	}
+	if r.lastSec.IsZero() {
+		r.lastSec = r.start
+	}
+	if time.Since(r.lastSec) < time.Second {
+		return nil
+	}
+	r.lastSec = r.lastSec.Add(time.Second)
+	if time.Since(r.lastSec) > time.Second {
+		r.lastSec = time.Now() // fell behind (a stalled machine): do not burst
 	}
 	for {
 		select {
@@ -382,6 +448,23 @@ func (r *run) second() error {
 	return nil
 }
 
+// pumpStep is how often the parent looks at worker ticks while waiting.
+const pumpStep = 100 * time.Millisecond
+
+// waitFor pumps until cond holds or d passes; it reports whether cond held.
+func (r *run) waitFor(d time.Duration, cond func(Tick) bool) (bool, error) {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if err := r.pump(pumpStep); err != nil {
+			return false, err
+		}
+		if cond(r.sum()) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 func (r *run) addSample(x ServerSample) {
 	if r.res.Server == nil {
 		r.res.Server = &ServerFigures{}
@@ -389,6 +472,13 @@ func (r *run) addSample(x ServerSample) {
 	r.res.Server.Samples = append(r.res.Server.Samples, x)
 	r.res.Server.PeakRSS = max(r.res.Server.PeakRSS, x.RSS)
 	r.res.Server.Threads = x.Threads
+}
+
+func (s *ServerFigures) samples() []ServerSample {
+	if s == nil {
+		return nil
+	}
+	return s.Samples
 }
 
 func (r *run) lastSample() (ServerSample, bool) {
@@ -410,8 +500,18 @@ func (r *run) live(sec Second, s Tick) {
 	}
 	line += fmt.Sprintf(" sent/s %7d recv/s %7d p50 %s p99 %s err %d", sec.Sent, sec.Received,
 		fmtUs(sec.P50us), fmtUs(sec.P99us), sec.Errors)
-	if x, ok := r.lastSample(); ok && r.o.ServerPID > 0 {
-		line += fmt.Sprintf(" | srv rss %s cpu %.1fs", fmtBytes(x.RSS), x.CPU)
+	if n := len(r.res.Server.samples()); n > 0 && r.o.ServerPID > 0 {
+		x := r.res.Server.Samples[n-1]
+		line += fmt.Sprintf(" | srv rss %s", fmtBytes(x.RSS))
+		if n > 1 {
+			p := r.res.Server.Samples[n-2]
+			line += fmt.Sprintf(" cpu %.0f%%", (x.CPU-p.CPU)/(x.T-p.T)*100)
+		}
+	}
+	if x, ok := r.lastSample(); ok && x.Admin != nil {
+		if c, ok := x.Admin["connections"]; ok {
+			line += fmt.Sprintf(" | admin conns %.0f", c)
+		}
 	}
 	fmt.Fprintln(r.o.Live, line)
 }
@@ -449,31 +549,28 @@ func (r *run) rampTo(total int, ramp float64) error {
 	if ramp > 0 {
 		expect = time.Duration(float64(total) / ramp * float64(time.Second))
 	}
-	deadline := time.Now().Add(expect + r.o.ConnectTimeout + 10*time.Second)
-	for time.Now().Before(deadline) {
-		if err := r.second(); err != nil {
-			return err
-		}
-		s := r.sum()
-		if s.Up >= total || (s.Pending == 0 && s.Attempts >= int64(total)) ||
-			(r.res.Workload == "churn" && s.Attempts >= int64(total)) {
-			return nil
-		}
+	ok, err := r.waitFor(expect+r.o.ConnectTimeout+10*time.Second, func(s Tick) bool {
+		return s.Up >= total || (s.Pending == 0 && s.Attempts >= int64(total)) ||
+			(r.res.Workload == "churn" && s.Attempts >= int64(total))
+	})
+	if err == nil && !ok {
+		r.res.Notes = append(r.res.Notes, fmt.Sprintf("ramp to %d connections stopped at %d", total, r.sum().Up))
 	}
-	r.res.Notes = append(r.res.Notes, fmt.Sprintf("ramp to %d connections stopped at %d", total, r.sum().Up))
-	return nil
+	return err
+}
+
+// settle waits (at most 5 s) until n subscriptions were acknowledged.
+func (r *run) settle(n int) error {
+	r.phase = "settle"
+	_, err := r.waitFor(5*time.Second, func(s Tick) bool { return s.Subscribed >= int64(n) })
+	return err
 }
 
 // hold measures for d.
 func (r *run) hold(phase string, d time.Duration) error {
 	r.phase = phase
-	end := time.Now().Add(d)
-	for time.Now().Before(end) {
-		if err := r.second(); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err := r.waitFor(d, func(Tick) bool { return false })
+	return err
 }
 
 type window struct {
@@ -522,13 +619,8 @@ func (r *run) workload(name string) error {
 		// per-connection buffers are touched before RSS is read again.
 		r.phase = "touch"
 		r.p.broadcast(func(int) Command { return Command{Op: "touch"} })
-		for i := 0; i < 30; i++ {
-			if err := r.second(); err != nil {
-				return err
-			}
-			if s := r.sum(); s.Touched >= int64(s.Up) {
-				break
-			}
+		if _, err := r.waitFor(30*time.Second, func(s Tick) bool { return s.Touched >= int64(s.Up) }); err != nil {
+			return err
 		}
 		if err := r.hold("hold", o.Hold); err != nil {
 			return err
@@ -541,40 +633,53 @@ func (r *run) workload(name string) error {
 			}
 		}
 	case "pairs", "fanout":
+		if name == "fanout" && o.Group != "" {
+			members := r.memberIDs(o.Subs + 1)
+			if err := groupMembers(o.Admin, o.Group, members, true); err != nil {
+				return err
+			}
+			defer func() { _ = groupMembers(o.Admin, o.Group, members, false) }()
+		}
 		ramp := o.Ramp
 		if err := r.rampTo(r.connsTotal(name), ramp); err != nil {
 			return err
 		}
-		if err := r.hold("settle", time.Second); err != nil { // subscriptions land
+		if err := r.settle(r.subscribers()); err != nil {
 			return err
 		}
 		w := r.openWindow()
 		r.setRate(o.Rate, o.Rate == 0)
-		if err := r.hold("traffic", o.Duration); err != nil {
+		err := r.hold("traffic", o.Duration)
+		r.closeWindow(w) // also when interrupted: the report covers what ran
+		if err != nil {
 			return err
 		}
-		r.closeWindow(w)
+		r.setRate(0, false) // quiet before the group (if any) is dismantled
+		if err := r.pump(300 * time.Millisecond); err != nil {
+			return err
+		}
 	case "offline":
 		if err := r.rampTo(2*o.Pairs, o.Ramp); err != nil {
 			return err
 		}
-		if err := r.hold("settle", time.Second); err != nil {
+		if err := r.settle(r.subscribers()); err != nil {
 			return err
 		}
 		w := r.openWindow()
 		r.setRate(o.Rate, false)
-		if err := r.hold("traffic", o.Duration); err != nil {
+		err := r.hold("traffic", o.Duration)
+		r.closeWindow(w) // also when interrupted: the report covers what ran
+		if err != nil {
 			return err
 		}
-		r.closeWindow(w)
 		r.phase = "drain"
 		r.p.broadcast(func(int) Command { return Command{Op: "drain"} })
 		// Wait until every accepted message arrived, or nothing arrived
 		// for drainStall seconds with every receiver back, or --drain.
 		const drainStall = 3
 		end, still, last := time.Now().Add(o.Drain), 0, int64(-1)
-		for time.Now().Before(end) && still < drainStall {
-			if err := r.second(); err != nil {
+		for time.Now().Before(end) && still < drainStall*10 {
+			if err := r.pump(pumpStep); err != nil {
 				return err
 			}
 			s := r.sum()
@@ -593,14 +698,40 @@ func (r *run) workload(name string) error {
 			return err
 		}
 		w := r.openWindow()
-		if err := r.hold("churn", o.Duration); err != nil {
+		err := r.hold("churn", o.Duration)
+		r.closeWindow(w) // also when interrupted: the report covers what ran
+		if err != nil {
 			return err
 		}
-		r.closeWindow(w)
 	case "capacity":
 		return r.capacity()
 	}
 	return nil
+}
+
+// memberIDs lists the client ids of a workload's first total connections.
+func (r *run) memberIDs(total int) []string {
+	f := r.connsFor(total)
+	var ids []string
+	for w := range r.latest {
+		for j := 0; j < f(w); j++ {
+			ids = append(ids, string(appendClientID(nil, r.prefix, w, j)))
+		}
+	}
+	return ids
+}
+
+// subscribers is how many SUBSCRIBEs the workload's connections send.
+func (r *run) subscribers() int {
+	switch {
+	case r.res.Workload == "fanout" && r.o.Group != "":
+		return 0
+	case r.res.Workload == "fanout":
+		return r.o.Subs
+	case r.o.Profile == "inbox":
+		return 0
+	}
+	return r.o.Pairs
 }
 
 func (r *run) connsTotal(name string) int {
@@ -616,7 +747,7 @@ func (r *run) finish() {
 	res := r.res
 	res.Elapsed = time.Since(r.start).Seconds()
 	res.Attempts, res.Connected, res.Touched = s.Attempts, s.Connected, s.Touched
-	res.Sent, res.Acked, res.Received, res.Dups = s.Sent, s.Acked, s.Received, s.Dups
+	res.Sent, res.Acked, res.Received, res.Dups, res.Reordered = s.Sent, s.Acked, s.Received, s.Dups, s.Reordered
 	res.Lost, res.Unacked = s.Lost, s.Unacked
 	res.Errors = s.Errors
 	res.Latency = percentiles(r.lat)

@@ -2,15 +2,22 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/edgedhq/edged/bench/benchtest"
+	"github.com/edgedhq/edged/internal/testenv"
+	"go.uber.org/goleak"
 )
 
 // server is a target a test measures.
@@ -119,6 +126,9 @@ func TestOffline(t *testing.T) {
 				if res.Lost != 0 || res.Received < res.Acked {
 					t.Errorf("lost %d, received %d of %d accepted", res.Lost, res.Received, res.Acked)
 				}
+				if res.Reordered != 0 {
+					t.Errorf("%d messages out of order: delivery is FIFO per sender and recipient", res.Reordered)
+				}
 				return
 			}
 			if res.Lost == 0 {
@@ -145,7 +155,9 @@ func TestFanoutChurnConnect(t *testing.T) {
 				t.Errorf("connected %d times: 100 slots cycling for 2s at 300ms should reconnect", r.Connected)
 			}
 		}},
-		{"connect", func(o *Options) { o.Conns = 300 }, func(t *testing.T, r *Result) {
+		{"connect", func(o *Options) { o.Conns, o.Keepalive, o.Hold = 300, time.Second, 3*time.Second }, func(t *testing.T, r *Result) {
+			// mosquitto closes a client silent for 1.5 keepalives: the
+			// engine's PINGREQs keep all 300 up through a 3 s hold.
 			if r.Connected != 300 || r.Touched != 300 || r.Connect.Count != 300 {
 				t.Errorf("connected %d touched %d connect latencies %d, want 300", r.Connected, r.Touched, r.Connect.Count)
 			}
@@ -155,6 +167,15 @@ func TestFanoutChurnConnect(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.workload, func(t *testing.T) {
+			fds, before := testenv.OpenFDs(t), goleak.IgnoreCurrent()
+			defer func() {
+				if n := testenv.OpenFDs(t); n > fds {
+					t.Errorf("file descriptors: %d before, %d after Run", fds, n)
+				}
+				if err := goleak.Find(before); err != nil {
+					t.Errorf("goroutines left by Run: %v", err)
+				}
+			}()
 			o := quick(addr, pid)
 			tc.mod(&o)
 			o.Out = t.TempDir()
@@ -218,11 +239,14 @@ func TestCapacityFindsKnee(t *testing.T) {
 
 func TestCompareTwoTargets(t *testing.T) {
 	a, apid := benchtest.StartMosquitto(t)
-	b, bpid := benchtest.StartMosquitto(t)
+	// The second target is started (and stopped) by Compare itself.
+	port := benchtest.FreePort(t)
+	b := fmt.Sprintf("127.0.0.1:%d", port)
+	start := "mosquitto -c " + benchtest.MosquittoConf(t, port)
 	o := quick("", 0)
 	o.Pairs, o.Duration = 10, time.Second
 	o.Out = t.TempDir()
-	c, err := Compare(context.Background(), "pairs", []Target{{Name: "m1", Addr: a, PID: apid}, {Name: "m2", Addr: b, PID: bpid}}, 2, o)
+	c, err := Compare(context.Background(), "pairs", []Target{{Name: "m1", Addr: a, PID: apid}, {Name: "m2", Addr: b, Start: start}}, 2, o)
 	if err != nil {
 		t.Fatalf("compare: %v", err)
 	}
@@ -238,7 +262,98 @@ func TestCompareTwoTargets(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(o.Out, "compare.json")); err != nil {
 		t.Error(err)
 	}
+	if c.Targets[1].PID == 0 || c.Runs[1].Server == nil || c.Runs[1].Server.CPUSeconds <= 0 {
+		t.Errorf("started target: pid %d, server figures %+v", c.Targets[1].PID, c.Runs[1].Server)
+	}
+	if err := probe(b, time.Second); err == nil {
+		t.Errorf("target started by Compare still listens on %s after it returned", b)
+	}
+	if _, err := Compare(context.Background(), "pairs", []Target{{Name: "m1", Addr: a}, {Name: "bad", Addr: b, Start: "false"}}, 1, o); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "exited") {
+		t.Errorf("start command that exits: err %v", err)
+	}
 	if _, err := Compare(context.Background(), "pairs", []Target{{Name: "m1", Addr: a}, {Name: "x", Addr: "127.0.0.1:1"}}, 1, o); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Errorf("unreachable second target: err %v", err)
+	}
+}
+
+// TestFanoutGroupEdged fans out through an edged group whose members the
+// run adds and removes through the admin API.
+func TestFanoutGroupEdged(t *testing.T) {
+	addr, pid, admin := benchtest.StartEdged(t)
+	o := quick(addr, pid)
+	o.Profile, o.Admin, o.Group, o.Subs, o.Rate = "inbox", admin, "ebgroup", 30, 100
+	res, err := Run(context.Background(), "fanout", o)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	t.Log("\n" + Text(res))
+	if res.Sent == 0 || res.Received < 25*res.Sent || len(res.Errors) != 0 {
+		t.Errorf("sent %d received %d errors %v: want about 30 deliveries per message, no errors", res.Sent, res.Received, res.Errors)
+	}
+	resp, err := http.Get(strings.TrimSuffix(admin, "/stats") + "/groups/ebgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var g struct{ Members []string }
+	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil || len(g.Members) != 0 {
+		t.Errorf("group members after the run: %v %v, want none", g.Members, err)
+	}
+	o.Admin = ""
+	if _, err := Run(context.Background(), "fanout", o); !errors.Is(err, ErrBadOption) {
+		t.Errorf("--group without --admin: err %v, want ErrBadOption", err)
+	}
+}
+
+// TestWorkerDeathIsReported kills one worker process mid-run: Run must end
+// with ErrWorker naming it, and reap every other worker.
+func TestWorkerDeathIsReported(t *testing.T) {
+	addr, pid := benchtest.StartMosquitto(t)
+	o := quick(addr, pid)
+	o.Pairs, o.Duration = 10, 20*time.Second
+	exe, _ := os.Executable()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(context.Background(), "pairs", o)
+		done <- err
+	}()
+	var workers []int
+	for i := 0; i < 100 && len(workers) < 2; i++ {
+		time.Sleep(100 * time.Millisecond)
+		workers = workers[:0]
+		ents, _ := filepath.Glob("/proc/[0-9]*")
+		for _, e := range ents {
+			p, err := strconv.Atoi(filepath.Base(e))
+			if err != nil || p == pid {
+				continue
+			}
+			if _, _, _, ppid, err := procStat(p); err == nil && ppid == os.Getpid() {
+				if link, _ := os.Readlink(e + "/exe"); link == exe {
+					workers = append(workers, p)
+				}
+			}
+		}
+	}
+	if len(workers) < 2 {
+		t.Fatalf("found %d worker processes, want 2", len(workers))
+	}
+	if err := syscall.Kill(workers[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrWorker) {
+			t.Errorf("err %v, want ErrWorker", err)
+		}
+		t.Logf("Run: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not notice a dead worker")
+	}
+	for _, w := range workers[1:] {
+		if err := syscall.Kill(w, 0); err == nil {
+			if _, _, _, ppid, err := procStat(w); err == nil && ppid == os.Getpid() {
+				t.Errorf("worker %d still running after Run returned", w)
+			}
+		}
 	}
 }

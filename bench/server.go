@@ -181,3 +181,32 @@ func (s *sampler) now() (ServerSample, bool) {
 	v.T = time.Since(s.start).Seconds()
 	return v, err == nil
 }
+
+// groupMembers adds (or removes) users to an edged group through the admin
+// API next to the stats URL: PUT (DELETE) <base>/groups/<group>/members/<user>.
+func groupMembers(statsURL, group string, users []string, add bool) error {
+	base, ok := strings.CutSuffix(statsURL, "/stats")
+	if !ok {
+		return fmt.Errorf("derive admin base from %q (want .../stats): %w", statsURL, ErrBadOption)
+	}
+	method := http.MethodPut
+	if !add {
+		method = http.MethodDelete
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	for _, u := range users {
+		req, err := http.NewRequest(method, base+"/groups/"+group+"/members/"+u, nil)
+		if err != nil {
+			return fmt.Errorf("group member request: %w", err)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return fmt.Errorf("%s group %s member %s: %w", method, group, u, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 300 && !(method == http.MethodDelete && resp.StatusCode == http.StatusNotFound) {
+			return fmt.Errorf("%s group %s member %s: status %s", method, group, u, resp.Status)
+		}
+	}
+	return nil
+}

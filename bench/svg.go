@@ -43,7 +43,7 @@ func chart(title, ylabel string, ss []series) string {
 			ymax = math.Max(ymax, s.y[i])
 		}
 	}
-	ymax = niceMax(ymax)
+	ymax, xmax = niceMax(ymax), niceMax(xmax)
 	pw, ph := float64(svgW-padL-padR), float64(svgH-padT-padB)
 	px := func(x float64) float64 { return padL + x/xmax*pw }
 	py := func(y float64) float64 { return padT + ph - y/ymax*ph }

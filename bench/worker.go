@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 // workerEnv marks a process started by Run as a worker.
@@ -18,6 +20,11 @@ func MaybeWorker() {
 	if os.Getenv(workerEnv) != "1" {
 		return
 	}
+	// The parent coordinates shutdown: a Ctrl-C (or timeout(1)) signals the
+	// whole process group, and a worker that died of it could not send its
+	// final report. A worker ends when its stdin closes, on the parent's
+	// stop command, or by PR_SET_PDEATHSIG when the parent dies.
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
 	if err := workerMain(); err != nil {
 		fmt.Fprintf(os.Stderr, "edgebench worker: %v\n", err)
 		os.Exit(1)

@@ -228,3 +228,62 @@ func TestPaho(t *testing.T) {
 		}
 	})
 }
+
+func TestPahoProfile(t *testing.T) {
+	s := startServer(t, nil)
+	alice := pahoClient(t, s, "alice", true, nil)
+	// bob is offline: stored.
+	waitTok(t, alice.Publish("u/bob/p1", 1, false, "hello from paho"), "publish")
+	if n := s.InboxLen("bob"); n != 1 {
+		t.Fatalf("bob's inbox %d, want 1", n)
+	}
+	got := make(chan paho.Message, 10)
+	// No SUBSCRIBE: the inbox arrives at the default handler.
+	pahoClient(t, s, "bob", true, func(o *paho.ClientOptions) {
+		o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- m })
+	})
+	select {
+	case m := <-got:
+		if m.Topic() != "u/bob/m/alice/p1" || string(m.Payload()) != "hello from paho" {
+			t.Fatalf("bob got %s %q", m.Topic(), m.Payload())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("bob got nothing")
+	}
+	// paho acknowledged it: the inbox is empty and alice's receipt is stored
+	// (alice's connection has no handler for it, so watch the inbox).
+	waitFor(t, "bob's inbox empty", func() bool { return s.InboxLen("bob") == 0 })
+	alice.Disconnect(100)
+	waitFor(t, "receipt stored for alice", func() bool { return s.InboxLen("alice") == 1 })
+	rcpt := make(chan paho.Message, 10)
+	pahoClient(t, s, "alice", true, func(o *paho.ClientOptions) {
+		o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { rcpt <- m })
+	})
+	select {
+	case m := <-rcpt:
+		if m.Topic() != "u/alice/d/bob/p1" {
+			t.Fatalf("alice got %s", m.Topic())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("alice got no receipt")
+	}
+}
+
+func TestMosquittoWill(t *testing.T) {
+	requireMosquitto(t)
+	s := startServer(t, nil)
+	wait := mosqSub(t, s, "-q", "1", "-t", "devices/+/state", "-C", "1", "-v")
+	waitSubscribed(t, s, "devices/x/state")
+	h, p := hostPort(s)
+	dev := exec.Command("mosquitto_sub", "-h", h, "-p", p, "-i", "dev7", "-t", "cmd/dev7",
+		"--will-topic", "devices/dev7/state", "--will-payload", "lost", "--will-qos", "1")
+	if err := dev.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitSubscribed(t, s, "cmd/dev7")
+	dev.Process.Kill() // no DISCONNECT: the will goes out
+	dev.Wait()
+	if got := wait(); got != "devices/dev7/state lost\n" {
+		t.Fatalf("will: got %q", got)
+	}
+}

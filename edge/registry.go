@@ -19,18 +19,40 @@ type client struct {
 	id  string
 	idx uint32 // index in the registry directory
 
-	mu         sync.Mutex // guards the fields below
-	dead       bool       // removed from the registry
-	handle     netpoll.Handle
-	epoch      uint32 // incremented by every CONNECT that takes the session
-	kick       bool   // a kick message is posted to handle and not yet handled
-	persistent bool   // clean session 0: subscriptions and generic messages outlive the connection
-	lastSeen   int64  // unix seconds of the last disconnect (presence)
-	nextPID    uint16
+	epoch      uint32     // incremented by every CONNECT that takes the session; guarded by mu
+	mu         sync.Mutex // guards the fields below (and epoch)
+	owner      atomic.Uint64
+	handle     netpoll.Handle // connection owning the session; 0 when offline (owner mirrors it for lock-free checks)
+	lastSeen   int64          // unix seconds of the last disconnect (presence)
 	q          inbox
-	subs       []subRef // generic subscriptions, to remove them with the session
-	qos2in     []uint16 // inbound QoS 2 packet ids awaiting PUBREL
-	will       *will
+	ext        *clientExt // subscriptions, QoS 2 state, will: nil for most clients
+	nextPID    uint16
+	dead       bool // removed from the registry
+	kick       bool // a kick message is posted to handle and not yet handled
+	persistent bool // clean session 0: subscriptions and generic messages outlive the connection
+}
+
+// clientExt holds the state few clients have, so an idle messaging-profile
+// client stays small.
+type clientExt struct {
+	subs   []subRef // generic subscriptions, to remove them with the session
+	qos2in []uint16 // inbound QoS 2 packet ids awaiting PUBREL
+	will   *will
+}
+
+// x returns c's extension, creating it; c is locked.
+func (c *client) x() *clientExt {
+	if c.ext == nil {
+		c.ext = &clientExt{}
+	}
+	return c.ext
+}
+
+// trimExt drops an empty extension; c is locked.
+func (c *client) trimExt() {
+	if x := c.ext; x != nil && len(x.subs) == 0 && len(x.qos2in) == 0 && x.will == nil {
+		c.ext = nil
+	}
 }
 
 type subRef struct {
@@ -53,9 +75,10 @@ const (
 )
 
 type shard struct {
-	mu sync.Mutex
-	m  map[string]*client
-	_  [40]byte // keep shard mutexes on separate cache lines
+	mu   sync.Mutex
+	m    map[string]*client
+	seen map[string]int64 // last-seen unix seconds of released clients (presence)
+	_    [32]byte         // keep shard mutexes on separate cache lines
 }
 
 // registry is the router's user table: client id -> *client, sharded, plus a
@@ -75,6 +98,7 @@ func newRegistry() *registry {
 	r := &registry{next: 1} // index 0 means "none"
 	for i := range r.shards {
 		r.shards[i].m = make(map[string]*client)
+		r.shards[i].seen = make(map[string]int64)
 	}
 	return r
 }
@@ -105,6 +129,10 @@ func (r *registry) lock(id []byte, create bool) *client {
 			return nil
 		}
 		sh.m[c.id] = c
+		if last, ok := sh.seen[c.id]; ok {
+			c.lastSeen = last
+			delete(sh.seen, c.id)
+		}
 		r.count.Add(1)
 	}
 	c.mu.Lock()
@@ -149,19 +177,38 @@ func (r *registry) at(idx uint32) *client {
 	return ch[idx&(chunkSize-1)].Load()
 }
 
+// presence returns whether user is online and when it was last seen; known
+// is false for a user never seen.
+func (r *registry) presence(user []byte) (online bool, lastSeen int64, known bool) {
+	sh := &r.shards[shardOf(user)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if c := sh.m[string(user)]; c != nil {
+		c.mu.Lock()
+		online, lastSeen = c.handle != 0, c.lastSeen
+		c.mu.Unlock()
+		return online, lastSeen, online || lastSeen != 0
+	}
+	lastSeen, known = sh.seen[string(user)]
+	return false, lastSeen, known
+}
+
 // release removes c from the table if it holds nothing: offline, no
 // persistent session, empty inbox. c must not be locked by the caller.
 func (r *registry) release(c *client) {
 	sh := &r.shards[shardOf(c.id)]
 	sh.mu.Lock()
 	c.mu.Lock()
-	if c.dead || c.handle != 0 || c.persistent || c.q.len() > 0 || len(c.subs) > 0 {
+	if c.dead || c.handle != 0 || c.persistent || c.q.len() > 0 || c.ext != nil && len(c.ext.subs) > 0 {
 		c.mu.Unlock()
 		sh.mu.Unlock()
 		return
 	}
 	c.dead = true
 	delete(sh.m, c.id)
+	if c.lastSeen != 0 {
+		sh.seen[c.id] = c.lastSeen
+	}
 	c.mu.Unlock()
 	sh.mu.Unlock()
 	r.count.Add(-1)

@@ -1,6 +1,3 @@
-// Package benchtest starts the servers that edgebench's tests measure:
-// mosquitto with the fair configuration of DESIGN.md, on a free loopback
-// port, stopped when the test ends.
 package benchtest
 
 import (
@@ -28,14 +25,10 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// StartMosquitto starts mosquitto with the fair configuration of DESIGN.md
-// on a free loopback port and stops it when the test ends.
-func StartMosquitto(t testing.TB) (addr string, pid int) {
+// MosquittoConf writes a mosquitto configuration with the fair settings of
+// DESIGN.md for a loopback listener on port and returns its path.
+func MosquittoConf(t testing.TB, port int) string {
 	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	testenv.Require(t, err == nil, "mosquitto not installed (apt-get install mosquitto)")
-	port := FreePort(t)
-	dir := t.TempDir()
 	conf := fmt.Sprintf(`listener %d 127.0.0.1
 allow_anonymous true
 max_connections -1
@@ -45,10 +38,22 @@ max_queued_messages 100000
 max_inflight_messages 0
 log_dest none
 `, port)
-	cfg := filepath.Join(dir, "mosquitto.conf")
+	cfg := filepath.Join(t.TempDir(), "mosquitto.conf")
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+// StartMosquitto starts mosquitto with the fair configuration of DESIGN.md
+// on a free loopback port and stops it when the test ends.
+func StartMosquitto(t testing.TB) (addr string, pid int) {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	testenv.Require(t, err == nil, "mosquitto not installed (apt-get install mosquitto)")
+	port := FreePort(t)
+	dir := t.TempDir()
+	cfg := MosquittoConf(t, port)
 	cmd := exec.Command(bin, "-c", cfg)
 	out, _ := os.Create(filepath.Join(dir, "mosquitto.log"))
 	cmd.Stdout, cmd.Stderr = out, out

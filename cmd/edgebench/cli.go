@@ -9,9 +9,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/edgedhq/edged/bench"
+	"github.com/edgedhq/edged/bench/capture"
 )
 
 // Exit codes.
@@ -47,7 +49,10 @@ var commands = []command{
 		[]string{"pairs", "rate", "window", "duration", "ramp"}},
 	{"fanout", "one publisher to many subscribers of one topic",
 		"One connection publishes --rate messages per second to one topic that\n" +
-			"--subs connections subscribe; latency is measured at every subscriber.",
+			"--subs connections subscribe; latency is measured at every subscriber.\n" +
+			"With --group G (edged): the run's connections join group G through the\n" +
+			"admin API, the publisher sends g/G/<mid> and every member receives it in\n" +
+			"its inbox; the members are removed again at the end.",
 		[]string{"subs", "rate", "duration", "ramp"}},
 	{"offline", "receivers drop and come back while senders go on; checks nothing is lost",
 		"Pairs with persistent sessions (clean session 0) and QoS 1. Receivers drop\n" +
@@ -72,10 +77,22 @@ var commands = []command{
 		"Runs --workload against every --target, --rounds times, alternating the\n" +
 			"order (A B, B A, ...) so a noisy machine drifts evenly over all targets,\n" +
 			"and prints the median of each figure per target and its ratio to the\n" +
-			"first target. Start the servers yourself and name them:\n" +
-			"  --target mosquitto=127.0.0.1:1883,pid=1234 --target edged=127.0.0.1:1884,pid=5678\n" +
-			"(pid enables server memory/CPU figures; admin=URL adds GET /stats).",
+			"first target. Name each server and its address; start it yourself\n" +
+			"(give pid=) or let edgebench start and stop it with --start:\n" +
+			"  --target mosquitto=127.0.0.1:1883,pid=1234 --target edged=127.0.0.1:1884,profile=inbox\n" +
+			"  --start 'edged=edged --listen 127.0.0.1:1884'\n" +
+			"(pid enables server memory/CPU figures; admin=URL adds GET /stats;\n" +
+			"profile=inbox|generic overrides --profile for that target, e.g. for edged).",
 		[]string{"conns", "ramp", "hold", "pairs", "rate", "window", "duration", "subs", "offline", "compare"}},
+}
+
+// external verbs live in other packages, with their own flags and help.
+var external = []struct {
+	name, summary string
+	main          func(args []string, stdout, stderr io.Writer) int
+}{
+	{"record", "capture a server port's MQTT traffic into a pcap file (bench/capture)", capture.RecordMain},
+	{"replay", "replay recorded sessions against a target on their schedule (bench/capture)", capture.ReplayMain},
 }
 
 func topUsage(w io.Writer) {
@@ -88,6 +105,10 @@ Usage:
 Workloads:
 `)
 	for _, c := range commands {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, "\nTraffic capture:\n")
+	for _, c := range external {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
@@ -107,6 +128,7 @@ line, 3 a check failed (offline: messages lost).
 type extras struct {
 	json, quiet bool
 	targets     []bench.Target
+	starts      [][2]string // compare --start name=command
 	workload    string
 	rounds      int
 	sloErrPct   float64
@@ -119,12 +141,20 @@ func flagSet(c command, o *bench.Options, x *extras) *flag.FlagSet {
 		has[g] = true
 	}
 	if has["compare"] {
-		fs.Func("target", "a target `name=host:port[,pid=PID][,admin=URL]` (repeat; at least two)", func(s string) error {
+		fs.Func("target", "a target `name=host:port[,pid=PID][,admin=URL][,profile=P]` (repeat; at least two)", func(s string) error {
 			t, err := bench.ParseTarget(s)
 			if err == nil {
 				x.targets = append(x.targets, t)
 			}
 			return err
+		})
+		fs.Func("start", "start a target's server: `name=command` (run with sh -c before the first round, stopped after the last; its pid gives server figures)", func(s string) error {
+			name, cmdline, ok := strings.Cut(s, "=")
+			if !ok || name == "" || cmdline == "" {
+				return fmt.Errorf("want name=command, got %q", s)
+			}
+			x.starts = append(x.starts, [2]string{name, cmdline})
+			return nil
 		})
 		fs.StringVar(&x.workload, "workload", "pairs", "the `workload` to compare: connect, pairs, fanout, offline or churn")
 		fs.IntVar(&x.rounds, "rounds", 3, "rounds; each runs every target once")
@@ -174,6 +204,7 @@ func flagSet(c command, o *bench.Options, x *extras) *flag.FlagSet {
 	}
 	if has["subs"] {
 		fs.IntVar(&o.Subs, "subs", o.Subs, "fanout subscribers")
+		fs.StringVar(&o.Group, "group", "", "fanout to this edged group instead of a topic: members (this run's connections) are added and removed through the admin API; needs --profile inbox and --admin")
 	}
 	if has["offline"] {
 		fs.DurationVar(&o.Down, "down", o.Down, "offline: about how long a receiver stays away")
@@ -222,6 +253,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		topUsage(stdout)
 		return exitOK
 	}
+	for _, x := range external {
+		if x.name == args[0] {
+			return x.main(args[1:], stdout, stderr)
+		}
+	}
 	var c *command
 	for i := range commands {
 		if commands[i].name == args[0] {
@@ -260,6 +296,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	res, err := bench.Run(ctx, c.name, o)
 	if err != nil {
+		if res != nil && errors.Is(err, context.Canceled) {
+			fmt.Fprint(stdout, bench.Text(res)) // interrupted: what was measured so far
+		}
 		fmt.Fprintf(stderr, "edgebench %s: %v\n", c.name, err)
 		return exitRun
 	}
@@ -282,6 +321,17 @@ func runCompare(ctx context.Context, o bench.Options, x extras, stdout, stderr i
 	}
 	if x.workload == "capacity" || x.workload == "compare" {
 		return usageErr(stderr, "compare", fmt.Errorf("--workload %s cannot be compared (use connect, pairs, fanout, offline or churn)", x.workload))
+	}
+	for _, st := range x.starts {
+		found := false
+		for i := range x.targets {
+			if x.targets[i].Name == st[0] {
+				x.targets[i].Start, found = st[1], true
+			}
+		}
+		if !found {
+			return usageErr(stderr, "compare", fmt.Errorf("--start %s: no --target named %s", st[0], st[0]))
+		}
 	}
 	o.Target = x.targets[0].Addr
 	if err := o.Validate(x.workload); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +76,9 @@ func TestBadCommandLine(t *testing.T) {
 		{"offline closed loop", []string{"offline", "--rate", "0"}, "offline needs --rate > 0"},
 		{"compare one target", []string{"compare", "--target", "a=127.0.0.1:1"}, "at least two --target"},
 		{"compare bad target", []string{"compare", "--target", "127.0.0.1:1"}, "missing name="},
+		{"compare start unknown", []string{"compare", "--target", "a=127.0.0.1:1", "--target", "b=127.0.0.1:2", "--start", "c=true"}, "no --target named c"},
+		{"compare start malformed", []string{"compare", "--start", "nocommand"}, "want name=command"},
+		{"compare capacity", []string{"compare", "--target", "a=127.0.0.1:1", "--target", "b=127.0.0.1:2", "--workload", "capacity"}, "cannot be compared"},
 		{"too many per worker", []string{"connect", "--max-per-worker", "30000"}, "max-per-worker 30000"},
 		{"slo-rss", []string{"capacity", "--slo-rss", "lots"}, `parse size "lots"`},
 	} {
@@ -121,5 +125,37 @@ func TestJSONOutput(t *testing.T) {
 	rc := run([]string{"connect", "--target", "127.0.0.1:" + freeClosedPort(t), "--json"}, &out, &errb)
 	if rc != exitRun || out.Len() != 0 {
 		t.Fatalf("exit %d, stdout %q: a failed run prints no report", rc, out.String())
+	}
+}
+
+func TestUnusableSourceFailsFast(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// 192.0.2.0/24 (TEST-NET-1) is configured on no interface here.
+	var out, errb bytes.Buffer
+	rc := run([]string{"connect", "--target", l.Addr().String(), "--src", "192.0.2.1-192.0.2.2", "--quiet"}, &out, &errb)
+	if rc != exitRun || !strings.Contains(errb.String(), "from source 192.0.2.1") {
+		t.Errorf("exit %d, stderr %q: want exit %d naming the source address", rc, errb.String(), exitRun)
+	}
+}
+
+// TestExternalVerbs checks record and replay are dispatched to bench/capture
+// (whose own tests hold their help text).
+func TestExternalVerbs(t *testing.T) {
+	for _, v := range []string{"record", "replay"} {
+		t.Run(v, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if rc := run([]string{v, "--help"}, &out, &errb); rc != exitOK || out.Len() == 0 {
+				t.Errorf("%s --help: exit %d, %d bytes of help", v, rc, out.Len())
+			}
+			out.Reset()
+			errb.Reset()
+			if rc := run([]string{v, "--bogus"}, &out, &errb); rc != exitUsage || !strings.Contains(errb.String(), "-bogus") {
+				t.Errorf("%s --bogus: exit %d, stderr %q", v, rc, errb.String())
+			}
+		})
 	}
 }

@@ -34,52 +34,65 @@ func children(t *testing.T) map[int]string {
 	return out
 }
 
-// Test15kConnections holds 15,000 connections to mosquitto through the
-// command line (two or more worker processes, eight source addresses),
-// checks every one connected and carried a message, that bytes per
+// Test15kConnections holds 15,000 connections through the command line
+// (two or more worker processes, eight source addresses) to mosquitto and to
+// edged, checks every one connected and carried a message, that bytes per
 // connection were reported, and that no worker process is left behind.
 func Test15kConnections(t *testing.T) {
 	if testing.Short() {
 		t.Skip("15,000 connections: skipped with -short")
 	}
-	addr, pid := benchtest.StartMosquitto(t)
-	before := children(t)
-	dir := t.TempDir()
-	var out, errb bytes.Buffer
-	rc := run([]string{"connect", "--target", addr, "--server-pid", strconv.Itoa(pid),
-		"--conns", "15000", "--ramp", "6000", "--hold", "1s", "--src", "127.0.0.2-127.0.0.9",
-		"--json", "--quiet", "--out", dir}, &out, &errb)
-	if rc != exitOK {
-		t.Fatalf("exit %d: %s", rc, errb.String())
-	}
-	var res bench.Result
-	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
-		t.Fatalf("decode JSON report: %v\n%s", err, out.String())
-	}
-	if res.Connected != 15000 || res.PeakConns != 15000 {
-		t.Errorf("connected %d, peak %d, want 15000 (errors %v)", res.Connected, res.PeakConns, res.Errors)
-	}
-	if res.Workers < 2 {
-		t.Errorf("%d workers: 15000 sockets must be sharded (max 12000 per process)", res.Workers)
-	}
-	if res.Touched != 15000 {
-		t.Errorf("touched %d, want every connection to carry a message", res.Touched)
-	}
-	if res.Server == nil || res.Server.BytesPerConn <= 0 || res.Server.RSSAfter <= res.Server.RSSBefore {
-		t.Errorf("no bytes per connection reported: %+v", res.Server)
-	} else {
-		t.Logf("mosquitto: %.0f bytes/connection, connect p50 %dus p99 %dus",
-			res.Server.BytesPerConn, res.Connect.P50, res.Connect.P99)
-	}
-	for _, f := range []string{"report.json", "report.txt", "latency.svg", "throughput.svg", "connections.svg", "server.svg"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			t.Errorf("report file: %v", err)
-		}
-	}
-	after := children(t)
-	for p, name := range after {
-		if _, ok := before[p]; !ok {
-			t.Errorf("process %d %s left behind", p, name)
-		}
+	for _, tc := range []struct {
+		name    string
+		profile string
+		start   func(t *testing.T) (string, int)
+	}{
+		{"mosquitto", "generic", func(t *testing.T) (string, int) { return benchtest.StartMosquitto(t) }},
+		{"edged", "inbox", func(t *testing.T) (string, int) {
+			a, p, _ := benchtest.StartEdged(t)
+			return a, p
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, pid := tc.start(t)
+			before := children(t)
+			dir := t.TempDir()
+			var out, errb bytes.Buffer
+			rc := run([]string{"connect", "--target", addr, "--server-pid", strconv.Itoa(pid), "--profile", tc.profile,
+				"--conns", "15000", "--ramp", "6000", "--hold", "1s", "--src", "127.0.0.2-127.0.0.9",
+				"--json", "--quiet", "--out", dir}, &out, &errb)
+			if rc != exitOK {
+				t.Fatalf("exit %d: %s", rc, errb.String())
+			}
+			var res bench.Result
+			if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+				t.Fatalf("decode JSON report: %v\n%s", err, out.String())
+			}
+			if res.Connected != 15000 || res.PeakConns != 15000 {
+				t.Errorf("connected %d, peak %d, want 15000 (errors %v)", res.Connected, res.PeakConns, res.Errors)
+			}
+			if res.Workers < 2 {
+				t.Errorf("%d workers: 15000 sockets must be sharded (max 12000 per process)", res.Workers)
+			}
+			if res.Touched != 15000 {
+				t.Errorf("touched %d, want every connection to carry a message", res.Touched)
+			}
+			if res.Server == nil || res.Server.BytesPerConn <= 0 || res.Server.RSSAfter <= res.Server.RSSBefore {
+				t.Errorf("no bytes per connection reported: %+v", res.Server)
+			} else {
+				t.Logf("%s: %.0f bytes/connection, connect p50 %dus p99 %dus",
+					tc.name, res.Server.BytesPerConn, res.Connect.P50, res.Connect.P99)
+			}
+			for _, f := range []string{"report.json", "report.txt", "latency.svg", "throughput.svg", "connections.svg", "server.svg"} {
+				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+					t.Errorf("report file: %v", err)
+				}
+			}
+			for p, name := range children(t) {
+				if _, ok := before[p]; !ok {
+					t.Errorf("process %d %s left behind", p, name)
+				}
+			}
+		})
 	}
 }

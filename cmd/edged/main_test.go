@@ -56,7 +56,7 @@ func TestUsageErrors(t *testing.T) {
 		{"short secret", []string{"--secret-file", short}, 2, "shorter than 16 bytes"},
 		{"missing secret file", []string{"--secret-file", filepath.Join(dir, "none")}, 2, "read secret file"},
 		{"bad config key", []string{"--config", badcfg}, 2, "unknown key \"no-such-key\""},
-		{"bad limits", []string{"--listen", "127.0.0.1:0", "--admin", "off", "--inflight", "0"}, 2, "in-flight window"},
+		{"bad limits", []string{"--listen", "127.0.0.1:0", "--admin", "off", "--inflight", "2000"}, 2, "in-flight window"},
 		{"bad log level", []string{"--log-level", "loud"}, 2, "--log-level"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,5 +13,7 @@
 // from the sampler goroutine (and from Sample), never concurrently with
 // each other.
 //
+// Helpers for the server: Backlogs tracks per-connection output backlog on
+// the loops for Options.Queues; IntKnob and BoolKnob make knobs over atomics.
 // StartProfile is the whole-run profiler behind edged --profile.
 package obs

@@ -1,0 +1,102 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/xml"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden (go test -update writes it): %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from golden (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+// fixedResult is a hand-made result, so rendering is tested without a run.
+func fixedResult() *Result {
+	r := &Result{Workload: "pairs", Target: "127.0.0.1:1883", Workers: 2, Elapsed: 14.2, Window: 10,
+		Started:   time.Date(2026, 11, 26, 20, 0, 0, 0, time.UTC),
+		PeakConns: 200, Attempts: 200, Connected: 200, Sent: 100000, Acked: 100000, Received: 99990,
+		MsgsPerS: 9999, Errors: map[string]int64{"reset": 2, "timeout": 1},
+		Latency: Percentiles{Count: 99990, P50: 450, P90: 900, P99: 2500, P999: 12000, Max: 40000},
+		Connect: Percentiles{Count: 200, P50: 300, P99: 1500, Max: 2000},
+		Server: &ServerFigures{PID: 42, PeakRSS: 20 << 20, Threads: 1, RSSBefore: 8 << 20, RSSAfter: 20 << 20,
+			BytesPerConn: 62914.56, CPUSeconds: 2.5, CPUPerMillion: 25, MsgsPerCoreSec: 40000,
+			Samples: []ServerSample{{T: 1, RSS: 8 << 20}, {T: 2, RSS: 20 << 20}}},
+		Capacity: &CapacityResult{Steps: []Step{{Conns: 200, Rate: 1000, MsgsPerS: 1000, P99us: 900, OK: true},
+			{Conns: 200, Rate: 2000, MsgsPerS: 1500, P99us: 90000, Broke: "p99 90.0ms > 50ms"}}, Broke: "p99 90.0ms > 50ms"},
+		Notes: []string{"an example note"},
+	}
+	r.Capacity.Knee = &r.Capacity.Steps[0]
+	for i := 0; i < 5; i++ {
+		r.Seconds = append(r.Seconds, Second{T: float64(i + 1), Up: 200, Sent: int64(1000 * i), Received: int64(990 * i),
+			P50us: int64(400 + 10*i), P99us: int64(2000 + 100*i), P999us: int64(9000 + 1000*i)})
+	}
+	return r
+}
+
+func TestRenderGolden(t *testing.T) {
+	r := fixedResult()
+	c := &Comparison{Workload: "pairs", Rounds: 3, Targets: []Target{{Name: "mosquitto"}, {Name: "edged"}},
+		Metrics: []Metric{
+			{Name: "msgs_per_s", Better: "higher", Medians: []float64{40000, 48000}, Ratios: []float64{1, 1.2}},
+			{Name: "server_bytes_per_conn", Better: "lower", Medians: []float64{0, 0}, Ratios: []float64{0, 0}},
+			{Name: "errors", Better: "lower", Medians: []float64{0, 1}, Ratios: []float64{0, 0}},
+		}}
+	for _, tc := range []struct {
+		name string
+		got  string
+	}{
+		{"report.txt.golden", Text(r)},
+		{"compare.txt.golden", CompareText(c)},
+		{"latency.svg.golden", latencySVG(r)},
+		{"throughput.svg.golden", throughputSVG(r)},
+		{"connections.svg.golden", connectionsSVG(r)},
+		{"server.svg.golden", serverSVG(r)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			golden(t, tc.name, []byte(tc.got))
+			if filepath.Ext(tc.name[:len(tc.name)-len(".golden")]) == ".svg" {
+				if err := xml.Unmarshal([]byte(tc.got), new(struct{})); err != nil {
+					t.Errorf("not well-formed XML: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestWriteReport(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "new", "dir")
+	if err := WriteReport(dir, fixedResult()); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"report.json", "report.txt", "latency.svg", "throughput.svg", "connections.svg", "server.svg"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	// A file where the directory should be: a clear error, not a panic.
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o644)
+	if err := WriteReport(filepath.Join(file, "sub"), fixedResult()); err == nil {
+		t.Error("WriteReport under a regular file succeeded")
+	}
+}

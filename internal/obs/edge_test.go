@@ -1,0 +1,108 @@
+package obs
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgedhq/edged/edge"
+	"github.com/edgedhq/edged/internal/testenv"
+)
+
+// edgeSources are the sources an edge.Server gives the reporter: the same
+// lines cmd/edged uses to plug it in.
+func edgeSources(s *edge.Server) Options {
+	return Options{
+		Counters: func() map[string]int64 {
+			st := s.Stats()
+			m := map[string]int64{
+				"messages_in": int64(st.Published), "inbox_stored": int64(st.Stored),
+				"inbox_full": int64(st.InboxFull), "deliveries_dropped": int64(st.Dropped),
+			}
+			for reason, n := range st.Closes {
+				m["closes_"+reason] = int64(n)
+			}
+			return m
+		},
+		Gauges: func() map[string]int64 {
+			return map[string]int64{"connections": s.Connections(), "clients": s.Clients()}
+		},
+		Info: func() any { return s.Stats() },
+	}
+}
+
+// TestEdgeEndToEnd runs a real edged server, mounts the reporter beside the
+// server's own admin routes, publishes with mosquitto_pub and checks that
+// the figures follow.
+func TestEdgeEndToEnd(t *testing.T) {
+	_, err := exec.LookPath("mosquitto_pub")
+	testenv.Require(t, err == nil, "mosquitto_pub not installed (apt-get install mosquitto-clients)")
+	s, err := edge.New(edge.Config{Addr: "127.0.0.1:0", Loops: 2, Auth: edge.AuthLoopbackAnonymous,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	opt := edgeSources(s)
+	opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	r, err := New(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := s.Mux()
+	if err := r.Mount(mux); err == nil {
+		t.Fatal("Mount beside edge's own GET /stats succeeded; want ErrRouteTaken")
+	}
+	opt.StatsPath = "/obs/stats"
+	if r, err = New(opt); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Mount(mux); err != nil {
+		t.Fatalf("Mount with StatsPath %s: %v", opt.StatsPath, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	base := "http://" + ln.Addr().String()
+	r.Sample()
+
+	const n = 200
+	host, port, _ := net.SplitHostPort(s.Addr().String())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pub := exec.CommandContext(ctx, "mosquitto_pub", "-h", host, "-p", port, "-q", "1", "-t", "obs/load", "-l")
+	pub.Stdin = strings.NewReader(strings.Repeat("reading\n", n))
+	if out, err := pub.CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v: %s", err, out)
+	}
+	waitFor(t, "the server to count the publishes", 10*time.Second, func() bool { return s.Stats().Published >= n })
+	time.Sleep(10 * time.Millisecond)
+	r.Sample()
+	_, m := httpDo(t, "GET", base+"/metrics", "")
+	if v, ok := metricValue(m, "edged_messages_in_total"); !ok || v < n {
+		t.Fatalf("edged_messages_in_total = %v (%v), want >= %d", v, ok, n)
+	}
+	if v, ok := metricValue(m, "edged_closes_disconnect_total"); !ok || v < 1 {
+		t.Fatalf("edged_closes_disconnect_total = %v (%v), want >= 1", v, ok)
+	}
+	code, body := httpDo(t, "GET", base+"/obs/stats", "")
+	if code != 200 || !strings.Contains(body, `"messages_in"`) || !strings.Contains(body, `"published": 200`) {
+		t.Fatalf("/obs/stats: %d %.400s", code, body)
+	}
+	if code, body := httpDo(t, "GET", base+"/healthz", ""); code != 200 {
+		t.Fatalf("the server's own route broke: %d %s", code, body)
+	}
+}
