@@ -70,25 +70,27 @@ func (s *Server) Mux() *http.ServeMux {
 
 // Stats is a snapshot of the server's counters.
 type Stats struct {
-	Connections int64             `json:"connections"`
-	Clients     int64             `json:"clients"`
-	Published   uint64            `json:"published"`
-	Stored      uint64            `json:"stored"`
-	InboxFull   uint64            `json:"inbox_full"`
-	Dropped     uint64            `json:"dropped"`
-	Closes      map[string]uint64 `json:"closes"`
+	Connections  int64             `json:"connections"`
+	Clients      int64             `json:"clients"`
+	Published    uint64            `json:"published"`
+	Stored       uint64            `json:"stored"`
+	InboxFull    uint64            `json:"inbox_full"`
+	Dropped      uint64            `json:"dropped"`
+	RetainedFull uint64            `json:"retained_full"`
+	Closes       map[string]uint64 `json:"closes"`
 }
 
 // Stats returns a snapshot of the server's counters.
 func (s *Server) Stats() Stats {
 	return Stats{
-		Connections: s.conns.Load(),
-		Clients:     s.reg.count.Load(),
-		Published:   s.stats.published.Load(),
-		Stored:      s.stats.stored.Load(),
-		InboxFull:   s.stats.inboxFull.Load(),
-		Dropped:     s.stats.dropped.Load(),
-		Closes:      s.closes.snapshot(),
+		Connections:  s.conns.Load(),
+		Clients:      s.reg.count.Load(),
+		Published:    s.stats.published.Load(),
+		Stored:       s.stats.stored.Load(),
+		InboxFull:    s.stats.inboxFull.Load(),
+		Dropped:      s.stats.dropped.Load(),
+		RetainedFull: s.stats.retainedFull.Load(),
+		Closes:       s.closes.snapshot(),
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/internal/testenv"
 )
 
@@ -225,6 +226,16 @@ func TestPaho(t *testing.T) {
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("will not published")
+		}
+		// A DISCONNECT discards the will (3.14.4).
+		rc = dial(t, s)
+		rc.connectWith(mqttConnectWill("dev2", "status/dev2", "gone"))
+		rc.send(mqtt.AppendDisconnect(nil))
+		rc.expectClosed()
+		select {
+		case m := <-ch:
+			t.Fatalf("will published after DISCONNECT: %s %q", m.Topic(), m.Payload())
+		case <-time.After(200 * time.Millisecond):
 		}
 	})
 }

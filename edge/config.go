@@ -43,6 +43,7 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultPublishRate      = 10000
 	DefaultMaxQueued        = 4 << 20
+	DefaultMaxRetained      = 1_000_000
 )
 
 // Config configures a Server. The zero value of each field picks its default.
@@ -80,6 +81,10 @@ type Config struct {
 	// the limit is closed (publish_flood). A negative rate disables it.
 	PublishRate  float64
 	PublishBurst float64
+	// MaxRetained caps the number of retained topics (default 1,000,000);
+	// a retained PUBLISH to a new topic over the cap is delivered but not
+	// retained.
+	MaxRetained int
 	// Logger receives start-up lines and rate-limited debug lines for
 	// closed connections (default slog.Default()).
 	Logger *slog.Logger
@@ -115,6 +120,9 @@ func (c *Config) setDefaults() error {
 	if c.PublishBurst == 0 {
 		c.PublishBurst = 2 * c.PublishRate
 	}
+	if c.MaxRetained == 0 {
+		c.MaxRetained = DefaultMaxRetained
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -130,8 +138,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("check config: inbox bounds %d messages / %d bytes (bytes must be >= max packet size): %w", c.InboxMessages, c.InboxBytes, ErrBadConfig)
 	case c.Inflight < 1 || c.Inflight > 1024:
 		return fmt.Errorf("check config: in-flight window %d outside [1, 1024]: %w", c.Inflight, ErrBadConfig)
-	case c.HandshakeTimeout < 0 || c.MaxConnections < 0 || c.Loops < 0:
-		return fmt.Errorf("check config: negative handshake timeout, max connections or loops: %w", ErrBadConfig)
+	case c.HandshakeTimeout < 0 || c.MaxConnections < 0 || c.Loops < 0 || c.MaxRetained < 0:
+		return fmt.Errorf("check config: negative handshake timeout, max connections, loops or max retained: %w", ErrBadConfig)
 	case c.MaxQueued < 2*c.MaxPacketSize:
 		return fmt.Errorf("check config: max queued %d below twice the max packet size: %w", c.MaxQueued, ErrBadConfig)
 	}

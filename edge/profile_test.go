@@ -316,3 +316,27 @@ func TestRetainedRaw(t *testing.T) {
 		t.Fatalf("live delivery of a retained publish %+v (retain must be 0)", p)
 	}
 }
+
+func TestRetainedCap(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxRetained = 2 })
+	pub := dial(t, s)
+	pub.connect("pub", false)
+	for i := range 3 {
+		pub.send(mqtt.AppendPublish(nil, fmt.Sprint("cap/", i), []byte("v"), 1, true, false, uint16(i+1)))
+		pub.expect(mqtt.TypePuback)
+	}
+	if got := s.Stats().RetainedFull; got != 1 {
+		t.Fatalf("retained_full %d, want 1", got)
+	}
+	sub := dial(t, s)
+	sub.connect("sub", false)
+	sub.subscribe("cap/#", 0)
+	got := map[string]bool{}
+	for range 2 {
+		got[sub.expect(mqtt.TypePublish).Topic] = true
+	}
+	if !got["cap/0"] || !got["cap/1"] {
+		t.Fatalf("retained %v, want cap/0 and cap/1", got)
+	}
+	sub.expectSilence(100 * time.Millisecond)
+}

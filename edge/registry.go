@@ -11,49 +11,41 @@ import (
 // client is the server-side state of one client identifier; for the
 // messaging profile the client identifier is the user id. A client exists
 // while it is connected, holds a persistent session, or has messages in its
-// inbox; otherwise it is removed (an empty, offline user costs nothing).
+// inbox; otherwise it is released (an empty, offline user costs nothing).
+//
+// Records live in chunks that never move and are reused after release; the
+// id is stored inline, so an idle client's record holds only two nil
+// pointers (q.items, ext) and costs the garbage collector two word loads.
+// A holder that keeps a *client across an unlock must remember gen and
+// check it after locking again: a released record may be reused by another
+// client.
 //
 // Lock order: registry shard mutex, then client.mu, then topicTree.mu. Never
 // hold two client mutexes at once.
 type client struct {
-	id  string
-	idx uint32 // index in the registry directory
-
-	epoch      uint32     // incremented by every CONNECT that takes the session; guarded by mu
-	mu         sync.Mutex // guards the fields below (and epoch)
-	owner      atomic.Uint64
-	handle     netpoll.Handle // connection owning the session; 0 when offline (owner mirrors it for lock-free checks)
-	lastSeen   int64          // unix seconds of the last disconnect (presence)
-	q          inbox
-	ext        *clientExt // subscriptions, QoS 2 state, will: nil for most clients
-	nextPID    uint16
-	dead       bool // removed from the registry
-	kick       bool // a kick message is posted to handle and not yet handled
-	persistent bool // clean session 0: subscriptions and generic messages outlive the connection
+	mu       sync.Mutex    // guards the fields below, except idx and the id (immutable while live)
+	owner    atomic.Uint64 // handle mirrored for lock-free ownership checks
+	handle   netpoll.Handle
+	lastSeen int64  // unix seconds of the last disconnect (presence)
+	xi       uint32 // index of the clientExt (inbox, subscriptions, will) in exts; 0 = none
+	idx      uint32 // index in the registry
+	gen      uint32 // bumped at each release
+	epoch    uint32 // bumped by every CONNECT that takes the session; never reset
+	nextPID  uint16
+	idn      uint8
+	dead     bool // released
+	kick     bool // a kick message is posted to handle and not yet handled
+	// persistent: clean session 0, subscriptions and generic messages
+	// outlive the connection.
+	persistent bool
+	idb        [64]byte
 }
 
-// clientExt holds the state few clients have, so an idle messaging-profile
-// client stays small.
-type clientExt struct {
-	subs   []subRef // generic subscriptions, to remove them with the session
-	qos2in []uint16 // inbound QoS 2 packet ids awaiting PUBREL
-	will   *will
-}
+// idBytes returns the client id; valid while the record is live.
+func (c *client) idBytes() []byte { return c.idb[:c.idn] }
 
-// x returns c's extension, creating it; c is locked.
-func (c *client) x() *clientExt {
-	if c.ext == nil {
-		c.ext = &clientExt{}
-	}
-	return c.ext
-}
-
-// trimExt drops an empty extension; c is locked.
-func (c *client) trimExt() {
-	if x := c.ext; x != nil && len(x.subs) == 0 && len(x.qos2in) == 0 && x.will == nil {
-		c.ext = nil
-	}
-}
+// name returns a copy of the client id.
+func (c *client) name() string { return string(c.idb[:c.idn]) }
 
 type subRef struct {
 	filter string
@@ -67,105 +59,280 @@ type will struct {
 	retain  bool
 }
 
+// clientExt holds the state an idle client does not have: the inbox, the
+// generic subscriptions, QoS 2 state and the will. It lives in the exts
+// side table, so client records hold no pointers at all.
+type clientExt struct {
+	q      inbox
+	subs   []subRef // generic subscriptions, to remove them with the session
+	qos2in []uint16 // inbound QoS 2 packet ids awaiting PUBREL
+	will   *will
+}
+
+// exts is the side table of client extensions, shared by every registry
+// in the process: a directory of chunks of pointers, with freed indices
+// reused first so that it stays as small as the number of clients that
+// have state.
+var exts struct {
+	mu   sync.Mutex // guards free, next and chunk allocation
+	free []uint32
+	next uint32
+	dir  [dirChunks]atomic.Pointer[[chunkSize]atomic.Pointer[clientExt]]
+}
+
+func extSlot(i uint32) *atomic.Pointer[clientExt] {
+	return &exts.dir[i>>chunkShift].Load()[i&(chunkSize-1)]
+}
+
+// xp returns c's extension or nil; c is locked.
+func (c *client) xp() *clientExt {
+	if c.xi == 0 {
+		return nil
+	}
+	return extSlot(c.xi).Load()
+}
+
+// box returns c's inbox or nil (an empty inbox); c is locked.
+func (c *client) box() *inbox {
+	if x := c.xp(); x != nil {
+		return &x.q
+	}
+	return nil
+}
+
+// extPool recycles extensions with their inbox's backing array, so that a
+// client whose inbox fills and empties with every message allocates
+// nothing in steady state, yet an idle client holds no extension.
+var extPool = sync.Pool{New: func() any { return &clientExt{} }}
+
+// x returns c's extension, creating it; c is locked.
+func (c *client) x() *clientExt {
+	if x := c.xp(); x != nil {
+		return x
+	}
+	exts.mu.Lock()
+	var i uint32
+	if n := len(exts.free); n > 0 {
+		i = exts.free[n-1]
+		exts.free = exts.free[:n-1]
+	} else {
+		exts.next++
+		i = exts.next
+		if i >= dirChunks*chunkSize {
+			exts.mu.Unlock()
+			panic("edge: client extension table full")
+		}
+		if exts.dir[i>>chunkShift].Load() == nil {
+			exts.dir[i>>chunkShift].Store(new([chunkSize]atomic.Pointer[clientExt]))
+		}
+	}
+	exts.mu.Unlock()
+	x := extPool.Get().(*clientExt)
+	extSlot(i).Store(x)
+	c.xi = i
+	return x
+}
+
+// trimExt gives back the extension of a client that holds nothing in it
+// (empty inbox, no subscriptions, no QoS 2 state, no will); c is locked.
+func (c *client) trimExt() {
+	x := c.xp()
+	if x == nil || x.q.len() > 0 || len(x.subs) > 0 || len(x.qos2in) > 0 || x.will != nil {
+		return
+	}
+	items := x.q.items[:0]
+	if cap(items) > 64 {
+		items = nil // do not pool a burst's backing array
+	}
+	*x = clientExt{q: inbox{items: items}}
+	extSlot(c.xi).Store(nil)
+	exts.mu.Lock()
+	exts.free = append(exts.free, c.xi)
+	exts.mu.Unlock()
+	c.xi = 0
+	extPool.Put(x)
+}
+
 const (
 	numShards  = 64 // user table shards, each with its own mutex
 	chunkShift = 10
 	chunkSize  = 1 << chunkShift
 	dirChunks  = 8192 // 8M clients
+	minTable   = 16
+	// seenPerShard bounds the last-seen times kept for offline users that
+	// have no record (presence): 64 x 2^16 = 4M users.
+	seenPerShard = 1 << 16
 )
 
+// shard is one part of the user table: an open-addressing hash table
+// (linear probing, backward-shift deletion) of hash<<32 | index entries, so
+// that it holds no pointers either.
 type shard struct {
-	mu   sync.Mutex
-	m    map[string]*client
-	seen map[string]int64 // last-seen unix seconds of released clients (presence)
-	_    [32]byte         // keep shard mutexes on separate cache lines
+	mu    sync.Mutex
+	slots []uint64 // 0 = empty; index 0 is never used
+	n     int
+	seen  map[string]int64 // last-seen unix seconds of released clients (presence)
+	_     [16]byte         // keep shard mutexes on separate cache lines
 }
 
-// registry is the router's user table: client id -> *client, sharded, plus a
-// directory from a small index to the client so that the pointer-free
-// session records can name their client with a uint32.
+// registry is the router's user table: client id -> client record, sharded,
+// with records addressed by a uint32 index so that the pointer-free session
+// records can name their client.
 type registry struct {
 	shards [numShards]shard
 
-	dirMu sync.Mutex // guards free, next and the writes to dir chunks
+	dirMu sync.Mutex // guards free, next and the allocation of chunks
 	free  []uint32
 	next  uint32
-	dir   [dirChunks]atomic.Pointer[[chunkSize]atomic.Pointer[client]]
+	dir   [dirChunks]atomic.Pointer[[chunkSize]client]
 	count atomic.Int64
 }
 
 func newRegistry() *registry {
 	r := &registry{next: 1} // index 0 means "none"
 	for i := range r.shards {
-		r.shards[i].m = make(map[string]*client)
+		r.shards[i].slots = make([]uint64, minTable)
 		r.shards[i].seen = make(map[string]int64)
 	}
 	return r
 }
 
-func shardOf[T ~string | ~[]byte](id T) uint32 {
+// hashID is FNV-1a; the top bits pick the shard, the low bits the slot.
+func hashID[T ~string | ~[]byte](id T) uint32 {
 	h := uint32(2166136261)
 	for i := 0; i < len(id); i++ {
 		h ^= uint32(id[i])
 		h *= 16777619
 	}
-	return h % numShards
+	return h
+}
+
+func (r *registry) shardOf(h uint32) *shard { return &r.shards[h>>26] }
+
+// find returns the slot holding id, or the empty slot where it would go.
+func (r *registry) find(sh *shard, h uint32, id []byte) (pos int, c *client) {
+	mask := len(sh.slots) - 1
+	for i := int(h) & mask; ; i = (i + 1) & mask {
+		e := sh.slots[i]
+		if e == 0 {
+			return i, nil
+		}
+		if uint32(e>>32) == h {
+			if c := r.at(uint32(e)); c != nil && string(c.idBytes()) == string(id) {
+				return i, c
+			}
+		}
+	}
+}
+
+func (r *registry) grow(sh *shard) {
+	old := sh.slots
+	sh.slots = make([]uint64, 2*len(old))
+	mask := len(sh.slots) - 1
+	for _, e := range old {
+		if e == 0 {
+			continue
+		}
+		i := int(uint32(e>>32)) & mask
+		for sh.slots[i] != 0 {
+			i = (i + 1) & mask
+		}
+		sh.slots[i] = e
+	}
+}
+
+// remove deletes the entry at pos, shifting later entries of its probe run
+// back so that no tombstones are needed.
+func (sh *shard) remove(pos int) {
+	mask := len(sh.slots) - 1
+	i := pos
+	for j := (i + 1) & mask; ; j = (j + 1) & mask {
+		e := sh.slots[j]
+		if e == 0 {
+			break
+		}
+		k := int(uint32(e>>32)) & mask // home slot of e
+		// e may move to i unless its home lies cyclically in (i, j].
+		if i <= j && i < k && k <= j || i > j && (i < k || k <= j) {
+			continue
+		}
+		sh.slots[i] = e
+		i = j
+	}
+	sh.slots[i] = 0
+	sh.n--
 }
 
 // lock returns the client for id locked, creating it if create is set; nil
-// if it does not exist and create is false, or if the directory is full.
+// if it does not exist and create is false, or if the table is full. id
+// must be a valid id (at most 64 bytes).
 func (r *registry) lock(id []byte, create bool) *client {
-	sh := &r.shards[shardOf(id)]
+	h := hashID(id)
+	sh := r.shardOf(h)
 	sh.mu.Lock()
-	c := sh.m[string(id)]
+	pos, c := r.find(sh, h, id)
 	if c == nil {
-		if !create {
+		if !create || len(id) > len(c.idb) {
 			sh.mu.Unlock()
 			return nil
 		}
-		c = &client{id: string(id)}
-		if !r.assign(c) {
+		c = r.alloc()
+		if c == nil {
 			sh.mu.Unlock()
 			return nil
 		}
-		sh.m[c.id] = c
-		if last, ok := sh.seen[c.id]; ok {
+		c.idn = uint8(copy(c.idb[:], id))
+		if (sh.n+1)*4 > len(sh.slots)*3 {
+			r.grow(sh)
+			pos, _ = r.find(sh, h, id)
+		}
+		sh.slots[pos] = uint64(h)<<32 | uint64(c.idx)
+		sh.n++
+		if last, ok := sh.seen[string(id)]; ok {
 			c.lastSeen = last
-			delete(sh.seen, c.id)
+			delete(sh.seen, string(id))
 		}
 		r.count.Add(1)
+		sh.mu.Unlock()
+		return c // alloc returned it locked
 	}
 	c.mu.Lock()
 	sh.mu.Unlock()
 	return c
 }
 
-func (r *registry) assign(c *client) bool {
+// alloc takes a free record and returns it locked and reset (gen and epoch
+// keep counting), or nil if every index is used.
+func (r *registry) alloc() *client {
 	r.dirMu.Lock()
-	defer r.dirMu.Unlock()
 	var idx uint32
 	if n := len(r.free); n > 0 {
 		idx = r.free[n-1]
 		r.free = r.free[:n-1]
 	} else {
 		if r.next >= dirChunks*chunkSize {
-			return false
+			r.dirMu.Unlock()
+			return nil
 		}
 		idx = r.next
 		r.next++
+		if r.dir[idx>>chunkShift].Load() == nil {
+			r.dir[idx>>chunkShift].Store(new([chunkSize]client))
+		}
 	}
-	ch := r.dir[idx>>chunkShift].Load()
-	if ch == nil {
-		ch = new([chunkSize]atomic.Pointer[client])
-		r.dir[idx>>chunkShift].Store(ch)
-	}
-	ch[idx&(chunkSize-1)].Store(c)
+	r.dirMu.Unlock()
+	c := &r.dir[idx>>chunkShift].Load()[idx&(chunkSize-1)]
+	c.mu.Lock()
 	c.idx = idx
-	return true
+	c.owner.Store(0)
+	c.handle, c.lastSeen, c.xi = 0, 0, 0
+	c.nextPID, c.idn, c.dead, c.kick, c.persistent = 0, 0, false, false, false
+	return c
 }
 
-// at returns the client with index idx (which the caller learnt through a
-// synchronising path: the CONNECT that created it, or a posted message).
+// at returns the record with index idx, nil for an index never allocated.
+// The record may have been released or reused since the caller learnt idx:
+// check ownership (owner, epoch, gen) after locking it.
 func (r *registry) at(idx uint32) *client {
 	if idx == 0 || idx >= dirChunks*chunkSize {
 		return nil
@@ -174,16 +341,17 @@ func (r *registry) at(idx uint32) *client {
 	if ch == nil {
 		return nil
 	}
-	return ch[idx&(chunkSize-1)].Load()
+	return &ch[idx&(chunkSize-1)]
 }
 
 // presence returns whether user is online and when it was last seen; known
 // is false for a user never seen.
 func (r *registry) presence(user []byte) (online bool, lastSeen int64, known bool) {
-	sh := &r.shards[shardOf(user)]
+	h := hashID(user)
+	sh := r.shardOf(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if c := sh.m[string(user)]; c != nil {
+	if _, c := r.find(sh, h, user); c != nil {
 		c.mu.Lock()
 		online, lastSeen = c.handle != 0, c.lastSeen
 		c.mu.Unlock()
@@ -193,27 +361,50 @@ func (r *registry) presence(user []byte) (online bool, lastSeen int64, known boo
 	return false, lastSeen, known
 }
 
-// release removes c from the table if it holds nothing: offline, no
-// persistent session, empty inbox. c must not be locked by the caller.
-func (r *registry) release(c *client) {
-	sh := &r.shards[shardOf(c.id)]
+// release frees c's record if it holds nothing (offline, no persistent
+// session, empty inbox) and is still the generation gen. c must not be
+// locked by the caller.
+func (r *registry) release(c *client, gen uint32) {
+	c.mu.Lock()
+	if c.gen != gen || c.dead {
+		c.mu.Unlock()
+		return
+	}
+	id := c.name()
+	c.mu.Unlock()
+	h := hashID(id)
+	sh := r.shardOf(h)
 	sh.mu.Lock()
 	c.mu.Lock()
-	if c.dead || c.handle != 0 || c.persistent || c.q.len() > 0 || c.ext != nil && len(c.ext.subs) > 0 {
+	if c.gen != gen || c.dead || c.handle != 0 || c.persistent || c.box().len() > 0 || c.xp() != nil && len(c.xp().subs) > 0 {
 		c.mu.Unlock()
 		sh.mu.Unlock()
 		return
 	}
-	c.dead = true
-	delete(sh.m, c.id)
+	pos, found := r.find(sh, h, []byte(id))
+	if found != c {
+		panic("edge: registry invariant broken: a live client is missing from its shard")
+	}
+	sh.remove(pos)
 	if c.lastSeen != 0 {
-		sh.seen[c.id] = c.lastSeen
+		if len(sh.seen) >= seenPerShard { // bounded: forget an arbitrary old user
+			for k := range sh.seen {
+				delete(sh.seen, k)
+				break
+			}
+		}
+		sh.seen[id] = c.lastSeen
+	}
+	c.dead = true
+	c.gen++
+	c.trimExt()
+	if c.xi != 0 {
+		panic("edge: registry invariant broken: released client keeps an extension")
 	}
 	c.mu.Unlock()
 	sh.mu.Unlock()
 	r.count.Add(-1)
 	r.dirMu.Lock()
-	r.dir[c.idx>>chunkShift].Load()[c.idx&(chunkSize-1)].Store(nil)
 	r.free = append(r.free, c.idx)
 	r.dirMu.Unlock()
 }
@@ -261,9 +452,17 @@ type inbox struct {
 	bytes int
 }
 
-func (q *inbox) len() int        { return len(q.items) - q.head }
+func (q *inbox) len() int {
+	if q == nil {
+		return 0
+	}
+	return len(q.items) - q.head
+}
 func (q *inbox) at(i int) *entry { return &q.items[q.head+i] }
 func (q *inbox) full(max, maxBytes, n int) bool {
+	if q == nil {
+		return n > maxBytes
+	}
 	return q.len() >= max || q.bytes+n > maxBytes
 }
 
@@ -300,6 +499,9 @@ func (q *inbox) remove(i int) {
 
 // findSent returns the index of the in-flight entry with packet id pid, or -1.
 func (q *inbox) findSent(pid uint16) int {
+	if q == nil {
+		return -1
+	}
 	for i := 0; i < q.nsent; i++ {
 		if q.items[q.head+i].pid == pid {
 			return i
@@ -311,6 +513,9 @@ func (q *inbox) findSent(pid uint16) int {
 // unsend marks the in-flight entries for redelivery with DUP=1 on the next
 // connection (PROTOCOL.md, store-and-forward).
 func (q *inbox) unsend() {
+	if q == nil {
+		return
+	}
 	for i := 0; i < q.nsent; i++ {
 		q.items[q.head+i].flags |= fDup
 	}
@@ -319,6 +524,9 @@ func (q *inbox) unsend() {
 
 // dropGeneric removes the non-durable entries (a clean session ended).
 func (q *inbox) dropGeneric() {
+	if q == nil {
+		return
+	}
 	w := q.head
 	for r := q.head; r < len(q.items); r++ {
 		e := q.items[r]
@@ -338,6 +546,9 @@ func (q *inbox) dropGeneric() {
 
 // trim releases the backing array of an empty inbox.
 func (q *inbox) trim() {
+	if q == nil {
+		return
+	}
 	if q.len() == 0 {
 		q.items = nil
 		q.head = 0
@@ -354,7 +565,7 @@ func (q *inbox) freeAll() {
 	q.items, q.head, q.nsent, q.bytes = nil, 0, 0, 0
 }
 
-func (c *client) String() string { return fmt.Sprintf("client %q", c.id) }
+func (c *client) String() string { return fmt.Sprintf("client %q", c.idBytes()) }
 
 // allocPID returns a packet id not used by an in-flight entry.
 func (c *client) allocPID() uint16 {
@@ -363,7 +574,7 @@ func (c *client) allocPID() uint16 {
 		if c.nextPID == 0 {
 			c.nextPID = 1
 		}
-		if c.q.findSent(c.nextPID) < 0 {
+		if c.box().findSent(c.nextPID) < 0 {
 			return c.nextPID
 		}
 	}

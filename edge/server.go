@@ -2,10 +2,10 @@ package edge
 
 import (
 	"bytes"
-	"slices"
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -48,10 +48,11 @@ type Server struct {
 
 // msgCounters count messages; the observability work exports them.
 type msgCounters struct {
-	published atomic.Uint64 // PUBLISH packets accepted from clients
-	stored    atomic.Uint64 // entries added to inboxes
-	inboxFull atomic.Uint64 // direct or group messages refused with inbox_full
-	dropped   atomic.Uint64 // generic deliveries dropped (offline QoS 0, full inbox)
+	published    atomic.Uint64 // PUBLISH packets accepted from clients
+	stored       atomic.Uint64 // entries added to inboxes
+	inboxFull    atomic.Uint64 // direct or group messages refused with inbox_full
+	dropped      atomic.Uint64 // generic deliveries dropped (offline QoS 0, full inbox)
+	retainedFull atomic.Uint64 // retained messages not stored: the store was full
 }
 
 // loopState is a loop's private state: its session slab and scratch space.
@@ -179,7 +180,7 @@ func (s *Server) InboxLen(user string) int {
 		return 0
 	}
 	defer cl.mu.Unlock()
-	return cl.q.len()
+	return cl.box().len()
 }
 
 func (s *Server) loop(c *netpoll.Conn) *loopState { return s.loops[c.LoopID()] }
@@ -246,7 +247,7 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 		s.ack(c, ls, ss, cl, p.Type, p.PacketID)
 	case mqtt.TypePubrel:
 		cl.mu.Lock()
-		if x := cl.ext; x != nil {
+		if x := cl.xp(); x != nil {
 			for i, id := range x.qos2in {
 				if id == p.PacketID {
 					x.qos2in[i] = x.qos2in[len(x.qos2in)-1]
@@ -266,8 +267,8 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 		c.Write(mqtt.AppendPingresp(ls.out[:0]))
 	case mqtt.TypeDisconnect:
 		cl.mu.Lock()
-		if cl.handle == c.Handle() && cl.ext != nil {
-			cl.ext.will = nil // 3.14.4: a DISCONNECT discards the will
+		if cl.handle == c.Handle() && cl.xp() != nil {
+			cl.xp().will = nil // 3.14.4: a DISCONNECT discards the will
 		}
 		cl.mu.Unlock()
 		return ReasonDisconnect
@@ -343,23 +344,22 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	cl.kick = false
 	if w != nil {
 		cl.x().will = w
-	} else if cl.ext != nil {
-		cl.ext.will = nil
+	} else if cl.xp() != nil {
+		cl.xp().will = nil
 	}
-	cl.q.unsend()
+	cl.box().unsend()
 	present := false
 	if cp.CleanSession {
 		s.dropSubs(cl)
 		cl.persistent = false
-		cl.q.dropGeneric()
-		if cl.ext != nil {
-			cl.ext.qos2in = nil
+		cl.box().dropGeneric()
+		if cl.xp() != nil {
+			cl.xp().qos2in = nil
 		}
 	} else {
 		present = cl.persistent
 		cl.persistent = true
 	}
-	cl.trimExt()
 	ss.client = cl.idx
 	ss.epoch = cl.epoch
 	ss.keepalive = cp.KeepAlive
@@ -367,7 +367,8 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	ss.last = c.Loop().Now().UnixNano()
 	c.Write(mqtt.AppendConnack(ls.out[:0], present, mqtt.ConnAccepted))
 	s.pump(c, cl)
-	userID := cl.id
+	cl.trimExt()
+	userID := cl.name()
 	cl.mu.Unlock()
 	if old != 0 {
 		s.eng.Post(old, netpoll.Message{Kind: msgTakeover})
@@ -381,13 +382,13 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 
 // dropSubs removes cl's generic subscriptions; cl is locked.
 func (s *Server) dropSubs(cl *client) {
-	if cl.ext == nil {
+	if cl.xp() == nil {
 		return
 	}
-	for _, sub := range cl.ext.subs {
+	for _, sub := range cl.xp().subs {
 		s.tree.unsubscribe(sub.filter, cl)
 	}
-	cl.ext.subs = nil
+	cl.xp().subs = nil
 }
 
 // presence publishes p/<user>: "online" if offline is nil, else
@@ -443,8 +444,8 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 	if p.QoS == 2 {
 		cl.mu.Lock()
 		seen := false
-		if cl.ext != nil {
-			seen = slices.Contains(cl.ext.qos2in, p.PacketID)
+		if cl.xp() != nil {
+			seen = slices.Contains(cl.xp().qos2in, p.PacketID)
 		}
 		cl.mu.Unlock()
 		if seen { // a DUP of a QoS 2 message already routed (method B, 4.3.3)
@@ -453,7 +454,7 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		}
 	}
 	topic := p.Topic
-	ls.from = append(ls.from[:0], cl.id...)
+	ls.from = append(ls.from[:0], cl.idBytes()...)
 	from := ls.from
 	switch {
 	case profileTopic(topic):
@@ -524,7 +525,7 @@ func (s *Server) storeDirect(ls *loopState, kind byte, to, from, group, mid, pay
 		flags |= fReceipt
 	}
 	cl := s.reg.lock(to, true)
-	if cl == nil || bounded && cl.q.full(s.cfg.InboxMessages, s.cfg.InboxBytes, len(t)+len(payload)+9) {
+	if cl == nil || bounded && cl.box().full(s.cfg.InboxMessages, s.cfg.InboxBytes, len(t)+len(payload)+9) {
 		if cl != nil {
 			cl.mu.Unlock()
 		}
@@ -549,7 +550,7 @@ func (s *Server) pushLocked(cl *client, topic, payload []byte, qos byte, retain 
 	if qos > 0 {
 		e.pidOff = uint32(len(*buf) - len(payload) - 2)
 	}
-	cl.q.push(e)
+	cl.x().q.push(e)
 	s.stats.stored.Add(1)
 	if cl.handle != 0 && !cl.kick {
 		cl.kick = true
@@ -566,16 +567,16 @@ func (s *Server) kick(h netpoll.Handle) {
 
 // publishGeneric routes a plain MQTT message through the topic tree.
 func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, retain bool) {
-	if retain {
-		s.tree.setRetained(topic, payload, qos)
+	if retain && !s.tree.setRetained(topic, payload, qos, s.cfg.MaxRetained) {
+		s.stats.retainedFull.Add(1)
 	}
 	ls.subs = s.tree.match(topic, ls.subs)
 	for _, sub := range ls.subs {
 		q := min(qos, sub.qos)
 		cl := sub.cl
 		cl.mu.Lock()
-		if cl.dead || cl.handle == 0 && (q == 0 || !cl.persistent) ||
-			cl.q.full(s.cfg.InboxMessages, s.cfg.InboxBytes, len(topic)+len(payload)+9) {
+		if cl.dead || cl.gen != sub.gen || cl.handle == 0 && (q == 0 || !cl.persistent) ||
+			cl.box().full(s.cfg.InboxMessages, s.cfg.InboxBytes, len(topic)+len(payload)+9) {
 			cl.mu.Unlock()
 			s.stats.dropped.Add(1)
 			continue
@@ -590,7 +591,10 @@ func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, 
 // pump sends cl's inbox to c up to the in-flight window; cl is locked and c
 // owns its session.
 func (s *Server) pump(c *netpoll.Conn, cl *client) {
-	q := &cl.q
+	q := cl.box()
+	if q == nil {
+		return
+	}
 	for q.nsent < q.len() {
 		e := q.at(q.nsent)
 		if e.pidOff == 0 { // QoS 0: fire and forget
@@ -632,7 +636,7 @@ func (s *Server) ack(c *netpoll.Conn, ls *loopState, ss *session, cl *client, t 
 		cl.mu.Unlock()
 		return
 	}
-	i := cl.q.findSent(pid)
+	i := cl.box().findSent(pid)
 	if i < 0 {
 		cl.mu.Unlock()
 		if t == mqtt.TypePubrec { // 4.3.3: answer a PUBREC we no longer track
@@ -640,7 +644,7 @@ func (s *Server) ack(c *netpoll.Conn, ls *loopState, ss *session, cl *client, t 
 		}
 		return
 	}
-	e := cl.q.at(i)
+	e := cl.box().at(i)
 	receipt := false
 	switch t {
 	case mqtt.TypePuback:
@@ -648,16 +652,17 @@ func (s *Server) ack(c *netpoll.Conn, ls *loopState, ss *session, cl *client, t 
 			ls.rcpt = append(ls.rcpt[:0], e.topic()...)
 			receipt = true
 		}
-		cl.q.remove(i)
+		cl.box().remove(i)
 	case mqtt.TypePubrec:
 		if e.qos() == 2 && e.flags&fReleased == 0 {
 			e.flags |= fReleased
 		}
 		c.Write(mqtt.AppendPubrel(ls.out[:0], pid))
 	case mqtt.TypePubcomp:
-		cl.q.remove(i)
+		cl.box().remove(i)
 	}
 	s.pump(c, cl)
+	cl.trimExt()
 	cl.mu.Unlock()
 	if receipt {
 		// u/<me>/m/<from>/<mid> -> u/<from>/d/<me>/<mid>
@@ -710,7 +715,7 @@ func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, cl *client, p *mqtt.P
 		cl.mu.Lock()
 		var h netpoll.Handle
 		s.tree.retainedFor(string(filter), func(topic string, m retainedMsg) {
-			if !cl.q.full(s.cfg.InboxMessages, s.cfg.InboxBytes, len(topic)+len(m.payload)+9) {
+			if !cl.box().full(s.cfg.InboxMessages, s.cfg.InboxBytes, len(topic)+len(m.payload)+9) {
 				if k := s.pushLocked(cl, []byte(topic), m.payload, min(code, m.qos), true, 0); k != 0 {
 					h = k
 				}
@@ -744,8 +749,8 @@ func (s *Server) subscribeOne(cl *client, filter []byte, qos byte) byte {
 		rest := filter[2:]
 		switch filter[0] {
 		case 'u': // only one's own inbox, which is implicit
-			own := bytes.HasPrefix(rest, []byte(cl.id)) &&
-				(len(rest) == len(cl.id) || rest[len(cl.id)] == '/')
+			me := cl.idBytes()
+			own := bytes.HasPrefix(rest, me) && (len(rest) == len(me) || rest[len(me)] == '/')
 			if !own {
 				return mqtt.SubackFailure
 			}
@@ -776,7 +781,7 @@ func (s *Server) subscribeOne(cl *client, filter []byte, qos byte) byte {
 func (s *Server) unsubscribe(c *netpoll.Conn, ls *loopState, cl *client, p *mqtt.Packet) {
 	cl.mu.Lock()
 	for filter := range p.Filters() {
-		x := cl.ext
+		x := cl.xp()
 		if x == nil {
 			break
 		}
@@ -820,6 +825,7 @@ func (s *Server) OnMessage(c *netpoll.Conn, m *netpoll.Message) {
 		if cl.handle == c.Handle() && cl.epoch == ss.epoch {
 			cl.kick = false
 			s.pump(c, cl)
+			cl.trimExt()
 		}
 		cl.mu.Unlock()
 	}
@@ -855,27 +861,27 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 	cl.kick = false
 	cl.lastSeen = now
 	var w *will
-	if cl.ext != nil {
-		w = cl.ext.will
-		cl.ext.will = nil
+	if cl.xp() != nil {
+		w = cl.xp().will
+		cl.xp().will = nil
 	}
-	cl.q.unsend()
+	cl.box().unsend()
 	if !cl.persistent {
 		s.dropSubs(cl)
-		cl.q.dropGeneric()
-		if cl.ext != nil {
-			cl.ext.qos2in = nil
+		cl.box().dropGeneric()
+		if cl.xp() != nil {
+			cl.xp().qos2in = nil
 		}
 	}
-	cl.q.trim()
+	cl.box().trim()
 	cl.trimExt()
-	id := cl.id
+	id, gen := cl.name(), cl.gen
 	cl.mu.Unlock()
 	if w != nil && r != ReasonDisconnect {
 		s.publishGeneric(ls, []byte(w.topic), w.payload, w.qos, w.retain)
 	}
 	s.presence(ls, id, &now)
-	s.reg.release(cl)
+	s.reg.release(cl, gen)
 }
 
 // logLimiter allows up to logBurst debug lines per second.

@@ -11,6 +11,7 @@ import (
 // tsub is one subscription in the topic tree.
 type tsub struct {
 	cl  *client
+	gen uint32 // cl.gen when subscribed: a mismatch means the record was reused
 	qos byte
 }
 
@@ -64,7 +65,7 @@ func matchFilter(filter, topic string) bool {
 	return mqtt.MatchTopic(filter, topic)
 }
 
-// subscribe adds or updates cl's subscription to filter.
+// subscribe adds or updates cl's subscription to filter; cl is locked.
 func (t *topicTree) subscribe(filter string, cl *client, qos byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -86,7 +87,7 @@ func (t *topicTree) subscribe(filter string, cl *client, qos byte) {
 			return
 		}
 	}
-	n.subs = append(n.subs, tsub{cl, qos})
+	n.subs = append(n.subs, tsub{cl: cl, gen: cl.gen, qos: qos})
 }
 
 // unsubscribe removes cl's subscription to filter and prunes empty nodes.
@@ -214,15 +215,20 @@ func matchChild(c *tnode, rest []byte, more bool, out []tsub) []tsub {
 }
 
 // setRetained stores (or, for an empty payload, deletes) the retained message
-// of topic. payload is copied.
-func (t *topicTree) setRetained(topic []byte, payload []byte, qos byte) {
+// of topic; payload is copied. It reports false if the store already holds
+// max topics and topic is a new one (the message is then not retained).
+func (t *topicTree) setRetained(topic []byte, payload []byte, qos byte, max int) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(payload) == 0 {
 		delete(t.retained, string(topic))
-		return
+		return true
+	}
+	if _, ok := t.retained[string(topic)]; !ok && len(t.retained) >= max {
+		return false
 	}
 	t.retained[string(topic)] = retainedMsg{payload: bytes.Clone(payload), qos: qos}
+	return true
 }
 
 // retainedFor calls fn for each retained message matching filter. fn runs

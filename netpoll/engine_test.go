@@ -519,3 +519,79 @@ func TestPauseAcceptsAndLiveQueueCap(t *testing.T) {
 	}()
 	waitFor(t, "the lowered cap to close the non-reader", func() bool { return closes.count(ErrBacklog) == 1 })
 }
+
+// frameEcho echoes complete frames (one length byte, then that many bytes)
+// and leaves partial frames to the engine, so input arrives in pieces while
+// the handler writes: the write lends a buffer that can move the loop's
+// buffer table under the pending input.
+type frameEcho struct{ Echo }
+
+func (frameEcho) OnData(c *Conn, data []byte) (int, error) {
+	used := 0
+	for len(data)-used >= 1 {
+		n := int(data[used])
+		if len(data)-used < 1+n {
+			break
+		}
+		c.Write(data[used : used+1+n])
+		used += 1 + n
+	}
+	return used, nil
+}
+
+func TestPartialFramesWhileWriting(t *testing.T) {
+	checkLeaks(t)
+	e := startEngine(t, Config{Loops: 1, Handler: frameEcho{}})
+	defer e.Close()
+	const n, rounds = 100, 130
+	frame := func(k int) []byte { return append([]byte{5}, []byte(fmt.Sprintf("f%04d", k))...) }
+	var stream []byte // every connection sends the same stream of 6-byte frames
+	for k := 0; k < rounds; k++ {
+		stream = append(stream, frame(k)...)
+	}
+	conns := make([]net.Conn, n)
+	sent := make([]int, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", e.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.(*net.TCPConn).SetNoDelay(true)
+		defer c.Close()
+		conns[i] = c
+	}
+	// Round r: connection r sends one byte (a partial frame the engine
+	// must keep), and every earlier connection sends 6 bytes, completing
+	// one frame and starting the next. So the number of connections holding
+	// partial input grows each round while the handler writes, and the
+	// loop's buffer table grows under pending input.
+	for r := 0; r < rounds; r++ {
+		for i := 0; i < n && i <= r; i++ {
+			size := 6
+			if sent[i] == 0 {
+				size = 1
+			}
+			end := min(sent[i]+size, len(stream))
+			if _, err := conns[i].Write(stream[sent[i]:end]); err != nil {
+				t.Fatal(err)
+			}
+			sent[i] = end
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	for i, c := range conns {
+		want := stream[:sent[i]/6*6] // only complete frames come back
+		got := make([]byte, len(want))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatalf("conn %d: %v", i, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("conn %d: framed echo differs:\n got %q\nwant %q", i, got, want)
+		}
+		c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if k, _ := c.Read(make([]byte, 64)); k != 0 {
+			t.Fatalf("conn %d: %d extra bytes: frames were handled twice", i, k)
+		}
+	}
+}

@@ -326,6 +326,10 @@ func (l *Loop) deliver(c *Conn, data []byte) {
 	if used < 0 || used > len(data) {
 		panic(fmt.Sprintf("netpoll: handler invariant broken: OnData consumed %d of %d bytes", used, len(data)))
 	}
+	if pb != nil {
+		// The handler's writes may have grown l.bufs and moved it.
+		pb = &l.bufs[c.pend-1]
+	}
 	rest := len(data) - used
 	switch {
 	case rest == 0:

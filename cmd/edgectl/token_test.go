@@ -97,7 +97,7 @@ func TestTokenLogin(t *testing.T) {
 	}
 	defer s.Close()
 	login := func(user, pass string) error {
-		o := paho.NewClientOptions().AddBroker("tcp://"+s.Addr().String()).SetClientID(user).
+		o := paho.NewClientOptions().AddBroker("tcp://" + s.Addr().String()).SetClientID(user).
 			SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetProtocolVersion(4).
 			SetConnectTimeout(10 * time.Second)
 		c := paho.NewClient(o)

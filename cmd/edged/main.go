@@ -38,11 +38,12 @@ func main() {
 // options are the command-line settings.
 type options struct {
 	listen, admin, secretFile, config, logLevel string
-	insecure, version                          bool
-	maxPacket, inboxMessages, inboxBytes       int
-	inflight, maxConns, maxQueued, loops       int
-	publishRate                                float64
-	handshake                                  time.Duration
+	insecure, version                           bool
+	maxPacket, inboxMessages, inboxBytes        int
+	inflight, maxConns, maxQueued, loops        int
+	maxRetained                                 int
+	publishRate                                 float64
+	handshake                                   time.Duration
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -60,6 +61,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxConns, "max-connections", 0, "cap on client connections (`n`), 0 for none")
 	fs.IntVar(&o.maxQueued, "max-queued", edge.DefaultMaxQueued, "unread output (`bytes`) after which a client that does not read is closed")
 	fs.Float64Var(&o.publishRate, "publish-rate", edge.DefaultPublishRate, "PUBLISH packets per second per connection (`rate`), -1 for no limit")
+	fs.IntVar(&o.maxRetained, "max-retained", edge.DefaultMaxRetained, "retained topics kept at most (`n`)")
 	fs.IntVar(&o.loops, "loops", 0, "number of event loops (`n`), 0 for GOMAXPROCS")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -143,6 +145,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if note != "" {
 		log.Warn(note)
 	}
+	if cfg.AdminAddr != "" {
+		if lb, err := isLoopback(cfg.AdminAddr); err == nil && !lb {
+			log.Warn("the admin API has no authentication and listens off loopback", "admin", cfg.AdminAddr)
+		}
+	}
 	if ready != nil {
 		ready(s)
 	}
@@ -173,6 +180,7 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 		HandshakeTimeout: o.handshake,
 		MaxConnections:   o.maxConns,
 		MaxQueued:        o.maxQueued,
+		MaxRetained:      o.maxRetained,
 		PublishRate:      o.publishRate,
 		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 	}
