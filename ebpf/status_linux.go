@@ -2,6 +2,7 @@ package ebpf
 
 import (
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"strings"
@@ -185,4 +186,11 @@ func readLookup(dir string) (l LookupStatus, err error) {
 	}
 	l.Dropped = sum(per)
 	return l, nil
+}
+
+// OnBPFFS reports whether dir is on a mounted BPF filesystem, where pins can
+// be made (mount -t bpf bpf /sys/fs/bpf).
+func OnBPFFS(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && uint32(st.Type) == unix.BPF_FS_MAGIC
 }

@@ -11,3 +11,6 @@ import (
 func ReadStatus(root string) (Status, error) {
 	return Status{}, fmt.Errorf("read steering status on %s: %w", runtime.GOOS, ErrNotSupported)
 }
+
+// OnBPFFS reports whether dir is on a mounted BPF filesystem; never outside Linux.
+func OnBPFFS(dir string) bool { return false }

@@ -62,9 +62,11 @@ func (s *Server) Mux() *http.ServeMux {
 			writeJSON(w, http.StatusNotFound, map[string]any{"error": "not a member"})
 		}
 	})
-	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, s.Stats())
-	})
+	stats := func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.Stats()) }
+	mux.HandleFunc("GET /server/stats", stats)
+	if s.cfg.AdminRoutes == nil {
+		mux.HandleFunc("GET /stats", stats) // with a reporter mounted, /stats is its snapshot
+	}
 	return mux
 }
 

@@ -3,6 +3,7 @@ package edge
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 )
 
@@ -54,6 +55,13 @@ type Config struct {
 	Loops int
 	// AdminAddr is the admin HTTP listener; empty disables it.
 	AdminAddr string
+	// AdminRoutes, if set, adds routes to the admin mux before it serves
+	// (edged mounts its activity reporter: pprof, /metrics, /stats, /knobs).
+	// The server's own counters then stay at GET /server/stats.
+	AdminRoutes func(mux *http.ServeMux) error
+	// LiveHook, if set, is told each loop's connection count when it
+	// changes (netpoll.Config.LiveHook), e.g. for eBPF least-loaded steering.
+	LiveHook func(loop, live int)
 	// Auth selects which clients need a token; Secret is the HMAC key.
 	// AuthToken without a Secret is a configuration error.
 	Auth   AuthMode

@@ -33,11 +33,12 @@ type Server struct {
 	groups *Groups
 	loops  []*loopState
 
-	closes  reasonCounters
-	conns   atomic.Int64
-	anonSeq atomic.Uint64
-	stats   msgCounters
-	logs    logLimiter
+	closes   reasonCounters
+	conns    atomic.Int64
+	inflight atomic.Int64 // live in-flight window (Config.Inflight, a knob)
+	anonSeq  atomic.Uint64
+	stats    msgCounters
+	logs     logLimiter
 
 	mu      sync.Mutex // guards admin, adminLn, started, closed
 	admin   *http.Server
@@ -75,12 +76,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, reg: newRegistry(), tree: newTopicTree(), groups: newGroups()}
+	s.inflight.Store(int64(cfg.Inflight))
 	eng, err := netpoll.New(netpoll.Config{
 		Addr:       cfg.Addr,
 		Loops:      cfg.Loops,
 		MaxPending: cfg.MaxPacketSize + mqtt.MaxHeaderLen,
 		MaxQueued:  cfg.MaxQueued,
 		Handler:    s,
+		LiveHook:   cfg.LiveHook,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create engine: %w", err)
@@ -108,8 +111,15 @@ func (s *Server) Start() (err error) {
 		if err != nil {
 			return fmt.Errorf("listen admin: %w", err)
 		}
+		mux := s.Mux()
+		if s.cfg.AdminRoutes != nil {
+			if err := s.cfg.AdminRoutes(mux); err != nil {
+				ln.Close()
+				return fmt.Errorf("add admin routes: %w", err)
+			}
+		}
 		s.adminLn = ln
-		s.admin = &http.Server{Handler: s.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		s.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go s.admin.Serve(ln)
 		defer func() {
 			if err != nil {
@@ -604,7 +614,7 @@ func (s *Server) pump(c *netpoll.Conn, cl *client) {
 			q.remove(q.nsent)
 			continue
 		}
-		if q.nsent >= s.cfg.Inflight {
+		if q.nsent >= int(s.inflight.Load()) {
 			return
 		}
 		if e.flags&fReleased != 0 {

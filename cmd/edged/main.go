@@ -44,6 +44,7 @@ type options struct {
 	maxRetained                                 int
 	publishRate                                 float64
 	handshake                                   time.Duration
+	ops                                         opsOptions
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -65,6 +66,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.loops, "loops", 0, "number of event loops (`n`), 0 for GOMAXPROCS")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	addOpsFlags(fs, &o.ops)
 	fs.SetOutput(io.Discard)
 	return fs
 }
@@ -124,12 +126,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		fmt.Fprintf(stderr, "edged: %v\n", err)
 		return exitUsage
 	}
+	ops, err := newOps(&o.ops, &cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "edged: %v\n", err)
+		if errors.Is(err, errOpsUsage) {
+			return exitUsage
+		}
+		return exitError
+	}
+	defer ops.close()
 	s, err := edge.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "edged: %v\n", err)
 		if errors.Is(err, edge.ErrBadConfig) {
 			return exitUsage
 		}
+		return exitError
+	}
+	if err := ops.attach(s); err != nil {
+		s.Close()
+		fmt.Fprintf(stderr, "edged: %v\n", err)
 		return exitError
 	}
 	if err := s.Start(); err != nil {
@@ -155,6 +171,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	}
 	<-ctx.Done()
 	log.Info("edged shutting down", "connections", s.Connections())
+	ops.detach()
 	if err := s.Close(); err != nil {
 		fmt.Fprintf(stderr, "edged: %v\n", err)
 		return exitError
@@ -170,6 +187,8 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return cfg, "", fmt.Errorf("parse --log-level %q: want debug, info, warn or error", o.logLevel)
 	}
+	o.ops.level = new(slog.LevelVar) // the log_level knob turns it on a live server
+	o.ops.level.Set(level)
 	cfg = edge.Config{
 		Addr:             o.listen,
 		Loops:            o.loops,
@@ -182,7 +201,7 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 		MaxQueued:        o.maxQueued,
 		MaxRetained:      o.maxRetained,
 		PublishRate:      o.publishRate,
-		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.ops.level})),
 	}
 	if o.admin != "off" {
 		cfg.AdminAddr = o.admin

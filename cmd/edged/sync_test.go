@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"sync"
+	"time"
 )
 
 type syncBuffer struct {
@@ -21,3 +22,5 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func testSleep() { time.Sleep(10 * time.Millisecond) }
