@@ -484,7 +484,7 @@ func TestPauseAcceptsAndLiveQueueCap(t *testing.T) {
 	e := startEngine(t, Config{Handler: Echo{Closed: closes.add}, SndBuf: 4096})
 	defer e.Close()
 	e.PauseAccepts(true)
-	time.Sleep(50 * time.Millisecond) // let the loops see it
+	time.Sleep(50 * time.Millisecond)            // let the loops see it
 	c, err := net.Dial("tcp", e.Addr().String()) // completes in the kernel's backlog
 	if err != nil {
 		t.Fatal(err)
