@@ -290,6 +290,27 @@ func (e *Engine) Valid(h Handle) bool {
 	return li < len(e.loops) && e.loops[li].slab.Valid(uint32(h), uint32(h>>32)&genMask)
 }
 
+// Backlog is a connection whose output the kernel has not taken.
+type Backlog struct {
+	Handle Handle
+	Loop   int
+	Queued int // bytes
+}
+
+// Backlogs returns the longest output backlogs (up to 16 per loop), as the
+// loops last published them (every 250 ms while any exists); safe from any
+// goroutine. A peer that stops reading shows here until it drains or its
+// queue cap closes it.
+func (e *Engine) Backlogs() []Backlog {
+	var out []Backlog
+	for _, l := range e.loops {
+		l.backlogMu.Lock()
+		out = append(out, l.pubBacklogs...)
+		l.backlogMu.Unlock()
+	}
+	return out
+}
+
 // LoopStats are one loop's counters.
 type LoopStats struct {
 	Loop        int

@@ -231,6 +231,7 @@ func TestBacklogCapClosesOnlyTheSlowConnection(t *testing.T) {
 		}
 	}()
 	waitFor(t, "ErrBacklog close", func() bool { return closes.count(ErrBacklog) == 1 })
+	waitFor(t, "Backlogs to empty after the close", func() bool { return len(e.Backlogs()) == 0 })
 	if err := echoOnce(good, []byte("still here")); err != nil {
 		t.Fatalf("other connection affected: %v", err)
 	}
@@ -596,4 +597,26 @@ func TestPartialFramesWhileWriting(t *testing.T) {
 			t.Fatalf("conn %d: %d extra bytes: frames were handled twice", i, k)
 		}
 	}
+}
+
+func TestBacklogsListsSlowReadersUntilTheyDrain(t *testing.T) {
+	checkLeaks(t)
+	e := startEngine(t, Config{Loops: 1, SndBuf: 4096})
+	defer e.Close()
+	c, err := net.Dial("tcp", e.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4096)
+	msg := bytes.Repeat([]byte("backlog!"), 32<<10) // 256 KiB, not read back yet
+	go c.Write(msg)
+	waitFor(t, "the slow reader in Backlogs", func() bool {
+		b := e.Backlogs()
+		return len(b) == 1 && b[0].Queued > 64<<10 && b[0].Loop == 0
+	})
+	if _, err := io.ReadFull(c, make([]byte, len(msg))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "Backlogs to empty once drained", func() bool { return len(e.Backlogs()) == 0 })
 }

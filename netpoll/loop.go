@@ -47,6 +47,14 @@ type Loop struct {
 
 	lastLive int // connections last reported to Config.LiveHook
 
+	// backlogged holds the slots whose output the kernel did not take
+	// (writability armed): the only connections with a backlog. Every
+	// backlogPublish the longest are copied to pubBacklogs for Backlogs.
+	backlogged   map[uint32]struct{}
+	lastBacklogs time.Time
+	backlogMu    sync.Mutex // guards pubBacklogs
+	pubBacklogs  []Backlog
+
 	acceptPaused bool
 	acceptResume time.Time
 
@@ -171,6 +179,9 @@ func (l *Loop) run() {
 		l.flushDirty()
 		l.processCloses()
 		l.updateAccepting()
+		if len(l.backlogged) > 0 || !l.lastBacklogs.IsZero() {
+			l.publishBacklogs()
+		}
 		if hook := l.e.cfg.LiveHook; hook != nil {
 			if n := l.slab.Len(); n != l.lastLive {
 				l.lastLive = n
@@ -208,6 +219,50 @@ func (l *Loop) updateAccepting() {
 		return
 	}
 	l.acceptPaused = !want
+}
+
+// backlogPublish is how often a loop publishes its longest output
+// backlogs, and backlogTop how many, for Engine.Backlogs.
+const (
+	backlogPublish = 250 * time.Millisecond
+	backlogTop     = 16
+)
+
+// publishBacklogs copies the loop's longest backlogs for Engine.Backlogs, at
+// most every backlogPublish; when the last one drains or closes the empty
+// list is published at once.
+func (l *Loop) publishBacklogs() {
+	if len(l.backlogged) > 0 && l.now.Sub(l.lastBacklogs) < backlogPublish {
+		return // the last backlog to drain is published at once, others at most every backlogPublish
+	}
+	var top [backlogTop]Backlog
+	n := 0
+	for slot := range l.backlogged {
+		c := l.slab.Get(slot)
+		b := Backlog{Handle: c.Handle(), Loop: l.id, Queued: c.Queued()}
+		if n < backlogTop {
+			top[n] = b
+			n++
+			continue
+		}
+		min := 0
+		for i := 1; i < n; i++ {
+			if top[i].Queued < top[min].Queued {
+				min = i
+			}
+		}
+		if b.Queued > top[min].Queued {
+			top[min] = b
+		}
+	}
+	l.backlogMu.Lock()
+	l.pubBacklogs = append(l.pubBacklogs[:0], top[:n]...)
+	l.backlogMu.Unlock()
+	if n == 0 {
+		l.lastBacklogs = time.Time{} // published the empty list: idle until the next backlog
+	} else {
+		l.lastBacklogs = l.now
+	}
 }
 
 // acceptBatch bounds accepts per readiness report (the listener is level
@@ -386,6 +441,10 @@ func (l *Loop) flush(c *Conn) {
 						return
 					}
 					c.flags |= flagWriteArmed
+					if l.backlogged == nil {
+						l.backlogged = make(map[uint32]struct{})
+					}
+					l.backlogged[c.slot] = struct{}{}
 				}
 				return
 			}
@@ -397,6 +456,7 @@ func (l *Loop) flush(c *Conn) {
 	c.out = 0
 	if c.flags&flagWriteArmed != 0 {
 		c.flags &^= flagWriteArmed
+		delete(l.backlogged, c.slot)
 		if err := l.p.armWrite(int(c.fd), cookieOf(c.slot, c.gen), false); err != nil {
 			l.closeNow(c, err)
 			return
@@ -463,6 +523,7 @@ func (l *Loop) closeNow(c *Conn, reason error) {
 		l.queuedBytes.Add(-int64(len(b.b) - b.off))
 		l.releaseBuf(c.out - 1)
 	}
+	delete(l.backlogged, c.slot)
 	fd := int(c.fd)
 	l.slab.Free(c.slot)
 	sysClose(fd)

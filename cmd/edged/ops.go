@@ -97,6 +97,14 @@ func (p *ops) attach(s *edge.Server) error {
 			return map[string]int64{"connections": s.Connections(), "clients": s.Clients()}
 		},
 		Info: func() any { return s.Stats() },
+		Queues: func() []obs.QueueInfo {
+			var q []obs.QueueInfo
+			for _, b := range eng.Backlogs() {
+				q = append(q, obs.QueueInfo{Kind: obs.KindConnBacklog,
+					Name: fmt.Sprintf("L%d/%d", b.Loop, uint32(b.Handle)), Len: int64(b.Queued)})
+			}
+			return q
+		},
 		Knobs: []obs.Knob{
 			obs.BoolKnob("accept_pause", "stop accepting new connections (established ones keep working)", &p.accepts, eng.PauseAccepts),
 			obs.IntKnob("queue_cap", "bytes of unread output after which a client that does not read is closed", &p.queueCap, 1<<10, 1<<30,
