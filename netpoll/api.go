@@ -57,6 +57,10 @@ type Handle uint64
 type Config struct {
 	// Addr is the TCP listen address, "host:port".
 	Addr string
+	// ExtraAddrs are more listen addresses, each its own listener group
+	// (one listener per loop) served by the same loops: e.g. a public
+	// and a private NIC's service addresses, steered apart with eBPF.
+	ExtraAddrs []string
 	// Loops is the number of event loops (default GOMAXPROCS).
 	Loops int
 	// DisableReusePort turns off the default of one listening socket per

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -15,8 +16,8 @@ import (
 type Engine struct {
 	cfg     Config
 	loops   []*Loop
-	addr    net.TCPAddr
-	reuse   bool // one listener per loop; otherwise loop 0 accepts for all
+	addrs   []*net.TCPAddr // bound address of each listener group
+	reuse   bool           // one listener per loop; otherwise loop 0 accepts for all
 	closing atomic.Bool
 	wg      sync.WaitGroup
 
@@ -87,7 +88,7 @@ func New(cfg Config) (_ *Engine, err error) {
 			return nil, fmt.Errorf("netpoll: loop %d: %w", i, err)
 		}
 		l := &Loop{
-			id: i, e: e, p: p, lfd: -1,
+			id: i, e: e, p: p,
 			slab:  NewSlab[Conn](),
 			wheel: NewWheel(0),
 			start: time.Now(),
@@ -104,42 +105,62 @@ func New(cfg Config) (_ *Engine, err error) {
 			return nil, fmt.Errorf("netpoll: %w", err)
 		}
 	}
-	for i, l := range e.loops {
-		if i > 0 && !e.reuse {
-			break
-		}
-		fd, err := listenTCP(ap, e.reuse, cfg.Backlog)
-		if err != nil && i == 0 && e.reuse && errors.Is(err, errNoReuse) {
-			cfg.Logf("netpoll: %v; falling back to one listener shared by all loops", err)
-			e.reuse = false
-			fd, err = listenTCP(ap, false, cfg.Backlog)
-		}
+	addrs := []netip.AddrPort{ap}
+	for _, a := range cfg.ExtraAddrs {
+		xp, err := resolve(a)
 		if err != nil {
-			return nil, fmt.Errorf("netpoll: listen %s: %w", ap, err)
+			return nil, fmt.Errorf("netpoll: %w", err)
 		}
-		l.lfd = fd
-		if i == 0 {
-			bound, err := localAddr(fd)
-			if err != nil {
-				return nil, fmt.Errorf("netpoll: %w", err)
-			}
-			ap = bound // port 0 picks a port once; the other loops join it
-			e.addr = *net.TCPAddrFromAddrPort(bound)
-		}
-		if err := l.p.addListener(fd); err != nil {
-			return nil, fmt.Errorf("netpoll: loop %d: %w", i, err)
+		addrs = append(addrs, xp)
+	}
+	for g, ap := range addrs {
+		if err := e.listenGroup(g, ap); err != nil {
+			return nil, err
 		}
 	}
 	return e, nil
 }
 
+// listenGroup makes address group g's listeners: one per loop in a
+// SO_REUSEPORT group, or one on loop 0 in the fallback.
+func (e *Engine) listenGroup(g int, ap netip.AddrPort) error {
+	cfg := &e.cfg
+	for i, l := range e.loops {
+		if len(l.lfds) != g {
+			panic("netpoll: listener groups out of order")
+		}
+		if i > 0 && !e.reuse {
+			break
+		}
+		fd, err := listenTCP(ap, e.reuse, cfg.Backlog)
+		if err != nil && g == 0 && i == 0 && e.reuse && errors.Is(err, errNoReuse) {
+			cfg.Logf("netpoll: %v; falling back to one listener shared by all loops", err)
+			e.reuse = false
+			fd, err = listenTCP(ap, false, cfg.Backlog)
+		}
+		if err != nil {
+			return fmt.Errorf("netpoll: listen %s: %w", ap, err)
+		}
+		l.lfds = append(l.lfds, fd)
+		if i == 0 {
+			bound, err := localAddr(fd)
+			if err != nil {
+				return fmt.Errorf("netpoll: %w", err)
+			}
+			ap = bound // port 0 picks a port once; the other loops join it
+			e.addrs = append(e.addrs, net.TCPAddrFromAddrPort(bound))
+		}
+		if err := l.p.addListener(fd, g); err != nil {
+			return fmt.Errorf("netpoll: loop %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
 // release closes every descriptor the engine holds; loops must not be running.
 func (e *Engine) release() {
 	for _, l := range e.loops {
-		if l.lfd >= 0 {
-			sysClose(l.lfd)
-			l.lfd = -1
-		}
+		l.closeListeners()
 		for l.posters.Load() != 0 {
 			runtime.Gosched()
 		}
@@ -194,7 +215,18 @@ func (e *Engine) Close() error {
 }
 
 // Addr returns the address the engine listens on.
-func (e *Engine) Addr() net.Addr { a := e.addr; return &a }
+func (e *Engine) Addr() net.Addr { a := *e.addrs[0]; return &a }
+
+// Addrs returns the bound address of each listener group: Config.Addr, then
+// Config.ExtraAddrs in order.
+func (e *Engine) Addrs() []net.Addr {
+	out := make([]net.Addr, len(e.addrs))
+	for i, a := range e.addrs {
+		c := *a
+		out[i] = &c
+	}
+	return out
+}
 
 // NumLoops returns the number of loops.
 func (e *Engine) NumLoops() int { return len(e.loops) }
@@ -205,11 +237,15 @@ func (e *Engine) ReusePort() bool { return e.reuse }
 
 // ListenerFDs returns the listening sockets, index = loop, for socket
 // steering (eBPF). In the fallback there is only one. The engine owns them.
-func (e *Engine) ListenerFDs() []int {
+func (e *Engine) ListenerFDs() []int { return e.GroupFDs(0) }
+
+// GroupFDs returns listener group g's sockets, index = loop (see
+// ListenerFDs); nil for a group that does not exist.
+func (e *Engine) GroupFDs(g int) []int {
 	var fds []int
 	for _, l := range e.loops {
-		if l.lfd >= 0 {
-			fds = append(fds, l.lfd)
+		if g < len(l.lfds) && l.lfds[g] >= 0 {
+			fds = append(fds, l.lfds[g])
 		}
 	}
 	return fds

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -619,4 +620,38 @@ func TestBacklogsListsSlowReadersUntilTheyDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "Backlogs to empty once drained", func() bool { return len(e.Backlogs()) == 0 })
+}
+
+func TestExtraAddressGroups(t *testing.T) {
+	checkLeaks(t)
+	e := startEngine(t, Config{ExtraAddrs: []string{"127.0.0.2:0"}})
+	defer e.Close()
+	addrs := e.Addrs()
+	if len(addrs) != 2 || len(e.GroupFDs(0)) != 2 || len(e.GroupFDs(1)) != 2 || e.GroupFDs(2) != nil {
+		t.Fatalf("addrs %v, group fds %v %v", addrs, e.GroupFDs(0), e.GroupFDs(1))
+	}
+	if !strings.HasPrefix(addrs[1].String(), "127.0.0.2:") {
+		t.Fatalf("second group bound to %v", addrs[1])
+	}
+	for _, a := range addrs {
+		c, err := net.Dial("tcp", a.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := echoOnce(c, []byte("group "+a.String())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.PauseAccepts(true)
+	time.Sleep(50 * time.Millisecond)
+	e.PauseAccepts(false) // both groups come back
+	c, err := net.Dial("tcp", addrs[1].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := echoOnce(c, []byte("after pause")); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -20,7 +20,7 @@ type Loop struct {
 	gid  uint16
 	e    *Engine
 	p    *poller
-	lfd  int // -1: this loop has no listener of its own
+	lfds []int // one listener per address group; -1: none of its own
 	slab *Slab[Conn]
 
 	wheel *Wheel
@@ -165,10 +165,12 @@ func (l *Loop) run() {
 				l.p.drainWake()
 				l.wakePending.Store(0)
 				l.wakeups.Add(1)
-			case cookieListener:
-				l.acceptAll()
 			default:
-				l.onConnEvent(ev)
+				if ev.cookie&cookieListener == cookieListener {
+					l.acceptAll(l.lfds[ev.cookie&^cookieListener])
+				} else {
+					l.onConnEvent(ev)
+				}
 			}
 		}
 		l.drainQueue()
@@ -199,7 +201,7 @@ func (l *Loop) run() {
 // updateAccepting starts or stops watching the listener: accepting pauses
 // while the engine's PauseAccepts is in effect and for a while after EMFILE.
 func (l *Loop) updateAccepting() {
-	if l.lfd < 0 {
+	if len(l.lfds) == 0 || l.lfds[0] < 0 {
 		return
 	}
 	if !l.acceptResume.IsZero() && !l.now.Before(l.acceptResume) {
@@ -209,14 +211,16 @@ func (l *Loop) updateAccepting() {
 	if want == !l.acceptPaused {
 		return
 	}
-	if want {
-		if err := l.p.addListener(l.lfd); err != nil {
-			l.e.logf("netpoll: loop %d: resume accepting: %v", l.id, err)
-			return
+	for g, fd := range l.lfds {
+		var err error
+		if want {
+			err = l.p.addListener(fd, g)
+		} else {
+			err = l.p.delListener(fd)
 		}
-	} else if err := l.p.delListener(l.lfd); err != nil {
-		l.e.logf("netpoll: loop %d: pause accepting: %v", l.id, err)
-		return
+		if err != nil {
+			l.e.logf("netpoll: loop %d: pause (%v) accepting: %v", l.id, !want, err)
+		}
 	}
 	l.acceptPaused = !want
 }
@@ -269,9 +273,9 @@ func (l *Loop) publishBacklogs() {
 // triggered), so a connection storm cannot starve established connections.
 const acceptBatch = 128
 
-func (l *Loop) acceptAll() {
+func (l *Loop) acceptAll(lfd int) {
 	for i := 0; i < acceptBatch; i++ {
-		fd, _, err := acceptConn(l.lfd)
+		fd, _, err := acceptConn(lfd)
 		if err != nil {
 			if isAgain(err) {
 				return
@@ -589,12 +593,19 @@ func (l *Loop) handleItem(it *item) {
 	}
 }
 
+// closeListeners closes the loop's listening sockets.
+func (l *Loop) closeListeners() {
+	for g, fd := range l.lfds {
+		if fd >= 0 {
+			sysClose(fd)
+			l.lfds[g] = -1
+		}
+	}
+}
+
 // shutdown closes every connection with reason and releases the loop.
 func (l *Loop) shutdown(reason error) {
-	if l.lfd >= 0 {
-		sysClose(l.lfd)
-		l.lfd = -1
-	}
+	l.closeListeners()
 	l.flushDirty()
 	l.slab.Range(func(slot uint32, c *Conn) bool {
 		l.closeNow(c, reason)

@@ -4,8 +4,9 @@ package netpoll
 //
 //	func openPoller() (*poller, error)
 //	    a new poller with a wake-up source already registered.
-//	func (p *poller) addListener(fd int) error
-//	    level-triggered readability of a listening socket (cookie cookieListener).
+//	func (p *poller) addListener(fd, group int) error
+//	    level-triggered readability of a listening socket (cookie
+//	    cookieListener|group).
 //	func (p *poller) addConn(fd int, cookie uint64) error
 //	    edge-triggered readability and peer-hangup of a connection.
 //	func (p *poller) armWrite(fd int, cookie uint64, on bool) error
@@ -29,11 +30,12 @@ type event struct {
 	hangup   bool // peer closed its write side or the socket errored
 }
 
-// Cookies: connections use gen<<32|slot (gen is never 0); these two values
-// cannot collide with them.
+// Cookies: connections use gen<<32|slot (gen is 24 bits and never 0), so
+// values with the top bit set cannot collide with them. A listener's cookie
+// carries its group index in the low bits.
 const (
-	cookieListener uint64 = 1 << 63
-	cookieWake     uint64 = 1<<63 | 1
+	cookieWake     uint64 = 1 << 63
+	cookieListener uint64 = 1<<63 | 1<<62
 )
 
 // maxEvents is the size of each loop's reused event buffer: large enough to

@@ -68,10 +68,10 @@ func (p *poller) cookie(fd int) uint64 {
 	return 0
 }
 
-func (p *poller) addListener(fd int) error {
+func (p *poller) addListener(fd, group int) error {
 	var ev unix.Kevent_t
 	unix.SetKevent(&ev, fd, unix.EVFILT_READ, unix.EV_ADD)
-	p.setCookie(fd, cookieListener)
+	p.setCookie(fd, cookieListener|uint64(group))
 	return p.kevent(ev)
 }
 

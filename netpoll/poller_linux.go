@@ -49,8 +49,8 @@ func (p *poller) ctl(op, fd int, events uint32, cookie uint64) error {
 	return nil
 }
 
-func (p *poller) addListener(fd int) error {
-	return p.ctl(unix.EPOLL_CTL_ADD, fd, unix.EPOLLIN, cookieListener)
+func (p *poller) addListener(fd, group int) error {
+	return p.ctl(unix.EPOLL_CTL_ADD, fd, unix.EPOLLIN, cookieListener|uint64(group))
 }
 
 const connEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET

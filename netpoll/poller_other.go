@@ -6,7 +6,7 @@ type poller struct{}
 
 func openPoller() (*poller, error) { return nil, ErrUnsupported }
 
-func (p *poller) addListener(fd int) error                      { return ErrUnsupported }
+func (p *poller) addListener(fd, group int) error               { return ErrUnsupported }
 func (p *poller) addConn(fd int, cookie uint64) error           { return ErrUnsupported }
 func (p *poller) armWrite(fd int, cookie uint64, on bool) error { return ErrUnsupported }
 func (p *poller) wait(evs []event, timeoutMs int) (int, error)  { return 0, ErrUnsupported }
