@@ -59,6 +59,9 @@ type Config struct {
 	// (edged mounts its activity reporter: pprof, /metrics, /stats, /knobs).
 	// The server's own counters then stay at GET /server/stats.
 	AdminRoutes func(mux *http.ServeMux) error
+	// ExtraAddrs are more client listen addresses (netpoll listener
+	// groups served by the same loops), e.g. one per NIC.
+	ExtraAddrs []string
 	// LiveHook, if set, is told each loop's connection count when it
 	// changes (netpoll.Config.LiveHook), e.g. for eBPF least-loaded steering.
 	LiveHook func(loop, live int)

@@ -84,6 +84,7 @@ func New(cfg Config) (*Server, error) {
 		MaxQueued:  cfg.MaxQueued,
 		Handler:    s,
 		LiveHook:   cfg.LiveHook,
+		ExtraAddrs: cfg.ExtraAddrs,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create engine: %w", err)

@@ -37,19 +37,21 @@ func main() {
 
 // options are the command-line settings.
 type options struct {
-	listen, admin, secretFile, config, logLevel string
-	insecure, version                           bool
-	maxPacket, inboxMessages, inboxBytes        int
-	inflight, maxConns, maxQueued, loops        int
-	maxRetained                                 int
-	publishRate                                 float64
-	handshake                                   time.Duration
-	ops                                         opsOptions
+	admin, secretFile, config, logLevel  string
+	listen                               listenFlag
+	insecure, version                    bool
+	maxPacket, inboxMessages, inboxBytes int
+	inflight, maxConns, maxQueued, loops int
+	maxRetained                          int
+	publishRate                          float64
+	handshake                            time.Duration
+	ops                                  opsOptions
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("edged", flag.ContinueOnError)
-	fs.StringVar(&o.listen, "listen", edge.DefaultAddr, "client `address` (MQTT over TCP)")
+	o.listen.list = []listener{{addr: edge.DefaultAddr}}
+	fs.Var(&o.listen, "listen", "client `address` host:port (MQTT over TCP); repeat or comma-separate for several; NAME=ADDR%IFACE makes a NIC group reached only through eBPF SK_LOOKUP from IFACE (e.g. public=198.18.0.1:1883%eth0)")
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "admin HTTP `address` (groups, stats); \"off\" disables it")
 	fs.StringVar(&o.secretFile, "secret-file", "", "`file` holding the token HMAC secret (required off loopback unless --insecure)")
 	fs.BoolVar(&o.insecure, "insecure", false, "let clients in without a token on any address")
@@ -126,6 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		fmt.Fprintf(stderr, "edged: %v\n", err)
 		return exitUsage
 	}
+	o.ops.listeners = o.listen.list
 	ops, err := newOps(&o.ops, &cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "edged: %v\n", err)
@@ -190,7 +193,7 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 	o.ops.level = new(slog.LevelVar) // the log_level knob turns it on a live server
 	o.ops.level.Set(level)
 	cfg = edge.Config{
-		Addr:             o.listen,
+		Addr:             o.listen.list[0].bindAddr(),
 		Loops:            o.loops,
 		MaxPacketSize:    o.maxPacket,
 		InboxMessages:    o.inboxMessages,
@@ -219,9 +222,16 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 			return cfg, "", fmt.Errorf("read secret file %s: secret shorter than 16 bytes", o.secretFile)
 		}
 	}
-	loopback, err := isLoopback(o.listen)
-	if err != nil {
-		return cfg, "", err
+	for _, l := range o.listen.list[1:] {
+		cfg.ExtraAddrs = append(cfg.ExtraAddrs, l.bindAddr())
+	}
+	loopback := true
+	for _, l := range o.listen.list {
+		lb, err := isLoopback(l.addr)
+		if err != nil {
+			return cfg, "", err
+		}
+		loopback = loopback && lb && l.iface == ""
 	}
 	switch {
 	case o.insecure:
@@ -233,7 +243,7 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 		cfg.Auth = edge.AuthLoopbackAnonymous
 		note = "no --secret-file: anonymous clients are let in from loopback only"
 	default:
-		return cfg, "", fmt.Errorf("listen on %s: clients need tokens off loopback: give --secret-file (or --insecure)", o.listen)
+		return cfg, "", fmt.Errorf("listen on %s: clients need tokens off loopback: give --secret-file (or --insecure)", o.listen.String())
 	}
 	return cfg, note, nil
 }

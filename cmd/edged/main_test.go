@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgedhq/edged/edge"
+	"github.com/edgedhq/edged/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -22,19 +23,7 @@ func TestHelpGolden(t *testing.T) {
 	if code := run(context.Background(), []string{"--help"}, &out, &errb, nil); code != 0 {
 		t.Fatalf("--help exited %d: %s", code, errb.String())
 	}
-	golden := filepath.Join("testdata", "help.golden")
-	if *update {
-		if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("read golden (run with -update): %v", err)
-	}
-	if out.String() != string(want) {
-		t.Fatalf("--help output differs from %s (run with -update):\n%s", golden, out.String())
-	}
+	testenv.Golden(t, filepath.Join("testdata", "help.golden"), out.Bytes(), *update)
 }
 
 func TestUsageErrors(t *testing.T) {

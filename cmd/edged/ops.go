@@ -21,6 +21,7 @@ import (
 type opsOptions struct {
 	steering, steerPin, profile, profileDir string
 	level                                   *slog.LevelVar
+	listeners                               []listener // --listen, one per listener group
 }
 
 func addOpsFlags(fs *flag.FlagSet, o *opsOptions) {
@@ -39,7 +40,8 @@ type ops struct {
 	log      *slog.Logger
 	policy   ebpf.Policy
 	rep      *obs.Reporter
-	steer    atomic.Pointer[ebpf.Steering]
+	steers   atomic.Pointer[[]*ebpf.Steering] // one per listener group
+	lookup   *ebpf.Lookup
 	stopProf func()
 	accepts  atomic.Bool
 	queueCap atomic.Int64
@@ -64,8 +66,10 @@ func newOps(o *opsOptions, cfg *edge.Config) (_ *ops, err error) {
 		p.stopProf = stop
 	}
 	cfg.LiveHook = func(loop, live int) {
-		if st := p.steer.Load(); st != nil {
-			st.SetLive(loop, uint32(live))
+		if sts := p.steers.Load(); sts != nil {
+			for _, st := range *sts { // the loops are shared: each group steers by their total load
+				st.SetLive(loop, uint32(live))
+			}
 		}
 	}
 	if cfg.AdminAddr != "" {
@@ -120,41 +124,102 @@ func (p *ops) attach(s *edge.Server) error {
 	}
 	p.rep = rep
 	rep.Start()
-	if p.policy == ebpf.PolicyOff {
+	return p.attachSteering(s)
+}
+
+// attachSteering attaches the reuseport program to each listener group and,
+// when a --listen names an interface, the SK_LOOKUP program that sends each
+// NIC's connections to its group.
+func (p *ops) attachSteering(s *edge.Server) error {
+	eng := s.Engine()
+	nic := false
+	for _, l := range p.o.listeners {
+		nic = nic || l.iface != ""
+	}
+	addrs := eng.Addrs()
+	bpffs := ebpf.OnBPFFS(filepath.Dir(ebpf.DefaultPinRoot))
+	pinDir := func(name string) string {
+		switch {
+		case p.o.steerPin == "off":
+			return ""
+		case p.o.steerPin != "auto":
+			return filepath.Join(p.o.steerPin, name)
+		case !bpffs:
+			return ""
+		}
+		return filepath.Join(ebpf.DefaultPinRoot, name)
+	}
+	if p.o.steerPin == "auto" && !bpffs {
+		p.log.Info("socket steering: no bpffs mounted, so no status pins", "want", filepath.Dir(ebpf.DefaultPinRoot))
+	}
+	var steers []*ebpf.Steering
+	defer func() { p.steers.Store(&steers) }()
+	switch {
+	case p.policy == ebpf.PolicyOff:
 		p.log.Info("socket steering off: the kernel's SO_REUSEPORT hash picks the loop")
-		return nil
-	}
-	if !eng.ReusePort() {
+	case !eng.ReusePort():
 		p.log.Warn("socket steering needs one listener per loop; SO_REUSEPORT is unavailable, so loop 0 hands connections round-robin")
-		return nil
-	}
-	pin := p.o.steerPin
-	switch pin {
-	case "off":
-		pin = ""
-	case "auto":
-		// Pins are for 'edgectl steer status' only: without a mounted
-		// bpffs, steer unpinned rather than not at all.
-		_, port, _ := net.SplitHostPort(s.Addr().String())
-		pin = filepath.Join(ebpf.DefaultPinRoot, "client-"+port)
-		if !ebpf.OnBPFFS(filepath.Dir(ebpf.DefaultPinRoot)) {
-			p.log.Info("socket steering: no bpffs mounted, so no status pins", "want", filepath.Dir(ebpf.DefaultPinRoot))
-			pin = ""
+	default:
+		for g, l := range p.o.listeners {
+			_, port, _ := net.SplitHostPort(addrs[g].String())
+			name := l.name
+			if name == "" {
+				name = "client"
+			}
+			pin := pinDir(name + "-" + port)
+			st, err := ebpf.Attach(ebpf.Config{Policy: p.policy, Listeners: eng.GroupFDs(g), PinPath: pin,
+				SockMap: l.iface != "", Logger: p.log})
+			if err != nil {
+				for _, st := range steers {
+					st.Close()
+				}
+				steers = nil
+				return fmt.Errorf("attach socket steering to %s: %w", l, err)
+			}
+			steers = append(steers, st)
+			p.log.Info("socket steering", "listen", l.String(), "policy", p.o.steering, "mode", st.Mode().String(),
+				"loops", strconv.Itoa(eng.NumLoops()), "pin", pin)
 		}
 	}
-	st, err := ebpf.Attach(ebpf.Config{Policy: p.policy, Listeners: eng.ListenerFDs(), PinPath: pin, Logger: p.log})
-	if err != nil {
-		return fmt.Errorf("attach socket steering: %w", err)
+	if !nic {
+		return nil
 	}
-	p.steer.Store(st)
-	p.log.Info("socket steering", "policy", p.o.steering, "mode", st.Mode().String(), "loops", strconv.Itoa(eng.NumLoops()), "pin", pin)
+	var groups []ebpf.NICGroup
+	for g, l := range p.o.listeners {
+		if l.iface == "" {
+			continue
+		}
+		ifi, err := net.InterfaceByName(l.iface)
+		if err != nil {
+			return fmt.Errorf("steer %s: %w", l, err)
+		}
+		_, port, _ := net.SplitHostPort(l.addr)
+		pn, _ := strconv.Atoi(port)
+		name := l.name
+		if name == "" {
+			name = l.iface
+		}
+		groups = append(groups, ebpf.NICGroup{Name: name, Ifindex: ifi.Index, Port: uint16(pn), Listeners: eng.GroupFDs(g)})
+	}
+	lk, err := ebpf.AttachLookup(ebpf.LookupConfig{Groups: groups, PinPath: pinDir("nics")})
+	if err != nil {
+		return fmt.Errorf("attach NIC steering (SK_LOOKUP; without BPF bind each listener to its NIC's own address instead): %w", err)
+	}
+	p.lookup = lk
+	p.log.Info("NIC steering", "groups", len(groups), "pin", pinDir("nics"))
 	return nil
 }
 
 // detach releases steering before the server closes its listeners.
 func (p *ops) detach() {
-	if st := p.steer.Swap(nil); st != nil {
-		st.Close()
+	if p.lookup != nil {
+		p.lookup.Close()
+		p.lookup = nil
+	}
+	if sts := p.steers.Swap(nil); sts != nil {
+		for _, st := range *sts {
+			st.Close()
+		}
 	}
 }
 
