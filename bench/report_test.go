@@ -1,34 +1,17 @@
 package bench
 
 import (
-	"bytes"
 	"encoding/xml"
 	"flag"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/edgedhq/edged/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden (go test -update writes it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from golden (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", name, got, want)
-	}
-}
 
 // fixedResult is a hand-made result, so rendering is tested without a run.
 func fixedResult() *Result {
@@ -73,7 +56,7 @@ func TestRenderGolden(t *testing.T) {
 		{"server.svg.golden", serverSVG(r)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			golden(t, tc.name, []byte(tc.got))
+			testenv.Golden(t, filepath.Join("testdata", tc.name), []byte(tc.got), *update)
 			if filepath.Ext(tc.name[:len(tc.name)-len(".golden")]) == ".svg" {
 				if err := xml.Unmarshal([]byte(tc.got), new(struct{})); err != nil {
 					t.Errorf("not well-formed XML: %v", err)

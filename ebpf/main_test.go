@@ -1,45 +1,18 @@
 package ebpf
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
 	"testing"
 
 	"github.com/edgedhq/edged/internal/testenv"
-	"go.uber.org/goleak"
 )
 
 // TestMain fails the run (exit 99) on a leaked file descriptor and on a
 // leaked goroutine.
 func TestMain(m *testing.M) {
-	// Start the runtime's netpoller first so its fds count as "before".
-	if r, w, err := os.Pipe(); err == nil {
-		r.Close()
-		w.Close()
-	}
-	before := openFDs()
-	code := m.Run()
-	if code == 0 {
-		if after := openFDs(); after > before {
-			fmt.Fprintf(os.Stderr, "ebpf tests leaked %d file descriptors\n", after-before)
-			code = 99
-		}
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "ebpf tests leaked goroutines: %v\n", err)
-			code = 99
-		}
-	}
-	os.Exit(code)
-}
-
-func openFDs() int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return 0 // not Linux: nothing to compare
-	}
-	return len(ents) - 1 // the directory's own fd
+	os.Exit(testenv.LeakCheckMain(m, "ebpf"))
 }
 
 // TestOtherOSBuild compiles the package for the non-Linux stubs.

@@ -3,9 +3,10 @@ package ebpf
 import (
 	"bytes"
 	"flag"
-	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/edgedhq/edged/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -35,19 +36,7 @@ func TestRenderGolden(t *testing.T) {
 			if err := Render(&buf, tc.st); err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join("testdata", "status-"+tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("read golden (run with -update to create): %v", err)
-			}
-			if !bytes.Equal(buf.Bytes(), want) {
-				t.Errorf("Render mismatch (run with -update after checking)\ngot:\n%s\nwant:\n%s", buf.Bytes(), want)
-			}
+			testenv.Golden(t, filepath.Join("testdata", "status-"+tc.name+".golden"), buf.Bytes(), *update)
 		})
 	}
 }

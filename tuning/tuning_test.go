@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,20 +18,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	p := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(p, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatalf("read golden file (run go test -update): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("%s differs from the output (run go test -update to accept):\n%s", p, got)
-	}
+	testenv.Golden(t, filepath.Join("testdata", name), got, *update)
 }
 
 func fakeHost(t *testing.T, name string) Host {
@@ -231,46 +217,6 @@ func TestCapacity(t *testing.T) {
 	}
 }
 
-// copyTree copies a fake host (files, directories, symlinks) so a test can
-// write to it.
-func copyTree(t *testing.T, src string) string {
-	t.Helper()
-	dst := t.TempDir()
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		to := filepath.Join(dst, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case d.Type()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(target, to)
-		case d.IsDir():
-			return os.MkdirAll(to, 0o755)
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(to, b, 0o644); err != nil {
-			return err
-		}
-		return os.Chmod(to, info.Mode().Perm())
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
 func currents(pl *Plan) map[string]string {
 	out := map[string]string{}
 	for _, l := range pl.Lines {
@@ -288,7 +234,7 @@ func TestApplyVerifyRollbackFakeHost(t *testing.T) {
 	}()
 	for _, tt := range goldenCases {
 		t.Run(tt.profile+"-on-"+tt.host, func(t *testing.T) {
-			root := copyTree(t, filepath.Join("testdata", "hosts", tt.host))
+			root := testenv.CopyTree(t, filepath.Join("testdata", "hosts", tt.host))
 			h, err := ReadHost(root)
 			if err != nil {
 				t.Fatal(err)
@@ -352,7 +298,7 @@ func TestApplyRefusesInvalidPlan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			root := copyTree(t, filepath.Join("testdata", "hosts", "dev-2c"))
+			root := testenv.CopyTree(t, filepath.Join("testdata", "hosts", "dev-2c"))
 			if err := tt.spoil(root); err != nil {
 				t.Fatal(err)
 			}

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/edgedhq/edged/internal/testenv"
 )
 
 func runMain(verb string, args ...string) (code int, stdout, stderr string) {
@@ -28,20 +30,7 @@ func TestHelpGolden(t *testing.T) {
 			if code != 0 || errs != "" {
 				t.Fatalf("exit %d, stderr %q", code, errs)
 			}
-			golden := filepath.Join("testdata", verb+".help.golden")
-			if *update {
-				if err := os.WriteFile(golden, []byte(out), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if out != string(want) {
-				t.Errorf("--help differs from %s (run go test -update):\n%s", golden, out)
-			}
+			testenv.Golden(t, filepath.Join("testdata", verb+".help.golden"), []byte(out), *update)
 		})
 	}
 }

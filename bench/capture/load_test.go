@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgedhq/edged/edge/mqtt"
+	"github.com/edgedhq/edged/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files and crafted captures under testdata/")
@@ -19,21 +20,8 @@ var update = flag.Bool("update", false, "rewrite the golden files and crafted ca
 // TestCraftedFilesUpToDate regenerates testdata/*.pcap with -update and
 // otherwise checks that the files on disk are the crafted ones.
 func TestCraftedFilesUpToDate(t *testing.T) {
-	for name, want := range craftedFiles(t) {
-		path := filepath.Join("testdata", name)
-		if *update {
-			if err := os.WriteFile(path, want, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		got, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%v (run go test -update to create it)", err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s differs from its crafted content; run go test -update", path)
-		}
+	for name, crafted := range craftedFiles(t) {
+		testenv.Golden(t, filepath.Join("testdata", name), crafted, *update)
 	}
 }
 

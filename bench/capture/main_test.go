@@ -9,25 +9,21 @@ import (
 	"testing"
 
 	"github.com/edgedhq/edged/edge"
-	"go.uber.org/goleak"
+	"github.com/edgedhq/edged/internal/testenv"
 )
 
 // serveEnv makes the test binary an edged server on the address it holds
 // (the end-to-end test starts one inside a network namespace that way).
 const serveEnv = "EDGECAP_SERVE"
 
+// TestMain runs the test binary as a server in serve mode (serveEnv set) and
+// otherwise runs the tests, failing the run on a leaked file descriptor or
+// goroutine.
 func TestMain(m *testing.M) {
 	if addr := os.Getenv(serveEnv); addr != "" {
 		os.Exit(serve(addr))
 	}
-	code := m.Run()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goroutine leak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(testenv.LeakCheckMain(m, "capture"))
 }
 
 // serve runs an anonymous-loopback edged on addr, prints "ready ADDR" and

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgedhq/edged/bench"
+	"github.com/edgedhq/edged/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -18,24 +19,6 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 func TestMain(m *testing.M) {
 	bench.MaybeWorker() // run re-executes this test binary as its workers
 	os.Exit(m.Run())
-}
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden (run go test -update): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from golden file (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", name, got, want)
-	}
 }
 
 func TestHelpGolden(t *testing.T) {
@@ -53,7 +36,7 @@ func TestHelpGolden(t *testing.T) {
 			if rc := run(args, &out, &errb); rc != exitOK {
 				t.Fatalf("exit %d, stderr %s", rc, errb.String())
 			}
-			golden(t, name, out.Bytes())
+			testenv.Golden(t, filepath.Join("testdata", name), out.Bytes(), *update)
 		})
 	}
 }

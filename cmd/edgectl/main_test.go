@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgedhq/edged/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata")
@@ -31,19 +33,28 @@ func TestMain(m *testing.M) {
 
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	p := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(p, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatalf("read golden file (run go test -update): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("%s differs from the output (run go test -update to accept):\n%s", p, got)
+	testenv.Golden(t, filepath.Join("testdata", name), got, *update)
+}
+
+// helpCase is one edgectl command line whose stdout must match
+// testdata/<golden>.
+type helpCase struct {
+	golden string
+	args   []string
+}
+
+// helpGolden runs each case in a subtest named after its golden file; the
+// command must exit 0 with nothing on stderr.
+func helpGolden(t *testing.T, cases []helpCase) {
+	t.Helper()
+	for _, tt := range cases {
+		t.Run(tt.golden, func(t *testing.T) {
+			out, errOut, code := edgectl(tt.args...)
+			if code != exitOK || errOut != "" {
+				t.Fatalf("edgectl %v: exit %d, stderr %q", tt.args, code, errOut)
+			}
+			golden(t, tt.golden, []byte(out))
+		})
 	}
 }
 
@@ -55,26 +66,14 @@ func edgectl(args ...string) (stdout, stderr string, code int) {
 
 // TestHelpGolden pins the --help output of edgectl and of each verb.
 func TestHelpGolden(t *testing.T) {
-	tests := []struct {
-		golden string
-		args   []string
-	}{
+	helpGolden(t, []helpCase{
 		{"help.golden", []string{"--help"}},
 		{"tune-help.golden", []string{"tune", "--help"}},
 		{"tune-plan-help.golden", []string{"tune", "plan", "--help"}},
 		{"tune-apply-help.golden", []string{"tune", "apply", "-h"}},
 		{"tune-rollback-help.golden", []string{"tune", "rollback", "--help"}},
 		{"tune-export-help.golden", []string{"tune", "export", "--help"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.golden, func(t *testing.T) {
-			out, errOut, code := edgectl(tt.args...)
-			if code != exitOK || errOut != "" {
-				t.Fatalf("edgectl %v: exit %d, stderr %q", tt.args, code, errOut)
-			}
-			golden(t, tt.golden, []byte(out))
-		})
-	}
+	})
 }
 
 func TestVersion(t *testing.T) {

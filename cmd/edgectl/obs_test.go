@@ -88,10 +88,7 @@ func closedAddr(t *testing.T) string {
 }
 
 func TestObsHelpGolden(t *testing.T) {
-	tests := []struct {
-		golden string
-		args   []string
-	}{
+	helpGolden(t, []helpCase{
 		{"top-help.golden", []string{"top", "--help"}},
 		{"stats-help.golden", []string{"stats", "--help"}},
 		{"knob-help.golden", []string{"knob", "--help"}},
@@ -100,16 +97,7 @@ func TestObsHelpGolden(t *testing.T) {
 		{"profile-help.golden", []string{"profile", "--help"}},
 		{"profile-cpu-help.golden", []string{"profile", "cpu", "--help"}},
 		{"profile-goroutine-help.golden", []string{"profile", "goroutine", "--help"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.golden, func(t *testing.T) {
-			out, errOut, code := edgectl(tt.args...)
-			if code != exitOK || errOut != "" {
-				t.Fatalf("edgectl %v: exit %d, stderr %q", tt.args, code, errOut)
-			}
-			golden(t, tt.golden, []byte(out))
-		})
-	}
+	})
 }
 
 func TestObsUsageErrors(t *testing.T) {

@@ -11,21 +11,10 @@ import (
 )
 
 func TestSteerHelpGolden(t *testing.T) {
-	for _, tt := range []struct {
-		golden string
-		args   []string
-	}{
+	helpGolden(t, []helpCase{
 		{"steer-help.golden", []string{"steer", "--help"}},
 		{"steer-status-help.golden", []string{"steer", "status", "--help"}},
-	} {
-		t.Run(tt.golden, func(t *testing.T) {
-			out, errOut, code := edgectl(tt.args...)
-			if code != exitOK || errOut != "" {
-				t.Fatalf("edgectl %v: exit %d, stderr %q", tt.args, code, errOut)
-			}
-			golden(t, tt.golden, []byte(out))
-		})
-	}
+	})
 }
 
 func TestSteerBadInput(t *testing.T) {

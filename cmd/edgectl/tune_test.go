@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,44 +71,8 @@ func TestTuneOutputGolden(t *testing.T) {
 	}
 }
 
-// copyTree copies a fake host, symlinks included, so a test may write to it.
-func copyTree(t *testing.T, src string) string {
-	t.Helper()
-	dst := t.TempDir()
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		to := filepath.Join(dst, rel)
-		switch {
-		case d.Type()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(target, to)
-		case d.IsDir():
-			return os.MkdirAll(to, 0o755)
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(to, b, info.Mode().Perm())
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
 func TestTuneApplyVerifyRollback(t *testing.T) {
-	root := copyTree(t, fakeDev)
+	root := testenv.CopyTree(t, fakeDev)
 	state := filepath.Join(t.TempDir(), "state.json")
 	base := []string{"--profile", "dev", "--root", root}
 	step := func(want int, verb string, extra ...string) string {
@@ -168,7 +131,7 @@ func TestTuneApplyVerifyRollback(t *testing.T) {
 }
 
 func TestTuneApplyRefusesBeforeChanging(t *testing.T) {
-	root := copyTree(t, fakeDev)
+	root := testenv.CopyTree(t, fakeDev)
 	if err := os.Chmod(filepath.Join(root, "proc/sys/net/ipv4/tcp_keepalive_time"), 0o444); err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,6 @@
-// Package testenv holds the helpers tests share: the privileged-test gate and
-// the fd and goroutine leak checks.
+// Package testenv holds the helpers tests share: the privileged-test gate,
+// the fd and goroutine leak checks (OpenFDs, LeakCheckMain), golden files
+// (Golden) and writable copies of fake host trees (CopyTree).
 package testenv
 
 import (
