@@ -106,8 +106,10 @@ func TestSpread(t *testing.T) {
 					t.Errorf("loop %d: Stats live %d, acceptors hold %d", i, ls.Live, live[i])
 				}
 				// Each accepted connection was steered to this loop by the
-				// program, once (no SYN was retransmitted on loopback).
-				if p != PolicyOff && ls.Accepts != uint64(live[i]) {
+				// program at least once; a SYN retransmitted when the
+				// accept queue overflowed (seen on a loaded machine) is
+				// steered, and counted, again.
+				if p != PolicyOff && ls.Accepts < uint64(live[i]) {
 					t.Errorf("loop %d: program steered %d, loop accepted %d", i, ls.Accepts, live[i])
 				}
 			}
