@@ -719,7 +719,7 @@ func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, cl *client, p *mqtt.P
 		if code == mqtt.SubackFailure || filter[0] == 'u' && len(filter) > 1 && filter[1] == '/' {
 			continue
 		}
-		if filter[0] == 'p' && filter[1] == '/' {
+		if len(filter) > 1 && filter[0] == 'p' && filter[1] == '/' {
 			s.sendPresence(ls, cl, filter, code)
 			continue
 		}

@@ -126,11 +126,11 @@ func New(cfg Config) (_ *Engine, err error) {
 func (e *Engine) listenGroup(g int, ap netip.AddrPort) error {
 	cfg := &e.cfg
 	for i, l := range e.loops {
+		if i > 0 && !e.reuse {
+			break // the fallback: loop 0 holds every group's one listener
+		}
 		if len(l.lfds) != g {
 			panic("netpoll: listener groups out of order")
-		}
-		if i > 0 && !e.reuse {
-			break
 		}
 		fd, err := listenTCP(ap, e.reuse, cfg.Backlog)
 		if err != nil && g == 0 && i == 0 && e.reuse && errors.Is(err, errNoReuse) {
@@ -164,6 +164,7 @@ func (e *Engine) release() {
 		for l.posters.Load() != 0 {
 			runtime.Gosched()
 		}
+		l.dropQueued() // in the fallback, loop 0 may hand a connection to a loop that already stopped
 		l.p.close()
 		unregisterLoop(l)
 	}

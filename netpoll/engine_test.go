@@ -655,3 +655,83 @@ func TestExtraAddressGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// sideEffects closes the second connection and writes to the third from the
+// first one's OnClose (found in review: work queued from OnClose was lost).
+type sideEffects struct {
+	Echo
+	mu     sync.Mutex
+	hs     []Handle
+	closed map[Handle]error
+}
+
+func (h *sideEffects) OnOpen(c *Conn) {
+	h.mu.Lock()
+	h.hs = append(h.hs, c.Handle())
+	h.mu.Unlock()
+}
+
+func (h *sideEffects) OnClose(c *Conn, reason error) {
+	h.mu.Lock()
+	h.closed[c.Handle()] = reason
+	hs := append([]Handle(nil), h.hs...)
+	h.mu.Unlock()
+	if c.Handle() != hs[0] {
+		return
+	}
+	l := c.Loop()
+	if b := l.Conn(hs[1]); b != nil {
+		b.Close(ErrClosedByHandler)
+	}
+	if cc := l.Conn(hs[2]); cc != nil {
+		cc.Write([]byte("bye"))
+	}
+}
+
+func TestWorkQueuedFromOnCloseIsDone(t *testing.T) {
+	checkLeaks(t)
+	h := &sideEffects{closed: map[Handle]error{}}
+	e := startEngine(t, Config{Loops: 1, Handler: h})
+	defer e.Close()
+	var cs []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", e.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cs = append(cs, c)
+		waitFor(t, "open", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.hs) == i+1 })
+	}
+	cs[0].Close() // EOF: OnClose(A) closes B and writes to C
+	cs[2].SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 3)
+	if _, err := io.ReadFull(cs[2], got); err != nil || string(got) != "bye" {
+		t.Fatalf("C got %q, %v: the write from OnClose was not flushed", got, err)
+	}
+	cs[1].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := cs[1].Read(make([]byte, 8)); err == nil {
+		t.Fatalf("B still open (read %d bytes): the close from OnClose was lost", n)
+	}
+	waitFor(t, "OnClose(B)", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return errors.Is(h.closed[h.hs[1]], ErrClosedByHandler)
+	})
+}
+
+func TestExtraAddrsInFallback(t *testing.T) {
+	checkLeaks(t)
+	e := startEngine(t, Config{Loops: 2, DisableReusePort: true, ExtraAddrs: []string{"127.0.0.1:0"}})
+	defer e.Close()
+	for _, a := range e.Addrs() {
+		c, err := net.Dial("tcp", a.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := echoOnce(c, []byte("fallback group")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -55,7 +55,7 @@ type Loop struct {
 	backlogMu    sync.Mutex // guards pubBacklogs
 	pubBacklogs  []Backlog
 
-	acceptPaused bool
+	unwatched    []bool // per listener group: readiness not watched (accepting paused)
 	acceptResume time.Time
 
 	// Counters, readable from any goroutine through Engine.Stats.
@@ -178,8 +178,12 @@ func (l *Loop) run() {
 		if lh != nil {
 			lh.OnTick(l)
 		}
-		l.flushDirty()
-		l.processCloses()
+		// OnClose may write to or close other connections: repeat until
+		// both lists stay empty.
+		for len(l.dirty) > 0 || len(l.closes) > 0 {
+			l.flushDirty()
+			l.processCloses()
+		}
 		l.updateAccepting()
 		if len(l.backlogged) > 0 || !l.lastBacklogs.IsZero() {
 			l.publishBacklogs()
@@ -208,10 +212,13 @@ func (l *Loop) updateAccepting() {
 		l.acceptResume = time.Time{} // the EMFILE back-off is over
 	}
 	want := !l.e.acceptsOff.Load() && l.acceptResume.IsZero()
-	if want == !l.acceptPaused {
-		return
+	if len(l.unwatched) != len(l.lfds) {
+		l.unwatched = make([]bool, len(l.lfds))
 	}
 	for g, fd := range l.lfds {
+		if fd < 0 || l.unwatched[g] == !want {
+			continue
+		}
 		var err error
 		if want {
 			err = l.p.addListener(fd, g)
@@ -219,10 +226,12 @@ func (l *Loop) updateAccepting() {
 			err = l.p.delListener(fd)
 		}
 		if err != nil {
-			l.e.logf("netpoll: loop %d: pause (%v) accepting: %v", l.id, !want, err)
+			// Left as it was: the next iteration tries this group again.
+			l.e.logf("netpoll: loop %d: pause (%v) accepting on group %d: %v", l.id, !want, g, err)
+			continue
 		}
+		l.unwatched[g] = !want
 	}
-	l.acceptPaused = !want
 }
 
 // backlogPublish is how often a loop publishes its longest output
@@ -414,8 +423,9 @@ func (l *Loop) deliver(c *Conn, data []byte) {
 }
 
 func (l *Loop) flushDirty() {
-	for _, slot := range l.dirty {
-		c := l.slab.Get(slot)
+	// By index: a close during a flush runs OnClose, which may append.
+	for i := 0; i < len(l.dirty); i++ {
+		c := l.slab.Get(l.dirty[i])
 		c.flags &^= flagDirty
 		if c.out != 0 && c.flags&flagWriteArmed == 0 {
 			l.flush(c)
@@ -473,7 +483,8 @@ func (l *Loop) flush(c *Conn) {
 }
 
 func (l *Loop) processCloses() {
-	for i := range l.closes {
+	// By index: OnClose may request more closes.
+	for i := 0; i < len(l.closes); i++ {
 		r := l.closes[i]
 		l.closes[i] = closeReq{}
 		c := l.slab.Lookup(r.slot, r.gen)
@@ -611,7 +622,12 @@ func (l *Loop) shutdown(reason error) {
 		l.closeNow(c, reason)
 		return true
 	})
-	// Connections handed over but not yet adopted still hold descriptors.
+	l.dropQueued()
+}
+
+// dropQueued discards queued messages; connections handed over but not yet
+// adopted still hold descriptors, which are closed.
+func (l *Loop) dropQueued() {
 	var it item
 	for l.q.pop(&it) {
 		if it.kind == kindAdopt {
