@@ -1,6 +1,7 @@
 package ebpf
 
 import (
+	"errors"
 	"fmt"
 	"golang.org/x/sys/unix"
 	"os"
@@ -193,4 +194,43 @@ func readLookup(dir string) (l LookupStatus, err error) {
 func OnBPFFS(dir string) bool {
 	var st unix.Statfs_t
 	return unix.Statfs(dir, &st) == nil && uint32(st.Type) == unix.BPF_FS_MAGIC
+}
+
+// PruneStale removes the pin directories under root (DefaultPinRoot when
+// empty) whose attaching process has exited: a process that was killed
+// cannot unpin, and its pins would otherwise be listed for ever. It returns
+// the names removed.
+func PruneStale(root string) ([]string, error) {
+	if root == "" {
+		root = DefaultPinRoot
+	}
+	st, err := ReadStatus(root)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var removed []string
+	prune := func(name string, pid int) error {
+		if pid <= 0 || unix.Kill(pid, 0) != unix.ESRCH {
+			return nil // alive, or not ours to judge
+		}
+		if err := os.RemoveAll(filepath.Join(root, name)); err != nil {
+			return fmt.Errorf("prune stale pins: %w", err)
+		}
+		removed = append(removed, name)
+		return nil
+	}
+	for _, g := range st.Groups {
+		if err := prune(g.Name, g.PID); err != nil {
+			return removed, err
+		}
+	}
+	for _, l := range st.Lookups {
+		if err := prune(l.Name, l.PID); err != nil {
+			return removed, err
+		}
+	}
+	return removed, nil
 }

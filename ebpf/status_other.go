@@ -14,3 +14,8 @@ func ReadStatus(root string) (Status, error) {
 
 // OnBPFFS reports whether dir is on a mounted BPF filesystem; never outside Linux.
 func OnBPFFS(dir string) bool { return false }
+
+// PruneStale returns ErrNotSupported outside Linux.
+func PruneStale(root string) ([]string, error) {
+	return nil, fmt.Errorf("prune steering pins on %s: %w", runtime.GOOS, ErrNotSupported)
+}

@@ -182,3 +182,50 @@ func TestDualNICSteering(t *testing.T) {
 		t.Fatalf("public-only edged: %d of 5 through pub-c, %d of 3 through priv-c (want 5 and 0)", pub, priv)
 	}
 }
+
+// TestStalePinsPruned kills an edged (so it cannot unpin) and checks that
+// the next edged removes the dead one's pins from the pin root.
+func TestStalePinsPruned(t *testing.T) {
+	testenv.RequirePriv(t, "attaching and pinning BPF programs")
+	bin := filepath.Join(t.TempDir(), "edged")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	pins := t.TempDir()
+	if err := unix.Mount("bpf", pins, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(pins, unix.MNT_DETACH) })
+	start := func() (*exec.Cmd, *syncBuffer) {
+		cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--admin", "off", "--steering", "hash", "--steer-pin", pins)
+		errb := &syncBuffer{}
+		cmd.Stderr = errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(errb.String(), "edged started") {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("edged did not start: %s", errb.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return cmd, errb
+	}
+	first, _ := start()
+	first.Process.Kill()
+	first.Wait()
+	if st, err := ebpf.ReadStatus(pins); err != nil || len(st.Groups) != 1 {
+		t.Fatalf("after kill -9: %+v, %v; want the dead edged's group still pinned", st, err)
+	}
+	second, errb := start()
+	defer func() { second.Process.Signal(syscall.SIGTERM); second.Wait() }()
+	st, err := ebpf.ReadStatus(pins)
+	if err != nil || len(st.Groups) != 1 || st.Groups[0].PID != second.Process.Pid {
+		t.Fatalf("pins after the second start: %+v, %v; want only the live edged's group\n%s", st, err, errb.String())
+	}
+	if !strings.Contains(errb.String(), "removed pins of exited processes") {
+		t.Fatalf("no log line for the pruned pins:\n%s", errb.String())
+	}
+}

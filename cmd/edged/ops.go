@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/edgedhq/edged/ebpf"
@@ -151,6 +152,15 @@ func (p *ops) attachSteering(s *edge.Server) error {
 	}
 	if p.o.steerPin == "auto" && !bpffs {
 		p.log.Info("socket steering: no bpffs mounted, so no status pins", "want", filepath.Dir(ebpf.DefaultPinRoot))
+	}
+	if root := filepath.Dir(pinDir("x")); root != "." {
+		// Pins of an edged that was killed stay behind: drop them.
+		removed, err := ebpf.PruneStale(root)
+		if err != nil {
+			p.log.Warn("socket steering: prune stale pins", "root", root, "err", err)
+		} else if len(removed) > 0 {
+			p.log.Info("socket steering: removed pins of exited processes", "root", root, "pins", strings.Join(removed, " "))
+		}
 	}
 	var steers []*ebpf.Steering
 	defer func() { p.steers.Store(&steers) }()
