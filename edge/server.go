@@ -235,6 +235,15 @@ func (s *Server) OnData(c *netpoll.Conn, data []byte) (int, error) {
 	return n, nil
 }
 
+// ownedLocked reports, with cl.mu held, whether c still speaks for cl's
+// session: no takeover has happened since ss connected. handle() checks the
+// owner without the lock first; every change to the session re-checks here,
+// so a packet in flight on the old connection during a takeover on another
+// loop cannot touch the new session.
+func ownedLocked(c *netpoll.Conn, ss *session, cl *client) bool {
+	return cl.handle == c.Handle() && cl.epoch == ss.epoch
+}
+
 // reasonOK means "keep the connection".
 const reasonOK = numReasons
 
@@ -258,7 +267,7 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 		s.ack(c, ls, ss, cl, p.Type, p.PacketID)
 	case mqtt.TypePubrel:
 		cl.mu.Lock()
-		if x := cl.xp(); x != nil {
+		if x := cl.xp(); x != nil && ownedLocked(c, ss, cl) {
 			for i, id := range x.qos2in {
 				if id == p.PacketID {
 					x.qos2in[i] = x.qos2in[len(x.qos2in)-1]
@@ -271,9 +280,9 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 		cl.mu.Unlock()
 		c.Write(mqtt.AppendPubcomp(ls.out[:0], p.PacketID))
 	case mqtt.TypeSubscribe:
-		s.subscribe(c, ls, cl, p)
+		s.subscribe(c, ls, ss, cl, p)
 	case mqtt.TypeUnsubscribe:
-		s.unsubscribe(c, ls, cl, p)
+		s.unsubscribe(c, ls, ss, cl, p)
 	case mqtt.TypePingreq:
 		c.Write(mqtt.AppendPingresp(ls.out[:0]))
 	case mqtt.TypeDisconnect:
@@ -465,7 +474,13 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		}
 	}
 	topic := p.Topic
+	cl.mu.Lock()
+	if !ownedLocked(c, ss, cl) {
+		cl.mu.Unlock()
+		return ReasonTakeover
+	}
 	ls.from = append(ls.from[:0], cl.idBytes()...)
+	cl.mu.Unlock()
 	from := ls.from
 	switch {
 	case profileTopic(topic):
@@ -507,8 +522,10 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		c.Write(mqtt.AppendPuback(ls.out[:0], p.PacketID))
 	case 2:
 		cl.mu.Lock()
-		x := cl.x()
-		x.qos2in = append(x.qos2in, p.PacketID)
+		if ownedLocked(c, ss, cl) {
+			x := cl.x()
+			x.qos2in = append(x.qos2in, p.PacketID)
+		}
 		cl.mu.Unlock()
 		c.Write(mqtt.AppendPubrec(ls.out[:0], p.PacketID))
 	}
@@ -704,10 +721,10 @@ func splitDelivered(t []byte) (me, from, mid []byte, ok bool) {
 	return meB, rest[:j], rest[j+1:], true
 }
 
-func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, cl *client, p *mqtt.Packet) {
+func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *client, p *mqtt.Packet) {
 	codes := ls.codes[:0]
 	for filter, qos := range p.Filters() {
-		codes = append(codes, s.subscribeOne(cl, filter, qos))
+		codes = append(codes, s.subscribeOne(c, ss, cl, filter, qos))
 	}
 	c.Write(mqtt.AppendSuback(ls.out[:0], p.PacketID, codes))
 	ls.codes = codes[:0]
@@ -755,7 +772,7 @@ func (s *Server) sendPresence(ls *loopState, cl *client, filter []byte, qos byte
 }
 
 // subscribeOne applies the ACLs of PROTOCOL.md and subscribes.
-func (s *Server) subscribeOne(cl *client, filter []byte, qos byte) byte {
+func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter []byte, qos byte) byte {
 	if len(filter) >= 2 && filter[1] == '/' {
 		rest := filter[2:]
 		switch filter[0] {
@@ -777,6 +794,9 @@ func (s *Server) subscribeOne(cl *client, filter []byte, qos byte) byte {
 	f := string(filter)
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
+	if !ownedLocked(c, ss, cl) {
+		return mqtt.SubackFailure // taken over meanwhile: not the new session's subscription
+	}
 	s.tree.subscribe(f, cl, qos)
 	x := cl.x()
 	for i := range x.subs {
@@ -789,9 +809,12 @@ func (s *Server) subscribeOne(cl *client, filter []byte, qos byte) byte {
 	return qos
 }
 
-func (s *Server) unsubscribe(c *netpoll.Conn, ls *loopState, cl *client, p *mqtt.Packet) {
+func (s *Server) unsubscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *client, p *mqtt.Packet) {
 	cl.mu.Lock()
 	for filter := range p.Filters() {
+		if !ownedLocked(c, ss, cl) {
+			break
+		}
 		x := cl.xp()
 		if x == nil {
 			break
