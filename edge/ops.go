@@ -27,3 +27,23 @@ func (s *Server) SetInflight(n int) error {
 	s.inflight.Store(int64(n))
 	return nil
 }
+
+// Counters returns the server's monotonic counters by name (messages in,
+// inbox entries stored and refused, dropped deliveries, closes by reason),
+// as the activity reporter exports them.
+func (s *Server) Counters() map[string]int64 {
+	st := s.Stats()
+	m := map[string]int64{
+		"messages_in": int64(st.Published), "inbox_stored": int64(st.Stored),
+		"inbox_full": int64(st.InboxFull), "deliveries_dropped": int64(st.Dropped),
+	}
+	for reason, n := range st.Closes {
+		m["closes_"+reason] = int64(n)
+	}
+	return m
+}
+
+// Gauges returns the server's levels by name: connections and clients.
+func (s *Server) Gauges() map[string]int64 {
+	return map[string]int64{"connections": s.Connections(), "clients": s.Clients()}
+}

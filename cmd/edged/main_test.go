@@ -5,12 +5,10 @@ import (
 	"context"
 	"flag"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/edgedhq/edged/edge"
 	"github.com/edgedhq/edged/internal/testenv"
@@ -98,24 +96,7 @@ func TestConfigFileAndShutdown(t *testing.T) {
 
 // TestBinarySIGTERM builds edged and stops it with SIGTERM.
 func TestBinarySIGTERM(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "edged")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v: %s", err, out)
-	}
-	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--admin", "off")
-	var errb syncBuffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(errb.String(), "edged started") {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("no start-up line: %s", errb.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	cmd, errb := startBinary(t, buildEdged(t), "--listen", "127.0.0.1:0", "--admin", "off")
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("edged after SIGTERM: %v: %s", err, errb.String())

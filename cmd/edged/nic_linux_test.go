@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -74,10 +73,7 @@ func TestDualNICSteering(t *testing.T) {
 	testenv.RequirePriv(t, "network namespaces and SK_LOOKUP")
 	_, err := exec.LookPath("ip")
 	testenv.Require(t, err == nil, "ip (iproute2) not installed")
-	bin := filepath.Join(t.TempDir(), "edged")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v: %s", err, out)
-	}
+	bin := buildEdged(t)
 	id := strconv.Itoa(os.Getpid() % 100000)
 	srv, cli := "edsrv"+id, "edcli"+id
 	ipCmd(t, "netns", "add", srv)
@@ -125,22 +121,8 @@ func TestDualNICSteering(t *testing.T) {
 	}
 	start := func(listen string) (*exec.Cmd, *syncBuffer) {
 		t.Helper()
-		cmd := exec.Command("ip", "netns", "exec", srv, bin, "--listen", listen, "--insecure", "--admin", "off",
+		return startBinary(t, "ip", "netns", "exec", srv, bin, "--listen", listen, "--insecure", "--admin", "off",
 			"--loops", "2", "--steering", "least", "--steer-pin", pins)
-		errb := &syncBuffer{}
-		cmd.Stderr = errb
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(20 * time.Second)
-		for !strings.Contains(errb.String(), "edged started") {
-			if time.Now().After(deadline) || cmd.ProcessState != nil {
-				cmd.Process.Kill()
-				t.Fatalf("edged did not start: %s", errb.String())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		return cmd, errb
 	}
 	stop := func(cmd *exec.Cmd, errb *syncBuffer) {
 		cmd.Process.Signal(syscall.SIGTERM)
@@ -187,31 +169,14 @@ func TestDualNICSteering(t *testing.T) {
 // the next edged removes the dead one's pins from the pin root.
 func TestStalePinsPruned(t *testing.T) {
 	testenv.RequirePriv(t, "attaching and pinning BPF programs")
-	bin := filepath.Join(t.TempDir(), "edged")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v: %s", err, out)
-	}
+	bin := buildEdged(t)
 	pins := t.TempDir()
 	if err := unix.Mount("bpf", pins, "bpf", 0, ""); err != nil {
 		t.Fatalf("mount bpffs: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(pins, unix.MNT_DETACH) })
 	start := func() (*exec.Cmd, *syncBuffer) {
-		cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--admin", "off", "--steering", "hash", "--steer-pin", pins)
-		errb := &syncBuffer{}
-		cmd.Stderr = errb
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(20 * time.Second)
-		for !strings.Contains(errb.String(), "edged started") {
-			if time.Now().After(deadline) {
-				cmd.Process.Kill()
-				t.Fatalf("edged did not start: %s", errb.String())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		return cmd, errb
+		return startBinary(t, bin, "--listen", "127.0.0.1:0", "--admin", "off", "--steering", "hash", "--steer-pin", pins)
 	}
 	first, _ := start()
 	first.Process.Kill()

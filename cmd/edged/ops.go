@@ -87,21 +87,9 @@ func (p *ops) attach(s *edge.Server) error {
 	p.inflight.Store(int64(s.Inflight()))
 	rep, err := obs.New(obs.Options{
 		LoopStats: s.LoopStats,
-		Counters: func() map[string]int64 {
-			st := s.Stats()
-			m := map[string]int64{
-				"messages_in": int64(st.Published), "inbox_stored": int64(st.Stored),
-				"inbox_full": int64(st.InboxFull), "deliveries_dropped": int64(st.Dropped),
-			}
-			for reason, n := range st.Closes {
-				m["closes_"+reason] = int64(n)
-			}
-			return m
-		},
-		Gauges: func() map[string]int64 {
-			return map[string]int64{"connections": s.Connections(), "clients": s.Clients()}
-		},
-		Info: func() any { return s.Stats() },
+		Counters:  s.Counters,
+		Gauges:    s.Gauges,
+		Info:      func() any { return s.Stats() },
 		Queues: func() []obs.QueueInfo {
 			var q []obs.QueueInfo
 			for _, b := range eng.Backlogs() {

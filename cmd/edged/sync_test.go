@@ -2,7 +2,11 @@ package main
 
 import (
 	"bytes"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -24,3 +28,35 @@ func (s *syncBuffer) String() string {
 }
 
 func testSleep() { time.Sleep(10 * time.Millisecond) }
+
+// buildEdged builds the edged binary into a temporary directory.
+func buildEdged(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "edged")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	return bin
+}
+
+// startBinary runs name with args and waits for edged's start-up line on
+// its standard error, which it returns.
+func startBinary(t *testing.T, name string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	errb := &syncBuffer{}
+	cmd.Stderr = errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(errb.String(), "edged started") {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("edged did not start: %s", errb.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cmd, errb
+}
