@@ -735,3 +735,33 @@ func TestExtraAddrsInFallback(t *testing.T) {
 		}
 	}
 }
+
+// addrRecorder records each connection's RemoteAddr at OnOpen.
+type addrRecorder struct {
+	Echo
+	mu    sync.Mutex
+	addrs []string
+}
+
+func (h *addrRecorder) OnOpen(c *Conn) {
+	h.mu.Lock()
+	h.addrs = append(h.addrs, c.RemoteAddr().String())
+	h.mu.Unlock()
+}
+
+func TestRemoteAddr(t *testing.T) {
+	checkLeaks(t)
+	h := &addrRecorder{}
+	e := startEngine(t, Config{Loops: 1, Handler: h})
+	defer e.Close()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}
+	c, err := d.Dial("tcp", e.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, "open", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.addrs) == 1 })
+	if h.addrs[0] != c.LocalAddr().String() {
+		t.Fatalf("RemoteAddr %s, the client is %s", h.addrs[0], c.LocalAddr())
+	}
+}

@@ -284,7 +284,7 @@ const acceptBatch = 128
 
 func (l *Loop) acceptAll(lfd int) {
 	for i := 0; i < acceptBatch; i++ {
-		fd, _, err := acceptConn(lfd)
+		fd, err := acceptConn(lfd)
 		if err != nil {
 			if isAgain(err) {
 				return

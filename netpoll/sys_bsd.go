@@ -11,10 +11,10 @@ import (
 
 // acceptConn takes one connection. Darwin has no accept4, so the flags are
 // set after the fact under syscall.ForkLock, as the standard library does.
-func acceptConn(lfd int) (int, netip.AddrPort, error) {
+func acceptConn(lfd int) (int, error) {
 	for {
 		syscall.ForkLock.RLock()
-		fd, sa, err := unix.Accept(lfd)
+		fd, _, err := unix.Accept(lfd)
 		if err == nil {
 			unix.CloseOnExec(fd)
 		}
@@ -23,12 +23,20 @@ func acceptConn(lfd int) (int, netip.AddrPort, error) {
 			continue
 		}
 		if err != nil {
-			return -1, netip.AddrPort{}, err
+			return -1, err
 		}
 		if err := unix.SetNonblock(fd, true); err != nil {
 			unix.Close(fd)
-			return -1, netip.AddrPort{}, err
+			return -1, err
 		}
-		return fd, fromSockaddr(sa), nil
+		return fd, nil
 	}
+}
+
+func peerAddr(fd int) netip.AddrPort {
+	sa, err := unix.Getpeername(fd)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return fromSockaddr(sa)
 }

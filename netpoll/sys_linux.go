@@ -2,20 +2,46 @@ package netpoll
 
 import (
 	"net/netip"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// acceptConn takes one connection, non-blocking and close-on-exec in one call.
-func acceptConn(lfd int) (int, netip.AddrPort, error) {
+// acceptConn takes one connection, non-blocking and close-on-exec in one
+// call. It passes no address buffer: x/sys/unix's Accept4 allocates a
+// Sockaddr for every connection, and the engine never needs the peer's
+// address at accept time (Conn.RemoteAddr asks the kernel when wanted).
+func acceptConn(lfd int) (int, error) {
 	for {
-		fd, sa, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-		if err == unix.EINTR || err == unix.ECONNABORTED {
+		fd, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(lfd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		if e == unix.EINTR || e == unix.ECONNABORTED {
 			continue
 		}
-		if err != nil {
-			return -1, netip.AddrPort{}, err
+		if e != 0 {
+			return -1, e
 		}
-		return fd, fromSockaddr(sa), nil
+		return int(fd), nil
 	}
+}
+
+// peerAddr returns the peer's address without allocating (getpeername into
+// a stack buffer; unix.Getpeername allocates a Sockaddr).
+func peerAddr(fd int) netip.AddrPort {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	_, _, e := unix.RawSyscall(unix.SYS_GETPEERNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)))
+	if e != 0 {
+		return netip.AddrPort{}
+	}
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port)) // network byte order
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
 }

@@ -13,5 +13,5 @@ func resolve(addr string) (netip.AddrPort, error)      { return netip.AddrPort{}
 func listenTCP(netip.AddrPort, bool, int) (int, error) { return -1, ErrUnsupported }
 func localAddr(fd int) (netip.AddrPort, error)         { return netip.AddrPort{}, ErrUnsupported }
 func tuneConn(fd, sndbuf, rcvbuf int) error            { return ErrUnsupported }
-func acceptConn(lfd int) (int, netip.AddrPort, error)  { return -1, netip.AddrPort{}, ErrUnsupported }
+func acceptConn(lfd int) (int, error)                  { return -1, ErrUnsupported }
 func peerAddr(fd int) netip.AddrPort                   { return netip.AddrPort{} }

@@ -133,11 +133,3 @@ func tuneConn(fd, sndbuf, rcvbuf int) error {
 	}
 	return nil
 }
-
-func peerAddr(fd int) netip.AddrPort {
-	sa, err := unix.Getpeername(fd)
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	return fromSockaddr(sa)
-}
