@@ -47,3 +47,58 @@ func (s *Server) Counters() map[string]int64 {
 func (s *Server) Gauges() map[string]int64 {
 	return map[string]int64{"connections": s.Connections(), "clients": s.Clients()}
 }
+
+// inboxWatchFloor is the inbox length at which a client is watched for the
+// queue alarms: checking at the crossing costs nothing per message, and a
+// floor well under the alarm threshold (1,000 by default) lets the report
+// show a queue's growth before it alarms.
+const inboxWatchFloor = 100
+
+func (s *Server) watchInbox(idx uint32) {
+	s.bigMu.Lock()
+	if s.big == nil {
+		s.big = make(map[uint32]struct{})
+	}
+	s.big[idx] = struct{}{}
+	s.bigMu.Unlock()
+}
+
+// InboxQueue is one user's inbox in LongInboxes.
+type InboxQueue struct {
+	User string
+	Len  int // messages waiting, in flight included
+}
+
+// LongInboxes returns the inboxes holding at least inboxWatchFloor/2
+// messages among those that reached inboxWatchFloor; an inbox that drained
+// below that is forgotten. Safe for concurrent use; its cost is in the
+// number of long inboxes only.
+func (s *Server) LongInboxes() []InboxQueue {
+	s.bigMu.Lock()
+	idxs := make([]uint32, 0, len(s.big))
+	for idx := range s.big {
+		idxs = append(idxs, idx)
+	}
+	s.bigMu.Unlock()
+	var out []InboxQueue
+	for _, idx := range idxs {
+		cl := s.reg.at(idx)
+		n := 0
+		var user string
+		if cl != nil {
+			cl.mu.Lock()
+			if !cl.dead {
+				n, user = cl.box().len(), string(cl.idBytes())
+			}
+			cl.mu.Unlock()
+		}
+		if n < inboxWatchFloor/2 {
+			s.bigMu.Lock()
+			delete(s.big, idx)
+			s.bigMu.Unlock()
+			continue
+		}
+		out = append(out, InboxQueue{User: user, Len: n})
+	}
+	return out
+}

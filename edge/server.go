@@ -36,9 +36,14 @@ type Server struct {
 	closes   reasonCounters
 	conns    atomic.Int64
 	inflight atomic.Int64 // live in-flight window (Config.Inflight, a knob)
-	anonSeq  atomic.Uint64
-	stats    msgCounters
-	logs     logLimiter
+
+	// bigMu guards big: the clients whose inbox reached inboxWatchFloor,
+	// for LongInboxes. Lock order: a client's mu, then bigMu.
+	bigMu   sync.Mutex
+	big     map[uint32]struct{}
+	anonSeq atomic.Uint64
+	stats   msgCounters
+	logs    logLimiter
 
 	mu      sync.Mutex // guards admin, adminLn, started, closed
 	admin   *http.Server
@@ -578,7 +583,11 @@ func (s *Server) pushLocked(cl *client, topic, payload []byte, qos byte, retain 
 	if qos > 0 {
 		e.pidOff = uint32(len(*buf) - len(payload) - 2)
 	}
-	cl.x().q.push(e)
+	q := &cl.x().q
+	q.push(e)
+	if q.len() == inboxWatchFloor {
+		s.watchInbox(cl.idx)
+	}
 	s.stats.stored.Add(1)
 	if cl.handle != 0 && !cl.kick {
 		cl.kick = true

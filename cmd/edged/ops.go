@@ -96,6 +96,9 @@ func (p *ops) attach(s *edge.Server) error {
 				q = append(q, obs.QueueInfo{Kind: obs.KindConnBacklog,
 					Name: fmt.Sprintf("L%d/%d", b.Loop, uint32(b.Handle)), Len: int64(b.Queued)})
 			}
+			for _, in := range s.LongInboxes() {
+				q = append(q, obs.QueueInfo{Kind: obs.KindInbox, Name: in.User, Len: int64(in.Len)})
+			}
 			return q
 		},
 		Knobs: []obs.Knob{

@@ -24,13 +24,17 @@ const (
 	KindLoopXQ  = "loop_xq"        // a loop's cross-loop message queue
 )
 
+// KindInbox is the queue kind of a user's inbox (messages waiting), which
+// the server reports through Options.Queues.
+const KindInbox = "inbox"
+
 // DefaultThresholds are the alarm thresholds used for kinds the Options do
 // not set. A kind with no threshold never alarms.
 var DefaultThresholds = map[string]int64{
-	KindLoopOut:    64 << 20,
-	KindLoopXQ:     10000,
-	"conn_backlog": 1 << 20,
-	"inbox":        1000,
+	KindLoopOut:     64 << 20,
+	KindLoopXQ:      10000,
+	KindConnBacklog: 1 << 20,
+	KindInbox:       1000,
 }
 
 // QueueView is a queue in /stats' top list.
