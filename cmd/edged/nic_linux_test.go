@@ -28,7 +28,7 @@ func nicClient(spec string) int {
 	count, _ := strconv.Atoi(n)
 	ok := 0
 	for i := 0; i < count; i++ {
-		d := net.Dialer{Timeout: 2 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		d := net.Dialer{Timeout: 10 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			rc.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), dev) })
 			return serr
@@ -37,7 +37,7 @@ func nicClient(spec string) int {
 		if err != nil {
 			continue
 		}
-		c.SetDeadline(time.Now().Add(3 * time.Second))
+		c.SetDeadline(time.Now().Add(10 * time.Second))
 		c.Write(mqtt.AppendConnect(nil, &mqtt.Connect{CleanSession: true, KeepAlive: 30, ClientID: []byte(fmt.Sprintf("%s-%d", dev, i))}))
 		ack := make([]byte, 4)
 		if _, err := io.ReadFull(c, ack); err == nil && bytes.Equal(ack, []byte{0x20, 2, 0, 0}) {
