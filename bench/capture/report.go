@@ -2,6 +2,7 @@ package capture
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -30,7 +31,7 @@ func (r *Report) Text() string {
 		p("  errors       none")
 	} else {
 		var parts []string
-		for _, k := range sortedKeys(r.Errors) {
+		for _, k := range slices.Sorted(maps.Keys(r.Errors)) {
 			parts = append(parts, fmt.Sprintf("%s %d", k, r.Errors[k]))
 		}
 		p("  errors       %s", strings.Join(parts, ", "))
@@ -40,15 +41,6 @@ func (r *Report) Text() string {
 
 func pair(got, want Count) string {
 	return fmt.Sprintf("%d/%s (%d/%s)", got.Packets, fmtBytes(got.Bytes), want.Packets, fmtBytes(want.Bytes))
-}
-
-func sortedKeys(m map[string]int) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 func fmtUs(us int64) string {

@@ -129,22 +129,25 @@ func (p *ops) attachSteering(s *edge.Server) error {
 		nic = nic || l.iface != ""
 	}
 	addrs := eng.Addrs()
-	bpffs := ebpf.OnBPFFS(filepath.Dir(ebpf.DefaultPinRoot))
+	var root string // where status pins go; "" for none
+	switch p.o.steerPin {
+	case "off":
+	case "auto":
+		if ebpf.OnBPFFS(filepath.Dir(ebpf.DefaultPinRoot)) {
+			root = ebpf.DefaultPinRoot
+		} else {
+			p.log.Info("socket steering: no bpffs mounted, so no status pins", "want", filepath.Dir(ebpf.DefaultPinRoot))
+		}
+	default:
+		root = p.o.steerPin
+	}
 	pinDir := func(name string) string {
-		switch {
-		case p.o.steerPin == "off":
-			return ""
-		case p.o.steerPin != "auto":
-			return filepath.Join(p.o.steerPin, name)
-		case !bpffs:
+		if root == "" {
 			return ""
 		}
-		return filepath.Join(ebpf.DefaultPinRoot, name)
+		return filepath.Join(root, name)
 	}
-	if p.o.steerPin == "auto" && !bpffs {
-		p.log.Info("socket steering: no bpffs mounted, so no status pins", "want", filepath.Dir(ebpf.DefaultPinRoot))
-	}
-	if root := filepath.Dir(pinDir("x")); root != "." {
+	if root != "" {
 		// Pins of an edged that was killed stay behind: drop them.
 		removed, err := ebpf.PruneStale(root)
 		if err != nil {

@@ -3,6 +3,7 @@ package obs
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -325,10 +326,10 @@ func (r *Reporter) Sample() {
 	if r.opt.LoopStats != nil {
 		qs = r.loopFigures(loops, qs, dt)
 	}
-	for _, k := range sortedKeys(ctrs) {
+	for _, k := range slices.Sorted(maps.Keys(ctrs)) {
 		ctr(metricName(k), "/s", float64(ctrs[k]))
 	}
-	for _, k := range sortedKeys(gauges) {
+	for _, k := range slices.Sorted(maps.Keys(gauges)) {
 		lvl(metricName(k), "", float64(gauges[k]))
 	}
 	evs := r.trackQueues(qs, now, dt)
@@ -446,15 +447,6 @@ func (r *Reporter) Knobs() []KnobValue { return r.knobs.list() }
 // or ErrBadValue.
 func (r *Reporter) SetKnob(name, value, who string) (KnobChange, error) {
 	return r.knobs.set(name, value, who)
-}
-
-func sortedKeys(m map[string]int64) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
 
 // metricName makes a source's key a valid figure and metric name.
