@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -84,6 +83,7 @@ func (b bitset) has(i uint64) bool {
 
 type engine struct {
 	s       Setup
+	w       *workload
 	ep      int
 	target  unix.SockaddrInet4
 	src     []netip.Addr
@@ -124,7 +124,11 @@ func newEngine(s Setup) (e *engine, err error) {
 	if err != nil || !ap.Addr().Is4() {
 		return nil, fmt.Errorf("parse target %q (want IPv4 host:port): %w", s.Target, ErrBadOption)
 	}
-	e = &engine{s: s, rbuf: make([]byte, readBufSize), lat: newPacked(), connLat: newPacked(),
+	w := workloads[s.Mode]
+	if w == nil {
+		return nil, fmt.Errorf("run workload %q: %w", s.Mode, ErrBadOption)
+	}
+	e = &engine{s: s, w: w, rbuf: make([]byte, readBufSize), lat: newPacked(), connLat: newPacked(),
 		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(s.Worker)))}
 	e.target = unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
 	for _, a := range s.Src {
@@ -287,37 +291,7 @@ func (e *engine) closeConn(i int, kind string) {
 
 func (e *engine) fail(i int, err error) { e.closeConn(i, errKind(err)) }
 
-func (e *engine) restartable(i int) bool {
-	switch e.s.Mode {
-	case modeChurn:
-		return true
-	case modeOffline:
-		return e.isReceiver(i)
-	}
-	return false
-}
-
-func (e *engine) isReceiver(i int) bool { return i < 2*e.s.Pairs && i%2 == 0 }
-func (e *engine) isSender(i int) bool   { return i < 2*e.s.Pairs && i%2 == 1 }
-func (e *engine) isPublisher(i int) bool {
-	return e.s.Mode == modeFanout && e.s.Worker == 0 && i == 0
-}
-
-// subscribes reports whether connection i subscribes after CONNACK.
-func (e *engine) subscribes(i int) bool {
-	if e.s.Profile == "inbox" && (e.s.Mode != modeFanout || e.s.Group != "") {
-		return false // inboxes need no SUBSCRIBE (PROTOCOL.md)
-	}
-	switch e.s.Mode {
-	case modePairs, modeOffline:
-		return e.isReceiver(i)
-	case modeFanout:
-		return !e.isPublisher(i)
-	case modeIdle:
-		return e.s.Touch
-	}
-	return false
-}
+func (e *engine) restartable(i int) bool { return e.w.restart != nil && e.w.restart(e, i) }
 
 func (e *engine) queueBytes(i int, b []byte) {
 	c := &e.conns[i]
@@ -484,27 +458,15 @@ func (e *engine) onPacket(i int, p *packet) {
 		e.up++
 		e.t.Connected++
 		_ = e.connLat.RecordValue(clampUs((now - c.started) / 1000))
-		if e.subscribes(i) {
-			qos := e.s.QoS
-			if e.s.Mode == modeIdle {
-				qos = 0
+		if e.w.subscribe != nil {
+			if filter, qos, ok := e.w.subscribe(e, i, e.scratch[:0]); ok {
+				topic := string(filter)
+				e.scratch = appendSubscribe(filter[:0], 1, topic, qos)
+				e.queueBytes(i, e.scratch)
 			}
-			if e.s.Mode == modeFanout {
-				e.scratch = append(e.scratch[:0], fanoutTopic(e.s.Prefix)...)
-			} else {
-				e.scratch = appendTopic(e.scratch[:0], e.s.Prefix, e.s.Worker, i)
-			}
-			topic := string(e.scratch)
-			e.scratch = appendSubscribe(e.scratch[:0], 1, topic, qos)
-			e.queueBytes(i, e.scratch)
 		}
-		switch e.s.Mode {
-		case modeChurn:
-			c.toggle = now + e.s.HoldNs/2 + e.rng.Int64N(e.s.HoldNs+1)
-		case modeOffline:
-			if e.isReceiver(i) {
-				c.toggle = now + e.s.UpNs/2 + e.rng.Int64N(e.s.UpNs+1)
-			}
+		if e.w.up != nil {
+			e.w.up(e, i, now)
 		}
 		if e.closed && e.isSender(i) {
 			e.kickClosed(i / 2)
@@ -528,12 +490,12 @@ func (e *engine) onPacket(i int, p *packet) {
 		case kindMsg:
 			_ = e.lat.RecordValue(clampUs((now - ts) / 1000))
 			e.t.Received++
-			if e.s.Mode == modePairs || e.s.Mode == modeOffline {
+			if e.w.perPair {
 				if int(idx) >= len(e.pairs) {
 					return
 				}
 				ps := &e.pairs[idx]
-				if e.s.Mode == modeOffline {
+				if e.w.exactlyOnce {
 					if ps.recv.set(seq) {
 						e.t.Dups++
 						e.t.Received--
@@ -556,7 +518,7 @@ func (e *engine) onPacket(i int, p *packet) {
 		}
 	case pktPuback:
 		e.t.Acked++
-		if e.isSender(i) && e.s.Mode == modeOffline {
+		if e.isSender(i) && e.w.exactlyOnce {
 			ps := &e.pairs[i/2]
 			base := ps.lowUnacked
 			s := base + uint64((int(p.PID)-1-int(base%65535)+65535)%65535)
@@ -594,18 +556,7 @@ func (e *engine) sendMsg(i, pi int, ts int64) {
 		seq = uint64(e.t.Sent)
 	}
 	putHeader(e.payload, kindMsg, ts, seq, uint32(pi))
-	var topic []byte
-	switch {
-	case e.s.Mode == modeFanout && e.s.Group != "":
-		topic = append(append(append(e.scratch[:0], "g/"...), e.s.Group...), '/', 'm')
-		topic = strconv.AppendUint(topic, seq, 10)
-	case e.s.Mode == modeFanout:
-		topic = append(e.scratch[:0], fanoutTopic(e.s.Prefix)...)
-	case e.s.Profile == "inbox":
-		topic = appendInboxTopic(e.scratch[:0], e.s.Prefix, e.s.Worker, 2*pi, seq)
-	default:
-		topic = appendTopic(e.scratch[:0], e.s.Prefix, e.s.Worker, 2*pi)
-	}
+	topic := e.w.topic(e, pi, seq, e.scratch[:0])
 	n := len(topic)
 	buf := appendPublish(topic, topic[:n:n], e.s.QoS, uint16(seq%65535)+1, e.payload)
 	e.scratch = buf
@@ -637,27 +588,17 @@ func (e *engine) sendDue(now int64) {
 	// Message n is due at rateStart + n/rate, so n+1 messages are due once
 	// that time has passed.
 	due := uint64(e.rate*float64(now-e.rateStart)/1e9) + 1
-	nsend := len(e.pairs)
-	if e.s.Mode == modeFanout {
-		nsend = 0
-		if e.s.Worker == 0 && len(e.conns) > 0 {
-			nsend = 1
-		}
+	if e.w.sender == nil {
+		return
 	}
-	if nsend == 0 {
+	if _, _, ok := e.w.sender(e, e.rr); !ok {
 		return
 	}
 	for k := 0; e.rateDone < due && k < sendBatch; k++ {
 		ts := e.rateStart + int64(float64(e.rateDone)*1e9/e.rate)
 		e.rateDone++
-		var ci, pi int
-		if e.s.Mode == modeFanout {
-			ci, pi = 0, len(e.pairs)
-		} else {
-			pi = e.rr % nsend
-			e.rr++
-			ci = 2*pi + 1
-		}
+		ci, pi, _ := e.w.sender(e, e.rr)
+		e.rr++
 		if ci >= len(e.conns) || e.conns[ci].st != stUp {
 			e.errorf("sender_down")
 			continue
@@ -680,17 +621,8 @@ func (e *engine) housekeep(now int64) {
 			if ka > 0 && now-c.lastSend > ka {
 				e.queueBytes(i, appendPingreq(e.scratch[:0]))
 			}
-			if e.s.Mode == modeChurn && now >= c.toggle {
-				e.queueBytes(i, appendDisconnect(e.scratch[:0]))
-				e.flush(i)
-				if c.st == stUp {
-					e.closeConn(i, "")
-					c.toggle = now
-				}
-			}
-			if e.s.Mode == modeOffline && e.isReceiver(i) && !e.draining && e.rate > 0 && now >= c.toggle {
-				e.closeConn(i, "") // abrupt drop, like a phone losing signal
-				c.toggle = now + e.s.DownNs/2 + e.rng.Int64N(e.s.DownNs+1)
+			if e.w.toggle != nil {
+				e.w.toggle(e, i, now)
 			}
 		case stDown:
 			if now >= c.toggle || e.draining {
@@ -760,7 +692,7 @@ func (e *engine) tick(final bool) Tick {
 	e.connLat.Reset()
 	if final {
 		t.Final = true
-		if e.s.Mode == modeOffline {
+		if e.w.exactlyOnce {
 			for pi := range e.pairs {
 				ps := &e.pairs[pi]
 				for s := uint64(0); s < ps.nextSeq; s++ {
