@@ -17,9 +17,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/edgedhq/edged/internal/buildinfo"
 	"io"
 	"os"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -124,7 +124,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printHelp(stdout)
 		return exitOK
 	case "-version", "--version", "version":
-		fmt.Fprintf(stdout, "edgectl %s\n", versionString())
+		fmt.Fprintf(stdout, "edgectl %s\n", buildinfo.String(version))
 		return exitOK
 	}
 	i := slices.IndexFunc(commands, func(c command) bool { return c.name == args[0] })
@@ -159,17 +159,4 @@ func printHelp(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nAlso: edgectl --version\nExit status: 0 ok, 1 operation failed, 2 usage error.\n")
-}
-
-func versionString() string {
-	s := version
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		s += " " + bi.GoVersion
-		for _, kv := range bi.Settings {
-			if kv.Key == "vcs.revision" && len(kv.Value) >= 12 {
-				s += " " + kv.Value[:12]
-			}
-		}
-	}
-	return s
 }

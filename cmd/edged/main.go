@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/edgedhq/edged/internal/buildinfo"
 	"io"
 	"log/slog"
 	"net"
@@ -114,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		return exitUsage
 	}
 	if o.version {
-		fmt.Fprintf(stdout, "edged %s %s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		fmt.Fprintf(stdout, "edged %s\n", buildinfo.String(version))
 		return exitOK
 	}
 	if o.config != "" {
