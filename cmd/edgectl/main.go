@@ -78,6 +78,12 @@ func (ctx *env) flags(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet("edgectl "+name, flag.ContinueOnError)
 	fs.SetOutput(ctx.stderr)
 	fs.Usage = func() {
+		if fs.Output() != ctx.stdout {
+			// A bad flag: the flag package has printed what is wrong; a
+			// pointer to the help beats a screenful of flags.
+			fmt.Fprintf(fs.Output(), "Run 'edgectl %s --help' for usage.\n", name)
+			return
+		}
 		fmt.Fprintf(fs.Output(), "Usage: edgectl %s %s\n\nFlags:\n", name, synopsis)
 		fs.PrintDefaults()
 	}
