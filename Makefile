@@ -10,8 +10,8 @@ FUZZTIME ?= 600000x
 
 all: build
 
-build: ## build edged, edgebench and edgectl into ./bin
-	$(GO) build -o bin/ ./cmd/...
+build: ## build edged, edgebench and edgectl into ./bin (stamped with the git commit: --version shows it)
+	$(GO) build -buildvcs=auto -o bin/ ./cmd/...
 
 run: build ## run the server with its embedded default (127.0.0.1:1883, anonymous from loopback)
 	./bin/edged

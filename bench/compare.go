@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -27,9 +28,28 @@ type Target struct {
 	Start string `json:"start,omitempty"`
 }
 
+// startEnv puts the directory of the running binary first on PATH, so that
+// `--start 'edged=edged ...'` finds the edged that `make build` put beside
+// edgebench in bin/ without a path or an install.
+func startEnv(env []string) []string {
+	exe, err := os.Executable()
+	if err != nil {
+		return env
+	}
+	dir := filepath.Dir(exe)
+	for i, kv := range env {
+		if path, ok := strings.CutPrefix(kv, "PATH="); ok {
+			env[i] = "PATH=" + dir + string(os.PathListSeparator) + path
+			return env
+		}
+	}
+	return append(env, "PATH="+dir)
+}
+
 // startTarget runs t.Start and waits until t.Addr accepts connections.
 func startTarget(t *Target) (stop func(), err error) {
 	cmd := exec.Command("/bin/sh", "-c", "exec "+t.Start)
+	cmd.Env = startEnv(os.Environ())
 	logw := &limitedWriter{w: &bytes.Buffer{}, n: 16 << 10}
 	cmd.Stdout, cmd.Stderr = logw, logw
 	cmd.SysProcAttr = workerAttr() // dies with edgebench

@@ -16,8 +16,13 @@ func Text(r *Result) string {
 	p("edgebench %s against %s (%d workers, %.1fs, load used %.1f cpu-s)", r.Workload, r.Target, r.Workers, r.Elapsed, r.LoadCPUSeconds)
 	p("  connections  peak %d, attempts %d, connected %d, connect p50 %s p99 %s max %s",
 		r.PeakConns, r.Attempts, r.Connected, fmtUs(r.Connect.P50), fmtUs(r.Connect.P99), fmtUs(r.Connect.Max))
-	if r.Sent > 0 || r.Received > 0 {
+	if r.Capacity != nil {
+		// The run's window is the last step's: its rate is not the run's.
+		p("  messages     sent %d, acked %d, received %d over %d steps (each step's rate below)", r.Sent, r.Acked, r.Received, len(r.Capacity.Steps))
+	} else if r.Sent > 0 || r.Received > 0 {
 		p("  messages     sent %d, acked %d, received %d, %.0f msg/s over %.1fs", r.Sent, r.Acked, r.Received, r.MsgsPerS, r.Window)
+	}
+	if r.Sent > 0 || r.Received > 0 {
 		p("  latency      p50 %s p90 %s p99 %s p99.9 %s max %s (n=%d)", fmtUs(r.Latency.P50), fmtUs(r.Latency.P90),
 			fmtUs(r.Latency.P99), fmtUs(r.Latency.P999), fmtUs(r.Latency.Max), r.Latency.Count)
 	}
@@ -88,12 +93,23 @@ func WriteReport(dir string, r *Result) error {
 	files := map[string][]byte{
 		"report.json":     append(js, '\n'),
 		"report.txt":      []byte(Text(r)),
-		"latency.svg":     []byte(latencySVG(r)),
-		"throughput.svg":  []byte(throughputSVG(r)),
 		"connections.svg": []byte(connectionsSVG(r)),
+		"connect.svg":     []byte(connectLatencySVG(r)),
+		"connects.svg":    []byte(connectsSVG(r)),
+	}
+	if messagingWorkload(r.Workload) { // connect and churn time no messages: no flat zero plots
+		files["latency.svg"] = []byte(latencySVG(r))
+		files["throughput.svg"] = []byte(throughputSVG(r))
 	}
 	if svg := serverSVG(r); svg != "" {
 		files["server.svg"] = []byte(svg)
+	}
+	if svg := serverCPUSVG(r); svg != "" {
+		files["server-cpu.svg"] = []byte(svg)
+	}
+	if r.Capacity != nil && len(r.Capacity.Steps) > 0 {
+		rate, p99 := capacitySVGs(r)
+		files["capacity-rate.svg"], files["capacity-p99.svg"] = []byte(rate), []byte(p99)
 	}
 	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
@@ -116,6 +132,11 @@ func writeComparison(dir string, c *Comparison) error {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "compare.txt"), []byte(CompareText(c)), 0o644); err != nil {
 		return fmt.Errorf("write comparison: %w", err)
+	}
+	for name, svg := range compareSVGs(c) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(svg), 0o644); err != nil {
+			return fmt.Errorf("write comparison: %w", err)
+		}
 	}
 	return nil
 }

@@ -54,7 +54,12 @@ type Second struct {
 	P50us    int64   `json:"p50_us"`
 	P99us    int64   `json:"p99_us"`
 	P999us   int64   `json:"p999_us"`
-	Phase    string  `json:"phase,omitempty"`
+	// Connects is the connections established this second; ConnP50us and
+	// ConnP99us their connect latency (TCP connect to CONNACK).
+	Connects  int64  `json:"connects_per_s"`
+	ConnP50us int64  `json:"connect_p50_us,omitempty"`
+	ConnP99us int64  `json:"connect_p99_us,omitempty"`
+	Phase     string `json:"phase,omitempty"`
 }
 
 // Percentiles summarise a histogram in microseconds.
@@ -133,6 +138,7 @@ type run struct {
 	ivLat   *hdr.Histogram // this second
 	stepLat *hdr.Histogram // current capacity step
 	connLat *hdr.Histogram
+	ivConn  *hdr.Histogram // connect latency this second
 	lastSec time.Time
 	prefix  string
 	prev    Tick // sums at the previous second
@@ -158,7 +164,7 @@ func Run(ctx context.Context, workload string, o Options) (*Result, error) {
 	if err := probeSrc(o.Target, o.Src); err != nil {
 		return nil, err
 	}
-	r := &run{o: o, start: time.Now(), lat: newHist(), ivLat: newHist(), stepLat: newHist(), connLat: newHist(), ctx: ctx}
+	r := &run{o: o, start: time.Now(), lat: newHist(), ivLat: newHist(), stepLat: newHist(), connLat: newHist(), ivConn: newHist(), ctx: ctx}
 	r.res = &Result{Workload: workload, Target: o.Target, Started: r.start, Options: o, Errors: map[string]int64{}}
 	setups, err := r.plan(workload)
 	if err != nil {
@@ -405,7 +411,7 @@ func (r *run) absorb(t Tick) {
 		r.res.Notes = append(r.res.Notes, fmt.Sprintf("worker %d: %s", t.Worker, t.FatalError))
 	}
 	addBuckets(t.Lat, r.lat, r.ivLat, r.stepLat)
-	addBuckets(t.Conn, r.connLat)
+	addBuckets(t.Conn, r.connLat, r.ivConn)
 	if t.Worker >= 0 && t.Worker < len(r.latest) {
 		r.latest[t.Worker] = t
 	}
@@ -439,8 +445,10 @@ func (r *run) pump(d time.Duration) error {
 	s := r.sum()
 	sec := Second{T: time.Since(r.start).Seconds(), Up: s.Up, Pending: s.Pending,
 		Sent: s.Sent - r.prev.Sent, Received: s.Received - r.prev.Received, Errors: errTotal(s),
-		P50us: r.ivLat.ValueAtQuantile(50), P99us: r.ivLat.ValueAtQuantile(99), P999us: r.ivLat.ValueAtQuantile(99.9), Phase: r.phase}
+		P50us: r.ivLat.ValueAtQuantile(50), P99us: r.ivLat.ValueAtQuantile(99), P999us: r.ivLat.ValueAtQuantile(99.9), Phase: r.phase,
+		Connects: s.Connected - r.prev.Connected, ConnP50us: r.ivConn.ValueAtQuantile(50), ConnP99us: r.ivConn.ValueAtQuantile(99)}
 	r.ivLat.Reset()
+	r.ivConn.Reset()
 	r.prev = s
 	r.res.Seconds = append(r.res.Seconds, sec)
 	r.res.PeakConns = max(r.res.PeakConns, s.Up)
@@ -498,8 +506,13 @@ func (r *run) live(sec Second, s Tick) {
 		done := min(width, sec.Up*width/r.want)
 		line += fmt.Sprintf(" [%s%s] %3d%%", strings.Repeat("#", done), strings.Repeat(".", width-done), sec.Up*100/r.want)
 	}
-	line += fmt.Sprintf(" sent/s %7d recv/s %7d p50 %s p99 %s err %d", sec.Sent, sec.Received,
-		fmtUs(sec.P50us), fmtUs(sec.P99us), sec.Errors)
+	if r.messaging() {
+		line += fmt.Sprintf(" sent/s %7d recv/s %7d p50 %s p99 %s err %d", sec.Sent, sec.Received,
+			fmtUs(sec.P50us), fmtUs(sec.P99us), sec.Errors)
+	} else { // connect and churn carry no timed messages: show the connects
+		line += fmt.Sprintf(" connects/s %6d connect p50 %s p99 %s err %d", sec.Connects,
+			fmtUs(sec.ConnP50us), fmtUs(sec.ConnP99us), sec.Errors)
+	}
 	if n := len(r.res.Server.samples()); n > 0 && r.o.ServerPID > 0 {
 		x := r.res.Server.Samples[n-1]
 		line += fmt.Sprintf(" | srv rss %s", fmtBytes(x.RSS))
@@ -515,6 +528,12 @@ func (r *run) live(sec Second, s Tick) {
 	}
 	fmt.Fprintln(r.o.Live, line)
 }
+
+// messaging reports whether the workload sends timed messages (pairs,
+// offline, fanout, capacity); connect and churn only connect.
+func (r *run) messaging() bool { return messagingWorkload(r.res.Workload) }
+
+func messagingWorkload(w string) bool { return w != "connect" && w != "churn" }
 
 func fmtUs(us int64) string {
 	switch {

@@ -188,7 +188,24 @@ func TestFanoutChurnConnect(t *testing.T) {
 				t.Errorf("errors: %v", res.Errors)
 			}
 			tc.check(t, res)
-			for _, f := range []string{"report.json", "report.txt", "latency.svg", "throughput.svg", "connections.svg", "server.svg"} {
+			files := []string{"report.json", "report.txt", "connections.svg", "connect.svg", "connects.svg", "server.svg", "server-cpu.svg"}
+			if tc.workload == "fanout" {
+				files = append(files, "latency.svg", "throughput.svg")
+			} else {
+				for _, f := range []string{"latency.svg", "throughput.svg"} {
+					if _, err := os.Stat(filepath.Join(o.Out, f)); err == nil {
+						t.Errorf("%s written for %s, which times no messages (a flat zero plot)", f, tc.workload)
+					}
+				}
+			}
+			var connects int64
+			for _, sec := range res.Seconds {
+				connects += sec.Connects
+			}
+			if connects == 0 || connects > res.Connected {
+				t.Errorf("connects per second add up to %d of %d connected", connects, res.Connected)
+			}
+			for _, f := range files {
 				b, err := os.ReadFile(filepath.Join(o.Out, f))
 				if err != nil {
 					t.Errorf("report: %v", err)
@@ -210,11 +227,19 @@ func TestCapacityFindsKnee(t *testing.T) {
 	o.Pairs = 10
 	o.Capacity = CapacityOptions{ConnStep: 200, MaxConns: 420, RateStep: 1000, MaxRate: 3000, ProbeRate: 200,
 		StepTime: time.Second, SLOP99: time.Second, SLOErrors: 0.01}
+	o.Out = t.TempDir()
 	res, err := Run(context.Background(), "capacity", o)
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	t.Log("\n" + Text(res))
+	for f, want := range map[string]string{"capacity-rate.svg": `class="knee"`, "capacity-p99.svg": `class="slo"`} {
+		b, err := os.ReadFile(filepath.Join(o.Out, f))
+		if err != nil || !strings.Contains(string(b), want) || strings.Count(string(b), `class="point"`) < 2 {
+			t.Errorf("%s: %v; want %s and a point per step", f, err, want)
+		}
+	}
+	o.Out = ""
 	c := res.Capacity
 	if c == nil || len(c.Steps) < 2 || c.Knee == nil {
 		t.Fatalf("capacity result %+v", c)
@@ -261,6 +286,12 @@ func TestCompareTwoTargets(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(o.Out, "compare.json")); err != nil {
 		t.Error(err)
+	}
+	for _, f := range []string{"compare-throughput.svg", "compare-latency.svg", "compare-connections.svg"} {
+		b, err := os.ReadFile(filepath.Join(o.Out, f))
+		if err != nil || strings.Count(string(b), "<polyline") != 4 {
+			t.Errorf("%s: %v; want one line per run (4) side by side", f, err)
+		}
 	}
 	if c.Targets[1].PID == 0 || c.Runs[1].Server == nil || c.Runs[1].Server.CPUSeconds <= 0 {
 		t.Errorf("started target: pid %d, server figures %+v", c.Targets[1].PID, c.Runs[1].Server)

@@ -25,6 +25,9 @@ type Host struct {
 	PageSize int    // KernelPageSize (/proc/self/smaps), else 4096
 	NICs     []NIC  // physical NICs (those with a device link), by name
 	THP      bool   // /sys/kernel/mm/transparent_hugepage/enabled exists
+	// Systemd: /run/systemd/system is a directory, the test sd_booted(3)
+	// makes; without it no drop-in is proposed.
+	Systemd bool
 }
 
 // NIC is one physical network interface.
@@ -72,6 +75,8 @@ func ReadHost(root string) (Host, error) {
 	}
 	_, err = os.Stat(h.path("sys/kernel/mm/transparent_hugepage/enabled"))
 	h.THP = err == nil
+	st, err := os.Stat(h.path("run/systemd/system"))
+	h.Systemd = err == nil && st.IsDir()
 	if h.NICs, err = readNICs(h); err != nil {
 		return Host{}, err
 	}

@@ -106,15 +106,23 @@ var profiles = []struct {
 	{"24c-100g", "the seed host: 24 CPUs, 100 GiB, two NICs, 2M mostly idle connections", func(h Host, conns int64) (Sizing, error) {
 		return Sizing{CPUs: 24, MemBytes: 100 * gib, Conns: or(conns, 2_000_000)}, nil
 	}},
-	{"auto", "sized from this host's CPUs and RAM and --conns", func(h Host, conns int64) (Sizing, error) {
+	{"auto", "sized from this host's CPUs and RAM; --conns or the seed host's RAM per connection", func(h Host, conns int64) (Sizing, error) {
 		if conns == 0 {
-			return Sizing{}, fmt.Errorf("size auto profile: %w: --conns is required", ErrConns)
+			conns = autoConns(h.MemBytes)
 		}
 		return Sizing{CPUs: h.CPUs, MemBytes: h.MemBytes, Conns: conns}, nil
 	}},
 	{"dev", "a small box: 2 CPUs, 4 GiB, 15k connections (under a 20k open-file cap)", func(h Host, conns int64) (Sizing, error) {
 		return Sizing{CPUs: 2, MemBytes: 4 * gib, Conns: or(conns, 15_000)}, nil
 	}},
+}
+
+// autoConns is the auto profile's connection target without --conns: the
+// seed host's ratio, 2M connections in 100 GiB (about 52 KiB of RAM each,
+// kernel socket, buffers and headroom included), for this host's RAM,
+// clamped to [1,000, maxConns].
+func autoConns(mem uint64) int64 {
+	return min(max(int64(mem/gib*2_000_000/100+mem%gib*2_000_000/(100*gib)), 1_000), maxConns)
 }
 
 func or(v, def int64) int64 {
@@ -281,6 +289,15 @@ func build(sz Sizing, h Host) []Setting {
 	add(ClassGoEnv, "GOMEMLIMIT", fmt.Sprintf("%dMiB", n.goMemLimitMiB), "soft heap limit: RAM left after TCP buffers, kernel sockets and the OS, less 10%",
 		fmt.Sprintf("max(256, 0.9*(RAM - tcp_mem[max]*page - conns*%d B - reserve)) = 0.9*(%d - %d - %d - %d) MiB",
 			KernelSocketBytes, sz.MemBytes>>20, n.tcpMem[2]*page>>20, c*KernelSocketBytes>>20, n.osReserveMiB))
+	if !h.Systemd {
+		// No drop-in to carry them: say where they go instead.
+		for i := range out {
+			if out[i].Class == ClassRlimit || out[i].Class == ClassGoEnv {
+				out[i].Reason += "; this host runs no systemd, so set it where edged starts (ulimit -n, the environment)"
+			}
+		}
+		return out
+	}
 	add(ClassSystemd, DropInPath, dropIn(out), "carries RLIMIT_NOFILE and the Go runtime settings to edged.service", "LimitNOFILE= and Environment= from the lines above")
 	return out
 }

@@ -117,7 +117,10 @@ func Export(w io.Writer, p Profile, h Host, format string) error {
 		}
 		fmt.Fprintf(w, "\n# %d further settings (sysfs, IRQ affinity, systemd drop-in) are not sysctls:\n# see edgectl tune export --format json, or apply them with edgectl tune apply.\n", others)
 	case "systemd":
-		s, _ := p.Setting(DropInPath)
+		s, ok := p.Setting(DropInPath)
+		if !ok {
+			return fmt.Errorf("export profile: %w: this host runs no systemd (no /run/systemd/system), so there is no drop-in", ErrFormat)
+		}
 		fmt.Fprintf(w, "# %s (profile %s)\n%s", DropInPath, p.Name, s.Value)
 	case "json":
 		enc := json.NewEncoder(w)

@@ -173,7 +173,6 @@ func TestLoadErrors(t *testing.T) {
 		err           error
 	}{
 		{"unknown profile", "48c-200g", 0, ErrUnknownProfile},
-		{"auto needs conns", "auto", 0, ErrConns},
 		{"negative conns", "dev", -5, ErrConns},
 		{"absurd conns", "auto", 1 << 40, ErrConns},
 	}
@@ -352,5 +351,55 @@ func TestFilter(t *testing.T) {
 	want := "net.ipv4.tcp_keepalive_time net.ipv4.tcp_keepalive_intvl net.ipv4.tcp_keepalive_probes RLIMIT_NOFILE GOMAXPROCS GOGC GOMEMLIMIT " + DropInPath
 	if strings.Join(keys, " ") != want {
 		t.Fatalf("filtered keys = %v", keys)
+	}
+}
+
+// TestAutoWithoutConns: auto sizes the connection target from the host's
+// RAM at the seed host's ratio (2M in 100 GiB) when --conns is not given.
+func TestAutoWithoutConns(t *testing.T) {
+	h := fakeHost(t, "dev-2c") // 4 GiB
+	p, err := Load("auto", h, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(80_000); p.Sizing.Conns != want {
+		t.Fatalf("auto on 4 GiB: %d connections, want %d (80,000)", p.Sizing.Conns, want)
+	}
+	seed := fakeHost(t, "24c-100g")
+	if p, err := Load("auto", seed, 0); err != nil || p.Sizing.Conns != 2_000_000 {
+		t.Fatalf("auto on the seed host: %d connections (%v), want 2,000,000", p.Sizing.Conns, err)
+	}
+	if got := autoConns(32 << 20); got != 1_000 {
+		t.Fatalf("auto on 32 MiB: %d, want the floor 1,000", got)
+	}
+}
+
+// TestNoSystemdNoDropIn: on a host without /run/systemd/system the plan
+// proposes no edged.service drop-in, the settings it would carry say where
+// they go instead, and export --format systemd refuses.
+func TestNoSystemdNoDropIn(t *testing.T) {
+	root := testenv.CopyTree(t, filepath.Join("testdata", "hosts", "dev-2c"))
+	if err := os.RemoveAll(filepath.Join(root, "run")); err != nil {
+		t.Fatal(err)
+	}
+	h, err := ReadHost(root)
+	if err != nil || h.Systemd {
+		t.Fatalf("ReadHost: systemd %v, %v", h.Systemd, err)
+	}
+	if !fakeHost(t, "dev-2c").Systemd {
+		t.Fatal("the fake dev-2c host (with run/systemd/system) reads as without systemd")
+	}
+	p, err := Load("dev", h, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.Setting(DropInPath); ok {
+		t.Fatal("a drop-in proposed on a host without systemd")
+	}
+	if s, ok := p.Setting("RLIMIT_NOFILE"); !ok || !strings.Contains(s.Reason, "no systemd") {
+		t.Fatalf("RLIMIT_NOFILE reason %q does not say where it goes", s.Reason)
+	}
+	if err := Export(io.Discard, p, h, "systemd"); !errors.Is(err, ErrFormat) {
+		t.Fatalf("export systemd without systemd: %v, want ErrFormat", err)
 	}
 }

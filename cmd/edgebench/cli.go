@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/edgedhq/edged/internal/buildinfo"
 	"io"
 	"os"
 	"os/signal"
@@ -101,6 +102,7 @@ func topUsage(w io.Writer) {
 Usage:
   edgebench <workload> [flags]
   edgebench <workload> --help
+  edgebench --version
 
 Workloads:
 `)
@@ -161,7 +163,7 @@ func flagSet(c command, o *bench.Options, x *extras) *flag.FlagSet {
 	} else {
 		fs.StringVar(&o.Target, "target", o.Target, "MQTT server `host:port` (IPv4)")
 		fs.IntVar(&o.ServerPID, "server-pid", 0, "server process id on this host: sample RSS, CPU and threads of its process tree from /proc")
-		fs.StringVar(&o.Admin, "admin", "", "server admin stats `URL` (GET, JSON); skipped when absent")
+		fs.StringVar(&o.Admin, "admin", "", "server counters `URL`: a GET answering a flat JSON object of numbers, e.g. edged's http://127.0.0.1:9090/server/stats; skipped when absent")
 	}
 	fs.Func("src", "source IPv4 `addresses` bound before connect, e.g. 127.0.0.2-127.0.0.100 (default: kernel's choice; loopback runs over 20000 connections use 127.0.0.2-127.0.0.33)", func(s string) error {
 		v, err := bench.ParseSrc(s)
@@ -251,6 +253,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
 		topUsage(stdout)
+		return exitOK
+	case "-version", "--version", "version":
+		fmt.Fprintf(stdout, "edgebench %s\n", buildinfo.String(version))
 		return exitOK
 	}
 	for _, x := range external {

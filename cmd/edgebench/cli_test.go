@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -140,5 +141,15 @@ func TestExternalVerbs(t *testing.T) {
 				t.Errorf("%s --bogus: exit %d, stderr %q", v, rc, errb.String())
 			}
 		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"--version"}, &out, &errb); code != exitOK {
+		t.Fatalf("edgebench --version: exit %d, %s", code, errb.String())
+	}
+	if !regexp.MustCompile(`^edgebench dev( \(commit [0-9a-f]{12}(\+dirty)?, [0-9T:-]+Z\))? go\S+ \S+/\S+\n$`).Match(out.Bytes()) {
+		t.Fatalf("edgebench --version = %q", out.String())
 	}
 }

@@ -83,7 +83,7 @@ func Test15kConnections(t *testing.T) {
 				t.Logf("%s: %.0f bytes/connection, connect p50 %dus p99 %dus",
 					tc.name, res.Server.BytesPerConn, res.Connect.P50, res.Connect.P99)
 			}
-			for _, f := range []string{"report.json", "report.txt", "latency.svg", "throughput.svg", "connections.svg", "server.svg"} {
+			for _, f := range []string{"report.json", "report.txt", "connections.svg", "connect.svg", "connects.svg", "server.svg", "server-cpu.svg"} {
 				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 					t.Errorf("report file: %v", err)
 				}

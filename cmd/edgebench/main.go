@@ -25,6 +25,9 @@ import (
 	"github.com/edgedhq/edged/bench"
 )
 
+// version is set at link time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
 func main() {
 	bench.MaybeWorker() // worker processes are this binary re-executed
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))

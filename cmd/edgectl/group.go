@@ -13,11 +13,13 @@ func init() {
 func groupHelp(ctx *env) {
 	w := ctx.stdout
 	fmt.Fprintf(w, "Usage: edgectl group list [GROUP] [--admin URL]\n")
-	fmt.Fprintf(w, "       edgectl group add GROUP USER [--admin URL]\n")
-	fmt.Fprintf(w, "       edgectl group remove GROUP USER [--admin URL]\n\nVerbs:\n")
+	fmt.Fprintf(w, "       edgectl group add GROUP USER... [--admin URL]\n")
+	fmt.Fprintf(w, "       edgectl group remove GROUP USER... [--admin URL]\n\nVerbs:\n")
 	fmt.Fprintf(w, "  list    print the groups, or one group's members (reads only)\n")
-	fmt.Fprintf(w, "  add     make USER a member of GROUP (creates the group)\n")
-	fmt.Fprintf(w, "  remove  take USER out of GROUP (an empty group disappears)\n")
+	fmt.Fprintf(w, "  add     make each USER a member of GROUP (creates the group)\n")
+	fmt.Fprintf(w, "  remove  take each USER out of GROUP (an empty group disappears)\n")
+	fmt.Fprintf(w, "\nWith several users, each is done in turn; the first failure stops the rest,\n")
+	fmt.Fprintf(w, "and what was done before it is printed.\n")
 	fmt.Fprintf(w, "\nA member's g/GROUP/<mid> reaches every other member's inbox. Membership lives in\n")
 	fmt.Fprintf(w, "the server's memory. Run edgectl group VERB --help for its flags.\n")
 }
@@ -28,8 +30,8 @@ func runGroup(ctx *env, args []string) error {
 		return usagef("missing verb")
 	}
 	verb := args[0]
-	want := 2
-	synopsis := "GROUP USER [--admin URL]"
+	want := maxGroupArgs
+	synopsis := "GROUP USER... [--admin URL]"
 	switch verb {
 	case "-h", "-help", "--help", "help":
 		groupHelp(ctx)
@@ -47,8 +49,8 @@ func runGroup(ctx *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if verb != "list" && len(pos) != 2 {
-		return usagef("group %s wants GROUP USER", verb)
+	if verb != "list" && len(pos) < 2 {
+		return usagef("group %s wants GROUP USER...", verb)
 	}
 	c, err := a.client()
 	if err != nil {
@@ -75,26 +77,33 @@ func runGroup(ctx *env, args []string) error {
 		}
 		return nil
 	case "add":
-		resp, err := c.do("PUT", "/groups/"+url.PathEscape(pos[0])+"/members/"+url.PathEscape(pos[1]), nil, 0)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		var r struct{ Added bool }
-		json.NewDecoder(resp.Body).Decode(&r)
-		if r.Added {
-			fmt.Fprintf(ctx.stdout, "added %s to %s\n", pos[1], pos[0])
-		} else {
-			fmt.Fprintf(ctx.stdout, "%s already in %s\n", pos[1], pos[0])
+		for _, user := range pos[1:] {
+			resp, err := c.do("PUT", "/groups/"+url.PathEscape(pos[0])+"/members/"+url.PathEscape(user), nil, 0)
+			if err != nil {
+				return err
+			}
+			var r struct{ Added bool }
+			json.NewDecoder(resp.Body).Decode(&r)
+			resp.Body.Close()
+			if r.Added {
+				fmt.Fprintf(ctx.stdout, "added %s to %s\n", user, pos[0])
+			} else {
+				fmt.Fprintf(ctx.stdout, "%s already in %s\n", user, pos[0])
+			}
 		}
 		return nil
 	default:
-		resp, err := c.do("DELETE", "/groups/"+url.PathEscape(pos[0])+"/members/"+url.PathEscape(pos[1]), nil, 0)
-		if err != nil {
-			return err
+		for _, user := range pos[1:] {
+			resp, err := c.do("DELETE", "/groups/"+url.PathEscape(pos[0])+"/members/"+url.PathEscape(user), nil, 0)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			fmt.Fprintf(ctx.stdout, "removed %s from %s\n", user, pos[0])
 		}
-		resp.Body.Close()
-		fmt.Fprintf(ctx.stdout, "removed %s from %s\n", pos[1], pos[0])
 		return nil
 	}
 }
+
+// maxGroupArgs bounds GROUP USER... on one command line.
+const maxGroupArgs = 10_000

@@ -17,9 +17,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/edgedhq/edged/internal/buildinfo"
 	"io"
 	"os"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -78,6 +78,12 @@ func (ctx *env) flags(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet("edgectl "+name, flag.ContinueOnError)
 	fs.SetOutput(ctx.stderr)
 	fs.Usage = func() {
+		if fs.Output() != ctx.stdout {
+			// A bad flag: the flag package has printed what is wrong; a
+			// pointer to the help beats a screenful of flags.
+			fmt.Fprintf(fs.Output(), "Run 'edgectl %s --help' for usage.\n", name)
+			return
+		}
 		fmt.Fprintf(fs.Output(), "Usage: edgectl %s %s\n\nFlags:\n", name, synopsis)
 		fs.PrintDefaults()
 	}
@@ -124,7 +130,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printHelp(stdout)
 		return exitOK
 	case "-version", "--version", "version":
-		fmt.Fprintf(stdout, "edgectl %s\n", versionString())
+		fmt.Fprintf(stdout, "edgectl %s\n", buildinfo.String(version))
 		return exitOK
 	}
 	i := slices.IndexFunc(commands, func(c command) bool { return c.name == args[0] })
@@ -159,17 +165,4 @@ func printHelp(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nAlso: edgectl --version\nExit status: 0 ok, 1 operation failed, 2 usage error.\n")
-}
-
-func versionString() string {
-	s := version
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		s += " " + bi.GoVersion
-		for _, kv := range bi.Settings {
-			if kv.Key == "vcs.revision" && len(kv.Value) >= 12 {
-				s += " " + kv.Value[:12]
-			}
-		}
-	}
-	return s
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"github.com/edgedhq/edged/edge"
 	"io"
 	"log/slog"
 	"net"
@@ -22,6 +23,12 @@ import (
 // reporter and serves the admin routes on 127.0.0.1; it returns the URL.
 func liveAdmin(t *testing.T) string {
 	t.Helper()
+	return liveAdminWith(t, obs.Options{})
+}
+
+// liveAdminWith is liveAdmin with more sources in the reporter's options.
+func liveAdminWith(t *testing.T, opt obs.Options) string {
+	t.Helper()
 	e, err := netpoll.New(netpoll.Config{Addr: "127.0.0.1:0", Loops: 2, Handler: netpoll.Echo{}, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +38,9 @@ func liveAdmin(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	r, err := obs.New(obs.Options{LoopStats: e.Stats, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Interval: 50 * time.Millisecond})
+	opt.LoopStats, opt.Interval = e.Stats, 50*time.Millisecond
+	opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	r, err := obs.New(opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,6 +237,10 @@ func TestRenderStatsGolden(t *testing.T) {
 			{Name: "bytes_in", Unit: "B/s", Counter: true, Value: 1.5 * (1 << 20), Total: 3 << 30, Avg1: 1 << 20, Avg10: 512 << 10, Avg100: 1000},
 			{Name: "messages_in", Unit: "/s", Counter: true, Value: 2500.5, Total: 123456, Avg1: 2400, Avg10: 2000, Avg100: 100},
 			{Name: "loop0_util", Unit: "ratio", Value: 0.42, Avg1: 0.4, Avg10: 0.3, Avg100: 0.2},
+			{Name: "closes_disconnect", Unit: "/s", Counter: true, Value: 2, Total: 40, Avg1: 2, Avg10: 1, Avg100: 0.5},
+			{Name: "closes_keepalive", Unit: "/s", Counter: true},
+			{Name: "tcp_curr_estab", Value: 10230, Avg1: 10230, Avg10: 10000, Avg100: 9000},
+			{Name: "tcp_retrans_segs", Unit: "/s", Counter: true, Value: 3, Total: 77, Avg1: 3, Avg10: 2, Avg100: 1},
 		},
 		Loops: []obs.LoopView{
 			{Loop: 0, Conns: 5001, AcceptsPerS: 12, Util: 0.42, QueuedBytes: 3 << 20, QueueLen: 7},
@@ -240,11 +253,40 @@ func TestRenderStatsGolden(t *testing.T) {
 		Alarms: []obs.Alarm{{Kind: "inbox", Name: "alice", Len: 1500, Threshold: 1000, Since: at.Add(-time.Minute)}},
 	}
 	var b strings.Builder
-	renderStats(&b, &s, "http://127.0.0.1:9090")
+	renderStats(&b, &s, "http://127.0.0.1:9090", false)
 	golden(t, "stats-render.golden", []byte(b.String()))
 	var e strings.Builder
-	renderStats(&e, &obs.Snapshot{Time: at, IntervalS: 1}, "http://127.0.0.1:9090")
+	renderStats(&e, &obs.Snapshot{Time: at, IntervalS: 1}, "http://127.0.0.1:9090", false)
 	golden(t, "stats-render-empty.golden", []byte(e.String()))
+	var top strings.Builder
+	renderStats(&top, &s, "http://127.0.0.1:9090", true)
+	golden(t, "top-render.golden", []byte(top.String()))
+}
+
+// TestTopFitsATerminal: a top frame from a live server with traffic and
+// every figure edged reports (the edge server's counters, every close
+// reason among them, and the host's TCP) fits 40 rows, with room for the
+// shell prompt.
+func TestTopFitsATerminal(t *testing.T) {
+	srv, err := edge.New(edge.Config{Addr: "127.0.0.1:0", Loops: 1, Auth: edge.AuthLoopbackAnonymous, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(srv.Counters()) < 10 {
+		t.Fatalf("the edge server reports %d counters; the test wants its full set", len(srv.Counters()))
+	}
+	admin := liveAdminWith(t, obs.Options{Counters: srv.Counters, Gauges: srv.Gauges})
+	out, errOut, code := edgectl("top", "--once", "--admin", admin)
+	if code != 0 {
+		t.Fatalf("top --once: exit %d: %s", code, errOut)
+	}
+	if n := strings.Count(out, "\n"); n > 38 {
+		t.Fatalf("a top frame is %d lines, over 38:\n%s", n, out)
+	}
+	full, _, _ := edgectl("stats", "--admin", admin)
+	if !strings.Contains(full, "HOST-WIDE TCP") && strings.Contains(full, "tcp_") {
+		t.Fatalf("stats mixes host-wide TCP with edged's figures:\n%s", full)
+	}
 }
 
 // TestObsNotAReporter: a server whose /stats is something else is an
@@ -263,6 +305,18 @@ func TestObsNotAReporter(t *testing.T) {
 		_, errOut, code := edgectl(append(args, "--admin", ln.Addr().String())...)
 		if code != exitFailed || !strings.Contains(errOut, "no activity figures") {
 			t.Fatalf("edgectl %v: exit %d, %q", args, code, errOut)
+		}
+	}
+}
+
+// TestBadFlagIsShort: a bad flag says what is wrong and where help is, not
+// the whole flag list.
+func TestBadFlagIsShort(t *testing.T) {
+	for _, args := range [][]string{{"top", "--bogus"}, {"stats", "--bogus"}, {"tune", "plan", "--bogus"}} {
+		_, errOut, code := edgectl(args...)
+		if code != exitUsage || strings.Count(errOut, "\n") > 2 || !strings.Contains(errOut, "--help' for usage") ||
+			!strings.Contains(errOut, "flag provided but not defined: -bogus") {
+			t.Fatalf("edgectl %v: exit %d, stderr:\n%s", args, code, errOut)
 		}
 	}
 }

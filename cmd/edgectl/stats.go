@@ -137,7 +137,7 @@ func runStats(ctx *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	renderStats(ctx.stdout, s, c.base)
+	renderStats(ctx.stdout, s, c.base, false)
 	return nil
 }
 
@@ -154,18 +154,87 @@ func (c *adminClient) snapshot() (*obs.Snapshot, error) {
 }
 
 // renderStats writes the human view of a snapshot: edgectl stats prints it
-// once, edgectl top every second.
-func renderStats(w io.Writer, s *obs.Snapshot, from string) {
+// once (every figure), edgectl top every second in a frame that fits a
+// 40-row terminal (compact: loop utilisation only in the loop table, close
+// reasons on one line, host-wide TCP on one line, the five longest queues).
+// Host-wide TCP counters (/proc/net) count every process's sockets, so they
+// stand apart from edged's own figures in both views.
+func renderStats(w io.Writer, s *obs.Snapshot, from string, compact bool) {
 	fmt.Fprintf(w, "edged %s  %s  sample %d every %gs (took %.0fµs)  alarms %d (fired %d)\n\n",
 		from, s.Time.UTC().Format(time.RFC3339), s.Samples, s.IntervalS, s.SampleCostUs, len(s.Alarms), s.AlarmsFired)
-	// Right-aligned numbers; the names are padded so they read left-aligned.
-	nameW := len("FIGURE")
+	var own, host, closes []obs.Figure
+	zeros := 0
 	for _, f := range s.Figures {
+		switch {
+		case strings.HasPrefix(f.Name, "tcp_"):
+			host = append(host, f)
+		case compact && strings.HasPrefix(f.Name, "closes_"):
+			closes = append(closes, f)
+		case compact && (strings.HasPrefix(f.Name, "loop") && strings.HasSuffix(f.Name, "_util") || topShownElsewhere[f.Name]):
+			// in the loop table or the header
+		case compact && f.Counter && f.Total == 0:
+			zeros++
+		default:
+			own = append(own, f)
+		}
+	}
+	figureTable(w, "FIGURE", own)
+	if compact {
+		if zeros > 0 {
+			fmt.Fprintf(w, "(%d counters still at 0 not shown: edgectl stats lists every figure)\n", zeros)
+		}
+		var b strings.Builder
+		for _, f := range closes {
+			if f.Total > 0 {
+				fmt.Fprintf(&b, "  %s %s/s (%s)", strings.TrimPrefix(f.Name, "closes_"), human(f.Value, ""), human(f.Total, ""))
+			}
+		}
+		if b.Len() > 0 || len(host) > 0 {
+			fmt.Fprintln(w)
+		}
+		if b.Len() > 0 {
+			fmt.Fprintf(w, "closed by reason, now/s (total):%s\n", b.String())
+		}
+		if len(host) > 0 {
+			fmt.Fprint(w, "host-wide TCP, every process (/proc/net):")
+			for _, f := range host {
+				if !topHostTCP[f.Name] {
+					continue
+				}
+				v := human(f.Value, f.Unit)
+				if f.Counter {
+					v = human(f.Value, "") + "/s"
+				}
+				fmt.Fprintf(w, "  %s %s", strings.TrimPrefix(f.Name, "tcp_"), v)
+			}
+			fmt.Fprintln(w)
+		}
+	} else if len(host) > 0 {
+		fmt.Fprintln(w)
+		figureTable(w, "HOST-WIDE TCP (every process, /proc/net)", host)
+	}
+	renderLoopsAndQueues(w, s, compact)
+}
+
+// topShownElsewhere are the figures a top frame leaves out of its figure
+// table because the loop table or the header shows them.
+var topShownElsewhere = map[string]bool{"conns": true, "loop_queued_bytes": true, "loop_queue_len": true, "alarms": true}
+
+// topHostTCP are the host-wide TCP figures a top frame shows on its one
+// line: the ones that say a host is in trouble.
+var topHostTCP = map[string]bool{"tcp_curr_estab": true, "tcp_listen_overflows": true, "tcp_listen_drops": true,
+	"tcp_retrans_segs": true, "tcp_timeouts": true}
+
+// figureTable writes figures as a table of right-aligned numbers under a
+// left-aligned name column headed title.
+func figureTable(w io.Writer, title string, figs []obs.Figure) {
+	nameW := len(title)
+	for _, f := range figs {
 		nameW = max(nameW, len(f.Name))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "%-*s\tNOW\tAVG 1s\tAVG 10s\tAVG 100s\tTOTAL\t\n", nameW, "FIGURE")
-	for _, f := range s.Figures {
+	fmt.Fprintf(tw, "%-*s\tNOW\tAVG 1s\tAVG 10s\tAVG 100s\tTOTAL\t\n", nameW, title)
+	for _, f := range figs {
 		total := ""
 		if f.Counter {
 			total = human(f.Total, strings.TrimSuffix(f.Unit, "/s"))
@@ -177,6 +246,13 @@ func renderStats(w io.Writer, s *obs.Snapshot, from string) {
 			human(f.Avg10, f.Unit), human(f.Avg100, f.Unit), total)
 	}
 	tw.Flush()
+}
+
+// topQueues is how many queues a compact (top) frame lists.
+const topQueues = 5
+
+func renderLoopsAndQueues(w io.Writer, s *obs.Snapshot, compact bool) {
+	var tw *tabwriter.Writer
 	if len(s.Loops) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -193,7 +269,11 @@ func renderStats(w io.Writer, s *obs.Snapshot, from string) {
 	} else {
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(tw, "QUEUE\tKIND\tLEN\tDRAIN/s\tDRAINED IN\tALARM\n")
-		for _, q := range s.TopQueues {
+		qs := s.TopQueues
+		if compact && len(qs) > topQueues {
+			qs = qs[:topQueues]
+		}
+		for _, q := range qs {
 			eta := "-"
 			if q.ETAS >= 0 {
 				eta = (time.Duration(q.ETAS * float64(time.Second))).Round(100 * time.Millisecond).String()
@@ -206,7 +286,11 @@ func renderStats(w io.Writer, s *obs.Snapshot, from string) {
 		}
 		tw.Flush()
 	}
-	for _, a := range s.Alarms {
+	for i, a := range s.Alarms {
+		if compact && i == topQueues {
+			fmt.Fprintf(w, "... and %d more alarms (edgectl stats lists them all)\n", len(s.Alarms)-i)
+			break
+		}
 		fmt.Fprintf(w, "ALARM %s %s: %d >= %d since %s\n", a.Kind, a.Name, a.Len, a.Threshold, a.Since.UTC().Format(time.RFC3339))
 	}
 }

@@ -52,7 +52,7 @@ func runTop(ctx *env, args []string) error {
 		} else if frame > 1 {
 			ctx.stdout.Write([]byte("\n"))
 		}
-		renderStats(ctx.stdout, s, c.base)
+		renderStats(ctx.stdout, s, c.base, true)
 		if *count > 0 && frame >= *count {
 			return nil
 		}

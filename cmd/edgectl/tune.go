@@ -31,7 +31,7 @@ func tuneHelp(ctx *env) {
 	for _, v := range tuneVerbs {
 		fmt.Fprintf(w, "  %-9s %s\n", v.name, v.summary)
 	}
-	fmt.Fprintf(w, "\nProfiles: %s (auto needs --conns).\n", strings.Join(tuning.Names(), ", "))
+	fmt.Fprintf(w, "\nProfiles: %s (auto without --conns: 2M connections per 100 GiB of RAM, the seed host's ratio).\n", strings.Join(tuning.Names(), ", "))
 	fmt.Fprintf(w, "Run edgectl tune VERB --help for its flags.\n")
 }
 
@@ -59,7 +59,7 @@ func runTune(ctx *env, args []string) error {
 	fs := ctx.flags("tune "+verb, "[flags]")
 	if verb != "rollback" {
 		fs.StringVar(&o.profile, "profile", "", "profile `NAME`: "+strings.Join(tuning.Names(), ", ")+" (required)")
-		fs.Int64Var(&o.conns, "conns", 0, "connection target `N` (overrides the profile's; required by auto)")
+		fs.Int64Var(&o.conns, "conns", 0, "connection target `N` (overrides the profile's; auto without it: 2M per 100 GiB of RAM)")
 	} else {
 		// Accepted so "tune VERB --profile NAME" works for every verb; the
 		// state file alone decides what is restored.

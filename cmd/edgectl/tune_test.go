@@ -29,7 +29,7 @@ func TestTuneExitCodes(t *testing.T) {
 		{"stray argument", []string{"tune", "plan", "--profile", "dev", "--root", fakeDev, "extra"}, exitUsage, `unexpected argument "extra"`},
 		{"missing profile", []string{"tune", "plan", "--root", fakeDev}, exitUsage, "--profile is required"},
 		{"unknown profile", []string{"tune", "plan", "--profile", "huge", "--root", fakeDev}, exitUsage, "unknown profile"},
-		{"auto without conns", []string{"tune", "plan", "--profile", "auto", "--root", fakeDev}, exitUsage, "--conns is required"},
+		{"auto without conns", []string{"tune", "plan", "--profile", "auto", "--root", fakeDev}, exitOK, ""},
 		{"negative conns", []string{"tune", "plan", "--profile", "dev", "--conns", "-3", "--root", fakeDev}, exitUsage, "bad connection target"},
 		{"conns not a number", []string{"tune", "plan", "--profile", "dev", "--conns", "many"}, exitUsage, "invalid value"},
 		{"unknown format", []string{"tune", "export", "--profile", "dev", "--format", "yaml", "--root", fakeDev}, exitUsage, `unknown --format "yaml"`},

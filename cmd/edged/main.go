@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/edgedhq/edged/internal/buildinfo"
 	"io"
 	"log/slog"
 	"net"
@@ -106,7 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 			usage(stdout, fs)
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "edged: %v\nRun 'edged --help' for usage.\n", err)
+		fmt.Fprintf(stderr, "edged: %v\nRun 'edged --help' for usage.\n", explainFlagErr(fs, err))
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
@@ -114,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		return exitUsage
 	}
 	if o.version {
-		fmt.Fprintf(stdout, "edged %s %s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		fmt.Fprintf(stdout, "edged %s\n", buildinfo.String(version))
 		return exitOK
 	}
 	if o.config != "" {
@@ -291,7 +292,7 @@ func loadConfig(fs *flag.FlagSet, path string) error {
 			continue
 		}
 		if err := fs.Set(k, v); err != nil {
-			return fmt.Errorf("read config %s:%d: %s: %w", path, n, k, err)
+			return fmt.Errorf("read config %s:%d: %w", path, n, explainValue(fs, k, v, err))
 		}
 	}
 	if err := sc.Err(); err != nil {

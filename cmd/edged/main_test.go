@@ -30,6 +30,8 @@ func TestUsageErrors(t *testing.T) {
 	os.WriteFile(short, []byte("tooshort\n"), 0o600)
 	badcfg := filepath.Join(dir, "bad.conf")
 	os.WriteFile(badcfg, []byte("listen=127.0.0.1:0\nno-such-key=1\n"), 0o600)
+	badval := filepath.Join(dir, "badval.conf")
+	os.WriteFile(badval, []byte("# limits\ninflight=lots\n"), 0o600)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -37,7 +39,9 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown flag", []string{"--bogus"}, 2, "flag provided but not defined: -bogus"},
-		{"bad value", []string{"--inflight", "many"}, 2, "invalid value \"many\""},
+		{"bad value", []string{"--inflight", "many"}, 2, `--inflight "many": want a whole number, e.g. 32`},
+		{"bad duration", []string{"--handshake-timeout", "5"}, 2, `--handshake-timeout "5": want a duration`},
+		{"bad config value", []string{"--config", badval}, 2, "badval.conf:2: inflight=lots: want a whole number, e.g. 32"},
 		{"stray argument", []string{"serve"}, 2, "unexpected argument \"serve\""},
 		{"public without secret", []string{"--listen", "0.0.0.0:0"}, 2, "clients need tokens off loopback"},
 		{"short secret", []string{"--secret-file", short}, 2, "shorter than 16 bytes"},

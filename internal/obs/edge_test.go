@@ -83,9 +83,13 @@ func TestEdgeEndToEnd(t *testing.T) {
 	if v, ok := metricValue(m, "edged_messages_in_total"); !ok || v < n {
 		t.Fatalf("edged_messages_in_total = %v (%v), want >= %d", v, ok, n)
 	}
-	if v, ok := metricValue(m, "edged_closes_disconnect_total"); !ok || v < 1 {
-		t.Fatalf("edged_closes_disconnect_total = %v (%v), want >= 1", v, ok)
+	if v, ok := metricValue(m, `edged_closes_total{reason="disconnect"}`); !ok || v < 1 {
+		t.Fatalf(`edged_closes_total{reason="disconnect"} = %v (%v), want >= 1`, v, ok)
 	}
+	if _, ok := metricValue(m, "edged_connections"); !ok {
+		t.Fatal("/metrics lacks edged_connections")
+	}
+	lintMetrics(t, m)
 	code, body := httpDo(t, "GET", base+"/obs/stats", "")
 	if code != 200 || !strings.Contains(body, `"messages_in"`) || !strings.Contains(body, `"published": 200`) {
 		t.Fatalf("/obs/stats: %d %.400s", code, body)

@@ -3,6 +3,7 @@ package obs
 import (
 	"bufio"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"io"
 	"net"
 	"net/http"
@@ -160,5 +161,18 @@ func waitFor(t testing.TB, what string, bound time.Duration, cond func() bool) {
 			t.Fatalf("timed out after %v waiting for %s", bound, what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// lintMetrics fails t for every problem the Prometheus client library's
+// linter (the one behind `promtool check metrics`) finds in a /metrics body.
+func lintMetrics(t testing.TB, text string) {
+	t.Helper()
+	problems, err := promlint.New(strings.NewReader(text)).Lint()
+	if err != nil {
+		t.Fatalf("lint /metrics: %v", err)
+	}
+	for _, p := range problems {
+		t.Errorf("/metrics: %s: %s", p.Metric, p.Text)
 	}
 }

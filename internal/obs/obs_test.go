@@ -3,6 +3,7 @@ package obs
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -291,13 +292,12 @@ func TestMetricsMoveWithLoad(t *testing.T) {
 		series       string
 		before, want float64 // after must be >= want
 	}{
-		{"edged_conns", nconn, nconn},
-		{"edged_bytes_in_total", 0, want},
-		{"edged_bytes_out_total", 0, want},
+		{"edged_received_bytes_total", 0, want},
+		{"edged_sent_bytes_total", 0, want},
 		{"edged_messages_in_total", 0, nconn * msgs},
-		{"edged_bytes_in_per_second", 0, 1},
 		{`edged_loop_connections{loop="0"}`, 0, 0},
-		{"edged_goroutines", 1, 1},
+		{`edged_cpu_seconds_total{mode="user"}`, 0, 0},
+		{"go_goroutines", 1, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.series, func(t *testing.T) {
@@ -311,6 +311,15 @@ func TestMetricsMoveWithLoad(t *testing.T) {
 			}
 		})
 	}
+	var live float64
+	for i := range 2 {
+		v, _ := metricValue(after, fmt.Sprintf(`edged_loop_connections{loop="%d"}`, i))
+		live += v
+	}
+	if live != nconn {
+		t.Fatalf("edged_loop_connections sum to %v, want %d", live, nconn)
+	}
+	lintMetrics(t, after)
 	code, body := httpDo(t, "GET", base+"/stats?history=5", "")
 	var s Snapshot
 	if err := json.Unmarshal([]byte(body), &s); code != 200 || err != nil {

@@ -70,6 +70,9 @@ def host(name, cpus, mem_kb, tcp_mem, nics, dropin=None):
             irq += 1
     lines.append("NMI:" + "".join("%10d " % 0 for _ in range(cpus)) + "  Non-maskable interrupts\n")
     w(root, "proc/interrupts", header + "".join(lines))
+    # systemd's runtime directory (sd_booted(3)); a file in it, as git does
+    # not keep empty directories.
+    w(root, "run/systemd/system/.keep", "")
     if dropin:
         w(root, "etc/systemd/system/edged.service.d/50-edgectl-tune.conf", dropin)
 
