@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -41,11 +42,40 @@ type client struct {
 	idb        [64]byte
 }
 
+// idLong in client.idn marks a client id longer than the inline idb: the
+// id is in longIDs instead.
+const idLong = 0xFF
+
+// longIDs holds the client ids longer than client.idb (MQTT allows up to
+// 65,535 bytes; fleets rarely use more than 64): the record stays
+// pointer-free and only such clients pay for a map entry. An entry exists
+// exactly while its record is live with idn == idLong: registry.lock adds
+// it under the shard mutex, registry.release deletes it under the shard
+// mutex, so a reader that found the record live may read it. mu is a leaf
+// lock.
+var longIDs struct {
+	mu sync.RWMutex
+	m  map[*client][]byte
+}
+
 // idBytes returns the client id; valid while the record is live.
-func (c *client) idBytes() []byte { return c.idb[:c.idn] }
+func (c *client) idBytes() []byte {
+	if c.idn == idLong {
+		longIDs.mu.RLock()
+		id := longIDs.m[c]
+		longIDs.mu.RUnlock()
+		return id
+	}
+	return c.idb[:c.idn]
+}
 
 // name returns a copy of the client id.
-func (c *client) name() string { return string(c.idb[:c.idn]) }
+func (c *client) name() string { return string(c.idBytes()) }
+
+// profileID reports whether the client id is a messaging-profile user id
+// ([0-9A-Za-z_.-], 1-64 bytes): only such a client has an addressable inbox
+// (u/<id>/...), presence, and may publish profile messages.
+func (c *client) profileID() bool { return c.idn != idLong && validIDBytes(c.idb[:c.idn]) }
 
 type subRef struct {
 	filter string
@@ -265,14 +295,14 @@ func (sh *shard) remove(pos int) {
 
 // lock returns the client for id locked, creating it if create is set; nil
 // if it does not exist and create is false, or if the table is full. id
-// must be a valid id (at most 64 bytes).
+// may be any client id (long ids go to longIDs).
 func (r *registry) lock(id []byte, create bool) *client {
 	h := hashID(id)
 	sh := r.shardOf(h)
 	sh.mu.Lock()
 	pos, c := r.find(sh, h, id)
 	if c == nil {
-		if !create || len(id) > len(c.idb) {
+		if !create || len(id) == 0 || len(id) > 65535 {
 			sh.mu.Unlock()
 			return nil
 		}
@@ -281,7 +311,17 @@ func (r *registry) lock(id []byte, create bool) *client {
 			sh.mu.Unlock()
 			return nil
 		}
-		c.idn = uint8(copy(c.idb[:], id))
+		if len(id) <= len(c.idb) {
+			c.idn = uint8(copy(c.idb[:], id))
+		} else {
+			c.idn = idLong
+			longIDs.mu.Lock()
+			if longIDs.m == nil {
+				longIDs.m = make(map[*client][]byte)
+			}
+			longIDs.m[c] = bytes.Clone(id)
+			longIDs.mu.Unlock()
+		}
 		if (sh.n+1)*4 > len(sh.slots)*3 {
 			r.grow(sh)
 			pos, _ = r.find(sh, h, id)
@@ -386,7 +426,7 @@ func (r *registry) release(c *client, gen uint32) {
 		panic("edge: registry invariant broken: a live client is missing from its shard")
 	}
 	sh.remove(pos)
-	if c.lastSeen != 0 {
+	if c.lastSeen != 0 && c.profileID() { // only profile users have presence
 		if len(sh.seen) >= seenPerShard { // bounded: forget an arbitrary old user
 			for k := range sh.seen {
 				delete(sh.seen, k)
@@ -394,6 +434,11 @@ func (r *registry) release(c *client, gen uint32) {
 			}
 		}
 		sh.seen[id] = c.lastSeen
+	}
+	if c.idn == idLong {
+		longIDs.mu.Lock()
+		delete(longIDs.m, c)
+		longIDs.mu.Unlock()
 	}
 	c.dead = true
 	c.gen++

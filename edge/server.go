@@ -331,9 +331,9 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 			}
 			id = strconv.AppendUint(append(ls.topic[:0], "anon-"...), s.anonSeq.Add(1), 10)
 		}
-		if !validIDBytes(id) {
-			return s.refuse(c, ls, mqtt.ConnRefusedIdentifierRejected)
-		}
+		// Any client id the codec accepted (valid UTF-8 without U+0000,
+		// 1-65,535 bytes) is a plain MQTT client; only a profile id
+		// ([0-9A-Za-z_.-], 1-64) also has an inbox and presence.
 	} else {
 		if !cp.UsernameFlag || !cp.PasswordFlag {
 			return s.refuse(c, ls, mqtt.ConnRefusedBadUsernamePassword)
@@ -393,7 +393,11 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	c.Write(mqtt.AppendConnack(ls.out[:0], present, mqtt.ConnAccepted))
 	s.pump(c, cl)
 	cl.trimExt()
-	userID := cl.name()
+	profile := cl.profileID()
+	userID := ""
+	if profile {
+		userID = cl.name()
+	}
 	cl.mu.Unlock()
 	if old != 0 {
 		s.eng.Post(old, netpoll.Message{Kind: msgTakeover})
@@ -401,7 +405,9 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	if cp.KeepAlive == 0 {
 		c.SetDeadline(0)
 	}
-	s.presence(ls, userID, nil)
+	if profile {
+		s.presence(ls, userID, nil)
+	}
 	return reasonOK
 }
 
@@ -485,10 +491,16 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		return ReasonTakeover
 	}
 	ls.from = append(ls.from[:0], cl.idBytes()...)
+	profile := cl.profileID()
 	cl.mu.Unlock()
 	from := ls.from
 	switch {
 	case profileTopic(topic):
+		if !profile {
+			// A client id that is not a user id cannot be stamped as
+			// a sender: refused like any unauthorized PUBLISH.
+			return ReasonNotAuthorized
+		}
 		rest := topic[2:]
 		switch topic[0] {
 		case 'u':
@@ -786,6 +798,9 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 		rest := filter[2:]
 		switch filter[0] {
 		case 'u': // only one's own inbox, which is implicit
+			if !cl.profileID() {
+				return mqtt.SubackFailure // no inbox
+			}
 			me := cl.idBytes()
 			own := bytes.HasPrefix(rest, me) && (len(rest) == len(me) || rest[len(me)] == '/')
 			if !own {
@@ -918,12 +933,14 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 	}
 	cl.box().trim()
 	cl.trimExt()
-	id, gen := cl.name(), cl.gen
+	id, gen, profile := cl.name(), cl.gen, cl.profileID()
 	cl.mu.Unlock()
 	if w != nil && r != ReasonDisconnect {
 		s.publishGeneric(ls, []byte(w.topic), w.payload, w.qos, w.retain)
 	}
-	s.presence(ls, id, &now)
+	if profile {
+		s.presence(ls, id, &now)
+	}
 	s.reg.release(cl, gen)
 }
 
