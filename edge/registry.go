@@ -32,6 +32,7 @@ type client struct {
 	idx      uint32 // index in the registry
 	gen      uint32 // bumped at each release
 	epoch    uint32 // bumped by every CONNECT that takes the session; never reset
+	made     uint32 // unix seconds of the first message stored since the record was made (inbox expiry)
 	nextPID  uint16
 	idn      uint8
 	dead     bool // released
@@ -365,7 +366,7 @@ func (r *registry) alloc() *client {
 	c.mu.Lock()
 	c.idx = idx
 	c.owner.Store(0)
-	c.handle, c.lastSeen, c.xi = 0, 0, 0
+	c.handle, c.lastSeen, c.xi, c.made = 0, 0, 0, 0
 	c.nextPID, c.idn, c.dead, c.kick, c.persistent = 0, 0, false, false, false
 	return c
 }
@@ -382,6 +383,20 @@ func (r *registry) at(idx uint32) *client {
 		return nil
 	}
 	return &ch[idx&(chunkSize-1)]
+}
+
+// known reports whether user has a record or a last-seen time: a user the
+// server has seen, for whom an inbox may be made without the new-inbox rate.
+func (r *registry) known(user []byte) bool {
+	h := hashID(user)
+	sh := r.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, c := r.find(sh, h, user); c != nil {
+		return true
+	}
+	_, ok := sh.seen[string(user)]
+	return ok
 }
 
 // presence returns whether user is online and when it was last seen; known
@@ -490,11 +505,18 @@ func (e *entry) topic() []byte {
 // acknowledged entries are removed from the middle by shifting the sent
 // prefix, so order is kept without holes. An empty inbox of an offline
 // client holds no memory.
+//
+// bytes is the memory the inbox holds (heldSize of each entry, plus
+// inboxOverhead while it is not empty), not the bytes its packets use: a
+// 33 KiB message holds a 64 KiB buffer. Every change to bytes is added to
+// *acct as well (the server's store total), so that the sum of all inboxes
+// is known without a scan; acct is set by the first push.
 type inbox struct {
 	items []entry
 	head  int
 	nsent int
 	bytes int
+	acct  *atomic.Int64
 }
 
 func (q *inbox) len() int {
@@ -503,12 +525,32 @@ func (q *inbox) len() int {
 	}
 	return len(q.items) - q.head
 }
-func (q *inbox) at(i int) *entry { return &q.items[q.head+i] }
-func (q *inbox) full(max, maxBytes, n int) bool {
+
+// held returns the bytes q holds (0 for nil).
+func (q *inbox) held() int {
 	if q == nil {
-		return n > maxBytes
+		return 0
 	}
-	return q.len() >= max || q.bytes+n > maxBytes
+	return q.bytes
+}
+
+func (q *inbox) at(i int) *entry { return &q.items[q.head+i] }
+
+// full reports whether a PUBLISH of n encoded bytes does not fit under the
+// bounds of max entries and maxBytes held.
+func (q *inbox) full(max, maxBytes, n int) bool {
+	add := heldSize(n)
+	if q.len() == 0 {
+		add += inboxOverhead
+	}
+	return q.len() >= max || q.held()+add > maxBytes
+}
+
+func (q *inbox) account(d int) {
+	q.bytes += d
+	if q.acct != nil {
+		q.acct.Add(int64(d))
+	}
 }
 
 func (q *inbox) push(e entry) {
@@ -521,14 +563,18 @@ func (q *inbox) push(e entry) {
 		q.items = q.items[:n]
 		q.head = 0
 	}
+	d := bufCap(cap(*e.buf)) + entryOverhead
+	if q.len() == 0 {
+		d += inboxOverhead
+	}
 	q.items = append(q.items, e)
-	q.bytes += len(*e.buf)
+	q.account(d)
 }
 
 // remove deletes entry i (0 = front), keeping order, and frees its buffer.
 func (q *inbox) remove(i int) {
 	e := q.items[q.head+i]
-	q.bytes -= len(*e.buf)
+	d := bufCap(cap(*e.buf)) + entryOverhead
 	putBuf(e.buf)
 	copy(q.items[q.head+1:q.head+i+1], q.items[q.head:q.head+i])
 	q.items[q.head] = entry{}
@@ -539,7 +585,9 @@ func (q *inbox) remove(i int) {
 	if q.head == len(q.items) {
 		q.items = q.items[:0]
 		q.head = 0
+		d += inboxOverhead
 	}
+	q.account(-d)
 }
 
 // findSent returns the index of the in-flight entry with packet id pid, or -1.
@@ -569,15 +617,24 @@ func (q *inbox) unsend() {
 
 // dropGeneric removes the non-durable entries (a clean session ended).
 func (q *inbox) dropGeneric() {
+	q.drop(func(e *entry) bool { return e.flags&fDurable == 0 })
+}
+
+// drop removes the entries for which fn returns true, keeping order, and
+// returns how many; fn may read the entry (its buffer is freed after).
+func (q *inbox) drop(fn func(e *entry) bool) int {
 	if q == nil {
-		return
+		return 0
 	}
+	had := q.len() > 0
+	d, n := 0, 0
 	w := q.head
 	for r := q.head; r < len(q.items); r++ {
 		e := q.items[r]
-		if e.flags&fDurable == 0 {
-			q.bytes -= len(*e.buf)
+		if fn(&e) {
+			d += bufCap(cap(*e.buf)) + entryOverhead
 			putBuf(e.buf)
+			n++
 			continue
 		}
 		q.items[w] = e
@@ -586,7 +643,12 @@ func (q *inbox) dropGeneric() {
 	clear(q.items[w:])
 	q.items = q.items[:w]
 	q.nsent = 0
+	if had && q.len() == 0 {
+		d += inboxOverhead
+	}
+	q.account(-d)
 	q.trim()
+	return n
 }
 
 // trim releases the backing array of an empty inbox.
@@ -595,10 +657,12 @@ func (q *inbox) trim() {
 		return
 	}
 	if q.len() == 0 {
+		if q.bytes != 0 {
+			panic("edge: inbox invariant broken: an empty inbox holds bytes")
+		}
 		q.items = nil
 		q.head = 0
 		q.nsent = 0
-		q.bytes = 0
 	}
 }
 
@@ -607,7 +671,8 @@ func (q *inbox) freeAll() {
 	for i := q.head; i < len(q.items); i++ {
 		putBuf(q.items[i].buf)
 	}
-	q.items, q.head, q.nsent, q.bytes = nil, 0, 0, 0
+	q.account(-q.bytes)
+	q.items, q.head, q.nsent = nil, 0, 0
 }
 
 func (c *client) String() string { return fmt.Sprintf("client %q", c.idBytes()) }
