@@ -72,27 +72,43 @@ func (s *Server) Mux() *http.ServeMux {
 
 // Stats is a snapshot of the server's counters.
 type Stats struct {
-	Connections  int64             `json:"connections"`
-	Clients      int64             `json:"clients"`
-	Published    uint64            `json:"published"`
-	Stored       uint64            `json:"stored"`
-	InboxFull    uint64            `json:"inbox_full"`
-	Dropped      uint64            `json:"dropped"`
-	RetainedFull uint64            `json:"retained_full"`
-	Closes       map[string]uint64 `json:"closes"`
+	Connections  int64  `json:"connections"`
+	Clients      int64  `json:"clients"`
+	Published    uint64 `json:"published"`
+	Stored       uint64 `json:"stored"`
+	InboxFull    uint64 `json:"inbox_full"`
+	Dropped      uint64 `json:"dropped"`
+	RetainedFull uint64 `json:"retained_full"`
+	// StoreBytes is the memory held by inboxes and retained messages
+	// (what Config.StoreMaxBytes caps); StoreMaxBytes is the cap.
+	StoreBytes     int64             `json:"store_bytes"`
+	StoreMaxBytes  int64             `json:"store_max_bytes"`
+	StoreFull      uint64            `json:"store_full"`
+	NewInboxRate   uint64            `json:"new_inbox_rate"`
+	NoticesDropped uint64            `json:"notices_dropped"`
+	Expired        uint64            `json:"expired"`
+	Purged         uint64            `json:"purged"`
+	Closes         map[string]uint64 `json:"closes"`
 }
 
 // Stats returns a snapshot of the server's counters.
 func (s *Server) Stats() Stats {
 	return Stats{
-		Connections:  s.conns.Load(),
-		Clients:      s.reg.count.Load(),
-		Published:    s.stats.published.Load(),
-		Stored:       s.stats.stored.Load(),
-		InboxFull:    s.stats.inboxFull.Load(),
-		Dropped:      s.stats.dropped.Load(),
-		RetainedFull: s.stats.retainedFull.Load(),
-		Closes:       s.closes.snapshot(),
+		Connections:    s.conns.Load(),
+		Clients:        s.reg.count.Load(),
+		Published:      s.stats.published.Load(),
+		Stored:         s.stats.stored.Load(),
+		InboxFull:      s.stats.inboxFull.Load(),
+		Dropped:        s.stats.dropped.Load(),
+		RetainedFull:   s.stats.retainedFull.Load(),
+		StoreBytes:     s.held.Load(),
+		StoreMaxBytes:  s.cfg.StoreMaxBytes,
+		StoreFull:      s.stats.storeFull.Load(),
+		NewInboxRate:   s.stats.newInboxRate.Load(),
+		NoticesDropped: s.stats.notices.Load(),
+		Expired:        s.stats.expired.Load(),
+		Purged:         s.stats.purged.Load(),
+		Closes:         s.closes.snapshot(),
 	}
 }
 

@@ -637,10 +637,8 @@ func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, gr
 		res = storeNoRoom
 	case !s.storeRoom(cl, n):
 		res = storeNoRoom
-		s.stats.storeFull.Add(1)
 	case cl.box().full(max, maxBytes, n):
 		res = storeNotified
-		s.stats.inboxFull.Add(1)
 	}
 	if res == storeOK {
 		if cl.made == 0 {
@@ -660,8 +658,13 @@ func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, gr
 	case kind == 'd' || kind == 'e':
 		s.stats.notices.Add(1)
 		return storeNotified
-	case res == storeNoRoom && kind != 'g':
-		return storeNoRoom
+	case res == storeNoRoom:
+		s.stats.storeFull.Add(1)
+		if kind != 'g' {
+			return storeNoRoom
+		}
+	default:
+		s.stats.inboxFull.Add(1)
 	}
 	// The notice goes to the sender: u/<from>/e/<to>/<mid>.
 	s.storeDirect(ls, nil, 'e', from, bytes.Clone(to), nil, mid, inboxFull)
