@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 )
 
 // AdminHandler returns the admin HTTP API:
@@ -14,6 +15,9 @@ import (
 //	PUT    /groups/{group}/members/{user} 201 added, 200 already a member
 //	DELETE /groups/{group}/members/{user} 200 removed, 404 not a member
 //	GET    /stats                         connections, clients, messages, closes by reason
+//	GET    /inboxes?limit=N               {"inboxes": [...], "total": n, "bytes": b}: the N
+//	                                      largest inboxes by bytes held (default 100, at most 10,000)
+//	DELETE /inboxes/{user}                200 {"purged": n, "bytes": b}, 404 no such inbox
 //
 // Errors are JSON {"error": "..."} with 400 for invalid names. The mux is
 // exported through Mux so that observability endpoints can be added.
@@ -61,6 +65,27 @@ func (s *Server) Mux() *http.ServeMux {
 		default:
 			writeJSON(w, http.StatusNotFound, map[string]any{"error": "not a member"})
 		}
+	})
+	mux.HandleFunc("GET /inboxes", func(w http.ResponseWriter, r *http.Request) {
+		limit := defaultInboxList
+		if v := r.URL.Query().Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > maxInboxList {
+				writeJSON(w, http.StatusBadRequest, map[string]any{"error": "limit must be 1-10000"})
+				return
+			}
+			limit = n
+		}
+		top, total, bytes := s.Inboxes(limit)
+		writeJSON(w, http.StatusOK, map[string]any{"inboxes": top, "total": total, "bytes": bytes})
+	})
+	mux.HandleFunc("DELETE /inboxes/{user}", func(w http.ResponseWriter, r *http.Request) {
+		n, bytes, ok := s.PurgeInbox(r.PathValue("user"))
+		if !ok {
+			writeJSON(w, http.StatusNotFound, map[string]any{"error": "no such inbox"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"purged": n, "bytes": bytes})
 	})
 	stats := func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.Stats()) }
 	mux.HandleFunc("GET /server/stats", stats)
@@ -111,6 +136,12 @@ func (s *Server) Stats() Stats {
 		Closes:         s.closes.snapshot(),
 	}
 }
+
+// Limits of GET /inboxes.
+const (
+	defaultInboxList = 100
+	maxInboxList     = 10000
+)
 
 func adminErr(err error) string {
 	switch {

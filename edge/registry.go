@@ -191,7 +191,7 @@ const (
 	dirChunks  = 8192 // 8M clients
 	minTable   = 16
 	// seenPerShard bounds the last-seen times kept for offline users that
-	// have no record (presence): 64 x 2^16 = 4M users.
+	// have no record (presence): 64 x 2^16 = 4M users, half per generation.
 	seenPerShard = 1 << 16
 )
 
@@ -202,8 +202,15 @@ type shard struct {
 	mu    sync.Mutex
 	slots []uint64 // 0 = empty; index 0 is never used
 	n     int
-	seen  map[string]int64 // last-seen unix seconds of released clients (presence)
-	_     [16]byte         // keep shard mutexes on separate cache lines
+	// seen and seenOld hold the last-seen unix seconds of released profile
+	// users (presence, and "known" for the new-inbox rate) in two
+	// generations: rotateSeen drops seenOld and makes seen the old one, so
+	// an entry is forgotten between one and two rotation periods after it
+	// was written, in O(1), and each generation holds at most
+	// seenPerShard/2 entries. A user is in at most one of them.
+	seen    map[string]int64
+	seenOld map[string]int64
+	rotated int64 // unix seconds of the last rotation; the shard is 64 bytes, a cache line of its own
 }
 
 // registry is the router's user table: client id -> client record, sharded,
@@ -329,9 +336,10 @@ func (r *registry) lock(id []byte, create bool) *client {
 		}
 		sh.slots[pos] = uint64(h)<<32 | uint64(c.idx)
 		sh.n++
-		if last, ok := sh.seen[string(id)]; ok {
+		if last, ok := sh.lastSeen(id); ok {
 			c.lastSeen = last
 			delete(sh.seen, string(id))
+			delete(sh.seenOld, string(id))
 		}
 		r.count.Add(1)
 		sh.mu.Unlock()
@@ -395,8 +403,32 @@ func (r *registry) known(user []byte) bool {
 	if _, c := r.find(sh, h, user); c != nil {
 		return true
 	}
-	_, ok := sh.seen[string(user)]
+	_, ok := sh.lastSeen(user)
 	return ok
+}
+
+// lastSeen looks user up in both generations; sh is locked.
+func (sh *shard) lastSeen(user []byte) (int64, bool) {
+	if t, ok := sh.seen[string(user)]; ok {
+		return t, true
+	}
+	t, ok := sh.seenOld[string(user)]
+	return t, ok
+}
+
+// rotateSeen starts a new generation of last-seen times if period has
+// passed since the last one (the first call only starts the clock).
+func (sh *shard) rotateSeen(now, period int64) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	switch {
+	case sh.rotated == 0:
+		sh.rotated = now
+	case now-sh.rotated >= period:
+		sh.seenOld = sh.seen
+		sh.seen = make(map[string]int64)
+		sh.rotated = now
+	}
 }
 
 // presence returns whether user is online and when it was last seen; known
@@ -412,7 +444,7 @@ func (r *registry) presence(user []byte) (online bool, lastSeen int64, known boo
 		c.mu.Unlock()
 		return online, lastSeen, online || lastSeen != 0
 	}
-	lastSeen, known = sh.seen[string(user)]
+	lastSeen, known = sh.lastSeen(user)
 	return false, lastSeen, known
 }
 
@@ -442,12 +474,13 @@ func (r *registry) release(c *client, gen uint32) {
 	}
 	sh.remove(pos)
 	if c.lastSeen != 0 && c.profileID() { // only profile users have presence
-		if len(sh.seen) >= seenPerShard { // bounded: forget an arbitrary old user
+		if len(sh.seen) >= seenPerShard/2 { // bounded: forget an arbitrary user
 			for k := range sh.seen {
 				delete(sh.seen, k)
 				break
 			}
 		}
+		delete(sh.seenOld, id)
 		sh.seen[id] = c.lastSeen
 	}
 	if c.idn == idLong {

@@ -51,11 +51,17 @@ type Server struct {
 	stats   msgCounters
 	logs    logLimiter
 
-	mu      sync.Mutex // guards admin, adminLn, started, closed
-	admin   *http.Server
-	adminLn net.Listener
-	started bool
-	closed  bool
+	// sweepMu guards sweepAt, the next record the expiry sweep examines.
+	sweepMu sync.Mutex
+	sweepAt uint32
+
+	mu        sync.Mutex // guards admin, adminLn, started, closed, stopSweep, sweepDone
+	admin     *http.Server
+	adminLn   net.Listener
+	started   bool
+	closed    bool
+	stopSweep chan struct{}
+	sweepDone chan struct{}
 }
 
 // msgCounters count messages; the observability work exports them.
@@ -150,6 +156,10 @@ func (s *Server) Start() (err error) {
 		return fmt.Errorf("start engine: %w", err)
 	}
 	s.started = true
+	if s.cfg.InboxExpiry > 0 {
+		s.stopSweep, s.sweepDone = make(chan struct{}), make(chan struct{})
+		go s.sweeper(s.stopSweep, s.sweepDone)
+	}
 	return nil
 }
 
@@ -179,9 +189,14 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	admin := s.admin
+	stop, done := s.stopSweep, s.sweepDone
 	s.mu.Unlock()
 	if admin != nil {
 		admin.Close()
+	}
+	if stop != nil {
+		close(stop)
+		<-done
 	}
 	if err := s.eng.Close(); err != nil {
 		return fmt.Errorf("close engine: %w", err)
