@@ -2,7 +2,10 @@ package edge
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"math"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -308,5 +311,35 @@ func TestRetainedByteCap(t *testing.T) {
 	sub.subscribe("big/99", 1)
 	if p := sub.expect(mqtt.TypePublish); p.Topic != "big/99" || !p.Retain {
 		t.Fatalf("got %+v, want retained big/99", p)
+	}
+}
+
+func TestDefaultStoreMaxBytes(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(old)
+	debug.SetMemoryLimit(6 << 30)
+	if got := DefaultStoreMaxBytes(); got != 3<<30 {
+		t.Fatalf("with GOMEMLIMIT 6 GiB: %d, want half, 3 GiB", got)
+	}
+	debug.SetMemoryLimit(math.MaxInt64) // no limit: a quarter of physical memory
+	pm := physMem()
+	if pm == 0 {
+		pm = fallbackPhysMem
+	}
+	if got := DefaultStoreMaxBytes(); got != max(int64(pm/4), minStoreBytes) {
+		t.Fatalf("without a limit: %d, want a quarter of %d", got, pm)
+	}
+	debug.SetMemoryLimit(10 << 20)
+	if got := DefaultStoreMaxBytes(); got != minStoreBytes {
+		t.Fatalf("with a tiny limit: %d, want the floor %d", got, minStoreBytes)
+	}
+	for _, cfg := range []Config{
+		{Auth: AuthAnonymous, StoreMaxBytes: 1 << 20},
+		{Auth: AuthAnonymous, RetainedMaxBytes: -1},
+		{Auth: AuthAnonymous, NewInboxRate: 10, NewInboxBurst: 0.5},
+	} {
+		if err := cfg.setDefaults(); !errors.Is(err, ErrBadConfig) {
+			t.Errorf("%+v: %v, want ErrBadConfig", cfg, err)
+		}
 	}
 }
