@@ -193,3 +193,15 @@ func (s *Server) sweeper(stop <-chan struct{}, done chan<- struct{}) {
 		}
 	}
 }
+
+// stopSweeper stops the sweeper goroutine, if running, and waits for it.
+func (s *Server) stopSweeper() {
+	s.mu.Lock()
+	stop, done := s.stopSweep, s.sweepDone
+	s.stopSweep, s.sweepDone = nil, nil
+	s.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
+}

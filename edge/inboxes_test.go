@@ -113,6 +113,7 @@ func TestInboxExpiry(t *testing.T) {
 		c.InboxExpiry = time.Hour
 		c.Now = func() time.Time { return time.Unix(clock.Load(), 0) }
 	})
+	s.stopSweeper() // the test steps the sweep itself
 	check := bystanders(t, s)
 	s.sweep(1 << 20) // starts the last-seen generations' clock
 	for _, id := range []string{"bob", "leaver"} {
@@ -233,4 +234,22 @@ func TestInboxesHelpersUnderLoad(t *testing.T) {
 		_, total, bytes := s.Inboxes(1)
 		return total == 1 && s.held.Load() == bytes
 	})
+}
+
+// TestSweeperRuns: the background sweeper expires inboxes by itself.
+func TestSweeperRuns(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(1_800_000_000)
+	s := startServer(t, func(c *Config) {
+		c.InboxExpiry = time.Minute
+		c.Now = func() time.Time { return time.Unix(clock.Load(), 0) }
+	})
+	a := dial(t, s)
+	a.connect("alice", false)
+	a.publish("u/ghost/m1", "x", 1)
+	a.expect(mqtt.TypePuback)
+	clock.Add(61)
+	if p := a.expect(mqtt.TypePublish); p.Topic != "u/alice/e/ghost/m1" || p.Payload != "expired" {
+		t.Fatalf("alice got %+v, want the expired notice from the sweeper", p)
+	}
 }

@@ -189,15 +189,11 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	admin := s.admin
-	stop, done := s.stopSweep, s.sweepDone
 	s.mu.Unlock()
 	if admin != nil {
 		admin.Close()
 	}
-	if stop != nil {
-		close(stop)
-		<-done
-	}
+	s.stopSweeper()
 	if err := s.eng.Close(); err != nil {
 		return fmt.Errorf("close engine: %w", err)
 	}
