@@ -162,6 +162,19 @@ func TestNewInboxRate(t *testing.T) {
 	}
 	check()
 
+	// Reconnecting gives no fresh allowance: the source address's bucket
+	// is as empty as the connection's was.
+	c = dial(t, s)
+	c.connect("spray2", false)
+	for i := range msgs {
+		msgs[i] = mqtt.AppendPublish(nil, fmt.Sprintf("u/again-%d/m", i), []byte("x"), 1, false, false, uint16(i+1))
+	}
+	acks2, _, closed := pipeline(t, c, msgs, 100)
+	if !closed || acks2 > 15 {
+		t.Fatalf("after reconnecting: %d acknowledged, closed %v; want a few at 5/s, then closed", acks2, closed)
+	}
+	check()
+
 	// Users that have connected before are not new.
 	for i := range 100 {
 		u := dial(t, s)

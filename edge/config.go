@@ -113,12 +113,12 @@ type Config struct {
 	// RetainedMaxBytes caps the bytes held by retained messages (default
 	// StoreMaxBytes/4); they count in StoreMaxBytes too.
 	RetainedMaxBytes int64
-	// NewInboxRate and NewInboxBurst limit, per connection, how many
-	// inboxes its direct messages and read receipts may create per second
-	// for users never seen (no record and no last-seen time): a token
-	// bucket, default 100/s with a burst of 1,000. A PUBLISH over the
-	// limit closes the connection (new_inbox_rate) without PUBACK. A
-	// negative rate disables the limit.
+	// NewInboxRate and NewInboxBurst limit how many inboxes direct
+	// messages and read receipts may create per second for users never
+	// seen (no record and no last-seen time): token buckets per connection
+	// and per source address (IPv4 address, IPv6 /64), default 100/s with a
+	// burst of 1,000 each. A PUBLISH over the limit closes the connection
+	// (new_inbox_rate) without PUBACK. A negative rate disables the limit.
 	NewInboxRate  float64
 	NewInboxBurst float64
 	// InboxExpiry is how long an inbox created for a user who never

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -42,6 +43,9 @@ type Server struct {
 	// short inbox get more (Config.StoreMaxBytes).
 	held      atomic.Int64
 	storeSoft int64
+	// src are the new-inbox buckets per source address: reconnecting
+	// does not refill a sprayer's allowance.
+	src srcBuckets
 
 	// bigMu guards big: the clients whose inbox reached inboxWatchFloor,
 	// for LongInboxes. Lock order: a client's mu, then bigMu.
@@ -327,13 +331,14 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 	return reasonOK
 }
 
-// anonymousOK reports whether c may connect without a token.
-func (s *Server) anonymousOK(c *netpoll.Conn) bool {
+// anonymousOK reports whether a client from peer may connect without a
+// token.
+func (s *Server) anonymousOK(peer netip.Addr) bool {
 	switch s.cfg.Auth {
 	case AuthAnonymous:
 		return true
 	case AuthLoopbackAnonymous:
-		return c.RemoteAddr().Addr().Unmap().IsLoopback()
+		return peer.IsLoopback()
 	}
 	return false
 }
@@ -348,7 +353,8 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 		return s.refuse(c, ls, mqtt.ConnRefusedServerUnavailable)
 	}
 	id := cp.ClientID
-	if s.anonymousOK(c) && (!cp.PasswordFlag || len(s.cfg.Secret) == 0) {
+	peer := c.RemoteAddr().Addr().Unmap()
+	if s.anonymousOK(peer) && (!cp.PasswordFlag || len(s.cfg.Secret) == 0) {
 		if len(id) == 0 {
 			if !cp.CleanSession {
 				return s.refuse(c, ls, mqtt.ConnRefusedIdentifierRejected)
@@ -414,6 +420,7 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	ss.keepalive = cp.KeepAlive
 	ss.tokens = float32(s.cfg.PublishBurst)
 	ss.newInbox = float32(s.cfg.NewInboxBurst)
+	ss.src = srcSlot(peer)
 	ss.last = c.Loop().Now().UnixNano()
 	c.Write(mqtt.AppendConnack(ls.out[:0], present, mqtt.ConnAccepted))
 	s.pump(c, cl)
@@ -697,15 +704,64 @@ func (s *Server) storeRoom(cl *client, n int) bool {
 	return cl.handle != 0 && cl.box().len() < int(s.inflight.Load())
 }
 
-// takeNewInbox takes a token from ss's new-inbox bucket.
+// takeNewInbox takes a token from ss's new-inbox bucket and from its
+// source address's.
 func (s *Server) takeNewInbox(ss *session) bool {
 	if s.cfg.NewInboxRate < 0 {
 		return true
 	}
-	if ss.newInbox < 1 {
+	if ss.newInbox < 1 || !s.src.take(ss.src, ss.last, s.cfg.NewInboxRate, s.cfg.NewInboxBurst) {
 		return false
 	}
 	ss.newInbox--
+	return true
+}
+
+// srcSlots is the size of the per-source new-inbox table: 4096 buckets of
+// 24 bytes. Addresses that hash to the same slot share a bucket, which can
+// only make the limit stricter for them.
+const srcSlots = 4096
+
+// srcBuckets are token buckets for new inboxes per source address (IPv4
+// address, IPv6 /64: what one subscriber usually holds), so that a client
+// that reconnects for a fresh per-connection burst gets none. Taking a
+// token happens only when an inbox is about to be made for a never-seen
+// user, so one mutex is enough.
+type srcBuckets struct {
+	mu sync.Mutex // guards b
+	b  [srcSlots]struct {
+		tokens float64
+		last   int64 // unix nanos of the last refill; 0 = never used
+	}
+}
+
+// srcSlot hashes a peer address (FNV-1a over the IPv4 address or the IPv6
+// /64 prefix) to its slot.
+func srcSlot(a netip.Addr) uint32 {
+	b := a.As16()
+	k := b[:8]
+	if a.Is4() {
+		k = b[12:]
+	}
+	return hashID(k) & (srcSlots - 1)
+}
+
+// take refills slot's bucket to now (unix nanos) and takes a token.
+func (sb *srcBuckets) take(slot uint32, now int64, rate, burst float64) bool {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	b := &sb.b[slot]
+	if b.last == 0 {
+		b.tokens, b.last = burst, now
+	}
+	if now > b.last {
+		b.tokens = min(b.tokens+float64(now-b.last)/1e9*rate, burst)
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
 	return true
 }
 

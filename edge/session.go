@@ -10,7 +10,7 @@ type session struct {
 	tokens    float32 // publish rate limiter
 	last      int64   // unix nanos of the last token refill (both buckets)
 	newInbox  float32 // new-inbox rate limiter (Config.NewInboxRate)
-	_         uint32
+	src       uint32  // the source address's slot in Server.srcBuckets
 }
 
 const (
