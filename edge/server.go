@@ -718,8 +718,8 @@ func (s *Server) takeNewInbox(ss *session) bool {
 }
 
 // srcSlots is the size of the per-source new-inbox table: 4096 buckets of
-// 24 bytes. Addresses that hash to the same slot share a bucket, which can
-// only make the limit stricter for them.
+// 16 bytes (64 KiB). Addresses that hash to the same slot share a bucket,
+// which can only make the limit stricter for them.
 const srcSlots = 4096
 
 // srcBuckets are token buckets for new inboxes per source address (IPv4
