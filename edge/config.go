@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/edgedhq/edged/edge/mqtt"
 )
 
 // AuthMode says which clients need a token.
@@ -45,6 +47,9 @@ const (
 	DefaultPublishRate      = 10000
 	DefaultMaxQueued        = 4 << 20
 	DefaultMaxRetained      = 1_000_000
+	DefaultNewInboxRate     = 100
+	DefaultNewInboxBurst    = 1000
+	DefaultInboxExpiry      = 7 * 24 * time.Hour
 )
 
 // Config configures a Server. The zero value of each field picks its default.
@@ -96,6 +101,31 @@ type Config struct {
 	// a retained PUBLISH to a new topic over the cap is delivered but not
 	// retained.
 	MaxRetained int
+	// StoreMaxBytes caps the memory held by every inbox (direct and group
+	// messages, receipts, notices, persistent sessions' queued messages)
+	// and the retained store together, counted as bytes held: buffer
+	// capacity plus a per-entry and per-inbox overhead (default
+	// DefaultStoreMaxBytes: half of GOMEMLIMIT if set, else a quarter of
+	// physical memory). The last eighth is kept for connected recipients
+	// whose inbox holds less than the in-flight window, so that live
+	// conversations go on while offline inboxes fill the rest.
+	StoreMaxBytes int64
+	// RetainedMaxBytes caps the bytes held by retained messages (default
+	// StoreMaxBytes/4); they count in StoreMaxBytes too.
+	RetainedMaxBytes int64
+	// NewInboxRate and NewInboxBurst limit how many inboxes direct
+	// messages and read receipts may create per second for users never
+	// seen (no record and no last-seen time): token buckets per connection
+	// and per source address (IPv4 address, IPv6 /64), default 100/s with a
+	// burst of 1,000 each. A PUBLISH over the limit closes the connection
+	// (new_inbox_rate) without PUBACK. A negative rate disables the limit.
+	NewInboxRate  float64
+	NewInboxBurst float64
+	// InboxExpiry is how long an inbox created for a user who never
+	// connects is kept (default 7 days); its direct messages' senders then
+	// get an "expired" notice. The last-seen time of users who left is
+	// forgotten between InboxExpiry and twice that. Negative: never.
+	InboxExpiry time.Duration
 	// Logger receives start-up lines and rate-limited debug lines for
 	// closed connections (default slog.Default()).
 	Logger *slog.Logger
@@ -134,6 +164,21 @@ func (c *Config) setDefaults() error {
 	if c.MaxRetained == 0 {
 		c.MaxRetained = DefaultMaxRetained
 	}
+	if c.StoreMaxBytes == 0 {
+		c.StoreMaxBytes = DefaultStoreMaxBytes()
+	}
+	if c.RetainedMaxBytes == 0 {
+		c.RetainedMaxBytes = c.StoreMaxBytes / 4
+	}
+	if c.NewInboxRate == 0 {
+		c.NewInboxRate = DefaultNewInboxRate
+	}
+	if c.NewInboxBurst == 0 {
+		c.NewInboxBurst = max(DefaultNewInboxBurst, c.NewInboxRate)
+	}
+	if c.InboxExpiry == 0 {
+		c.InboxExpiry = DefaultInboxExpiry
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -145,12 +190,16 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("check config: token auth without a secret: %w", ErrBadConfig)
 	case c.MaxPacketSize < 64 || c.MaxPacketSize > 64<<20:
 		return fmt.Errorf("check config: max packet size %d outside [64, 64 MiB]: %w", c.MaxPacketSize, ErrBadConfig)
-	case c.InboxMessages < 1, c.InboxBytes < c.MaxPacketSize:
-		return fmt.Errorf("check config: inbox bounds %d messages / %d bytes (bytes must be >= max packet size): %w", c.InboxMessages, c.InboxBytes, ErrBadConfig)
+	case c.InboxMessages < 1, c.InboxBytes < heldSize(c.MaxPacketSize)+inboxOverhead:
+		return fmt.Errorf("check config: inbox bounds %d messages / %d bytes (bytes must hold one max-size packet, %d): %w", c.InboxMessages, c.InboxBytes, heldSize(c.MaxPacketSize)+inboxOverhead, ErrBadConfig)
 	case c.Inflight < 1 || c.Inflight > 1024:
 		return fmt.Errorf("check config: in-flight window %d outside [1, 1024]: %w", c.Inflight, ErrBadConfig)
 	case c.HandshakeTimeout < 0 || c.MaxConnections < 0 || c.Loops < 0 || c.MaxRetained < 0:
 		return fmt.Errorf("check config: negative handshake timeout, max connections, loops or max retained: %w", ErrBadConfig)
+	case c.StoreMaxBytes < int64(8*heldSize(c.MaxPacketSize+mqtt.MaxHeaderLen)) || c.RetainedMaxBytes < 0:
+		return fmt.Errorf("check config: store cap %d bytes below 8 maximum-size messages, or negative retained cap: %w", c.StoreMaxBytes, ErrBadConfig)
+	case c.NewInboxRate > 0 && c.NewInboxBurst < 1:
+		return fmt.Errorf("check config: new-inbox burst %g below 1: %w", c.NewInboxBurst, ErrBadConfig)
 	case c.MaxQueued < 2*c.MaxPacketSize:
 		return fmt.Errorf("check config: max queued %d below twice the max packet size: %w", c.MaxQueued, ErrBadConfig)
 	}

@@ -36,6 +36,9 @@ func (s *Server) Counters() map[string]int64 {
 	m := map[string]int64{
 		"messages_in": int64(st.Published), "inbox_stored": int64(st.Stored),
 		"inbox_full": int64(st.InboxFull), "deliveries_dropped": int64(st.Dropped),
+		"store_full": int64(st.StoreFull), "new_inbox_rate": int64(st.NewInboxRate),
+		"notices_dropped": int64(st.NoticesDropped), "inbox_expired": int64(st.Expired),
+		"inbox_purged": int64(st.Purged),
 	}
 	for reason, n := range st.Closes {
 		m["closes_"+reason] = int64(n)
@@ -43,9 +46,10 @@ func (s *Server) Counters() map[string]int64 {
 	return m
 }
 
-// Gauges returns the server's levels by name: connections and clients.
+// Gauges returns the server's levels by name: connections, clients and
+// the bytes held by the store (inboxes and retained messages).
 func (s *Server) Gauges() map[string]int64 {
-	return map[string]int64{"connections": s.Connections(), "clients": s.Clients()}
+	return map[string]int64{"connections": s.Connections(), "clients": s.Clients(), "store_bytes": s.held.Load()}
 }
 
 // inboxWatchFloor is the inbox length at which a client is watched for the

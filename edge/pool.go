@@ -47,3 +47,30 @@ func putBuf(b *[]byte) {
 	}
 	bufPools[c].Put(b)
 }
+
+// bufCap returns the capacity getBuf(n) gives: the size class, or for a
+// buffer above the largest class, n rounded up to the runtime's 8 KiB pages
+// (a large allocation holds whole pages).
+func bufCap(n int) int {
+	if c := bufClass(n); c < numBufClass {
+		return 1 << (c + minBufShift)
+	}
+	return (n + 8191) &^ 8191
+}
+
+// Memory held per stored message beyond its buffer, for the bounds: the
+// entry in the inbox's items array (24 bytes, doubled for the array's
+// growth), the *[]byte slice header getBuf allocates (24 bytes) and the
+// allocator's rounding of both.
+const entryOverhead = 80
+
+// inboxOverhead is what an inbox that holds anything costs beyond its
+// entries: the client record (128), its clientExt (about 100), the user
+// table slot and the items array header. Charged while the inbox is not
+// empty, so that many one-message inboxes (the 8.4M-users attack) are
+// counted at their real cost.
+const inboxOverhead = 256
+
+// heldSize is the memory a stored PUBLISH of n encoded bytes holds: what
+// the bounds count (bytes held, not bytes used).
+func heldSize(n int) int { return bufCap(n) + entryOverhead }

@@ -31,6 +31,8 @@ const (
 	ReasonConnRefused                    // CONNACK with a non-zero return code
 	ReasonTakeover                       // a newer connection took the session over
 	ReasonMaxConns                       // over the connection limit
+	ReasonStoreFull                      // a direct message or read receipt over the store cap (Config.StoreMaxBytes), not acknowledged
+	ReasonNewInboxRate                   // creating inboxes for never-seen users faster than Config.NewInboxRate
 	numReasons
 )
 
@@ -38,6 +40,7 @@ var reasonNames = [numReasons]string{
 	"eof", "disconnect", "shutdown", "io_error", "malformed", "oversize", "bad_utf8",
 	"protocol", "handshake_timeout", "keepalive_timeout", "backlog", "publish_flood",
 	"not_authorized", "connect_refused", "takeover", "max_connections",
+	"store_full", "new_inbox_rate",
 }
 
 func (r Reason) String() string {

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,7 @@ type client struct {
 	idx      uint32 // index in the registry
 	gen      uint32 // bumped at each release
 	epoch    uint32 // bumped by every CONNECT that takes the session; never reset
+	made     uint32 // unix seconds of the first message stored since the record was made (inbox expiry)
 	nextPID  uint16
 	idn      uint8
 	dead     bool // released
@@ -41,11 +43,40 @@ type client struct {
 	idb        [64]byte
 }
 
+// idLong in client.idn marks a client id longer than the inline idb: the
+// id is in longIDs instead.
+const idLong = 0xFF
+
+// longIDs holds the client ids longer than client.idb (MQTT allows up to
+// 65,535 bytes; fleets rarely use more than 64): the record stays
+// pointer-free and only such clients pay for a map entry. An entry exists
+// exactly while its record is live with idn == idLong: registry.lock adds
+// it under the shard mutex, registry.release deletes it under the shard
+// mutex, so a reader that found the record live may read it. mu is a leaf
+// lock.
+var longIDs struct {
+	mu sync.RWMutex
+	m  map[*client][]byte
+}
+
 // idBytes returns the client id; valid while the record is live.
-func (c *client) idBytes() []byte { return c.idb[:c.idn] }
+func (c *client) idBytes() []byte {
+	if c.idn == idLong {
+		longIDs.mu.RLock()
+		id := longIDs.m[c]
+		longIDs.mu.RUnlock()
+		return id
+	}
+	return c.idb[:c.idn]
+}
 
 // name returns a copy of the client id.
-func (c *client) name() string { return string(c.idb[:c.idn]) }
+func (c *client) name() string { return string(c.idBytes()) }
+
+// profileID reports whether the client id is a messaging-profile user id
+// ([0-9A-Za-z_.-], 1-64 bytes): only such a client has an addressable inbox
+// (u/<id>/...), presence, and may publish profile messages.
+func (c *client) profileID() bool { return c.idn != idLong && validIDBytes(c.idb[:c.idn]) }
 
 type subRef struct {
 	filter string
@@ -160,7 +191,7 @@ const (
 	dirChunks  = 8192 // 8M clients
 	minTable   = 16
 	// seenPerShard bounds the last-seen times kept for offline users that
-	// have no record (presence): 64 x 2^16 = 4M users.
+	// have no record (presence): 64 x 2^16 = 4M users, half per generation.
 	seenPerShard = 1 << 16
 )
 
@@ -171,8 +202,15 @@ type shard struct {
 	mu    sync.Mutex
 	slots []uint64 // 0 = empty; index 0 is never used
 	n     int
-	seen  map[string]int64 // last-seen unix seconds of released clients (presence)
-	_     [16]byte         // keep shard mutexes on separate cache lines
+	// seen and seenOld hold the last-seen unix seconds of released profile
+	// users (presence, and "known" for the new-inbox rate) in two
+	// generations: rotateSeen drops seenOld and makes seen the old one, so
+	// an entry is forgotten between one and two rotation periods after it
+	// was written, in O(1), and each generation holds at most
+	// seenPerShard/2 entries. A user is in at most one of them.
+	seen    map[string]int64
+	seenOld map[string]int64
+	rotated int64 // unix seconds of the last rotation; the shard is 64 bytes, a cache line of its own
 }
 
 // registry is the router's user table: client id -> client record, sharded,
@@ -265,14 +303,14 @@ func (sh *shard) remove(pos int) {
 
 // lock returns the client for id locked, creating it if create is set; nil
 // if it does not exist and create is false, or if the table is full. id
-// must be a valid id (at most 64 bytes).
+// may be any client id (long ids go to longIDs).
 func (r *registry) lock(id []byte, create bool) *client {
 	h := hashID(id)
 	sh := r.shardOf(h)
 	sh.mu.Lock()
 	pos, c := r.find(sh, h, id)
 	if c == nil {
-		if !create || len(id) > len(c.idb) {
+		if !create || len(id) == 0 || len(id) > 65535 {
 			sh.mu.Unlock()
 			return nil
 		}
@@ -281,16 +319,27 @@ func (r *registry) lock(id []byte, create bool) *client {
 			sh.mu.Unlock()
 			return nil
 		}
-		c.idn = uint8(copy(c.idb[:], id))
+		if len(id) <= len(c.idb) {
+			c.idn = uint8(copy(c.idb[:], id))
+		} else {
+			c.idn = idLong
+			longIDs.mu.Lock()
+			if longIDs.m == nil {
+				longIDs.m = make(map[*client][]byte)
+			}
+			longIDs.m[c] = bytes.Clone(id)
+			longIDs.mu.Unlock()
+		}
 		if (sh.n+1)*4 > len(sh.slots)*3 {
 			r.grow(sh)
 			pos, _ = r.find(sh, h, id)
 		}
 		sh.slots[pos] = uint64(h)<<32 | uint64(c.idx)
 		sh.n++
-		if last, ok := sh.seen[string(id)]; ok {
+		if last, ok := sh.lastSeen(id); ok {
 			c.lastSeen = last
 			delete(sh.seen, string(id))
+			delete(sh.seenOld, string(id))
 		}
 		r.count.Add(1)
 		sh.mu.Unlock()
@@ -325,7 +374,7 @@ func (r *registry) alloc() *client {
 	c.mu.Lock()
 	c.idx = idx
 	c.owner.Store(0)
-	c.handle, c.lastSeen, c.xi = 0, 0, 0
+	c.handle, c.lastSeen, c.xi, c.made = 0, 0, 0, 0
 	c.nextPID, c.idn, c.dead, c.kick, c.persistent = 0, 0, false, false, false
 	return c
 }
@@ -344,6 +393,44 @@ func (r *registry) at(idx uint32) *client {
 	return &ch[idx&(chunkSize-1)]
 }
 
+// known reports whether user has a record or a last-seen time: a user the
+// server has seen, for whom an inbox may be made without the new-inbox rate.
+func (r *registry) known(user []byte) bool {
+	h := hashID(user)
+	sh := r.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, c := r.find(sh, h, user); c != nil {
+		return true
+	}
+	_, ok := sh.lastSeen(user)
+	return ok
+}
+
+// lastSeen looks user up in both generations; sh is locked.
+func (sh *shard) lastSeen(user []byte) (int64, bool) {
+	if t, ok := sh.seen[string(user)]; ok {
+		return t, true
+	}
+	t, ok := sh.seenOld[string(user)]
+	return t, ok
+}
+
+// rotateSeen starts a new generation of last-seen times if period has
+// passed since the last one (the first call only starts the clock).
+func (sh *shard) rotateSeen(now, period int64) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	switch {
+	case sh.rotated == 0:
+		sh.rotated = now
+	case now-sh.rotated >= period:
+		sh.seenOld = sh.seen
+		sh.seen = make(map[string]int64)
+		sh.rotated = now
+	}
+}
+
 // presence returns whether user is online and when it was last seen; known
 // is false for a user never seen.
 func (r *registry) presence(user []byte) (online bool, lastSeen int64, known bool) {
@@ -357,7 +444,7 @@ func (r *registry) presence(user []byte) (online bool, lastSeen int64, known boo
 		c.mu.Unlock()
 		return online, lastSeen, online || lastSeen != 0
 	}
-	lastSeen, known = sh.seen[string(user)]
+	lastSeen, known = sh.lastSeen(user)
 	return false, lastSeen, known
 }
 
@@ -386,14 +473,20 @@ func (r *registry) release(c *client, gen uint32) {
 		panic("edge: registry invariant broken: a live client is missing from its shard")
 	}
 	sh.remove(pos)
-	if c.lastSeen != 0 {
-		if len(sh.seen) >= seenPerShard { // bounded: forget an arbitrary old user
+	if c.lastSeen != 0 && c.profileID() { // only profile users have presence
+		if len(sh.seen) >= seenPerShard/2 { // bounded: forget an arbitrary user
 			for k := range sh.seen {
 				delete(sh.seen, k)
 				break
 			}
 		}
+		delete(sh.seenOld, id)
 		sh.seen[id] = c.lastSeen
+	}
+	if c.idn == idLong {
+		longIDs.mu.Lock()
+		delete(longIDs.m, c)
+		longIDs.mu.Unlock()
 	}
 	c.dead = true
 	c.gen++
@@ -445,11 +538,18 @@ func (e *entry) topic() []byte {
 // acknowledged entries are removed from the middle by shifting the sent
 // prefix, so order is kept without holes. An empty inbox of an offline
 // client holds no memory.
+//
+// bytes is the memory the inbox holds (heldSize of each entry, plus
+// inboxOverhead while it is not empty), not the bytes its packets use: a
+// 33 KiB message holds a 64 KiB buffer. Every change to bytes is added to
+// *acct as well (the server's store total), so that the sum of all inboxes
+// is known without a scan; acct is set by the first push.
 type inbox struct {
 	items []entry
 	head  int
 	nsent int
 	bytes int
+	acct  *atomic.Int64
 }
 
 func (q *inbox) len() int {
@@ -458,12 +558,32 @@ func (q *inbox) len() int {
 	}
 	return len(q.items) - q.head
 }
-func (q *inbox) at(i int) *entry { return &q.items[q.head+i] }
-func (q *inbox) full(max, maxBytes, n int) bool {
+
+// held returns the bytes q holds (0 for nil).
+func (q *inbox) held() int {
 	if q == nil {
-		return n > maxBytes
+		return 0
 	}
-	return q.len() >= max || q.bytes+n > maxBytes
+	return q.bytes
+}
+
+func (q *inbox) at(i int) *entry { return &q.items[q.head+i] }
+
+// full reports whether a PUBLISH of n encoded bytes does not fit under the
+// bounds of max entries and maxBytes held.
+func (q *inbox) full(max, maxBytes, n int) bool {
+	add := heldSize(n)
+	if q.len() == 0 {
+		add += inboxOverhead
+	}
+	return q.len() >= max || q.held()+add > maxBytes
+}
+
+func (q *inbox) account(d int) {
+	q.bytes += d
+	if q.acct != nil {
+		q.acct.Add(int64(d))
+	}
 }
 
 func (q *inbox) push(e entry) {
@@ -476,14 +596,18 @@ func (q *inbox) push(e entry) {
 		q.items = q.items[:n]
 		q.head = 0
 	}
+	d := bufCap(cap(*e.buf)) + entryOverhead
+	if q.len() == 0 {
+		d += inboxOverhead
+	}
 	q.items = append(q.items, e)
-	q.bytes += len(*e.buf)
+	q.account(d)
 }
 
 // remove deletes entry i (0 = front), keeping order, and frees its buffer.
 func (q *inbox) remove(i int) {
 	e := q.items[q.head+i]
-	q.bytes -= len(*e.buf)
+	d := bufCap(cap(*e.buf)) + entryOverhead
 	putBuf(e.buf)
 	copy(q.items[q.head+1:q.head+i+1], q.items[q.head:q.head+i])
 	q.items[q.head] = entry{}
@@ -494,7 +618,9 @@ func (q *inbox) remove(i int) {
 	if q.head == len(q.items) {
 		q.items = q.items[:0]
 		q.head = 0
+		d += inboxOverhead
 	}
+	q.account(-d)
 }
 
 // findSent returns the index of the in-flight entry with packet id pid, or -1.
@@ -524,15 +650,24 @@ func (q *inbox) unsend() {
 
 // dropGeneric removes the non-durable entries (a clean session ended).
 func (q *inbox) dropGeneric() {
+	q.drop(func(e *entry) bool { return e.flags&fDurable == 0 })
+}
+
+// drop removes the entries for which fn returns true, keeping order, and
+// returns how many; fn may read the entry (its buffer is freed after).
+func (q *inbox) drop(fn func(e *entry) bool) int {
 	if q == nil {
-		return
+		return 0
 	}
+	had := q.len() > 0
+	d, n := 0, 0
 	w := q.head
 	for r := q.head; r < len(q.items); r++ {
 		e := q.items[r]
-		if e.flags&fDurable == 0 {
-			q.bytes -= len(*e.buf)
+		if fn(&e) {
+			d += bufCap(cap(*e.buf)) + entryOverhead
 			putBuf(e.buf)
+			n++
 			continue
 		}
 		q.items[w] = e
@@ -541,7 +676,12 @@ func (q *inbox) dropGeneric() {
 	clear(q.items[w:])
 	q.items = q.items[:w]
 	q.nsent = 0
+	if had && q.len() == 0 {
+		d += inboxOverhead
+	}
+	q.account(-d)
 	q.trim()
+	return n
 }
 
 // trim releases the backing array of an empty inbox.
@@ -550,10 +690,12 @@ func (q *inbox) trim() {
 		return
 	}
 	if q.len() == 0 {
+		if q.bytes != 0 {
+			panic("edge: inbox invariant broken: an empty inbox holds bytes")
+		}
 		q.items = nil
 		q.head = 0
 		q.nsent = 0
-		q.bytes = 0
 	}
 }
 
@@ -562,7 +704,8 @@ func (q *inbox) freeAll() {
 	for i := q.head; i < len(q.items); i++ {
 		putBuf(q.items[i].buf)
 	}
-	q.items, q.head, q.nsent, q.bytes = nil, 0, 0, 0
+	q.account(-q.bytes)
+	q.items, q.head, q.nsent = nil, 0, 0
 }
 
 func (c *client) String() string { return fmt.Sprintf("client %q", c.idBytes()) }

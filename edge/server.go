@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -36,6 +37,15 @@ type Server struct {
 	closes   reasonCounters
 	conns    atomic.Int64
 	inflight atomic.Int64 // live in-flight window (Config.Inflight, a knob)
+	// held is the memory held by every inbox and the retained store, in
+	// bytes held (inbox.bytes, topicTree.bytes): what StoreMaxBytes caps.
+	// storeSoft is the level past which only connected recipients with a
+	// short inbox get more (Config.StoreMaxBytes).
+	held      atomic.Int64
+	storeSoft int64
+	// src are the new-inbox buckets per source address: reconnecting
+	// does not refill a sprayer's allowance.
+	src srcBuckets
 
 	// bigMu guards big: the clients whose inbox reached inboxWatchFloor,
 	// for LongInboxes. Lock order: a client's mu, then bigMu.
@@ -45,11 +55,17 @@ type Server struct {
 	stats   msgCounters
 	logs    logLimiter
 
-	mu      sync.Mutex // guards admin, adminLn, started, closed
-	admin   *http.Server
-	adminLn net.Listener
-	started bool
-	closed  bool
+	// sweepMu guards sweepAt, the next record the expiry sweep examines.
+	sweepMu sync.Mutex
+	sweepAt uint32
+
+	mu        sync.Mutex // guards admin, adminLn, started, closed, stopSweep, sweepDone
+	admin     *http.Server
+	adminLn   net.Listener
+	started   bool
+	closed    bool
+	stopSweep chan struct{}
+	sweepDone chan struct{}
 }
 
 // msgCounters count messages; the observability work exports them.
@@ -59,6 +75,11 @@ type msgCounters struct {
 	inboxFull    atomic.Uint64 // direct or group messages refused with inbox_full
 	dropped      atomic.Uint64 // generic deliveries dropped (offline QoS 0, full inbox)
 	retainedFull atomic.Uint64 // retained messages not stored: the store was full
+	storeFull    atomic.Uint64 // messages refused because the store cap was reached
+	newInboxRate atomic.Uint64 // messages refused by the new-inbox rate limit
+	notices      atomic.Uint64 // receipts and notices dropped: over the recipient's allowance or the store cap
+	expired      atomic.Uint64 // entries removed by inbox expiry
+	purged       atomic.Uint64 // entries removed by an operator's purge
 }
 
 // loopState is a loop's private state: its session slab and scratch space.
@@ -81,6 +102,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, reg: newRegistry(), tree: newTopicTree(), groups: newGroups()}
+	s.tree.acct = &s.held
+	s.storeSoft = cfg.StoreMaxBytes - cfg.StoreMaxBytes/8
 	s.inflight.Store(int64(cfg.Inflight))
 	eng, err := netpoll.New(netpoll.Config{
 		Addr:       cfg.Addr,
@@ -137,6 +160,10 @@ func (s *Server) Start() (err error) {
 		return fmt.Errorf("start engine: %w", err)
 	}
 	s.started = true
+	if s.cfg.InboxExpiry > 0 {
+		s.stopSweep, s.sweepDone = make(chan struct{}), make(chan struct{})
+		go s.sweeper(s.stopSweep, s.sweepDone)
+	}
 	return nil
 }
 
@@ -170,6 +197,7 @@ func (s *Server) Close() error {
 	if admin != nil {
 		admin.Close()
 	}
+	s.stopSweeper()
 	if err := s.eng.Close(); err != nil {
 		return fmt.Errorf("close engine: %w", err)
 	}
@@ -303,13 +331,14 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 	return reasonOK
 }
 
-// anonymousOK reports whether c may connect without a token.
-func (s *Server) anonymousOK(c *netpoll.Conn) bool {
+// anonymousOK reports whether a client from peer may connect without a
+// token.
+func (s *Server) anonymousOK(peer netip.Addr) bool {
 	switch s.cfg.Auth {
 	case AuthAnonymous:
 		return true
 	case AuthLoopbackAnonymous:
-		return c.RemoteAddr().Addr().Unmap().IsLoopback()
+		return peer.IsLoopback()
 	}
 	return false
 }
@@ -324,16 +353,17 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 		return s.refuse(c, ls, mqtt.ConnRefusedServerUnavailable)
 	}
 	id := cp.ClientID
-	if s.anonymousOK(c) && (!cp.PasswordFlag || len(s.cfg.Secret) == 0) {
+	peer := c.RemoteAddr().Addr().Unmap()
+	if s.anonymousOK(peer) && (!cp.PasswordFlag || len(s.cfg.Secret) == 0) {
 		if len(id) == 0 {
 			if !cp.CleanSession {
 				return s.refuse(c, ls, mqtt.ConnRefusedIdentifierRejected)
 			}
 			id = strconv.AppendUint(append(ls.topic[:0], "anon-"...), s.anonSeq.Add(1), 10)
 		}
-		if !validIDBytes(id) {
-			return s.refuse(c, ls, mqtt.ConnRefusedIdentifierRejected)
-		}
+		// Any client id the codec accepted (valid UTF-8 without U+0000,
+		// 1-65,535 bytes) is a plain MQTT client; only a profile id
+		// ([0-9A-Za-z_.-], 1-64) also has an inbox and presence.
 	} else {
 		if !cp.UsernameFlag || !cp.PasswordFlag {
 			return s.refuse(c, ls, mqtt.ConnRefusedBadUsernamePassword)
@@ -389,11 +419,17 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	ss.epoch = cl.epoch
 	ss.keepalive = cp.KeepAlive
 	ss.tokens = float32(s.cfg.PublishBurst)
+	ss.newInbox = float32(s.cfg.NewInboxBurst)
+	ss.src = srcSlot(peer)
 	ss.last = c.Loop().Now().UnixNano()
 	c.Write(mqtt.AppendConnack(ls.out[:0], present, mqtt.ConnAccepted))
 	s.pump(c, cl)
 	cl.trimExt()
-	userID := cl.name()
+	profile := cl.profileID()
+	userID := ""
+	if profile {
+		userID = cl.name()
+	}
 	cl.mu.Unlock()
 	if old != 0 {
 		s.eng.Post(old, netpoll.Message{Kind: msgTakeover})
@@ -401,7 +437,9 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	if cp.KeepAlive == 0 {
 		c.SetDeadline(0)
 	}
-	s.presence(ls, userID, nil)
+	if profile {
+		s.presence(ls, userID, nil)
+	}
 	return reasonOK
 }
 
@@ -444,12 +482,16 @@ func cutTwo(t []byte) (a, b []byte, ok bool) {
 	return a, b, true
 }
 
+// allowPublish refills both of ss's token buckets and takes a publish token.
 func (s *Server) allowPublish(ss *session, now int64) bool {
+	dt := float64(now-ss.last) / 1e9
+	ss.last = now
+	if s.cfg.NewInboxRate > 0 {
+		ss.newInbox = float32(min(float64(ss.newInbox)+dt*s.cfg.NewInboxRate, s.cfg.NewInboxBurst))
+	}
 	if s.cfg.PublishRate < 0 {
 		return true
 	}
-	dt := float64(now-ss.last) / 1e9
-	ss.last = now
 	t := float64(ss.tokens) + dt*s.cfg.PublishRate
 	if t > s.cfg.PublishBurst {
 		t = s.cfg.PublishBurst
@@ -485,32 +527,45 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		return ReasonTakeover
 	}
 	ls.from = append(ls.from[:0], cl.idBytes()...)
+	profile := cl.profileID()
 	cl.mu.Unlock()
 	from := ls.from
 	switch {
 	case profileTopic(topic):
+		if !profile {
+			// A client id that is not a user id cannot be stamped as
+			// a sender: refused like any unauthorized PUBLISH.
+			return ReasonNotAuthorized
+		}
 		rest := topic[2:]
 		switch topic[0] {
-		case 'u':
+		case 'u', 'r':
 			to, mid, ok := cutTwo(rest)
 			if !ok {
 				return ReasonNotAuthorized
 			}
-			s.storeDirect(ls, 'm', to, from, nil, mid, p.Payload, true)
-		case 'r':
-			to, mid, ok := cutTwo(rest)
-			if !ok {
-				return ReasonNotAuthorized
+			kind := byte('m')
+			if topic[0] == 'r' {
+				kind = 'r'
 			}
-			s.storeDirect(ls, 'r', to, from, nil, mid, p.Payload, false)
+			switch s.storeDirect(ls, ss, kind, to, from, nil, mid, p.Payload) {
+			case storeNoRoom:
+				return ReasonStoreFull // not acknowledged: the client sends it again later
+			case storeRateLimited:
+				return ReasonNewInboxRate
+			}
 		case 'g':
 			g, mid, ok := cutTwo(rest)
 			if !ok || !s.groups.isMember(g, from) {
 				return ReasonNotAuthorized
 			}
+			if s.held.Load() >= s.cfg.StoreMaxBytes {
+				s.stats.storeFull.Add(1)
+				return ReasonStoreFull
+			}
 			ls.names = s.groups.others(g, from, ls.names[:0])
 			for _, m := range ls.names {
-				s.storeDirect(ls, 'g', []byte(m), from, g, mid, p.Payload, true)
+				s.storeDirect(ls, nil, 'g', []byte(m), from, g, mid, p.Payload)
 			}
 			clear(ls.names)
 		default: // p/: presence is the server's
@@ -537,14 +592,38 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 	return reasonOK
 }
 
+// storeResult is the outcome of storeDirect.
+type storeResult uint8
+
+const (
+	storeOK storeResult = iota
+	// storeNotified: over the recipient's bound (or, for a group message,
+	// the store cap); the message was not stored and the sender got an
+	// inbox_full notice, or, for a receipt or notice, it was dropped and
+	// counted. Accepted all the same (PUBACK).
+	storeNotified
+	// storeNoRoom: a direct message or read receipt over the store cap;
+	// nothing stored, not to be acknowledged.
+	storeNoRoom
+	// storeRateLimited: it would create an inbox for a never-seen user
+	// over the sender's new-inbox rate; nothing stored, not acknowledged.
+	storeRateLimited
+)
+
 // storeDirect puts a profile message into to's inbox:
 // kind 'm': u/<to>/m/<from>/<mid> (a direct message, with receipts),
 // kind 'r': u/<to>/r/<from>/<mid> (a read receipt),
 // kind 'g': u/<to>/g/<group>/<from>/<mid> (a group message),
 // kind 'd', 'e': receipts and error notices generated by the edge.
-// Messages bounded (m, g) that do not fit put an inbox_full notice
-// u/<from>/e/<to>/<mid> into the sender's inbox instead.
-func (s *Server) storeDirect(ls *loopState, kind byte, to, from, group, mid, payload []byte, bounded bool) {
+// Messages (m, g) are bounded by the recipient's inbox bounds; receipts and
+// notices (r, d, e) by the bounds plus a quarter more (a separate
+// allowance, so that a full inbox still gets its receipts, yet bounded).
+// A message or read receipt that does not fit puts an inbox_full notice
+// u/<from>/e/<to>/<mid> into the sender's inbox instead; a notice or 'd'
+// receipt that does not fit is dropped, so notices never recurse. ss is
+// the publishing session for m and r (their new-inbox rate), nil for the
+// others.
+func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, group, mid, payload []byte) storeResult {
 	t := append(ls.topic[:0], "u/"...)
 	t = append(t, to...)
 	t = append(t, '/', kind, '/')
@@ -557,21 +636,133 @@ func (s *Server) storeDirect(ls *loopState, kind byte, to, from, group, mid, pay
 	if kind == 'm' {
 		flags |= fReceipt
 	}
-	cl := s.reg.lock(to, true)
-	if cl == nil || bounded && cl.box().full(s.cfg.InboxMessages, s.cfg.InboxBytes, len(t)+len(payload)+9) {
-		if cl != nil {
-			cl.mu.Unlock()
-		}
-		s.stats.inboxFull.Add(1)
-		if bounded {
-			// The notice goes to the sender: u/<from>/e/<to>/<mid>.
-			s.storeDirect(ls, 'e', from, bytes.Clone(to), nil, mid, inboxFull, false)
-		}
-		return
+	n := len(t) + len(payload) + 9
+	max, maxBytes := s.cfg.InboxMessages, s.cfg.InboxBytes
+	if kind == 'r' || kind == 'd' || kind == 'e' {
+		max, maxBytes = max+max/4, maxBytes+maxBytes/4
 	}
-	h := s.pushLocked(cl, t, payload, 1, false, flags)
-	cl.mu.Unlock()
-	s.kick(h)
+	cl := s.reg.lock(to, false)
+	if cl == nil {
+		if ss != nil && !s.reg.known(to) && !s.takeNewInbox(ss) {
+			s.stats.newInboxRate.Add(1)
+			return storeRateLimited
+		}
+		cl = s.reg.lock(to, true)
+	}
+	res := storeOK
+	switch {
+	case cl == nil: // the user table is full: as good as a full store
+		res = storeNoRoom
+	case !s.storeRoom(cl, n):
+		res = storeNoRoom
+	case cl.box().full(max, maxBytes, n):
+		res = storeNotified
+	}
+	if res == storeOK {
+		if cl.made == 0 {
+			cl.made = uint32(s.cfg.Now().Unix())
+		}
+		h := s.pushLocked(cl, t, payload, 1, false, flags)
+		cl.mu.Unlock()
+		s.kick(h)
+		return storeOK
+	}
+	if cl != nil {
+		gen := cl.gen
+		cl.mu.Unlock()
+		s.reg.release(cl, gen) // a record made for nothing goes again
+	}
+	switch {
+	case kind == 'd' || kind == 'e':
+		s.stats.notices.Add(1)
+		return storeNotified
+	case res == storeNoRoom:
+		s.stats.storeFull.Add(1)
+		if kind != 'g' {
+			return storeNoRoom
+		}
+	default:
+		s.stats.inboxFull.Add(1)
+	}
+	// The notice goes to the sender: u/<from>/e/<to>/<mid>.
+	s.storeDirect(ls, nil, 'e', from, bytes.Clone(to), nil, mid, inboxFull)
+	return storeNotified
+}
+
+// storeRoom reports whether an entry of n encoded bytes fits under the
+// store cap for cl (locked): under the soft level anything fits; in the
+// last eighth only a connected recipient whose inbox is shorter than the
+// in-flight window (it drains at once) gets more.
+func (s *Server) storeRoom(cl *client, n int) bool {
+	h := s.held.Load() + int64(heldSize(n)+inboxOverhead)
+	if h <= s.storeSoft {
+		return true
+	}
+	if h > s.cfg.StoreMaxBytes {
+		return false
+	}
+	return cl.handle != 0 && cl.box().len() < int(s.inflight.Load())
+}
+
+// takeNewInbox takes a token from ss's new-inbox bucket and from its
+// source address's.
+func (s *Server) takeNewInbox(ss *session) bool {
+	if s.cfg.NewInboxRate < 0 {
+		return true
+	}
+	if ss.newInbox < 1 || !s.src.take(ss.src, ss.last, s.cfg.NewInboxRate, s.cfg.NewInboxBurst) {
+		return false
+	}
+	ss.newInbox--
+	return true
+}
+
+// srcSlots is the size of the per-source new-inbox table: 4096 buckets of
+// 16 bytes (64 KiB). Addresses that hash to the same slot share a bucket,
+// which can only make the limit stricter for them.
+const srcSlots = 4096
+
+// srcBuckets are token buckets for new inboxes per source address (IPv4
+// address, IPv6 /64: what one subscriber usually holds), so that a client
+// that reconnects for a fresh per-connection burst gets none. Taking a
+// token happens only when an inbox is about to be made for a never-seen
+// user, so one mutex is enough.
+type srcBuckets struct {
+	mu sync.Mutex // guards b
+	b  [srcSlots]struct {
+		tokens float64
+		last   int64 // unix nanos of the last refill; 0 = never used
+	}
+}
+
+// srcSlot hashes a peer address (FNV-1a over the IPv4 address or the IPv6
+// /64 prefix) to its slot.
+func srcSlot(a netip.Addr) uint32 {
+	b := a.As16()
+	k := b[:8]
+	if a.Is4() {
+		k = b[12:]
+	}
+	return hashID(k) & (srcSlots - 1)
+}
+
+// take refills slot's bucket to now (unix nanos) and takes a token.
+func (sb *srcBuckets) take(slot uint32, now int64, rate, burst float64) bool {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	b := &sb.b[slot]
+	if b.last == 0 {
+		b.tokens, b.last = burst, now
+	}
+	if now > b.last {
+		b.tokens = min(b.tokens+float64(now-b.last)/1e9*rate, burst)
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // pushLocked appends a PUBLISH to cl's inbox (cl locked) and returns the
@@ -584,6 +775,9 @@ func (s *Server) pushLocked(cl *client, topic, payload []byte, qos byte, retain 
 		e.pidOff = uint32(len(*buf) - len(payload) - 2)
 	}
 	q := &cl.x().q
+	if q.acct == nil {
+		q.acct = &s.held
+	}
 	q.push(e)
 	if q.len() == inboxWatchFloor {
 		s.watchInbox(cl.idx)
@@ -604,7 +798,7 @@ func (s *Server) kick(h netpoll.Handle) {
 
 // publishGeneric routes a plain MQTT message through the topic tree.
 func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, retain bool) {
-	if retain && !s.tree.setRetained(topic, payload, qos, s.cfg.MaxRetained) {
+	if retain && !s.tree.setRetained(topic, payload, qos, s.cfg.MaxRetained, s.cfg.RetainedMaxBytes, s.storeSoft) {
 		s.stats.retainedFull.Add(1)
 	}
 	ls.subs = s.tree.match(topic, ls.subs)
@@ -612,8 +806,9 @@ func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, 
 		q := min(qos, sub.qos)
 		cl := sub.cl
 		cl.mu.Lock()
+		n := len(topic) + len(payload) + 9
 		if cl.dead || cl.gen != sub.gen || cl.handle == 0 && (q == 0 || !cl.persistent) ||
-			cl.box().full(s.cfg.InboxMessages, s.cfg.InboxBytes, len(topic)+len(payload)+9) {
+			cl.box().full(s.cfg.InboxMessages, s.cfg.InboxBytes, n) || !s.storeRoom(cl, n) {
 			cl.mu.Unlock()
 			s.stats.dropped.Add(1)
 			continue
@@ -705,7 +900,7 @@ func (s *Server) ack(c *netpoll.Conn, ls *loopState, ss *session, cl *client, t 
 		// u/<me>/m/<from>/<mid> -> u/<from>/d/<me>/<mid>
 		t := ls.rcpt
 		if me, from, mid, ok := splitDelivered(t); ok {
-			s.storeDirect(ls, 'd', from, me, nil, mid, nil, false)
+			s.storeDirect(ls, nil, 'd', from, me, nil, mid, nil)
 		}
 		ls.rcpt = t[:0]
 	}
@@ -752,7 +947,7 @@ func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *clie
 		cl.mu.Lock()
 		var h netpoll.Handle
 		s.tree.retainedFor(string(filter), func(topic string, m retainedMsg) {
-			if !cl.box().full(s.cfg.InboxMessages, s.cfg.InboxBytes, len(topic)+len(m.payload)+9) {
+			if n := len(topic) + len(m.payload) + 9; !cl.box().full(s.cfg.InboxMessages, s.cfg.InboxBytes, n) && s.storeRoom(cl, n) {
 				if k := s.pushLocked(cl, []byte(topic), m.payload, min(code, m.qos), true, 0); k != 0 {
 					h = k
 				}
@@ -786,6 +981,9 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 		rest := filter[2:]
 		switch filter[0] {
 		case 'u': // only one's own inbox, which is implicit
+			if !cl.profileID() {
+				return mqtt.SubackFailure // no inbox
+			}
 			me := cl.idBytes()
 			own := bytes.HasPrefix(rest, me) && (len(rest) == len(me) || rest[len(me)] == '/')
 			if !own {
@@ -918,12 +1116,14 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 	}
 	cl.box().trim()
 	cl.trimExt()
-	id, gen := cl.name(), cl.gen
+	id, gen, profile := cl.name(), cl.gen, cl.profileID()
 	cl.mu.Unlock()
 	if w != nil && r != ReasonDisconnect {
 		s.publishGeneric(ls, []byte(w.topic), w.payload, w.qos, w.retain)
 	}
-	s.presence(ls, id, &now)
+	if profile {
+		s.presence(ls, id, &now)
+	}
 	s.reg.release(cl, gen)
 }
 

@@ -8,8 +8,9 @@ type session struct {
 	keepalive uint16 // seconds, from CONNECT
 	flags     uint16
 	tokens    float32 // publish rate limiter
-	last      int64   // unix nanos of the last token refill
-	_         uint64
+	last      int64   // unix nanos of the last token refill (both buckets)
+	newInbox  float32 // new-inbox rate limiter (Config.NewInboxRate)
+	src       uint32  // the source address's slot in Server.srcBuckets
 }
 
 const (

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/edgedhq/edged/edge/mqtt"
 )
@@ -21,8 +22,17 @@ type tnode struct {
 }
 
 type retainedMsg struct {
-	payload []byte
+	payload []byte // a pooled buffer (getBuf), so its held size is known
 	qos     byte
+}
+
+// retainedOverhead is what a retained topic holds beyond its topic string
+// and payload buffer: the map slot (string header, retainedMsg) and the
+// map's spare capacity.
+const retainedOverhead = 96
+
+func retainedSize(topic string, m retainedMsg) int64 {
+	return int64(len(topic) + bufCap(cap(m.payload)) + retainedOverhead)
 }
 
 // topicTree holds the generic subscriptions and the retained messages.
@@ -30,9 +40,11 @@ type retainedMsg struct {
 // level is a wildcard matches neither `$` topics nor the profile topics
 // u/, r/, g/ and p/ (PROTOCOL.md).
 type topicTree struct {
-	mu       sync.RWMutex // guards root, retained
+	mu       sync.RWMutex // guards root, retained, bytes
 	root     tnode
 	retained map[string]retainedMsg
+	bytes    int64         // held by retained (retainedSize of each)
+	acct     *atomic.Int64 // if set, receives every change of bytes (the server's store total)
 }
 
 func newTopicTree() *topicTree {
@@ -215,20 +227,52 @@ func matchChild(c *tnode, rest []byte, more bool, out []tsub) []tsub {
 }
 
 // setRetained stores (or, for an empty payload, deletes) the retained message
-// of topic; payload is copied. It reports false if the store already holds
-// max topics and topic is a new one (the message is then not retained).
-func (t *topicTree) setRetained(topic []byte, payload []byte, qos byte, max int) bool {
+// of topic; payload is copied. It reports false if the message is not
+// retained: topic is new and the store holds max topics, or the message
+// would take the retained store's bytes held over maxBytes, or the server's
+// store total (acct) over storeLimit. A refused replacement keeps the old
+// message.
+func (t *topicTree) setRetained(topic []byte, payload []byte, qos byte, max int, maxBytes, storeLimit int64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	old, had := t.retained[string(topic)]
+	var oldSize int64
+	if had {
+		oldSize = retainedSize(string(topic), old)
+	}
 	if len(payload) == 0 {
-		delete(t.retained, string(topic))
+		if had {
+			delete(t.retained, string(topic))
+			t.account(-oldSize)
+			b := old.payload
+			putBuf(&b)
+		}
 		return true
 	}
-	if _, ok := t.retained[string(topic)]; !ok && len(t.retained) >= max {
+	if !had && len(t.retained) >= max {
 		return false
 	}
-	t.retained[string(topic)] = retainedMsg{payload: bytes.Clone(payload), qos: qos}
+	add := int64(len(topic)+bufCap(len(payload))+retainedOverhead) - oldSize
+	if add > 0 && (t.bytes+add > maxBytes || t.acct != nil && t.acct.Load()+add > storeLimit) {
+		return false
+	}
+	buf := getBuf(len(payload))
+	*buf = append(*buf, payload...)
+	if had {
+		b := old.payload
+		putBuf(&b)
+	}
+	m := retainedMsg{payload: *buf, qos: qos}
+	t.retained[string(topic)] = m
+	t.account(retainedSize(string(topic), m) - oldSize)
 	return true
+}
+
+func (t *topicTree) account(d int64) {
+	t.bytes += d
+	if t.acct != nil {
+		t.acct.Add(d)
+	}
 }
 
 // retainedFor calls fn for each retained message matching filter. fn runs

@@ -44,8 +44,10 @@ type options struct {
 	maxPacket, inboxMessages, inboxBytes int
 	inflight, maxConns, maxQueued, loops int
 	maxRetained                          int
-	publishRate                          float64
-	handshake                            time.Duration
+	storeMax, retainedMax                int64
+	publishRate, newInboxRate            float64
+	newInboxBurst                        float64
+	handshake, inboxExpiry               time.Duration
 	ops                                  opsOptions
 }
 
@@ -66,6 +68,11 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxQueued, "max-queued", edge.DefaultMaxQueued, "unread output (`bytes`) after which a client that does not read is closed")
 	fs.Float64Var(&o.publishRate, "publish-rate", edge.DefaultPublishRate, "PUBLISH packets per second per connection (`rate`), -1 for no limit")
 	fs.IntVar(&o.maxRetained, "max-retained", edge.DefaultMaxRetained, "retained topics kept at most (`n`)")
+	fs.Int64Var(&o.storeMax, "store-max-bytes", 0, "cap on the memory held by all inboxes and retained messages (`bytes` held: buffer capacity plus overheads); 0 for half of GOMEMLIMIT if set, else a quarter of physical memory")
+	fs.Int64Var(&o.retainedMax, "retained-max-bytes", 0, "cap on the `bytes` held by retained messages (part of the store cap); 0 for a quarter of --store-max-bytes")
+	fs.Float64Var(&o.newInboxRate, "new-inbox-rate", edge.DefaultNewInboxRate, "inboxes per second a connection may create for never-seen users (`rate`); over it the connection is closed (new_inbox_rate); -1 for no limit")
+	fs.Float64Var(&o.newInboxBurst, "new-inbox-burst", edge.DefaultNewInboxBurst, "burst of --new-inbox-rate (`n` inboxes)")
+	fs.DurationVar(&o.inboxExpiry, "inbox-expiry", edge.DefaultInboxExpiry, "`duration` after which the inbox of a user who never connected is deleted (senders get an \"expired\" notice); 0 for never")
 	fs.IntVar(&o.loops, "loops", 0, "number of event loops (`n`), 0 for GOMAXPROCS")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -157,7 +164,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		return exitError
 	}
 	log := cfg.Logger
-	attrs := []any{"listen", s.Addr().String(), "auth", cfg.Auth.String(), "loops", cfg.Loops, "version", version}
+	attrs := []any{"listen", s.Addr().String(), "auth", cfg.Auth.String(), "loops", cfg.Loops,
+		"store_max_bytes", s.Stats().StoreMaxBytes, "version", version}
 	if a := s.AdminAddr(); a != nil {
 		attrs = append(attrs, "admin", a.String())
 	}
@@ -204,11 +212,19 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 		MaxConnections:   o.maxConns,
 		MaxQueued:        o.maxQueued,
 		MaxRetained:      o.maxRetained,
+		StoreMaxBytes:    o.storeMax,
+		RetainedMaxBytes: o.retainedMax,
+		NewInboxRate:     o.newInboxRate,
+		NewInboxBurst:    o.newInboxBurst,
+		InboxExpiry:      o.inboxExpiry,
 		PublishRate:      o.publishRate,
 		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.ops.level})),
 	}
 	if o.admin != "off" {
 		cfg.AdminAddr = o.admin
+	}
+	if o.inboxExpiry == 0 {
+		cfg.InboxExpiry = -1 // never
 	}
 	if cfg.Loops == 0 {
 		cfg.Loops = runtime.GOMAXPROCS(0)

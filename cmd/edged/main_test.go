@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +50,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad config key", []string{"--config", badcfg}, 2, "unknown key \"no-such-key\""},
 		{"bad limits", []string{"--listen", "127.0.0.1:0", "--admin", "off", "--inflight", "2000"}, 2, "in-flight window"},
 		{"bad log level", []string{"--log-level", "loud"}, 2, "--log-level"},
+		{"store cap below 8 packets", []string{"--listen", "127.0.0.1:0", "--admin", "off", "--store-max-bytes", "1000000"}, 2, "store cap"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
@@ -107,5 +109,27 @@ func TestBinarySIGTERM(t *testing.T) {
 	}
 	if !strings.Contains(errb.String(), "edged stopped") {
 		t.Fatalf("no clean stop: %s", errb.String())
+	}
+}
+
+func TestLimitFlags(t *testing.T) {
+	var o options
+	fs := newFlagSet(&o)
+	if err := fs.Parse([]string{"--store-max-bytes", "1073741824", "--retained-max-bytes", "1048576",
+		"--new-inbox-rate", "-1", "--new-inbox-burst", "5", "--inbox-expiry", "0"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := buildConfig(&o, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StoreMaxBytes != 1<<30 || cfg.RetainedMaxBytes != 1<<20 || cfg.NewInboxRate != -1 || cfg.NewInboxBurst != 5 || cfg.InboxExpiry >= 0 {
+		t.Fatalf("config %+v", cfg)
+	}
+	o = options{}
+	fs = newFlagSet(&o)
+	fs.Parse(nil)
+	if cfg, _, _ = buildConfig(&o, io.Discard); cfg.StoreMaxBytes != 0 || cfg.InboxExpiry != edge.DefaultInboxExpiry || cfg.NewInboxRate != edge.DefaultNewInboxRate {
+		t.Fatalf("defaults: store %d, expiry %v, rate %v; want 0 (from memory), 7 days, 100", cfg.StoreMaxBytes, cfg.InboxExpiry, cfg.NewInboxRate)
 	}
 }
