@@ -59,6 +59,10 @@ type Config struct {
 	// (edged mounts its activity reporter: pprof, /metrics, /stats, /knobs).
 	// The server's own counters then stay at GET /server/stats.
 	AdminRoutes func(mux *http.ServeMux) error
+	// AdminToken, if set, is the bearer token every admin request but
+	// GET /healthz must carry (at least MinAdminToken bytes). Without it
+	// the admin address must be loopback. See AdminGuard for the policy.
+	AdminToken []byte
 	// ExtraAddrs are more client listen addresses (netpoll listener
 	// groups served by the same loops), e.g. one per NIC.
 	ExtraAddrs []string
@@ -154,5 +158,5 @@ func (c *Config) setDefaults() error {
 	case c.MaxQueued < 2*c.MaxPacketSize:
 		return fmt.Errorf("check config: max queued %d below twice the max packet size: %w", c.MaxQueued, ErrBadConfig)
 	}
-	return nil
+	return c.checkAdmin()
 }

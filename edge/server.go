@@ -125,7 +125,7 @@ func (s *Server) Start() (err error) {
 			}
 		}
 		s.adminLn = ln
-		s.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.admin = &http.Server{Handler: s.AdminGuard(mux), ReadHeaderTimeout: 10 * time.Second}
 		go s.admin.Serve(ln)
 		defer func() {
 			if err != nil {
