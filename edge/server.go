@@ -353,7 +353,11 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	}
 	var w *will
 	if cp.WillFlag {
-		if profileTopic(cp.WillTopic) {
+		// A will is a deferred PUBLISH, so it gets the publish ACLs up
+		// front: the profile topics are the server's, and so is every
+		// topic starting with '$' (MQTT 3.1.1 section 4.7.2; a retained
+		// will on $SYS/ would forge what later $SYS subscribers read).
+		if profileTopic(cp.WillTopic) || (len(cp.WillTopic) > 0 && cp.WillTopic[0] == '$') {
 			return s.refuse(c, ls, mqtt.ConnRefusedNotAuthorized)
 		}
 		w = &will{topic: string(cp.WillTopic), payload: bytes.Clone(cp.WillMessage), qos: cp.WillQoS, retain: cp.WillRetain}
