@@ -86,7 +86,8 @@ type Config struct {
 	// (default 10 s).
 	HandshakeTimeout time.Duration
 	// MaxConnections caps concurrent client connections (0: no cap); a
-	// CONNECT over the cap gets CONNACK 0x03.
+	// connection over the cap is sent CONNACK 0x03 and closed as soon as
+	// it is accepted (close reason max_connections).
 	MaxConnections int
 	// MaxQueued caps a connection's unwritten output (default 4 MiB): a
 	// client that never reads is closed past it.

@@ -203,10 +203,17 @@ func (s *Server) loop(c *netpoll.Conn) *loopState { return s.loops[c.LoopID()] }
 
 // OnOpen implements netpoll.Handler.
 func (s *Server) OnOpen(c *netpoll.Conn) {
-	ss := s.loop(c).sess.get(c.Slot())
+	ls := s.loop(c)
+	ss := ls.sess.get(c.Slot())
 	*ss = session{}
 	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
-		ss.flags |= sOverLimit
+		// Over the cap: refuse at once instead of holding the socket
+		// until the handshake timeout. The CONNACK goes out ahead of the
+		// client's CONNECT; a client reads it after sending CONNECT and
+		// sees 0x03 (server unavailable) rather than a bare close.
+		c.Write(mqtt.AppendConnack(ls.out[:0], false, mqtt.ConnRefusedServerUnavailable))
+		c.Close(closeErr(ReasonMaxConns))
+		return
 	}
 	c.SetDeadline(s.cfg.HandshakeTimeout)
 }
@@ -320,9 +327,6 @@ func (s *Server) refuse(c *netpoll.Conn, ls *loopState, code byte) Reason {
 }
 
 func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.Connect) Reason {
-	if ss.flags&sOverLimit != 0 {
-		return s.refuse(c, ls, mqtt.ConnRefusedServerUnavailable)
-	}
 	id := cp.ClientID
 	if s.anonymousOK(c) && (!cp.PasswordFlag || len(s.cfg.Secret) == 0) {
 		if len(id) == 0 {
