@@ -23,6 +23,7 @@ type Engine struct {
 
 	maxQueued  atomic.Int64 // live value of Config.MaxQueued
 	acceptsOff atomic.Bool  // accepting paused by PauseAccepts
+	pauseLog   everyLog     // spaces the EMFILE "pausing accepts" lines
 
 	mu      sync.Mutex // guards started and closed
 	started bool
@@ -77,6 +78,7 @@ func New(cfg Config) (_ *Engine, err error) {
 		return nil, fmt.Errorf("netpoll: %w", err)
 	}
 	e := &Engine{cfg: cfg, reuse: !cfg.DisableReusePort}
+	e.pauseLog.every = acceptPauseLogEvery
 	e.maxQueued.Store(int64(cfg.MaxQueued))
 	defer func() {
 		if err != nil {
