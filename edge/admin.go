@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 )
 
@@ -31,10 +32,11 @@ const MinAdminToken = 16
 // The admin API's access policy, enforced by AdminGuard on every request to
 // the admin listener (edged's routes and the ones mounted beside them):
 //
-//  1. The Host header must be an IP literal, "localhost", or the host of
-//     Config.AdminAddr; other names get 421 Misdirected Request. A web page
-//     that rebinds its own DNS name to the admin address (DNS rebinding)
-//     sends that name and is refused.
+//  1. The Host header must be an IP literal, "localhost", the host of
+//     Config.AdminAddr or this machine's host name (os.Hostname, for an
+//     admin address on every interface); other names get 421 Misdirected
+//     Request. A web page that rebinds its own DNS name to the admin
+//     address (DNS rebinding) sends that name and is refused.
 //  2. GET /healthz is open to whoever reaches the listener.
 //  3. With Config.AdminToken, every other request needs
 //     "Authorization: Bearer TOKEN" (compared in constant time); without it
@@ -53,9 +55,11 @@ const MinAdminToken = 16
 // AdminGuard wraps h with the admin access policy above.
 func (s *Server) AdminGuard(h http.Handler) http.Handler {
 	host := adminHost(s.cfg.AdminAddr)
+	self, _ := os.Hostname()
+	self = strings.ToLower(self)
 	token := s.cfg.AdminToken
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !allowedHost(r.Host, host) {
+		if !allowedHost(r.Host, host) && !allowedHost(r.Host, self) {
 			writeJSON(w, http.StatusMisdirectedRequest, map[string]any{"error": "host " + r.Host + " is not this admin address"})
 			return
 		}

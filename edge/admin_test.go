@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 )
@@ -136,6 +137,7 @@ func TestAdminNoToken(t *testing.T) {
 		{"same-origin", "DELETE", "/groups/team/members/alice", map[string]string{"Origin": "http://127.0.0.1:9090", "Sec-Fetch-Site": "same-origin"}, 200},
 		{"rebound host", "GET", "/groups", map[string]string{"Host": "attacker.example"}, 421},
 		{"admin host name", "GET", "/groups", map[string]string{"Host": "127.0.0.1"}, 200},
+		{"machine host name", "GET", "/groups", map[string]string{"Host": hostname(t) + ":9090"}, 200},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if code, _, body := adminReq(t, tc.method, base+tc.path, tc.hdr); code != tc.code {
@@ -192,4 +194,12 @@ func TestAdminConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+func hostname(t *testing.T) string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		t.Skipf("no host name: %v", err)
+	}
+	return h
 }
