@@ -87,8 +87,18 @@ func sampleTree(pid int) (ServerSample, error) {
 }
 
 // adminStats GETs an admin /stats URL and keeps its top-level numbers.
+// adminStats GETs a flat JSON object of numbers. With EDGED_ADMIN_TOKEN in
+// the environment it sends the token as edged's admin API wants it
+// (Authorization: Bearer, as edgectl does).
 func adminStats(c *http.Client, url string) (map[string]float64, error) {
-	resp, err := c.Get(url)
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("get admin stats: %w", err)
+	}
+	if tok := strings.TrimSpace(os.Getenv("EDGED_ADMIN_TOKEN")); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("get admin stats: %w", err)
 	}

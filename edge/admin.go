@@ -1,10 +1,16 @@
 package edge
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"strconv"
+	"strings"
 )
 
 // AdminHandler returns the admin HTTP API:
@@ -21,7 +27,156 @@ import (
 //
 // Errors are JSON {"error": "..."} with 400 for invalid names. The mux is
 // exported through Mux so that observability endpoints can be added.
-func (s *Server) AdminHandler() http.Handler { return s.Mux() }
+// AdminHandler enforces the access policy of AdminGuard; Mux does not.
+func (s *Server) AdminHandler() http.Handler { return s.AdminGuard(s.Mux()) }
+
+// MinAdminToken is the shortest admin bearer token accepted.
+const MinAdminToken = 16
+
+// The admin API's access policy, enforced by AdminGuard on every request to
+// the admin listener (edged's routes and the ones mounted beside them):
+//
+//  1. The Host header must be an IP literal, "localhost", the host of
+//     Config.AdminAddr or this machine's host name (os.Hostname, for an
+//     admin address on every interface); other names get 421 Misdirected
+//     Request. A web page that rebinds its own DNS name to the admin
+//     address (DNS rebinding) sends that name and is refused.
+//  2. GET /healthz is open to whoever reaches the listener.
+//  3. With Config.AdminToken, every other request needs
+//     "Authorization: Bearer TOKEN" (compared in constant time); without it
+//     the answer is 401 with a WWW-Authenticate challenge.
+//  4. Without a token the admin listener must be on a loopback address
+//     (New refuses any other: ErrBadConfig). Reads (GET and HEAD outside
+//     /debug/pprof/) are then open to its peers; privileged requests (any
+//     other method: group changes, knobs; and all of /debug/pprof/, which
+//     exposes memory and costs CPU) are served only to loopback peers and
+//     never to a request a browser marks as cross-site (Sec-Fetch-Site, or
+//     an Origin naming another host): 403.
+//
+// The token travels in clear text (no TLS): off loopback, keep the admin
+// address on a private network.
+
+// AdminGuard wraps h with the admin access policy above.
+func (s *Server) AdminGuard(h http.Handler) http.Handler {
+	host := adminHost(s.cfg.AdminAddr)
+	self, _ := os.Hostname()
+	self = strings.ToLower(self)
+	token := s.cfg.AdminToken
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allowedHost(r.Host, host) && !allowedHost(r.Host, self) {
+			writeJSON(w, http.StatusMisdirectedRequest, map[string]any{"error": "host " + r.Host + " is not this admin address"})
+			return
+		}
+		if r.Method == http.MethodGet && r.URL.Path == "/healthz" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if len(token) > 0 {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), token) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="edged admin"`)
+				writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "admin token required (Authorization: Bearer)"})
+				return
+			}
+		}
+		if privileged(r) {
+			if !loopbackPeer(r.RemoteAddr) && len(token) == 0 {
+				writeJSON(w, http.StatusForbidden, map[string]any{"error": "without an admin token, changes and profiles are served to loopback peers only"})
+				return
+			}
+			if crossSite(r, host) {
+				writeJSON(w, http.StatusForbidden, map[string]any{"error": "cross-site request refused"})
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// checkAdmin enforces rule 4 of the admin policy on the configuration.
+func (c *Config) checkAdmin() error {
+	if c.AdminAddr == "" {
+		return nil
+	}
+	if len(c.AdminToken) > 0 && len(c.AdminToken) < MinAdminToken {
+		return fmt.Errorf("check config: admin token shorter than %d bytes: %w", MinAdminToken, ErrBadConfig)
+	}
+	if len(c.AdminToken) == 0 && !LoopbackAddr(c.AdminAddr) {
+		return fmt.Errorf("check config: admin address %s is not loopback and there is no admin token: %w", c.AdminAddr, ErrBadConfig)
+	}
+	return nil
+}
+
+// LoopbackAddr reports whether host:port names a loopback address: a
+// loopback IP literal or "localhost". Other names and an empty host (every
+// interface) are not loopback.
+func LoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// adminHost is the lower-case host of the admin address ("" if none).
+func adminHost(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSuffix(host, "."))
+}
+
+// allowedHost applies rule 1 to a Host header (host or host:port). An empty
+// Host (HTTP/1.0) carries no name to rebind and is allowed.
+func allowedHost(hostport, adminHost string) bool {
+	if hostport == "" {
+		return true
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	return host == "localhost" || (adminHost != "" && host == adminHost)
+}
+
+// privileged reports whether r changes state or takes a profile.
+func privileged(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return true
+	}
+	return strings.HasPrefix(r.URL.Path, "/debug/pprof/")
+}
+
+func loopbackPeer(remote string) bool {
+	ap, err := netip.ParseAddrPort(remote)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// crossSite reports whether a browser sent r on behalf of another site:
+// Sec-Fetch-Site "cross-site" or "same-site" (the Fetch Metadata spec), or
+// an Origin whose host fails rule 1. Tools such as curl and edgectl send
+// neither header.
+func crossSite(r *http.Request, adminHost string) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "cross-site", "same-site":
+		return true
+	}
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return false
+	}
+	_, rest, ok := strings.Cut(o, "://")
+	return !ok || !allowedHost(rest, adminHost)
+}
 
 // Mux returns a new admin ServeMux with the routes of AdminHandler.
 func (s *Server) Mux() *http.ServeMux {

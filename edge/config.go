@@ -64,6 +64,10 @@ type Config struct {
 	// (edged mounts its activity reporter: pprof, /metrics, /stats, /knobs).
 	// The server's own counters then stay at GET /server/stats.
 	AdminRoutes func(mux *http.ServeMux) error
+	// AdminToken, if set, is the bearer token every admin request but
+	// GET /healthz must carry (at least MinAdminToken bytes). Without it
+	// the admin address must be loopback. See AdminGuard for the policy.
+	AdminToken []byte
 	// ExtraAddrs are more client listen addresses (netpoll listener
 	// groups served by the same loops), e.g. one per NIC.
 	ExtraAddrs []string
@@ -87,7 +91,8 @@ type Config struct {
 	// (default 10 s).
 	HandshakeTimeout time.Duration
 	// MaxConnections caps concurrent client connections (0: no cap); a
-	// CONNECT over the cap gets CONNACK 0x03.
+	// connection over the cap is sent CONNACK 0x03 and closed as soon as
+	// it is accepted (close reason max_connections).
 	MaxConnections int
 	// MaxQueued caps a connection's unwritten output (default 4 MiB): a
 	// client that never reads is closed past it.
@@ -203,5 +208,5 @@ func (c *Config) setDefaults() error {
 	case c.MaxQueued < 2*c.MaxPacketSize:
 		return fmt.Errorf("check config: max queued %d below twice the max packet size: %w", c.MaxQueued, ErrBadConfig)
 	}
-	return nil
+	return c.checkAdmin()
 }

@@ -148,7 +148,7 @@ func (s *Server) Start() (err error) {
 			}
 		}
 		s.adminLn = ln
-		s.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.admin = &http.Server{Handler: s.AdminGuard(mux), ReadHeaderTimeout: 10 * time.Second}
 		go s.admin.Serve(ln)
 		defer func() {
 			if err != nil {
@@ -231,10 +231,17 @@ func (s *Server) loop(c *netpoll.Conn) *loopState { return s.loops[c.LoopID()] }
 
 // OnOpen implements netpoll.Handler.
 func (s *Server) OnOpen(c *netpoll.Conn) {
-	ss := s.loop(c).sess.get(c.Slot())
+	ls := s.loop(c)
+	ss := ls.sess.get(c.Slot())
 	*ss = session{}
 	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
-		ss.flags |= sOverLimit
+		// Over the cap: refuse at once instead of holding the socket
+		// until the handshake timeout. The CONNACK goes out ahead of the
+		// client's CONNECT; a client reads it after sending CONNECT and
+		// sees 0x03 (server unavailable) rather than a bare close.
+		c.Write(mqtt.AppendConnack(ls.out[:0], false, mqtt.ConnRefusedServerUnavailable))
+		c.Close(closeErr(ReasonMaxConns))
+		return
 	}
 	c.SetDeadline(s.cfg.HandshakeTimeout)
 }
@@ -349,9 +356,6 @@ func (s *Server) refuse(c *netpoll.Conn, ls *loopState, code byte) Reason {
 }
 
 func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.Connect) Reason {
-	if ss.flags&sOverLimit != 0 {
-		return s.refuse(c, ls, mqtt.ConnRefusedServerUnavailable)
-	}
 	id := cp.ClientID
 	peer := c.RemoteAddr().Addr().Unmap()
 	if s.anonymousOK(peer) && (!cp.PasswordFlag || len(s.cfg.Secret) == 0) {
@@ -383,7 +387,11 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	}
 	var w *will
 	if cp.WillFlag {
-		if profileTopic(cp.WillTopic) {
+		// A will is a deferred PUBLISH, so it gets the publish ACLs up
+		// front: the profile topics are the server's, and so is every
+		// topic starting with '$' (MQTT 3.1.1 section 4.7.2; a retained
+		// will on $SYS/ would forge what later $SYS subscribers read).
+		if profileTopic(cp.WillTopic) || (len(cp.WillTopic) > 0 && cp.WillTopic[0] == '$') {
 			return s.refuse(c, ls, mqtt.ConnRefusedNotAuthorized)
 		}
 		w = &will{topic: string(cp.WillTopic), payload: bytes.Clone(cp.WillMessage), qos: cp.WillQoS, retain: cp.WillRetain}

@@ -14,10 +14,6 @@ type session struct {
 }
 
 const (
-	sOverLimit uint16 = 1 << iota // opened over MaxConnections: CONNACK 0x03
-)
-
-const (
 	sessChunkShift = 12
 	sessChunkSize  = 1 << sessChunkShift
 )

@@ -103,4 +103,5 @@ var (
 	ErrShutdown        = errors.New("netpoll: shutting down")
 	ErrUnsupported     = errors.New("netpoll: not supported on this platform")
 	ErrClosedByHandler = errors.New("netpoll: closed by handler")
+	ErrAddrInUse       = errors.New("netpoll: address in use by another listener")
 )

@@ -23,6 +23,7 @@ type Engine struct {
 
 	maxQueued  atomic.Int64 // live value of Config.MaxQueued
 	acceptsOff atomic.Bool  // accepting paused by PauseAccepts
+	pauseLog   everyLog     // spaces the EMFILE "pausing accepts" lines
 
 	mu      sync.Mutex // guards started and closed
 	started bool
@@ -65,8 +66,9 @@ func (c *Config) setDefaults() error {
 }
 
 // New creates the listeners, pollers and loops; Start runs them. It returns
-// ErrUnsupported on systems without epoll or kqueue, and never leaks a file
-// descriptor on failure.
+// ErrUnsupported on systems without epoll or kqueue, ErrAddrInUse when
+// another socket (another server) already listens on one of the addresses,
+// and never leaks a file descriptor on failure.
 func New(cfg Config) (_ *Engine, err error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -76,6 +78,7 @@ func New(cfg Config) (_ *Engine, err error) {
 		return nil, fmt.Errorf("netpoll: %w", err)
 	}
 	e := &Engine{cfg: cfg, reuse: !cfg.DisableReusePort}
+	e.pauseLog.every = acceptPauseLogEvery
 	e.maxQueued.Store(int64(cfg.MaxQueued))
 	defer func() {
 		if err != nil {
@@ -112,6 +115,26 @@ func New(cfg Config) (_ *Engine, err error) {
 			return nil, fmt.Errorf("netpoll: %w", err)
 		}
 		addrs = append(addrs, xp)
+	}
+	if e.reuse {
+		// A SO_REUSEPORT listener silently joins the group of a live
+		// server on the same address (same user), and the kernel then
+		// splits new connections between the two processes. So first bind
+		// each fixed address once without SO_REUSEPORT: EADDRINUSE means
+		// someone listens there. Port 0 gets a fresh port; the fallback
+		// without SO_REUSEPORT fails in its own bind. Two servers starting
+		// at the same instant can both pass the probe (a window of a few
+		// syscalls). A future upgrade or cluster design that wants to share
+		// a port must join it explicitly (e.g. by inheriting the
+		// listeners), never by accident.
+		for _, ap := range addrs {
+			if ap.Port() == 0 {
+				continue
+			}
+			if err := probeFree(ap); err != nil {
+				return nil, fmt.Errorf("netpoll: listen %s: %w", ap, err)
+			}
+		}
 	}
 	for g, ap := range addrs {
 		if err := e.listenGroup(g, ap); err != nil {

@@ -296,7 +296,10 @@ func (l *Loop) acceptAll(lfd int) {
 				// for a while instead of spinning.
 				l.acceptResume = l.now.Add(100 * time.Millisecond)
 				l.updateAccepting()
-				l.e.logf("netpoll: loop %d: accept: %v; pausing accepts for 100ms", l.id, os.NewSyscallError("accept", err))
+				if ok, n := l.e.pauseLog.allow(l.now); ok {
+					l.e.logf("netpoll: loop %d: accept: %v; pausing accepts for 100ms (%d more such pauses since the last line, logged at most every %v)",
+						l.id, os.NewSyscallError("accept", err), n, l.e.pauseLog.every)
+				}
 			}
 			return
 		}

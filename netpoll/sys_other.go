@@ -11,6 +11,7 @@ func isAgain(err error) bool                           { return false }
 func isTooManyFiles(err error) bool                    { return false }
 func resolve(addr string) (netip.AddrPort, error)      { return netip.AddrPort{}, ErrUnsupported }
 func listenTCP(netip.AddrPort, bool, int) (int, error) { return -1, ErrUnsupported }
+func probeFree(netip.AddrPort) error                   { return ErrUnsupported }
 func localAddr(fd int) (netip.AddrPort, error)         { return netip.AddrPort{}, ErrUnsupported }
 func tuneConn(fd, sndbuf, rcvbuf int) error            { return ErrUnsupported }
 func acceptConn(lfd int) (int, error)                  { return -1, ErrUnsupported }

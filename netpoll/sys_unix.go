@@ -107,6 +107,31 @@ func listenTCP(ap netip.AddrPort, reuse bool, backlog int) (_ int, err error) {
 	return fd, nil
 }
 
+// probeFree binds a socket to ap without SO_REUSEPORT and closes it. With
+// SO_REUSEADDR the bind passes over TIME_WAIT leftovers of an earlier run,
+// but not over a listening socket, SO_REUSEPORT or not (Linux
+// inet_csk_bind_conflict; BSD in_pcbbind_setup): EADDRINUSE then returns
+// ErrAddrInUse.
+func probeFree(ap netip.AddrPort) error {
+	sa, family := sockaddr(ap)
+	fd, err := unix.Socket(family, unix.SOCK_STREAM, unix.IPPROTO_TCP)
+	if err != nil {
+		return os.NewSyscallError("socket", err)
+	}
+	defer unix.Close(fd)
+	unix.CloseOnExec(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return os.NewSyscallError("setsockopt SO_REUSEADDR", err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		if err == unix.EADDRINUSE {
+			return fmt.Errorf("%w (is another edged running there?): %w", ErrAddrInUse, os.NewSyscallError("bind", err))
+		}
+		return os.NewSyscallError("bind", err)
+	}
+	return nil
+}
+
 func localAddr(fd int) (netip.AddrPort, error) {
 	sa, err := unix.Getsockname(fd)
 	if err != nil {

@@ -163,7 +163,7 @@ func flagSet(c command, o *bench.Options, x *extras) *flag.FlagSet {
 	} else {
 		fs.StringVar(&o.Target, "target", o.Target, "MQTT server `host:port` (IPv4)")
 		fs.IntVar(&o.ServerPID, "server-pid", 0, "server process id on this host: sample RSS, CPU and threads of its process tree from /proc")
-		fs.StringVar(&o.Admin, "admin", "", "server counters `URL`: a GET answering a flat JSON object of numbers, e.g. edged's http://127.0.0.1:9090/server/stats; skipped when absent")
+		fs.StringVar(&o.Admin, "admin", "", "server counters `URL`: a GET answering a flat JSON object of numbers, e.g. edged's http://127.0.0.1:9090/server/stats (sends $EDGED_ADMIN_TOKEN if set); skipped when absent")
 	}
 	fs.Func("src", "source IPv4 `addresses` bound before connect, e.g. 127.0.0.2-127.0.0.100 (default: kernel's choice; loopback runs over 20000 connections use 127.0.0.2-127.0.0.33)", func(s string) error {
 		v, err := bench.ParseSrc(s)

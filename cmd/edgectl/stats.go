@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,21 +24,27 @@ func init() {
 // defaultAdmin is edged's default admin address.
 const defaultAdmin = "http://127.0.0.1:9090"
 
+// adminTokenEnv names the environment variable that holds the admin bearer
+// token when --admin-token-file is not given.
+const adminTokenEnv = "EDGED_ADMIN_TOKEN"
+
 // adminFlags are the flags of every command that talks to a live server.
 type adminFlags struct {
-	admin   string
-	timeout time.Duration
+	admin, tokenFile string
+	timeout          time.Duration
 }
 
 func (a *adminFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&a.admin, "admin", defaultAdmin, "edged admin `URL` (or host:port)")
+	fs.StringVar(&a.tokenFile, "admin-token-file", "", "`file` holding the admin bearer token (edged --admin-token-file); default: $"+adminTokenEnv)
 	fs.DurationVar(&a.timeout, "timeout", 5*time.Second, "give up on the server after `DURATION`")
 }
 
 // adminClient talks to an edged admin endpoint.
 type adminClient struct {
-	base string // scheme://host:port, no trailing slash
-	hc   *http.Client
+	base  string // scheme://host:port, no trailing slash
+	token string // bearer token; "" sends no Authorization header
+	hc    *http.Client
 }
 
 // client checks the flags and returns a client; a bad URL is a usage error.
@@ -53,9 +60,19 @@ func (a *adminFlags) client() (*adminClient, error) {
 	if a.timeout <= 0 {
 		return nil, usagef("--timeout must be positive")
 	}
+	token := strings.TrimSpace(os.Getenv(adminTokenEnv))
+	if a.tokenFile != "" {
+		b, err := os.ReadFile(a.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("read admin token file: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return nil, fmt.Errorf("read admin token file %s: empty", a.tokenFile)
+		}
+	}
 	d := &net.Dialer{Timeout: min(a.timeout, 3*time.Second)}
 	tr := &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}
-	return &adminClient{base: u.Scheme + "://" + u.Host, hc: &http.Client{Timeout: a.timeout, Transport: tr}}, nil
+	return &adminClient{base: u.Scheme + "://" + u.Host, token: token, hc: &http.Client{Timeout: a.timeout, Transport: tr}}, nil
 }
 
 // do sends a request and returns the response if its status is 2xx; any
@@ -64,6 +81,9 @@ func (c *adminClient) do(method, path string, body io.Reader, timeout time.Durat
 	req, err := http.NewRequest(method, c.base+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	hc := c.hc
 	if timeout > 0 {
@@ -82,7 +102,15 @@ func (c *adminClient) do(method, path string, body io.Reader, timeout time.Durat
 		if json.Unmarshal(msg, &e) == nil && e.Error != "" {
 			msg = []byte(e.Error)
 		}
-		return nil, fmt.Errorf("%s %s: %s: %s", method, c.base+path, resp.Status, strings.TrimSpace(string(msg)))
+		text := strings.TrimSpace(string(msg))
+		if resp.StatusCode == http.StatusUnauthorized {
+			hint := "give --admin-token-file or set $" + adminTokenEnv
+			if c.token != "" {
+				hint = "the admin token was refused"
+			}
+			text += "; " + hint
+		}
+		return nil, fmt.Errorf("%s %s: %s: %s", method, c.base+path, resp.Status, text)
 	}
 	return resp, nil
 }

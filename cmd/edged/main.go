@@ -39,6 +39,7 @@ func main() {
 // options are the command-line settings.
 type options struct {
 	admin, secretFile, config, logLevel  string
+	adminTokenFile                       string
 	listen                               listenFlag
 	insecure, version                    bool
 	maxPacket, inboxMessages, inboxBytes int
@@ -55,7 +56,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("edged", flag.ContinueOnError)
 	o.listen.list = []listener{{addr: edge.DefaultAddr}}
 	fs.Var(&o.listen, "listen", "client `address` host:port (MQTT over TCP); repeat or comma-separate for several; NAME=ADDR%IFACE makes a NIC group reached only through eBPF SK_LOOKUP from IFACE (e.g. public=198.18.0.1:1883%eth0)")
-	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "admin HTTP `address` (groups, stats); \"off\" disables it")
+	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "admin HTTP `address` (groups, stats, knobs, pprof); \"off\" disables it; off loopback it needs --admin-token-file")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the admin API bearer token (at least 16 bytes); with it every admin request but /healthz needs \"Authorization: Bearer TOKEN\"")
 	fs.StringVar(&o.secretFile, "secret-file", "", "`file` holding the token HMAC secret (required off loopback unless --insecure)")
 	fs.BoolVar(&o.insecure, "insecure", false, "let clients in without a token on any address")
 	fs.StringVar(&o.config, "config", "", "key=value config `file`; keys are the flag names, flags override it")
@@ -173,10 +175,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if note != "" {
 		log.Warn(note)
 	}
-	if cfg.AdminAddr != "" {
-		if lb, err := isLoopback(cfg.AdminAddr); err == nil && !lb {
-			log.Warn("the admin API has no authentication and listens off loopback", "admin", cfg.AdminAddr)
-		}
+	if cfg.AdminAddr != "" && !edge.LoopbackAddr(cfg.AdminAddr) {
+		log.Warn("the admin API listens off loopback over plain HTTP: its bearer token travels in clear text; keep it on a private network", "admin", cfg.AdminAddr)
 	}
 	if ready != nil {
 		ready(s)
@@ -225,6 +225,19 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 	}
 	if o.inboxExpiry == 0 {
 		cfg.InboxExpiry = -1 // never
+	}
+	if o.adminTokenFile != "" {
+		b, err := os.ReadFile(o.adminTokenFile)
+		if err != nil {
+			return cfg, "", fmt.Errorf("read admin token file: %w", err)
+		}
+		cfg.AdminToken = []byte(strings.TrimSpace(string(b)))
+		if len(cfg.AdminToken) < edge.MinAdminToken {
+			return cfg, "", fmt.Errorf("read admin token file %s: token shorter than %d bytes", o.adminTokenFile, edge.MinAdminToken)
+		}
+	}
+	if cfg.AdminAddr != "" && cfg.AdminToken == nil && !edge.LoopbackAddr(cfg.AdminAddr) {
+		return cfg, "", fmt.Errorf("serve admin on %s: the admin API is off loopback without authentication: give --admin-token-file (or --admin 127.0.0.1:PORT, or --admin off)", cfg.AdminAddr)
 	}
 	if cfg.Loops == 0 {
 		cfg.Loops = runtime.GOMAXPROCS(0)

@@ -51,6 +51,10 @@ func TestUsageErrors(t *testing.T) {
 		{"bad limits", []string{"--listen", "127.0.0.1:0", "--admin", "off", "--inflight", "2000"}, 2, "in-flight window"},
 		{"bad log level", []string{"--log-level", "loud"}, 2, "--log-level"},
 		{"store cap below 8 packets", []string{"--listen", "127.0.0.1:0", "--admin", "off", "--store-max-bytes", "1000000"}, 2, "store cap"},
+		{"public admin without token", []string{"--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0"}, 2, "serve admin on 0.0.0.0:0: the admin API is off loopback without authentication: give --admin-token-file"},
+		{"admin on a host name without token", []string{"--listen", "127.0.0.1:0", "--admin", "admin.internal:9090"}, 2, "give --admin-token-file"},
+		{"short admin token", []string{"--listen", "127.0.0.1:0", "--admin-token-file", short}, 2, "token shorter than 16 bytes"},
+		{"missing admin token file", []string{"--listen", "127.0.0.1:0", "--admin-token-file", filepath.Join(dir, "none")}, 2, "read admin token file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -77,6 +79,54 @@ func TestOpsWiring(t *testing.T) {
 	}
 	if code, _ := httpDo(t, "PUT", base+"/knobs/inflight", "0"); code != 400 {
 		t.Fatalf("out-of-range inflight accepted: %d", code)
+	}
+}
+
+// TestAdminTokenWiring runs edged with --admin-token-file on every
+// interface: the reporter's routes (metrics, knobs, pprof) sit behind the
+// token like the server's own.
+func TestAdminTokenWiring(t *testing.T) {
+	const token = "s3cret-admin-token-0123"
+	file := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, log, stop := startRun(t, "--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0", "--admin-token-file", file, "--steering", "off")
+	defer stop()
+	if !strings.Contains(log.String(), "bearer token travels in clear text") {
+		t.Errorf("no warning about the clear-text token off loopback:\n%s", log.String())
+	}
+	_, port, _ := net.SplitHostPort(s.AdminAddr().String())
+	base := "http://127.0.0.1:" + port
+	do := func(method, path, body, tok string) int {
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, path := range []string{"/metrics", "/stats", "/server/stats", "/knobs", "/debug/pprof/", "/debug/pprof/heap", "/groups"} {
+		if code := do("GET", path, "", ""); code != 401 {
+			t.Errorf("GET %s without the token: %d, want 401", path, code)
+		}
+		if code := do("GET", path, "", token); code != 200 {
+			t.Errorf("GET %s with the token: %d, want 200", path, code)
+		}
+	}
+	if code := do("GET", "/healthz", "", ""); code != 200 {
+		t.Errorf("GET /healthz without the token: %d, want 200", code)
+	}
+	if code := do("PUT", "/knobs/inflight", "9", "wrong-token-0123456789"); code != 401 || s.Inflight() == 9 {
+		t.Fatalf("PUT /knobs/inflight with a wrong token: %d, inflight %d", code, s.Inflight())
+	}
+	if code := do("PUT", "/knobs/inflight", "9", token); code != 200 || s.Inflight() != 9 {
+		t.Fatalf("PUT /knobs/inflight with the token: %d, inflight %d", code, s.Inflight())
 	}
 }
 
