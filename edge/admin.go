@@ -80,6 +80,12 @@ type Stats struct {
 	Dropped      uint64            `json:"dropped"`
 	RetainedFull uint64            `json:"retained_full"`
 	Closes       map[string]uint64 `json:"closes"`
+
+	// FiltersOverPacket and FiltersOverClient count SUBSCRIBE filters
+	// refused with 0x80 past Config.MaxFiltersPerSubscribe and
+	// Config.MaxSubscriptions.
+	FiltersOverPacket uint64 `json:"filters_over_packet_cap"`
+	FiltersOverClient uint64 `json:"filters_over_client_cap"`
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -93,6 +99,9 @@ func (s *Server) Stats() Stats {
 		Dropped:      s.stats.dropped.Load(),
 		RetainedFull: s.stats.retainedFull.Load(),
 		Closes:       s.closes.snapshot(),
+
+		FiltersOverPacket: s.stats.overPacket.Load(),
+		FiltersOverClient: s.stats.overClient.Load(),
 	}
 }
 

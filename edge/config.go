@@ -45,6 +45,12 @@ const (
 	DefaultPublishRate      = 10000
 	DefaultMaxQueued        = 4 << 20
 	DefaultMaxRetained      = 1_000_000
+	// DefaultMaxFiltersPerSubscribe and DefaultMaxSubscriptions: a
+	// device or app subscribes to a handful of filters; these leave two
+	// orders of magnitude of room and keep one client's subscriptions
+	// (about 100 bytes each) under 1 MB.
+	DefaultMaxFiltersPerSubscribe = 128
+	DefaultMaxSubscriptions       = 10_000
 )
 
 // Config configures a Server. The zero value of each field picks its default.
@@ -96,6 +102,17 @@ type Config struct {
 	// a retained PUBLISH to a new topic over the cap is delivered but not
 	// retained.
 	MaxRetained int
+	// MaxFiltersPerSubscribe caps the filters of one SUBSCRIBE packet
+	// that are considered (default 128): the filters past it get SUBACK
+	// return code 0x80 (failure) and are counted (Stats.FiltersOverPacket);
+	// the connection stays open.
+	MaxFiltersPerSubscribe int
+	// MaxSubscriptions caps a client's generic subscriptions (default
+	// 10,000): a new filter past it gets SUBACK return code 0x80 and is
+	// counted (Stats.FiltersOverClient); a filter it already holds may be
+	// subscribed again (a QoS change). Subscriptions to one's own u/
+	// inbox are implicit and do not count.
+	MaxSubscriptions int
 	// Logger receives start-up lines and rate-limited debug lines for
 	// closed connections (default slog.Default()).
 	Logger *slog.Logger
@@ -134,6 +151,12 @@ func (c *Config) setDefaults() error {
 	if c.MaxRetained == 0 {
 		c.MaxRetained = DefaultMaxRetained
 	}
+	if c.MaxFiltersPerSubscribe == 0 {
+		c.MaxFiltersPerSubscribe = DefaultMaxFiltersPerSubscribe
+	}
+	if c.MaxSubscriptions == 0 {
+		c.MaxSubscriptions = DefaultMaxSubscriptions
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -151,6 +174,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("check config: in-flight window %d outside [1, 1024]: %w", c.Inflight, ErrBadConfig)
 	case c.HandshakeTimeout < 0 || c.MaxConnections < 0 || c.Loops < 0 || c.MaxRetained < 0:
 		return fmt.Errorf("check config: negative handshake timeout, max connections, loops or max retained: %w", ErrBadConfig)
+	case c.MaxFiltersPerSubscribe < 0 || c.MaxSubscriptions < 0:
+		return fmt.Errorf("check config: negative max filters per subscribe or max subscriptions: %w", ErrBadConfig)
 	case c.MaxQueued < 2*c.MaxPacketSize:
 		return fmt.Errorf("check config: max queued %d below twice the max packet size: %w", c.MaxQueued, ErrBadConfig)
 	}

@@ -36,6 +36,8 @@ func (s *Server) Counters() map[string]int64 {
 	m := map[string]int64{
 		"messages_in": int64(st.Published), "inbox_stored": int64(st.Stored),
 		"inbox_full": int64(st.InboxFull), "deliveries_dropped": int64(st.Dropped),
+		"subscribe_filters_over_packet_cap": int64(st.FiltersOverPacket),
+		"subscribe_filters_over_client_cap": int64(st.FiltersOverClient),
 	}
 	for reason, n := range st.Closes {
 		m["closes_"+reason] = int64(n)

@@ -14,6 +14,7 @@ type session struct {
 
 const (
 	sOverLimit uint16 = 1 << iota // opened over MaxConnections: CONNACK 0x03
+	sScanning                     // on its loop's scanning list (retained scans pending)
 )
 
 const (

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/edgedhq/edged/edge/mqtt"
 )
@@ -15,29 +16,36 @@ type tsub struct {
 	qos byte
 }
 
+func (s tsub) key() uint32 { return s.cl.idx }
+
 type tnode struct {
 	children map[string]*tnode
-	subs     []tsub
-}
-
-type retainedMsg struct {
-	payload []byte
-	qos     byte
+	subs     indexedList[uint32, tsub] // keyed by client index: one per client
 }
 
 // topicTree holds the generic subscriptions and the retained messages.
 // Profile traffic (u/, r/, g/) never passes through it; a filter whose first
 // level is a wildcard matches neither `$` topics nor the profile topics
 // u/, r/, g/ and p/ (PROTOCOL.md).
+//
+// Subscribing and unsubscribing cost O(levels of the filter): each node
+// finds a client's subscription through indexedList. The retained messages
+// live in their own trie (retained.go) under their own lock, so that a
+// retained scan never holds up routing.
 type topicTree struct {
-	mu       sync.RWMutex // guards root, retained
-	root     tnode
-	retained map[string]retainedMsg
+	mu   sync.RWMutex // guards root
+	root tnode
+
+	rmu   sync.RWMutex // guards rroot and nretained; lock order: client.mu, then rmu
+	rroot rnode
+	// nretained is the number of retained topics.
+	nretained int
+	// scans counts the retained scans started and not yet ended; while
+	// any is active no child list is compacted (rkids).
+	scans atomic.Int64
 }
 
-func newTopicTree() *topicTree {
-	return &topicTree{retained: make(map[string]retainedMsg)}
-}
+func newTopicTree() *topicTree { return &topicTree{} }
 
 // reservedTopic reports whether a filter starting with a wildcard must not
 // match topic: `$` topics (MQTT 4.7.2) and the profile topics.
@@ -81,13 +89,11 @@ func (t *topicTree) subscribe(filter string, cl *client, qos byte) {
 		}
 		n = c
 	}
-	for i := range n.subs {
-		if n.subs[i].cl == cl {
-			n.subs[i].qos = qos
-			return
-		}
+	if i := n.subs.find(cl.idx); i >= 0 {
+		n.subs.items[i] = tsub{cl: cl, gen: cl.gen, qos: qos}
+		return
 	}
-	n.subs = append(n.subs, tsub{cl: cl, gen: cl.gen, qos: qos})
+	n.subs.add(tsub{cl: cl, gen: cl.gen, qos: qos})
 }
 
 // unsubscribe removes cl's subscription to filter and prunes empty nodes.
@@ -110,20 +116,17 @@ func (t *topicTree) unsubscribe(filter string, cl *client) bool {
 		depth++
 		n = c
 	}
-	i := slices.IndexFunc(n.subs, func(s tsub) bool { return s.cl == cl })
-	if i < 0 {
+	i := n.subs.find(cl.idx)
+	if i < 0 || n.subs.items[i].cl != cl {
 		return false
 	}
-	n.subs = slices.Delete(n.subs, i, i+1)
-	if len(n.subs) == 0 {
-		n.subs = nil
-	}
+	n.subs.remove(i)
 	if depth > len(path) {
 		return true
 	}
 	for d := depth - 1; d >= 0; d-- {
 		child := path[d].children[names[d]]
-		if len(child.subs) > 0 || len(child.children) > 0 {
+		if child.subs.len() > 0 || len(child.children) > 0 {
 			break
 		}
 		delete(path[d].children, names[d])
@@ -188,7 +191,7 @@ func matchNode(n *tnode, topic []byte, wild bool, out []tsub) []tsub {
 	}
 	if wild {
 		if h := n.children["#"]; h != nil {
-			out = append(out, h.subs...)
+			out = append(out, h.subs.items...)
 		}
 	}
 	level, rest, more := bytes.Cut(topic, []byte{'/'})
@@ -207,53 +210,92 @@ func matchChild(c *tnode, rest []byte, more bool, out []tsub) []tsub {
 	if more {
 		return matchNode(c, rest, true, out)
 	}
-	out = append(out, c.subs...)
+	out = append(out, c.subs.items...)
 	if h := c.children["#"]; h != nil { // "a/#" matches "a"
-		out = append(out, h.subs...)
+		out = append(out, h.subs.items...)
 	}
 	return out
 }
 
-// setRetained stores (or, for an empty payload, deletes) the retained message
-// of topic; payload is copied. It reports false if the store already holds
-// max topics and topic is a new one (the message is then not retained).
-func (t *topicTree) setRetained(topic []byte, payload []byte, qos byte, max int) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(payload) == 0 {
-		delete(t.retained, string(topic))
-		return true
-	}
-	if _, ok := t.retained[string(topic)]; !ok && len(t.retained) >= max {
-		return false
-	}
-	t.retained[string(topic)] = retainedMsg{payload: bytes.Clone(payload), qos: qos}
-	return true
-}
-
-// retainedFor calls fn for each retained message matching filter. fn runs
-// under the tree's read lock and must not call back into the tree.
-func (t *topicTree) retainedFor(filter string, fn func(topic string, m retainedMsg)) {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if !hasWildcard(filter) {
-		if m, ok := t.retained[filter]; ok {
-			fn(filter, m)
-		}
-		return
-	}
-	for topic, m := range t.retained {
-		if matchFilter(filter, topic) {
-			fn(topic, m)
-		}
-	}
-}
-
-func hasWildcard(f string) bool {
+func hasWildcard[T ~string | ~[]byte](f T) bool {
 	for i := 0; i < len(f); i++ {
 		if f[i] == '+' || f[i] == '#' {
 			return true
 		}
 	}
 	return false
+}
+
+// smallList is the length up to which an indexedList is searched by
+// scanning: comparing eight keys costs about one hash lookup, and a short
+// list (the common case: a filter with one subscriber, a client with a few
+// filters) pays for no map.
+const smallList = 8
+
+type keyed[K comparable] interface{ key() K }
+
+// indexedList is a set of items with distinct keys in a slice, searched by
+// scanning while it holds at most smallList items and through a map from
+// key to position beyond that: find, add and remove are O(1) expected at
+// any length. remove moves the last item into the hole, so order is not
+// kept. The zero value is an empty list that holds no memory.
+type indexedList[K comparable, V keyed[K]] struct {
+	items []V
+	pos   map[K]int32 // key -> index in items; nil while len(items) <= smallList
+}
+
+func (l *indexedList[K, V]) len() int { return len(l.items) }
+
+// find returns the index of the item with key k, or -1.
+func (l *indexedList[K, V]) find(k K) int {
+	if l.pos != nil {
+		if i, ok := l.pos[k]; ok {
+			return int(i)
+		}
+		return -1
+	}
+	for i := range l.items {
+		if l.items[i].key() == k {
+			return i
+		}
+	}
+	return -1
+}
+
+// add appends v, whose key must not be in the list.
+func (l *indexedList[K, V]) add(v V) {
+	l.items = append(l.items, v)
+	switch {
+	case l.pos != nil:
+		l.pos[v.key()] = int32(len(l.items) - 1)
+	case len(l.items) > smallList:
+		l.pos = make(map[K]int32, 2*len(l.items))
+		for i := range l.items {
+			l.pos[l.items[i].key()] = int32(i)
+		}
+	}
+}
+
+// remove deletes the item at index i.
+func (l *indexedList[K, V]) remove(i int) {
+	last := len(l.items) - 1
+	if l.pos != nil {
+		delete(l.pos, l.items[i].key())
+		if i != last {
+			l.pos[l.items[last].key()] = int32(i)
+		}
+	}
+	l.items[i] = l.items[last]
+	var zero V
+	l.items[last] = zero
+	l.items = l.items[:last]
+	switch {
+	case last == 0:
+		l.items, l.pos = nil, nil
+	case l.pos != nil && last <= smallList/2:
+		l.pos = nil
+	}
+	if cap(l.items) >= 64 && 4*len(l.items) <= cap(l.items) {
+		l.items = slices.Clone(l.items) // give back a mass removal's array
+	}
 }
