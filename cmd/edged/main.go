@@ -42,7 +42,7 @@ type options struct {
 	insecure, version                    bool
 	maxPacket, inboxMessages, inboxBytes int
 	inflight, maxConns, maxQueued, loops int
-	maxRetained                          int
+	maxRetained, maxSubs, maxSubFilters  int
 	publishRate                          float64
 	handshake                            time.Duration
 	ops                                  opsOptions
@@ -65,6 +65,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxQueued, "max-queued", edge.DefaultMaxQueued, "unread output (`bytes`) after which a client that does not read is closed")
 	fs.Float64Var(&o.publishRate, "publish-rate", edge.DefaultPublishRate, "PUBLISH packets per second per connection (`rate`), -1 for no limit")
 	fs.IntVar(&o.maxRetained, "max-retained", edge.DefaultMaxRetained, "retained topics kept at most (`n`)")
+	fs.IntVar(&o.maxSubs, "max-subscriptions", edge.DefaultMaxSubscriptions, "subscriptions per client (`n`); a new filter past it gets SUBACK 0x80")
+	fs.IntVar(&o.maxSubFilters, "max-subscribe-filters", edge.DefaultMaxFiltersPerSubscribe, "filters considered per SUBSCRIBE packet (`n`); the rest get SUBACK 0x80")
 	fs.IntVar(&o.loops, "loops", 0, "number of event loops (`n`), 0 for GOMAXPROCS")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -206,6 +208,7 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 		PublishRate:      o.publishRate,
 		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.ops.level})),
 	}
+	cfg.MaxSubscriptions, cfg.MaxFiltersPerSubscribe = o.maxSubs, o.maxSubFilters
 	if o.admin != "off" {
 		cfg.AdminAddr = o.admin
 	}
