@@ -4,7 +4,11 @@ package edge
 // the branches it can match, and resumable scans, so that a filter matching
 // a million retained topics is delivered in slices that never stall a loop.
 
-import "github.com/edgedhq/edged/netpoll"
+import (
+	"time"
+
+	"github.com/edgedhq/edged/netpoll"
+)
 
 // rnode is one level of the retained-message trie; the root is the empty
 // topic. A node exists while it holds a retained message or has children.
@@ -365,6 +369,7 @@ func (s *Server) OnTick(l *netpoll.Loop) {
 	if len(ls.scanning) == 0 {
 		return
 	}
+	t0 := time.Now()
 	budget := scanBudget
 	awake := false
 	tail := ls.scanTail[:0]
@@ -389,6 +394,19 @@ func (s *Server) OnTick(l *netpoll.Loop) {
 	if awake && !ls.wakePosted {
 		ls.wakePosted = s.eng.PostLoop(l.ID(), netpoll.Message{Kind: msgScanWake}) == nil
 	}
+	if d := int64(time.Since(t0)); d > ls.longestSlice.Load() {
+		ls.longestSlice.Store(d)
+	}
+}
+
+// longestScanSlice returns the longest time a loop spent in one OnTick
+// serving retained scans.
+func (s *Server) longestScanSlice() time.Duration {
+	var d int64
+	for _, ls := range s.loops {
+		d = max(d, ls.longestSlice.Load())
+	}
+	return time.Duration(d)
 }
 
 // serveScans runs h's scans within *budget.

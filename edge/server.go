@@ -82,6 +82,9 @@ type loopState struct {
 	scanning   []netpoll.Handle
 	scanTail   []netpoll.Handle
 	wakePosted bool
+	// longestSlice is the longest OnTick serving scans, in nanoseconds
+	// (written by the loop only; benchmarks read it).
+	longestSlice atomic.Int64
 }
 
 // New validates cfg and builds a Server (not yet listening). It returns an
