@@ -3,5 +3,5 @@
 package edge
 
 // raceSlowdown scales the loose latency bounds of tests: the race detector
-// makes the loops about ten times slower.
-const raceSlowdown = 5
+// makes the loops five to twenty times slower.
+const raceSlowdown = 10

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -207,5 +208,256 @@ func TestRetainedScanKeepsLoopResponsive(t *testing.T) {
 	// round trips stall on their own; then the bound is twice that noise.
 	if bound := max(50*time.Millisecond*raceSlowdown, 2*base.worst); res.worst > bound {
 		t.Fatalf("canary worst round trip %v (%v with no scan), want under %v while the scan runs", res.worst, base.worst, bound)
+	}
+}
+
+// TestSubscriptionCaps: filters past the per-SUBSCRIBE cap and new filters
+// past the per-client cap get 0x80, are counted, and are not subscribed;
+// the connection stays open and a held filter may be subscribed again.
+func TestSubscriptionCaps(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxFiltersPerSubscribe = 3; c.MaxSubscriptions = 5 })
+	c := dial(t, s)
+	c.connect("capped", false)
+	const fail = mqtt.SubackFailure
+	steps := []struct {
+		name    string
+		filters []string
+		want    []byte
+		packet  uint64 // Stats.FiltersOverPacket after the step
+		client  uint64 // Stats.FiltersOverClient after the step
+	}{
+		{"per packet", []string{"a/0", "a/1", "a/2", "a/3", "a/4"}, []byte{1, 1, 1, fail, fail}, 2, 0},
+		{"per client", []string{"a/5", "a/6", "a/7"}, []byte{1, 1, fail}, 2, 1},
+		{"held filter again", []string{"a/0", "a/6"}, []byte{1, 1}, 2, 1},
+		{"own inbox is not counted", []string{"u/capped/#"}, []byte{1}, 2, 1},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			got := c.subscribeMany(1, st.filters...)
+			if !slices.Equal(got, st.want) {
+				t.Fatalf("SUBACK codes %x, want %x", got, st.want)
+			}
+			if p, cl := s.Stats().FiltersOverPacket, s.Stats().FiltersOverClient; p != st.packet || cl != st.client {
+				t.Fatalf("counted %d over the packet cap and %d over the client cap, want %d and %d", p, cl, st.packet, st.client)
+			}
+		})
+	}
+	// The refused filters are not subscribed; the granted ones are.
+	for i, want := range []bool{true, true, true, false, false, true, true, false} {
+		topic := fmt.Sprint("a/", i)
+		if got := len(s.tree.match([]byte(topic), nil)) > 0; got != want {
+			t.Fatalf("%s subscribed: %v, want %v", topic, got, want)
+		}
+	}
+	// An unsubscribe makes room.
+	c.unsubscribeMany("a/1")
+	if got := c.subscribeMany(0, "a/7"); !slices.Equal(got, []byte{0}) {
+		t.Fatalf("after an unsubscribe: SUBACK codes %x, want 00", got)
+	}
+	c.publish("a/7", "hello", 1)
+	for {
+		p := c.read()
+		if p.Type == mqtt.TypePublish && p.Topic == "a/7" && p.Payload == "hello" {
+			break
+		}
+	}
+	if n := s.Stats().Connections; n != 1 {
+		t.Fatalf("%d connections, want the capped client still connected", n)
+	}
+}
+
+// TestUnsubscribeIndex exercises the indexed subscription lists past their
+// scanning length: many clients on one filter, one client on many filters,
+// removal in arbitrary order, pruning, re-subscription, and the session
+// rules (clean session and takeover drop or keep subscriptions).
+func TestUnsubscribeIndex(t *testing.T) {
+	s := startServer(t, nil)
+	const nClients, nFilters = 3 * smallList, 5 * smallList
+	subscribers := func(topic string) []string {
+		var ids []string
+		for _, sub := range s.tree.match([]byte(topic), nil) {
+			ids = append(ids, sub.cl.name())
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	clients := make([]*rawClient, nClients)
+	var all []string
+	for i := range clients {
+		clients[i] = dial(t, s)
+		id := fmt.Sprintf("c%02d", i)
+		clients[i].connect(id, false)
+		clients[i].subscribe("shared/t", 1)
+		all = append(all, id)
+	}
+	if got := subscribers("shared/t"); !slices.Equal(got, all) {
+		t.Fatalf("shared/t subscribers %v, want %v", got, all)
+	}
+	// Unsubscribe every other client, from the middle out.
+	rng := rand.New(rand.NewPCG(1, 2))
+	perm := rng.Perm(nClients)
+	left := map[string]bool{}
+	for _, id := range all {
+		left[id] = true
+	}
+	for _, i := range perm[:nClients-3] {
+		clients[i].unsubscribeMany("shared/t")
+		delete(left, all[i])
+		var want []string
+		for id := range left {
+			want = append(want, id)
+		}
+		slices.Sort(want)
+		if got := subscribers("shared/t"); !slices.Equal(got, want) {
+			t.Fatalf("after unsubscribing %s: subscribers %v, want %v", all[i], got, want)
+		}
+	}
+	for _, i := range perm[nClients-3:] {
+		clients[i].unsubscribeMany("shared/t", "shared/t") // twice in one packet: the second is a no-op
+	}
+	if !treeEmpty(s) {
+		t.Fatal("tree not pruned after the last unsubscribe")
+	}
+
+	// One client, many filters, removed in random order and re-subscribed.
+	c := clients[0]
+	filters := make([]string, nFilters)
+	for i := range filters {
+		filters[i] = fmt.Sprintf("many/%d/+", i)
+	}
+	c.subscribeMany(1, filters[:nFilters/2]...)
+	c.subscribeMany(1, filters[nFilters/2:]...)
+	for _, i := range rng.Perm(nFilters) {
+		c.unsubscribeMany(filters[i])
+		if got := subscribers(fmt.Sprintf("many/%d/x", i)); got != nil {
+			t.Fatalf("%s still subscribed by %v", filters[i], got)
+		}
+	}
+	if !treeEmpty(s) {
+		t.Fatal("tree not pruned")
+	}
+	c.subscribeMany(1, filters[3])
+	c.publish("many/3/x", "back", 1)
+	for {
+		p := c.read()
+		if p.Type == mqtt.TypePublish && p.Topic == "many/3/x" {
+			c.puback(p.ID)
+			break
+		}
+	}
+	c.unsubscribeMany(filters[3])
+
+	// Sessions: a persistent session keeps its subscriptions across a
+	// takeover; a clean session drops them, and so does the close of a
+	// clean-session connection.
+	p1 := dial(t, s)
+	p1.connect("keeper", true)
+	p1.subscribeMany(1, filters...)
+	p2 := dial(t, s)
+	p2.connect("keeper", true) // takeover, session kept
+	p1.expectClosed()
+	if got := subscribers("many/7/x"); !slices.Equal(got, []string{"keeper"}) {
+		t.Fatalf("after a persistent takeover: subscribers %v, want keeper", got)
+	}
+	p3 := dial(t, s)
+	p3.connect("keeper", false) // takeover with a clean session
+	p2.expectClosed()
+	if !treeEmpty(s) {
+		t.Fatal("clean-session takeover left subscriptions")
+	}
+	p3.subscribeMany(1, filters...)
+	p3.conn.Close()
+	waitFor(t, "the clean session's subscriptions to go", func() bool { return treeEmpty(s) })
+}
+
+// treeEmpty reports whether the topic tree holds no subscription node.
+func treeEmpty(s *Server) bool {
+	s.tree.mu.RLock()
+	defer s.tree.mu.RUnlock()
+	return len(s.tree.root.children) == 0 && s.tree.root.subs.len() == 0
+}
+
+// TestRetainedTrieScan checks the retained trie and its scans against a
+// map and matchFilter, with the trie changing between the scan's slices:
+// every topic present for the whole scan is visited exactly once, every
+// visited topic matches, and the trie is pruned back to nothing.
+func TestRetainedTrieScan(t *testing.T) {
+	tr := newTopicTree()
+	rng := rand.New(rand.NewPCG(3, 4))
+	topicOf := func() string {
+		first := []string{"a", "b", "$SYS", "p", "u", "", "ab"}[rng.IntN(7)]
+		topic := first
+		for range rng.IntN(4) {
+			topic += "/" + strconv.Itoa(rng.IntN(6))
+		}
+		if rng.IntN(3) == 0 { // a wide level: its child list is compacted when no scan runs
+			topic = "w/" + strconv.Itoa(rng.IntN(200))
+		}
+		if topic == "" { // not a valid topic (MQTT 4.7.3)
+			topic = "/"
+		}
+		return topic
+	}
+	model := map[string]bool{}
+	for range 3000 {
+		topic := topicOf()
+		tr.setRetained([]byte(topic), []byte("v"), 1, 1<<20)
+		model[topic] = true
+	}
+	for _, filter := range []string{"#", "w/+", "+", "a/#", "+/+", "+/1/#", "a/+/2", "$SYS/#", "p/#", "+/+/+/+", "/#"} {
+		t.Run(filter, func(t *testing.T) {
+			sc := tr.startScan(filter, 1, 1)
+			seen := map[string]int{}
+			stable := map[string]bool{} // present from the start, never deleted
+			for topic := range model {
+				stable[topic] = true
+			}
+			for done := false; !done; {
+				budget := 1 + rng.IntN(20)
+				tr.rmu.RLock()
+				done = tr.step(sc, &budget, func(n *rnode) bool {
+					seen[n.topic]++
+					return rng.IntN(4) != 0 // pause at times mid-slice
+				})
+				tr.rmu.RUnlock()
+				for range 3 { // churn between slices
+					topic := topicOf()
+					if rng.IntN(3) != 0 { // mostly deletes: lists get holes and compact
+						tr.setRetained([]byte(topic), nil, 0, 1<<20)
+						delete(model, topic)
+						delete(stable, topic)
+					} else {
+						tr.setRetained([]byte(topic), []byte("w"), 0, 1<<20)
+						model[topic] = true
+					}
+				}
+			}
+			tr.endScan(sc)
+			for topic, n := range seen {
+				if !matchFilter(filter, topic) {
+					t.Fatalf("visited %q, which %q does not match", topic, filter)
+				}
+				if stable[topic] && n != 1 {
+					t.Fatalf("visited %q %d times", topic, n)
+				}
+			}
+			for topic := range stable {
+				if matchFilter(filter, topic) && seen[topic] == 0 {
+					t.Fatalf("%q matches %q and was retained throughout, not visited", topic, filter)
+				}
+			}
+		})
+	}
+	if n := tr.scans.Load(); n != 0 {
+		t.Fatalf("%d scans still counted active", n)
+	}
+	if tr.nretained != len(model) {
+		t.Fatalf("retained count %d, want %d", tr.nretained, len(model))
+	}
+	for topic := range model {
+		tr.setRetained([]byte(topic), nil, 0, 1<<20)
+	}
+	if tr.nretained != 0 || tr.rroot.kids != nil {
+		t.Fatalf("trie not empty after deleting everything: %d retained, kids %v", tr.nretained, tr.rroot.kids)
 	}
 }
