@@ -3,6 +3,7 @@ package edge
 import (
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -252,4 +253,29 @@ func BenchmarkScanSlice(b *testing.B) {
 			b.ReportMetric(float64(msgs)/float64(b.N), "msgs/slice")
 		})
 	}
+}
+
+// BenchmarkRetainedHeap measures the heap held per retained topic with 1M
+// topics dev/<0..999>/<0..999> and 5-byte payloads (HeapAlloc after
+// minus before, after a GC each).
+func BenchmarkRetainedHeap(b *testing.B) {
+	var perTopic float64
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		tr := newTopicTree()
+		topic := make([]byte, 0, 32)
+		for g := range 1000 {
+			for i := range 1000 {
+				topic = strconv.AppendInt(append(strconv.AppendInt(append(topic[:0], "dev/"...), int64(g), 10), '/'), int64(i), 10)
+				tr.setRetained(topic, []byte("21.5C"), 0, 1<<30)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perTopic = float64(after.HeapAlloc-before.HeapAlloc) / 1e6
+		runtime.KeepAlive(tr)
+	}
+	b.ReportMetric(perTopic, "heap-B/topic")
 }
