@@ -117,18 +117,6 @@ func TestRetainedScanKeepsLoopResponsive(t *testing.T) {
 	if base.err != nil {
 		t.Fatalf("canary before the SUBSCRIBE: %v", base.err)
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var res *canary
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		res = runCanary(ca, cb, "canary/t", stop)
-	}()
-	time.Sleep(20 * time.Millisecond)
-
-	sub := dial(t, s)
-	sub.connect("sub", false)
 	// Three filters that match, 97 that match nothing: the old store
 	// walked every retained topic for each of them on the loop (about
 	// 5 ms per filter per 50k topics: half a second here).
@@ -151,63 +139,90 @@ func TestRetainedScanKeepsLoopResponsive(t *testing.T) {
 	for _, n := range want {
 		total += n
 	}
-	subs := make([]mqtt.Subscription, len(filters))
-	granted := make([]byte, len(filters))
-	for i, f := range filters {
-		subs[i], granted[i] = mqtt.Subscription{Filter: f, QoS: 1}, 1
-	}
-	sub.send(mqtt.AppendSubscribe(nil, 1, subs...))
-	if p := sub.read(); p.Type != mqtt.TypeSuback || !slices.Equal(p.SubCodes, granted) {
-		t.Fatalf("first packet %v %+v, want SUBACK granting QoS 1 to all %d filters", p.Type, p, len(filters))
-	}
-	got := map[string]int{}
-	start := time.Now()
-	for n := 0; n < total; n++ {
-		p := sub.read()
-		if p.Type == mqtt.TypePublish && p.Topic == "canary/t" && !p.Retain {
-			sub.puback(p.ID) // "#" matches the canary's live traffic too
-			n--
-			continue
+	// measure subscribes a new client to all the filters with the canary
+	// running; it reports false if only the latency bound failed.
+	measure := func(attempt int) bool {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var res *canary
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res = runCanary(ca, cb, "canary/t", stop)
+		}()
+		time.Sleep(20 * time.Millisecond)
+
+		sub := dial(t, s)
+		sub.connect(fmt.Sprint("sub", attempt), false)
+		subs := make([]mqtt.Subscription, len(filters))
+		granted := make([]byte, len(filters))
+		for i, f := range filters {
+			subs[i], granted[i] = mqtt.Subscription{Filter: f, QoS: 1}, 1
 		}
-		if p.Type != mqtt.TypePublish || !p.Retain || p.QoS != 1 || p.Payload != string(payload) {
-			t.Fatalf("message %d: %v %+v, want a retained QoS 1 PUBLISH", n, p.Type, p)
+		sub.send(mqtt.AppendSubscribe(nil, 1, subs...))
+		if p := sub.read(); p.Type != mqtt.TypeSuback || !slices.Equal(p.SubCodes, granted) {
+			t.Fatalf("first packet %v %+v, want SUBACK granting QoS 1 to all %d filters", p.Type, p, len(filters))
 		}
-		got[p.Topic]++
-		sub.puback(p.ID)
-	}
-	elapsed := time.Since(start)
-	close(stop)
-	wg.Wait()
-	for {
-		p, err := sub.tryRead(100 * time.Millisecond)
-		if err != nil {
-			break // silence: nothing more
+		got := map[string]int{}
+		start := time.Now()
+		for n := 0; n < total; n++ {
+			p := sub.read()
+			if p.Type == mqtt.TypePublish && p.Topic == "canary/t" && !p.Retain {
+				sub.puback(p.ID) // "#" matches the canary's live traffic too
+				n--
+				continue
+			}
+			if p.Type != mqtt.TypePublish || !p.Retain || p.QoS != 1 || p.Payload != string(payload) {
+				t.Fatalf("message %d: %v %+v, want a retained QoS 1 PUBLISH", n, p.Type, p)
+			}
+			got[p.Topic]++
+			sub.puback(p.ID)
 		}
-		if p.Topic != "canary/t" || p.Retain {
-			t.Fatalf("extra message after all the retained ones: %v %+v", p.Type, p)
+		elapsed := time.Since(start)
+		close(stop)
+		wg.Wait()
+		for {
+			p, err := sub.tryRead(100 * time.Millisecond)
+			if err != nil {
+				break // silence: nothing more
+			}
+			if p.Topic != "canary/t" || p.Retain {
+				t.Fatalf("extra message after all the retained ones: %v %+v", p.Type, p)
+			}
 		}
-	}
-	for topic, n := range got {
-		if want[topic] != n {
-			t.Fatalf("topic %q delivered %d times, want %d", topic, n, want[topic])
+		for topic, n := range got {
+			if want[topic] != n {
+				t.Fatalf("topic %q delivered %d times, want %d", topic, n, want[topic])
+			}
 		}
+		if len(got) != len(want) {
+			t.Fatalf("%d topics delivered, want %d", len(got), len(want))
+		}
+		if res.err != nil || res.lost != 0 {
+			t.Fatalf("canary: %d rounds, %d lost: %v", res.rounds, res.lost, res.err)
+		}
+		t.Logf("%d retained deliveries in %v, longest scan slice %v; canary %d rounds, worst round trip %v (%v with no scan)",
+			total, elapsed, s.longestScanSlice(), res.rounds, res.worst, base.worst)
+		if res.rounds < 10 {
+			t.Fatalf("canary made only %d rounds during the delivery", res.rounds)
+		}
+		// 50 ms is loose: a loop stalled by the SUBSCRIBE (half a second with
+		// the old store) blows well past it. On a loaded machine the canary's
+		// round trips stall on their own; then the bound is twice that noise.
+		// A stall the scan causes happens on every attempt; the machine's
+		// own (other builds and tests on the same two cores) rarely thrice.
+		bound := max(50*time.Millisecond*raceSlowdown, 2*base.worst)
+		if res.worst <= bound {
+			return true
+		}
+		if attempt == 3 {
+			t.Fatalf("canary worst round trip %v (%v with no scan), want under %v while the scan runs (3 attempts)", res.worst, base.worst, bound)
+		}
+		t.Logf("attempt %d: canary worst round trip %v over %v: again with a new subscriber", attempt, res.worst, bound)
+		sub.conn.Close()
+		return false
 	}
-	if len(got) != len(want) {
-		t.Fatalf("%d topics delivered, want %d", len(got), len(want))
-	}
-	if res.err != nil || res.lost != 0 {
-		t.Fatalf("canary: %d rounds, %d lost: %v", res.rounds, res.lost, res.err)
-	}
-	t.Logf("%d retained deliveries in %v, longest scan slice %v; canary %d rounds, worst round trip %v (%v with no scan)",
-		total, elapsed, s.longestScanSlice(), res.rounds, res.worst, base.worst)
-	if res.rounds < 10 {
-		t.Fatalf("canary made only %d rounds during the delivery", res.rounds)
-	}
-	// 50 ms is loose: a loop stalled by the SUBSCRIBE (half a second with
-	// the old store) blows well past it. On a loaded machine the canary's
-	// round trips stall on their own; then the bound is twice that noise.
-	if bound := max(50*time.Millisecond*raceSlowdown, 2*base.worst); res.worst > bound {
-		t.Fatalf("canary worst round trip %v (%v with no scan), want under %v while the scan runs", res.worst, base.worst, bound)
+	for attempt := 1; !measure(attempt); attempt++ {
 	}
 }
 
