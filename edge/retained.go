@@ -293,7 +293,10 @@ func (t *topicTree) step(sc *retainedScan, budget *int, emit func(n *rnode) bool
 // retained topics it matches. A scan pushes into the client's inbox and
 // pumps it, so retained messages respect the in-flight window; it waits
 // while the inbox holds two windows' worth or the socket's output is past a
-// quarter of Config.MaxQueued.
+// quarter of Config.MaxQueued. Scans belong to the connection: a close or a
+// takeover ends them (what they already put in a persistent session's
+// inbox stays there), and an UNSUBSCRIBE or a new SUBSCRIBE to the same
+// filter ends that filter's scan (the new one starts over, MQTT 3.8.4).
 
 const (
 	// scanBudget is the number of trie visits one loop makes per
@@ -376,6 +379,7 @@ func (s *Server) OnTick(l *netpoll.Loop) {
 	i := 0
 	for ; i < len(ls.scanning) && budget > 0; i++ {
 		h := ls.scanning[i]
+		budget-- // a turn costs a visit, so clients that only wait are bounded too
 		switch s.serveScans(l, ls, h, &budget) {
 		case scanMore, scanYield:
 			awake = true
