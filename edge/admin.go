@@ -269,6 +269,12 @@ type Stats struct {
 	Expired        uint64            `json:"expired"`
 	Purged         uint64            `json:"purged"`
 	Closes         map[string]uint64 `json:"closes"`
+
+	// FiltersOverPacket and FiltersOverClient count SUBSCRIBE filters
+	// refused with 0x80 past Config.MaxFiltersPerSubscribe and
+	// Config.MaxSubscriptions.
+	FiltersOverPacket uint64 `json:"filters_over_packet_cap"`
+	FiltersOverClient uint64 `json:"filters_over_client_cap"`
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -289,6 +295,9 @@ func (s *Server) Stats() Stats {
 		Expired:        s.stats.expired.Load(),
 		Purged:         s.stats.purged.Load(),
 		Closes:         s.closes.snapshot(),
+
+		FiltersOverPacket: s.stats.overPacket.Load(),
+		FiltersOverClient: s.stats.overClient.Load(),
 	}
 }
 

@@ -295,16 +295,16 @@ func TestRetainedByteCap(t *testing.T) {
 	s := startServer(t, func(c *Config) { c.MaxPacketSize, c.RetainedMaxBytes = 64<<10, 512<<10 })
 	pub := dial(t, s)
 	pub.connect("pub", false)
-	payload := bytes.Repeat([]byte("v"), 30000) // a 32 KiB buffer each
+	payload := bytes.Repeat([]byte("v"), 30000) // a 32 KiB allocation each (Go's size class)
 	for i := range 30 {
 		pub.send(mqtt.AppendPublish(nil, fmt.Sprintf("big/%02d", i), payload, 1, true, false, uint16(i+1)))
 		pub.expect(mqtt.TypePuback)
 	}
 	per := int64(len("big/00") + 32<<10 + retainedOverhead)
 	fit := (512 << 10) / per
-	s.tree.mu.RLock()
-	n, held := int64(len(s.tree.retained)), s.tree.bytes
-	s.tree.mu.RUnlock()
+	s.tree.rmu.RLock()
+	n, held := int64(s.tree.nretained), s.tree.rbytes
+	s.tree.rmu.RUnlock()
 	if n != fit || held != fit*per || s.held.Load() != held {
 		t.Fatalf("retained %d topics, %d bytes, store %d; want %d topics, %d bytes", n, held, s.held.Load(), fit, fit*per)
 	}

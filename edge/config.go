@@ -50,6 +50,12 @@ const (
 	DefaultNewInboxRate     = 100
 	DefaultNewInboxBurst    = 1000
 	DefaultInboxExpiry      = 7 * 24 * time.Hour
+	// DefaultMaxFiltersPerSubscribe and DefaultMaxSubscriptions: a
+	// device or app subscribes to a handful of filters; these leave two
+	// orders of magnitude of room and keep one client's subscriptions
+	// (about 100 bytes each) under 1 MB.
+	DefaultMaxFiltersPerSubscribe = 128
+	DefaultMaxSubscriptions       = 10_000
 )
 
 // Config configures a Server. The zero value of each field picks its default.
@@ -131,6 +137,17 @@ type Config struct {
 	// get an "expired" notice. The last-seen time of users who left is
 	// forgotten between InboxExpiry and twice that. Negative: never.
 	InboxExpiry time.Duration
+	// MaxFiltersPerSubscribe caps the filters of one SUBSCRIBE packet
+	// that are considered (default 128): the filters past it get SUBACK
+	// return code 0x80 (failure) and are counted (Stats.FiltersOverPacket);
+	// the connection stays open.
+	MaxFiltersPerSubscribe int
+	// MaxSubscriptions caps a client's generic subscriptions (default
+	// 10,000): a new filter past it gets SUBACK return code 0x80 and is
+	// counted (Stats.FiltersOverClient); a filter it already holds may be
+	// subscribed again (a QoS change). Subscriptions to one's own u/
+	// inbox are implicit and do not count.
+	MaxSubscriptions int
 	// Logger receives start-up lines and rate-limited debug lines for
 	// closed connections (default slog.Default()).
 	Logger *slog.Logger
@@ -184,6 +201,12 @@ func (c *Config) setDefaults() error {
 	if c.InboxExpiry == 0 {
 		c.InboxExpiry = DefaultInboxExpiry
 	}
+	if c.MaxFiltersPerSubscribe == 0 {
+		c.MaxFiltersPerSubscribe = DefaultMaxFiltersPerSubscribe
+	}
+	if c.MaxSubscriptions == 0 {
+		c.MaxSubscriptions = DefaultMaxSubscriptions
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -205,6 +228,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("check config: store cap %d bytes below 8 maximum-size messages, or negative retained cap: %w", c.StoreMaxBytes, ErrBadConfig)
 	case c.NewInboxRate > 0 && c.NewInboxBurst < 1:
 		return fmt.Errorf("check config: new-inbox burst %g below 1: %w", c.NewInboxBurst, ErrBadConfig)
+	case c.MaxFiltersPerSubscribe < 0 || c.MaxSubscriptions < 0:
+		return fmt.Errorf("check config: negative max filters per subscribe or max subscriptions: %w", ErrBadConfig)
 	case c.MaxQueued < 2*c.MaxPacketSize:
 		return fmt.Errorf("check config: max queued %d below twice the max packet size: %w", c.MaxQueued, ErrBadConfig)
 	}

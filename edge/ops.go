@@ -38,7 +38,9 @@ func (s *Server) Counters() map[string]int64 {
 		"inbox_full": int64(st.InboxFull), "deliveries_dropped": int64(st.Dropped),
 		"store_full": int64(st.StoreFull), "new_inbox_rate": int64(st.NewInboxRate),
 		"notices_dropped": int64(st.NoticesDropped), "inbox_expired": int64(st.Expired),
-		"inbox_purged": int64(st.Purged),
+		"inbox_purged":                      int64(st.Purged),
+		"subscribe_filters_over_packet_cap": int64(st.FiltersOverPacket),
+		"subscribe_filters_over_client_cap": int64(st.FiltersOverClient),
 	}
 	for reason, n := range st.Closes {
 		m["closes_"+reason] = int64(n)

@@ -78,10 +78,14 @@ func (c *client) name() string { return string(c.idBytes()) }
 // (u/<id>/...), presence, and may publish profile messages.
 func (c *client) profileID() bool { return c.idn != idLong && validIDBytes(c.idb[:c.idn]) }
 
+// subRef is one of a client's generic subscriptions.
 type subRef struct {
 	filter string
+	seq    uint32 // clientExt.subSeq when made: names this subscription for its retained scan
 	qos    byte
 }
+
+func (r subRef) key() string { return r.filter }
 
 type will struct {
 	topic   string
@@ -95,7 +99,12 @@ type will struct {
 // side table, so client records hold no pointers at all.
 type clientExt struct {
 	q      inbox
-	subs   []subRef // generic subscriptions, to remove them with the session
+	subs   indexedList[string, subRef] // generic subscriptions, by filter
+	subSeq uint32                      // last subRef.seq given out
+	// scans are the retained deliveries still to make on the current
+	// connection, oldest first (retained.go); a scan whose subscription was
+	// replaced or removed is dropped when reached.
+	scans  []*retainedScan
 	qos2in []uint16 // inbound QoS 2 packet ids awaiting PUBREL
 	will   *will
 }
@@ -168,7 +177,7 @@ func (c *client) x() *clientExt {
 // (empty inbox, no subscriptions, no QoS 2 state, no will); c is locked.
 func (c *client) trimExt() {
 	x := c.xp()
-	if x == nil || x.q.len() > 0 || len(x.subs) > 0 || len(x.qos2in) > 0 || x.will != nil {
+	if x == nil || x.q.len() > 0 || x.subs.len() > 0 || len(x.scans) > 0 || len(x.qos2in) > 0 || x.will != nil {
 		return
 	}
 	items := x.q.items[:0]
@@ -463,7 +472,7 @@ func (r *registry) release(c *client, gen uint32) {
 	sh := r.shardOf(h)
 	sh.mu.Lock()
 	c.mu.Lock()
-	if c.gen != gen || c.dead || c.handle != 0 || c.persistent || c.box().len() > 0 || c.xp() != nil && len(c.xp().subs) > 0 {
+	if c.gen != gen || c.dead || c.handle != 0 || c.persistent || c.box().len() > 0 || c.xp() != nil && c.xp().subs.len() > 0 {
 		c.mu.Unlock()
 		sh.mu.Unlock()
 		return

@@ -22,6 +22,7 @@ var inboxFull = []byte("inbox_full")
 const (
 	msgKick     uint32 = iota + 1 // the client's inbox has something to send
 	msgTakeover                   // a newer connection took the session over
+	msgScanWake                   // (loop message) retained scans have work: do not block in the poller
 )
 
 // Server is an edged server. Its exported methods are safe for concurrent
@@ -80,6 +81,8 @@ type msgCounters struct {
 	notices      atomic.Uint64 // receipts and notices dropped: over the recipient's allowance or the store cap
 	expired      atomic.Uint64 // entries removed by inbox expiry
 	purged       atomic.Uint64 // entries removed by an operator's purge
+	overPacket   atomic.Uint64 // SUBSCRIBE filters refused (0x80): past Config.MaxFiltersPerSubscribe
+	overClient   atomic.Uint64 // SUBSCRIBE filters refused (0x80): past Config.MaxSubscriptions
 }
 
 // loopState is a loop's private state: its session slab and scratch space.
@@ -93,6 +96,16 @@ type loopState struct {
 	subs  []tsub
 	names []string
 	codes []byte
+
+	// scanning are the connections of this loop with retained scans
+	// pending (session flag sScanning), served a slice per iteration by
+	// OnTick; wakePosted: a msgScanWake is queued for this loop.
+	scanning   []netpoll.Handle
+	scanTail   []netpoll.Handle
+	wakePosted bool
+	// longestSlice is the longest OnTick serving scans, in nanoseconds
+	// (written by the loop only; benchmarks read it).
+	longestSlice atomic.Int64
 }
 
 // New validates cfg and builds a Server (not yet listening). It returns an
@@ -411,6 +424,7 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 		cl.xp().will = nil
 	}
 	cl.box().unsend()
+	s.cancelScans(cl) // the previous connection's retained deliveries
 	present := false
 	if cp.CleanSession {
 		s.dropSubs(cl)
@@ -453,13 +467,15 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 
 // dropSubs removes cl's generic subscriptions; cl is locked.
 func (s *Server) dropSubs(cl *client) {
-	if cl.xp() == nil {
+	x := cl.xp()
+	if x == nil {
 		return
 	}
-	for _, sub := range cl.xp().subs {
+	s.cancelScans(cl)
+	for _, sub := range x.subs.items {
 		s.tree.unsubscribe(sub.filter, cl)
 	}
-	cl.xp().subs = nil
+	x.subs = indexedList[string, subRef]{}
 }
 
 // presence publishes p/<user>: "online" if offline is nil, else
@@ -936,12 +952,20 @@ func splitDelivered(t []byte) (me, from, mid []byte, ok bool) {
 func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *client, p *mqtt.Packet) {
 	codes := ls.codes[:0]
 	for filter, qos := range p.Filters() {
+		if len(codes) >= s.cfg.MaxFiltersPerSubscribe {
+			s.stats.overPacket.Add(1)
+			codes = append(codes, mqtt.SubackFailure)
+			continue
+		}
 		codes = append(codes, s.subscribeOne(c, ss, cl, filter, qos))
 	}
 	c.Write(mqtt.AppendSuback(ls.out[:0], p.PacketID, codes))
 	ls.codes = codes[:0]
-	// Retained messages (and presence) for the new subscriptions, after SUBACK.
+	// Retained messages (and presence) for the new subscriptions, after
+	// SUBACK: an exact filter's at once, a wildcard filter's by a scan that
+	// OnTick runs in slices.
 	i := 0
+	scans := false
 	for filter := range p.Filters() {
 		code := codes[i]
 		i++
@@ -953,16 +977,30 @@ func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *clie
 			continue
 		}
 		cl.mu.Lock()
+		if !ownedLocked(c, ss, cl) {
+			cl.mu.Unlock()
+			break
+		}
 		var h netpoll.Handle
-		s.tree.retainedFor(string(filter), func(topic string, m retainedMsg) {
-			if n := len(topic) + len(m.payload) + 9; !cl.box().full(s.cfg.InboxMessages, s.cfg.InboxBytes, n) && s.storeRoom(cl, n) {
-				if k := s.pushLocked(cl, []byte(topic), m.payload, min(code, m.qos), true, 0); k != 0 {
-					h = k
-				}
+		if hasWildcard(filter) {
+			x := cl.x()
+			if j := x.subs.find(string(filter)); j >= 0 {
+				s.queueScan(x, s.tree.startScan(x.subs.items[j].filter, x.subs.items[j].seq, code))
+				scans = true
 			}
-		})
+		} else if payload, qos, ok := s.tree.retained(string(filter)); ok {
+			if n := len(filter) + len(payload) + 9; !cl.box().full(s.cfg.InboxMessages, s.cfg.InboxBytes, n) && s.storeRoom(cl, n) {
+				h = s.pushLocked(cl, filter, payload, min(code, qos), true, 0)
+			} else {
+				s.stats.dropped.Add(1)
+			}
+		}
 		cl.mu.Unlock()
 		s.kick(h)
+	}
+	if scans && ss.flags&sScanning == 0 {
+		ss.flags |= sScanning
+		ls.scanning = append(ls.scanning, c.Handle())
 	}
 }
 
@@ -1012,15 +1050,20 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 	if !ownedLocked(c, ss, cl) {
 		return mqtt.SubackFailure // taken over meanwhile: not the new session's subscription
 	}
-	s.tree.subscribe(f, cl, qos)
 	x := cl.x()
-	for i := range x.subs {
-		if x.subs[i].filter == f {
-			x.subs[i].qos = qos
-			return qos
-		}
+	i := x.subs.find(f)
+	if i < 0 && x.subs.len() >= s.cfg.MaxSubscriptions {
+		s.stats.overClient.Add(1)
+		cl.trimExt()
+		return mqtt.SubackFailure
 	}
-	x.subs = append(x.subs, subRef{f, qos})
+	s.tree.subscribe(f, cl, qos)
+	x.subSeq++
+	if i >= 0 { // 3.8.4: replaces the subscription (and its retained scan)
+		x.subs.items[i].qos, x.subs.items[i].seq = qos, x.subSeq
+		return qos
+	}
+	x.subs.add(subRef{filter: f, seq: x.subSeq, qos: qos})
 	return qos
 }
 
@@ -1034,12 +1077,10 @@ func (s *Server) unsubscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *cl
 		if x == nil {
 			break
 		}
-		for i := range x.subs {
-			if x.subs[i].filter == string(filter) {
-				s.tree.unsubscribe(x.subs[i].filter, cl)
-				x.subs = append(x.subs[:i], x.subs[i+1:]...)
-				break
-			}
+		if i := x.subs.find(string(filter)); i >= 0 {
+			// Its retained scan, if any, sees the subscription gone.
+			s.tree.unsubscribe(x.subs.items[i].filter, cl)
+			x.subs.remove(i)
 		}
 	}
 	cl.trimExt()
@@ -1115,6 +1156,7 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 		cl.xp().will = nil
 	}
 	cl.box().unsend()
+	s.cancelScans(cl)
 	if !cl.persistent {
 		s.dropSubs(cl)
 		cl.box().dropGeneric()

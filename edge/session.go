@@ -14,6 +14,10 @@ type session struct {
 }
 
 const (
+	sScanning uint16 = 1 << iota // on its loop's scanning list (retained scans pending)
+)
+
+const (
 	sessChunkShift = 12
 	sessChunkSize  = 1 << sessChunkShift
 )

@@ -16,40 +16,41 @@ type tsub struct {
 	qos byte
 }
 
+func (s tsub) key() uint32 { return s.cl.idx }
+
 type tnode struct {
 	children map[string]*tnode
-	subs     []tsub
-}
-
-type retainedMsg struct {
-	payload []byte // a pooled buffer (getBuf), so its held size is known
-	qos     byte
-}
-
-// retainedOverhead is what a retained topic holds beyond its topic string
-// and payload buffer: the map slot (string header, retainedMsg) and the
-// map's spare capacity.
-const retainedOverhead = 96
-
-func retainedSize(topic string, m retainedMsg) int64 {
-	return int64(len(topic) + bufCap(cap(m.payload)) + retainedOverhead)
+	subs     indexedList[uint32, tsub] // keyed by client index: one per client
 }
 
 // topicTree holds the generic subscriptions and the retained messages.
 // Profile traffic (u/, r/, g/) never passes through it; a filter whose first
 // level is a wildcard matches neither `$` topics nor the profile topics
 // u/, r/, g/ and p/ (PROTOCOL.md).
+//
+// Subscribing and unsubscribing cost O(levels of the filter): each node
+// finds a client's subscription through indexedList. The retained messages
+// live in their own trie (retained.go) under their own lock, so that a
+// retained scan never holds up routing.
 type topicTree struct {
-	mu       sync.RWMutex // guards root, retained, bytes
-	root     tnode
-	retained map[string]retainedMsg
-	bytes    int64         // held by retained (retainedSize of each)
-	acct     *atomic.Int64 // if set, receives every change of bytes (the server's store total)
+	mu   sync.RWMutex // guards root
+	root tnode
+
+	rmu   sync.RWMutex // guards rroot, nretained, rbytes; lock order: client.mu, then rmu
+	rroot rnode
+	// nretained is the number of retained topics.
+	nretained int
+	// rbytes is what the retained messages hold (retainedSize of each);
+	// acct, if set, receives every change of it (the server's store
+	// total, Config.StoreMaxBytes). Both guarded by rmu.
+	rbytes int64
+	acct   *atomic.Int64
+	// scans counts the retained scans started and not yet ended; while
+	// any is active no child list is compacted (rkids).
+	scans atomic.Int64
 }
 
-func newTopicTree() *topicTree {
-	return &topicTree{retained: make(map[string]retainedMsg)}
-}
+func newTopicTree() *topicTree { return &topicTree{} }
 
 // reservedTopic reports whether a filter starting with a wildcard must not
 // match topic: `$` topics (MQTT 4.7.2) and the profile topics.
@@ -93,13 +94,11 @@ func (t *topicTree) subscribe(filter string, cl *client, qos byte) {
 		}
 		n = c
 	}
-	for i := range n.subs {
-		if n.subs[i].cl == cl {
-			n.subs[i].qos = qos
-			return
-		}
+	if i := n.subs.find(cl.idx); i >= 0 {
+		n.subs.items[i] = tsub{cl: cl, gen: cl.gen, qos: qos}
+		return
 	}
-	n.subs = append(n.subs, tsub{cl: cl, gen: cl.gen, qos: qos})
+	n.subs.add(tsub{cl: cl, gen: cl.gen, qos: qos})
 }
 
 // unsubscribe removes cl's subscription to filter and prunes empty nodes.
@@ -122,20 +121,17 @@ func (t *topicTree) unsubscribe(filter string, cl *client) bool {
 		depth++
 		n = c
 	}
-	i := slices.IndexFunc(n.subs, func(s tsub) bool { return s.cl == cl })
-	if i < 0 {
+	i := n.subs.find(cl.idx)
+	if i < 0 || n.subs.items[i].cl != cl {
 		return false
 	}
-	n.subs = slices.Delete(n.subs, i, i+1)
-	if len(n.subs) == 0 {
-		n.subs = nil
-	}
+	n.subs.remove(i)
 	if depth > len(path) {
 		return true
 	}
 	for d := depth - 1; d >= 0; d-- {
 		child := path[d].children[names[d]]
-		if len(child.subs) > 0 || len(child.children) > 0 {
+		if child.subs.len() > 0 || len(child.children) > 0 {
 			break
 		}
 		delete(path[d].children, names[d])
@@ -200,7 +196,7 @@ func matchNode(n *tnode, topic []byte, wild bool, out []tsub) []tsub {
 	}
 	if wild {
 		if h := n.children["#"]; h != nil {
-			out = append(out, h.subs...)
+			out = append(out, h.subs.items...)
 		}
 	}
 	level, rest, more := bytes.Cut(topic, []byte{'/'})
@@ -219,85 +215,92 @@ func matchChild(c *tnode, rest []byte, more bool, out []tsub) []tsub {
 	if more {
 		return matchNode(c, rest, true, out)
 	}
-	out = append(out, c.subs...)
+	out = append(out, c.subs.items...)
 	if h := c.children["#"]; h != nil { // "a/#" matches "a"
-		out = append(out, h.subs...)
+		out = append(out, h.subs.items...)
 	}
 	return out
 }
 
-// setRetained stores (or, for an empty payload, deletes) the retained message
-// of topic; payload is copied. It reports false if the message is not
-// retained: topic is new and the store holds max topics, or the message
-// would take the retained store's bytes held over maxBytes, or the server's
-// store total (acct) over storeLimit. A refused replacement keeps the old
-// message.
-func (t *topicTree) setRetained(topic []byte, payload []byte, qos byte, max int, maxBytes, storeLimit int64) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	old, had := t.retained[string(topic)]
-	var oldSize int64
-	if had {
-		oldSize = retainedSize(string(topic), old)
-	}
-	if len(payload) == 0 {
-		if had {
-			delete(t.retained, string(topic))
-			t.account(-oldSize)
-			b := old.payload
-			putBuf(&b)
-		}
-		return true
-	}
-	if !had && len(t.retained) >= max {
-		return false
-	}
-	add := int64(len(topic)+bufCap(len(payload))+retainedOverhead) - oldSize
-	if add > 0 && (t.bytes+add > maxBytes || t.acct != nil && t.acct.Load()+add > storeLimit) {
-		return false
-	}
-	buf := getBuf(len(payload))
-	*buf = append(*buf, payload...)
-	if had {
-		b := old.payload
-		putBuf(&b)
-	}
-	m := retainedMsg{payload: *buf, qos: qos}
-	t.retained[string(topic)] = m
-	t.account(retainedSize(string(topic), m) - oldSize)
-	return true
-}
-
-func (t *topicTree) account(d int64) {
-	t.bytes += d
-	if t.acct != nil {
-		t.acct.Add(d)
-	}
-}
-
-// retainedFor calls fn for each retained message matching filter. fn runs
-// under the tree's read lock and must not call back into the tree.
-func (t *topicTree) retainedFor(filter string, fn func(topic string, m retainedMsg)) {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if !hasWildcard(filter) {
-		if m, ok := t.retained[filter]; ok {
-			fn(filter, m)
-		}
-		return
-	}
-	for topic, m := range t.retained {
-		if matchFilter(filter, topic) {
-			fn(topic, m)
-		}
-	}
-}
-
-func hasWildcard(f string) bool {
+func hasWildcard[T ~string | ~[]byte](f T) bool {
 	for i := 0; i < len(f); i++ {
 		if f[i] == '+' || f[i] == '#' {
 			return true
 		}
 	}
 	return false
+}
+
+// smallList is the length up to which an indexedList is searched by
+// scanning: comparing eight keys costs about one hash lookup, and a short
+// list (the common case: a filter with one subscriber, a client with a few
+// filters) pays for no map.
+const smallList = 8
+
+type keyed[K comparable] interface{ key() K }
+
+// indexedList is a set of items with distinct keys in a slice, searched by
+// scanning while it holds at most smallList items and through a map from
+// key to position beyond that: find, add and remove are O(1) expected at
+// any length. remove moves the last item into the hole, so order is not
+// kept. The zero value is an empty list that holds no memory.
+type indexedList[K comparable, V keyed[K]] struct {
+	items []V
+	pos   map[K]int32 // key -> index in items; nil while len(items) <= smallList
+}
+
+func (l *indexedList[K, V]) len() int { return len(l.items) }
+
+// find returns the index of the item with key k, or -1.
+func (l *indexedList[K, V]) find(k K) int {
+	if l.pos != nil {
+		if i, ok := l.pos[k]; ok {
+			return int(i)
+		}
+		return -1
+	}
+	for i := range l.items {
+		if l.items[i].key() == k {
+			return i
+		}
+	}
+	return -1
+}
+
+// add appends v, whose key must not be in the list.
+func (l *indexedList[K, V]) add(v V) {
+	l.items = append(l.items, v)
+	switch {
+	case l.pos != nil:
+		l.pos[v.key()] = int32(len(l.items) - 1)
+	case len(l.items) > smallList:
+		l.pos = make(map[K]int32, 2*len(l.items))
+		for i := range l.items {
+			l.pos[l.items[i].key()] = int32(i)
+		}
+	}
+}
+
+// remove deletes the item at index i.
+func (l *indexedList[K, V]) remove(i int) {
+	last := len(l.items) - 1
+	if l.pos != nil {
+		delete(l.pos, l.items[i].key())
+		if i != last {
+			l.pos[l.items[last].key()] = int32(i)
+		}
+	}
+	l.items[i] = l.items[last]
+	var zero V
+	l.items[last] = zero
+	l.items = l.items[:last]
+	switch {
+	case last == 0:
+		l.items, l.pos = nil, nil
+	case l.pos != nil && last <= smallList/2:
+		l.pos = nil
+	}
+	if cap(l.items) >= 64 && 4*len(l.items) <= cap(l.items) {
+		l.items = slices.Clone(l.items) // give back a mass removal's array
+	}
 }

@@ -135,3 +135,7 @@ func (c *Conn) SetDeadline(d time.Duration) {
 	ticks := int64((d + l.tick - 1) / l.tick)
 	l.wheel.Add(c.slot, l.tickOf(l.now)+ticks)
 }
+
+// Backlogged reports whether the kernel pushed back on the connection's
+// output: writability is watched, so the loop runs again when it drains.
+func (c *Conn) Backlogged() bool { return c.flags&flagWriteArmed != 0 }

@@ -44,7 +44,7 @@ type options struct {
 	insecure, version                    bool
 	maxPacket, inboxMessages, inboxBytes int
 	inflight, maxConns, maxQueued, loops int
-	maxRetained                          int
+	maxRetained, maxSubs, maxSubFilters  int
 	storeMax, retainedMax                int64
 	publishRate, newInboxRate            float64
 	newInboxBurst                        float64
@@ -75,6 +75,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Float64Var(&o.newInboxRate, "new-inbox-rate", edge.DefaultNewInboxRate, "inboxes per second a connection may create for never-seen users (`rate`); over it the connection is closed (new_inbox_rate); -1 for no limit")
 	fs.Float64Var(&o.newInboxBurst, "new-inbox-burst", edge.DefaultNewInboxBurst, "burst of --new-inbox-rate (`n` inboxes)")
 	fs.DurationVar(&o.inboxExpiry, "inbox-expiry", edge.DefaultInboxExpiry, "`duration` after which the inbox of a user who never connected is deleted (senders get an \"expired\" notice); 0 for never")
+	fs.IntVar(&o.maxSubs, "max-subscriptions", edge.DefaultMaxSubscriptions, "subscriptions per client (`n`); a new filter past it gets SUBACK 0x80")
+	fs.IntVar(&o.maxSubFilters, "max-subscribe-filters", edge.DefaultMaxFiltersPerSubscribe, "filters considered per SUBSCRIBE packet (`n`); the rest get SUBACK 0x80")
 	fs.IntVar(&o.loops, "loops", 0, "number of event loops (`n`), 0 for GOMAXPROCS")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -220,6 +222,7 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 		PublishRate:      o.publishRate,
 		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.ops.level})),
 	}
+	cfg.MaxSubscriptions, cfg.MaxFiltersPerSubscribe = o.maxSubs, o.maxSubFilters
 	if o.admin != "off" {
 		cfg.AdminAddr = o.admin
 	}
