@@ -116,7 +116,8 @@ type Config struct {
 	// conversations go on while offline inboxes fill the rest.
 	StoreMaxBytes int64
 	// RetainedMaxBytes caps the bytes held by retained messages (default
-	// StoreMaxBytes/4); they count in StoreMaxBytes too.
+	// StoreMaxBytes/4, at most StoreMaxBytes); they count in StoreMaxBytes
+	// too.
 	RetainedMaxBytes int64
 	// NewInboxRate and NewInboxBurst limit how many inboxes direct
 	// messages and read receipts may create per second for users never
@@ -127,9 +128,10 @@ type Config struct {
 	NewInboxRate  float64
 	NewInboxBurst float64
 	// InboxExpiry is how long an inbox created for a user who never
-	// connects is kept (default 7 days); its direct messages' senders then
-	// get an "expired" notice. The last-seen time of users who left is
-	// forgotten between InboxExpiry and twice that. Negative: never.
+	// connects is kept (default 7 days, at least 1 s); its direct
+	// messages' senders then get an "expired" notice. The last-seen time
+	// of users who left is forgotten between InboxExpiry and twice that.
+	// Negative: never.
 	InboxExpiry time.Duration
 	// Logger receives start-up lines and rate-limited debug lines for
 	// closed connections (default slog.Default()).
@@ -203,6 +205,12 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("check config: negative handshake timeout, max connections, loops or max retained: %w", ErrBadConfig)
 	case c.StoreMaxBytes < int64(8*heldSize(c.MaxPacketSize+mqtt.MaxHeaderLen)) || c.RetainedMaxBytes < 0:
 		return fmt.Errorf("check config: store cap %d bytes below 8 maximum-size messages, or negative retained cap: %w", c.StoreMaxBytes, ErrBadConfig)
+	case c.RetainedMaxBytes > c.StoreMaxBytes:
+		return fmt.Errorf("check config: retained cap %d bytes above the store cap %d: %w", c.RetainedMaxBytes, c.StoreMaxBytes, ErrBadConfig)
+	case c.InboxExpiry > 0 && c.InboxExpiry < time.Second:
+		// The sweep works in whole seconds: a period of 0 would expire
+		// every inbox at its first pass.
+		return fmt.Errorf("check config: inbox expiry %v below 1 s (negative: never): %w", c.InboxExpiry, ErrBadConfig)
 	case c.NewInboxRate > 0 && c.NewInboxBurst < 1:
 		return fmt.Errorf("check config: new-inbox burst %g below 1: %w", c.NewInboxBurst, ErrBadConfig)
 	case c.MaxQueued < 2*c.MaxPacketSize:
