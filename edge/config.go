@@ -107,8 +107,9 @@ type Config struct {
 	// retained.
 	MaxRetained int
 	// StoreMaxBytes caps the memory held by every inbox (direct and group
-	// messages, receipts, notices, persistent sessions' queued messages)
-	// and the retained store together, counted as bytes held: buffer
+	// messages, receipts, notices, persistent sessions' queued messages),
+	// the retained store, client ids over 64 bytes and persistent sessions
+	// (a CONNECT over the cap gets 0x03) together, counted as bytes held: buffer
 	// capacity plus a per-entry and per-inbox overhead (default
 	// DefaultStoreMaxBytes: half of GOMEMLIMIT if set, else a quarter of
 	// physical memory). The last eighth is kept for connected recipients
@@ -123,7 +124,7 @@ type Config struct {
 	// messages and read receipts may create per second for users never
 	// seen (no record and no last-seen time): token buckets per connection
 	// and per source address (IPv4 address, IPv6 /64), default 100/s with a
-	// burst of 1,000 each. A PUBLISH over the limit closes the connection
+	// burst of max(1,000, rate) each. A PUBLISH over the limit closes the connection
 	// (new_inbox_rate) without PUBACK. A negative rate disables the limit.
 	NewInboxRate  float64
 	NewInboxBurst float64
