@@ -122,7 +122,7 @@ func TestInboxBoundCountsBytesHeld(t *testing.T) {
 	for i := range 40 {
 		msgs = append(msgs, mqtt.AppendPublish(nil, fmt.Sprint("u/bob/m", i), []byte(payload), 1, false, false, uint16(i+1)))
 	}
-	acks, notices, closed := pipeline(t, a, msgs, 40)
+	acks, _, closed := pipeline(t, a, msgs, 40)
 	if closed || acks != 40 {
 		t.Fatalf("acks %d, closed %v: every message is acknowledged", acks, closed)
 	}
@@ -130,7 +130,10 @@ func TestInboxBoundCountsBytesHeld(t *testing.T) {
 	if n := s.InboxLen("bob"); n != want {
 		t.Fatalf("bob's inbox holds %d, want %d", n, want)
 	}
-	waitFor(t, "inbox_full notices", func() bool { return s.InboxLen("alice")+notices == 40-want })
+	// alice never acknowledges, so every notice stays in her inbox, those
+	// the pipeline already read included (counting both raced with the
+	// notices' delivery on a loaded machine).
+	waitFor(t, "inbox_full notices", func() bool { return s.InboxLen("alice") == 40-want })
 }
 
 // TestNewInboxRate is the 8.4M-inbox attack in bounded form: one connection
