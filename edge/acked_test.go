@@ -97,28 +97,59 @@ func TestGroupAckedNeverDropped(t *testing.T) {
 // TestPresenceSubscribeBounded: SUBSCRIBE to p/<user> queues at most one
 // pending presence entry per user, within the inbox bounds.
 func TestPresenceSubscribeBounded(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.InboxMessages = 10 })
-	m := dial(t, s)
-	m.connect("mallory", false)
-	m.conn.Close()
-	waitFor(t, "mallory offline", func() bool { return s.Connections() == 0 })
-	c := dial(t, s)
-	c.connect("watcher", true)
-	subs := make([]mqtt.Subscription, 2000)
-	for i := range subs {
-		subs[i] = mqtt.Subscription{Filter: "p/mallory", QoS: 1}
+	s := startServer(t, func(c *Config) { c.InboxMessages = 100 })
+	for i := range 30 {
+		m := dial(t, s)
+		m.connect(fmt.Sprint("mallory", i), false)
+		m.conn.Close()
 	}
-	for i := range 20 {
-		c.send(mqtt.AppendSubscribe(nil, uint16(i+1), subs...))
-	}
-	for got := 0; got < 20; {
-		if c.read().Type == mqtt.TypeSuback {
-			got++
+	waitFor(t, "the mallories offline", func() bool { return s.Connections() == 0 })
+	subscribeAll := func(c *rawClient, packets int, filters []string) {
+		t.Helper()
+		var subs []mqtt.Subscription
+		for _, f := range filters {
+			subs = append(subs, mqtt.Subscription{Filter: f, QoS: 1})
+		}
+		for range packets {
+			c.send(mqtt.AppendSubscribe(nil, c.nextID(), subs...))
+		}
+		for got := 0; got < packets; {
+			if c.read().Type == mqtt.TypeSuback {
+				got++
+			}
 		}
 	}
-	if n, _ := held(s, "watcher"); n == 0 || n > 10 {
-		t.Fatalf("watcher's inbox holds %d presence entries, want 1-10 (the inbox bound)", n)
-	}
+	t.Run("one user", func(t *testing.T) {
+		c := dial(t, s)
+		c.connect("watcher", true)
+		same := make([]string, 2000)
+		for i := range same {
+			same[i] = "p/mallory0"
+		}
+		subscribeAll(c, 20, same)
+		// One pending per SUBSCRIBE at most (the one before may have been
+		// sent meanwhile), not 40,000 nor the inbox bound of 100.
+		if n, _ := held(s, "watcher"); n == 0 || n > 20 {
+			t.Fatalf("watcher's inbox holds %d presence entries, want 1-20", n)
+		}
+	})
+	t.Run("inbox bound", func(t *testing.T) {
+		s := startServer(t, func(c *Config) { c.InboxMessages = 10 })
+		var many []string
+		for i := range 30 {
+			m := dial(t, s)
+			m.connect(fmt.Sprint("mallory", i), false)
+			m.conn.Close()
+			many = append(many, fmt.Sprint("p/mallory", i))
+		}
+		waitFor(t, "the mallories offline", func() bool { return s.Connections() == 0 })
+		c := dial(t, s)
+		c.connect("watcher2", true)
+		subscribeAll(c, 3, many) // 90 presence entries asked for, never acknowledged
+		if n, _ := held(s, "watcher2"); n != 10 {
+			t.Fatalf("watcher2's inbox holds %d presence entries, want the bound of 10", n)
+		}
+	})
 }
 
 // TestLongIDsCounted: long client ids and persistent sessions count in

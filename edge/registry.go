@@ -674,12 +674,19 @@ func (q *inbox) findSent(pid uint16) int {
 	return -1
 }
 
-// pending reports whether an entry not yet sent has the given topic.
+// pendingScan bounds how many of the newest unsent entries pending
+// examines, so that a SUBSCRIBE with thousands of filters costs the loop
+// O(filters), not O(filters x inbox length); duplicates older than that
+// are bounded by the inbox bounds alone.
+const pendingScan = 64
+
+// pending reports whether one of the pendingScan newest entries not yet
+// sent has the given topic.
 func (q *inbox) pending(topic []byte) bool {
 	if q == nil {
 		return false
 	}
-	for i := q.head + q.nsent; i < len(q.items); i++ {
+	for i, k := len(q.items)-1, 0; i >= q.head+q.nsent && k < pendingScan; i, k = i-1, k+1 {
 		if bytes.Equal(q.items[i].topic(), topic) {
 			return true
 		}

@@ -814,7 +814,7 @@ func (s *Server) storeGroup(ls *loopState, from, group, mid, payload []byte, mem
 		to := []byte(m)
 		n := profileTopicLen(to, from, group, mid) + len(payload) + 9
 		cl := s.reg.lock(to, false)
-		fits := s.storeRoom(cl, n) && s.fitsLocked(cl, 'g', 1, heldSize(n))
+		fits := s.fitsLocked(cl, 'g', 1, heldSize(n))
 		if cl != nil {
 			cl.mu.Unlock()
 		}
@@ -1135,7 +1135,8 @@ func (s *Server) sendPresence(ls *loopState, cl *client, filter []byte, qos byte
 	// The same bounds as retained delivery; and one pending (unsent) entry
 	// per presence topic is enough: a second SUBSCRIBE to p/<user> while
 	// one waits would only repeat it (any change after it comes as a live
-	// presence PUBLISH, queued after it), so it is skipped.
+	// presence PUBLISH, queued after it), so it is skipped (among the
+	// newest pendingScan unsent entries).
 	n := len(filter) + len(payload) + 9
 	cl.mu.Lock()
 	var h netpoll.Handle
