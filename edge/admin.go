@@ -24,6 +24,7 @@ import (
 //	GET    /inboxes?limit=N               {"inboxes": [...], "total": n, "bytes": b}: the N
 //	                                      largest inboxes by bytes held (default 100, at most 10,000)
 //	DELETE /inboxes/{user}                200 {"purged": n, "bytes": b}, 404 no such inbox
+//	DELETE /inboxes?user=ID               the same for any id ("." and ".." too; edgectl uses it)
 //
 // Errors are JSON {"error": "..."} with 400 for invalid names. The mux is
 // exported through Mux so that observability endpoints can be added.
@@ -234,13 +235,26 @@ func (s *Server) Mux() *http.ServeMux {
 		top, total, bytes := s.Inboxes(limit)
 		writeJSON(w, http.StatusOK, map[string]any{"inboxes": top, "total": total, "bytes": bytes})
 	})
-	mux.HandleFunc("DELETE /inboxes/{user}", func(w http.ResponseWriter, r *http.Request) {
-		n, bytes, ok := s.PurgeInbox(r.PathValue("user"))
+	purge := func(w http.ResponseWriter, user string) {
+		n, bytes, ok := s.PurgeInbox(user)
 		if !ok {
 			writeJSON(w, http.StatusNotFound, map[string]any{"error": "no such inbox"})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"purged": n, "bytes": bytes})
+	}
+	mux.HandleFunc("DELETE /inboxes/{user}", func(w http.ResponseWriter, r *http.Request) {
+		purge(w, r.PathValue("user"))
+	})
+	// The query form takes any client id, "." and ".." included (the
+	// path form gets those cleaned away by ServeMux, a 307 redirect).
+	mux.HandleFunc("DELETE /inboxes", func(w http.ResponseWriter, r *http.Request) {
+		user := r.URL.Query().Get("user")
+		if user == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "want ?user=ID"})
+			return
+		}
+		purge(w, user)
 	})
 	stats := func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.Stats()) }
 	mux.HandleFunc("GET /server/stats", stats)
@@ -261,14 +275,17 @@ type Stats struct {
 	RetainedFull uint64 `json:"retained_full"`
 	// StoreBytes is the memory held by inboxes and retained messages
 	// (what Config.StoreMaxBytes caps); StoreMaxBytes is the cap.
-	StoreBytes     int64             `json:"store_bytes"`
-	StoreMaxBytes  int64             `json:"store_max_bytes"`
-	StoreFull      uint64            `json:"store_full"`
-	NewInboxRate   uint64            `json:"new_inbox_rate"`
-	NoticesDropped uint64            `json:"notices_dropped"`
-	Expired        uint64            `json:"expired"`
-	Purged         uint64            `json:"purged"`
-	Closes         map[string]uint64 `json:"closes"`
+	StoreBytes     int64  `json:"store_bytes"`
+	StoreMaxBytes  int64  `json:"store_max_bytes"`
+	StoreFull      uint64 `json:"store_full"`
+	NewInboxRate   uint64 `json:"new_inbox_rate"`
+	NoticesDropped uint64 `json:"notices_dropped"`
+	Expired        uint64 `json:"expired"`
+	Purged         uint64 `json:"purged"`
+	// AccountingRepairs counts empty inboxes found holding bytes (a bug;
+	// each is logged, rate-limited, and repaired). Process-wide.
+	AccountingRepairs uint64            `json:"accounting_repairs"`
+	Closes            map[string]uint64 `json:"closes"`
 
 	// FiltersOverPacket and FiltersOverClient count SUBSCRIBE filters
 	// refused with 0x80 past Config.MaxFiltersPerSubscribe and
@@ -280,21 +297,22 @@ type Stats struct {
 // Stats returns a snapshot of the server's counters.
 func (s *Server) Stats() Stats {
 	return Stats{
-		Connections:    s.conns.Load(),
-		Clients:        s.reg.count.Load(),
-		Published:      s.stats.published.Load(),
-		Stored:         s.stats.stored.Load(),
-		InboxFull:      s.stats.inboxFull.Load(),
-		Dropped:        s.stats.dropped.Load(),
-		RetainedFull:   s.stats.retainedFull.Load(),
-		StoreBytes:     s.held.Load(),
-		StoreMaxBytes:  s.cfg.StoreMaxBytes,
-		StoreFull:      s.stats.storeFull.Load(),
-		NewInboxRate:   s.stats.newInboxRate.Load(),
-		NoticesDropped: s.stats.notices.Load(),
-		Expired:        s.stats.expired.Load(),
-		Purged:         s.stats.purged.Load(),
-		Closes:         s.closes.snapshot(),
+		Connections:       s.conns.Load(),
+		Clients:           s.reg.count.Load(),
+		Published:         s.stats.published.Load(),
+		Stored:            s.stats.stored.Load(),
+		InboxFull:         s.stats.inboxFull.Load(),
+		Dropped:           s.stats.dropped.Load(),
+		RetainedFull:      s.stats.retainedFull.Load(),
+		StoreBytes:        s.held.Load(),
+		StoreMaxBytes:     s.cfg.StoreMaxBytes,
+		StoreFull:         s.stats.storeFull.Load(),
+		NewInboxRate:      s.stats.newInboxRate.Load(),
+		NoticesDropped:    s.stats.notices.Load(),
+		Expired:           s.stats.expired.Load(),
+		Purged:            s.stats.purged.Load(),
+		AccountingRepairs: acctRepairs.Load(),
+		Closes:            s.closes.snapshot(),
 
 		FiltersOverPacket: s.stats.overPacket.Load(),
 		FiltersOverClient: s.stats.overClient.Load(),

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/edgedhq/edged/edge/mqtt"
 )
@@ -121,7 +122,7 @@ func TestInboxBoundCountsBytesHeld(t *testing.T) {
 	for i := range 40 {
 		msgs = append(msgs, mqtt.AppendPublish(nil, fmt.Sprint("u/bob/m", i), []byte(payload), 1, false, false, uint16(i+1)))
 	}
-	acks, notices, closed := pipeline(t, a, msgs, 40)
+	acks, _, closed := pipeline(t, a, msgs, 40)
 	if closed || acks != 40 {
 		t.Fatalf("acks %d, closed %v: every message is acknowledged", acks, closed)
 	}
@@ -129,15 +130,26 @@ func TestInboxBoundCountsBytesHeld(t *testing.T) {
 	if n := s.InboxLen("bob"); n != want {
 		t.Fatalf("bob's inbox holds %d, want %d", n, want)
 	}
-	waitFor(t, "inbox_full notices", func() bool { return s.InboxLen("alice")+notices == 40-want })
+	// alice never acknowledges, so every notice stays in her inbox, those
+	// the pipeline already read included (counting both raced with the
+	// notices' delivery on a loaded machine).
+	waitFor(t, "inbox_full notices", func() bool { return s.InboxLen("alice") == 40-want })
 }
 
 // TestNewInboxRate is the 8.4M-inbox attack in bounded form: one connection
 // spraying messages at never-seen users is closed at the new-inbox rate;
 // what it had been acknowledged stays; messages to users the server has
 // seen are not limited.
+//
+// The source address's bucket runs on Config.Now, frozen here, so the
+// counts are exact whatever the machine's load.
 func TestNewInboxRate(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.NewInboxRate, c.NewInboxBurst = 5, 50 })
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	s := startServer(t, func(c *Config) {
+		c.NewInboxRate, c.NewInboxBurst = 5, 50
+		c.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	})
 	check := bystanders(t, s)
 	before := s.Clients()
 	c := dial(t, s)
@@ -151,8 +163,8 @@ func TestNewInboxRate(t *testing.T) {
 		t.Fatal("the sprayer was not closed")
 	}
 	waitFor(t, "new_inbox_rate counted", func() bool { return s.CloseCount(ReasonNewInboxRate) == 1 })
-	if acks < 50 || acks > 70 {
-		t.Fatalf("%d messages acknowledged, want the burst of 50 plus a few", acks)
+	if acks != 50 {
+		t.Fatalf("%d messages acknowledged, want the burst of 50 (the source bucket's clock stands still)", acks)
 	}
 	waitFor(t, "one inbox per acknowledged message", func() bool { return s.Clients() == before+int64(acks) })
 	for i := range acks {
@@ -170,8 +182,19 @@ func TestNewInboxRate(t *testing.T) {
 		msgs[i] = mqtt.AppendPublish(nil, fmt.Sprintf("u/again-%d/m", i), []byte("x"), 1, false, false, uint16(i+1))
 	}
 	acks2, _, closed := pipeline(t, c, msgs, 100)
-	if !closed || acks2 > 15 {
-		t.Fatalf("after reconnecting: %d acknowledged, closed %v; want a few at 5/s, then closed", acks2, closed)
+	if !closed || acks2 != 0 {
+		t.Fatalf("after reconnecting: %d acknowledged, closed %v; want none, then closed", acks2, closed)
+	}
+	check()
+	// Two seconds later the source has 10 tokens at 5/s.
+	clock.Add(int64(2 * time.Second))
+	c = dial(t, s)
+	c.connect("spray3", false)
+	for i := range msgs {
+		msgs[i] = mqtt.AppendPublish(nil, fmt.Sprintf("u/later-%d/m", i), []byte("x"), 1, false, false, uint16(i+1))
+	}
+	if acks3, _, closed := pipeline(t, c, msgs, 100); !closed || acks3 != 10 {
+		t.Fatalf("2 s later: %d acknowledged, closed %v; want 10, then closed", acks3, closed)
 	}
 	check()
 
@@ -196,7 +219,9 @@ func TestNewInboxRate(t *testing.T) {
 
 // TestReceiptFlood: read receipts count against the recipient's inbox, in a
 // bounded allowance above the message bound; the reader gets inbox_full
-// notices, which are bounded too.
+// notices, which are bounded too: once the reader has no room for the
+// notice, its receipt is not acknowledged and it is closed (store_full),
+// so nothing acknowledged is lost.
 func TestReceiptFlood(t *testing.T) {
 	s := startServer(t, func(c *Config) { c.MaxPacketSize, c.InboxMessages, c.InboxBytes = 64<<10, 100, 1<<20 })
 	check := bystanders(t, s)
@@ -208,9 +233,10 @@ func TestReceiptFlood(t *testing.T) {
 		msgs = append(msgs, mqtt.AppendPublish(nil, fmt.Sprint("r/victim/m", i), payload, 1, false, false, uint16(i+1)))
 	}
 	acks, _, closed := pipeline(t, r, msgs, 100)
-	if closed || acks != 2000 {
-		t.Fatalf("acks %d closed %v: receipts are acknowledged", acks, closed)
+	if !closed {
+		t.Fatalf("acks %d: the reader was not closed when its notices stopped fitting", acks)
 	}
+	waitFor(t, "store_full counted", func() bool { return s.CloseCount(ReasonStoreFull) == 1 })
 	allowance := 1<<20 + 1<<20/4
 	cl := s.reg.lock([]byte("victim"), false)
 	n, held := cl.box().len(), cl.box().held()
@@ -221,12 +247,15 @@ func TestReceiptFlood(t *testing.T) {
 	cl = s.reg.lock([]byte("reader"), false)
 	rn := cl.box().len()
 	cl.mu.Unlock()
-	if rn == 0 || rn > 125 {
-		t.Fatalf("reader's inbox holds %d notices, want 1-125", rn)
+	if rn != 125 {
+		t.Fatalf("reader's inbox holds %d notices, want its allowance of 125", rn)
+	}
+	if acks != n+rn {
+		t.Fatalf("%d receipts acknowledged, want %d stored plus %d notified", acks, n, rn)
 	}
 	st := s.Stats()
-	if st.InboxFull != uint64(2000-n) || st.NoticesDropped != uint64(2000-n-rn) {
-		t.Fatalf("inbox_full %d, notices dropped %d; want %d, %d", st.InboxFull, st.NoticesDropped, 2000-n, 2000-n-rn)
+	if st.InboxFull != uint64(rn) || st.NoticesDropped != 0 {
+		t.Fatalf("inbox_full %d, notices dropped %d; want %d, 0", st.InboxFull, st.NoticesDropped, rn)
 	}
 	check()
 }
@@ -264,14 +293,36 @@ func TestStoreCap(t *testing.T) {
 	if n := s.InboxLen(fmt.Sprint("offline-", acks)); n != 0 {
 		t.Fatalf("unacknowledged message stored (%d)", n)
 	}
+	// The last eighth: the filler stopped where one more message of this
+	// size crosses the soft level, so the same size to a connected user
+	// with a short inbox goes in the reserve, and to an offline one not.
+	if h := s.held.Load() + int64(heldSize(len("u/offline-000/m")+len(payload)+9)+inboxOverhead); h <= s.storeSoft || h > capBytes {
+		t.Fatalf("store holds %d: one more message (%d) is not in the last eighth (%d, %d]", s.held.Load(), h, s.storeSoft, capBytes)
+	}
+	live := dial(t, s)
+	live.connect("live", false)
+	talker := dial(t, s)
+	talker.connect("talker", false)
+	talker.publish("u/live/m1", string(payload), 1)
+	talker.expect(mqtt.TypePuback)
+	p := live.expect(mqtt.TypePublish)
+	if p.Topic != "u/live/m/talker/m1" {
+		t.Fatalf("live got %+v", p)
+	}
+	live.puback(p.ID)
+	talker.publish("u/offline-0/m2", string(payload), 1)
+	talker.expectClosed()
+	waitFor(t, "store_full counted twice", func() bool { return s.CloseCount(ReasonStoreFull) == 2 })
+	live.conn.Close()
+	waitFor(t, "live offline", func() bool { return s.Connections() == 2 })
 	for range 20 {
 		check()
 	}
 	// Generic messages to offline persistent sessions are dropped, counted.
-	p := dial(t, s)
-	p.connect("sleeper", true)
-	p.subscribe("news/#", 1)
-	p.conn.Close()
+	sl := dial(t, s)
+	sl.connect("sleeper", true)
+	sl.subscribe("news/#", 1)
+	sl.conn.Close()
 	waitFor(t, "sleeper offline", func() bool { return s.Connections() == 2 })
 	d := s.Stats().Dropped
 	pub := dial(t, s)
@@ -350,9 +401,25 @@ func TestDefaultStoreMaxBytes(t *testing.T) {
 		{Auth: AuthAnonymous, StoreMaxBytes: 1 << 20},
 		{Auth: AuthAnonymous, RetainedMaxBytes: -1},
 		{Auth: AuthAnonymous, NewInboxRate: 10, NewInboxBurst: 0.5},
+		{Auth: AuthAnonymous, InboxExpiry: time.Second - 1},
+		{Auth: AuthAnonymous, InboxExpiry: time.Millisecond},
+		{Auth: AuthAnonymous, StoreMaxBytes: 64 << 20, RetainedMaxBytes: 64<<20 + 1},
 	} {
 		if err := cfg.setDefaults(); !errors.Is(err, ErrBadConfig) {
 			t.Errorf("%+v: %v, want ErrBadConfig", cfg, err)
 		}
+	}
+	for _, cfg := range []Config{
+		{Auth: AuthAnonymous, InboxExpiry: time.Second},
+		{Auth: AuthAnonymous, InboxExpiry: -1},
+		{Auth: AuthAnonymous, StoreMaxBytes: 64 << 20, RetainedMaxBytes: 64 << 20},
+	} {
+		if err := cfg.setDefaults(); err != nil {
+			t.Errorf("%+v: %v, want valid", cfg, err)
+		}
+	}
+	cfg := Config{Auth: AuthAnonymous, NewInboxRate: 5000}
+	if cfg.setDefaults(); cfg.NewInboxBurst != 5000 {
+		t.Errorf("burst at rate 5000: %g, want the rate", cfg.NewInboxBurst)
 	}
 }

@@ -113,8 +113,9 @@ type Config struct {
 	// retained.
 	MaxRetained int
 	// StoreMaxBytes caps the memory held by every inbox (direct and group
-	// messages, receipts, notices, persistent sessions' queued messages)
-	// and the retained store together, counted as bytes held: buffer
+	// messages, receipts, notices, persistent sessions' queued messages),
+	// the retained store, client ids over 64 bytes and persistent sessions
+	// (a CONNECT over the cap gets 0x03) together, counted as bytes held: buffer
 	// capacity plus a per-entry and per-inbox overhead (default
 	// DefaultStoreMaxBytes: half of GOMEMLIMIT if set, else a quarter of
 	// physical memory). The last eighth is kept for connected recipients
@@ -122,20 +123,22 @@ type Config struct {
 	// conversations go on while offline inboxes fill the rest.
 	StoreMaxBytes int64
 	// RetainedMaxBytes caps the bytes held by retained messages (default
-	// StoreMaxBytes/4); they count in StoreMaxBytes too.
+	// StoreMaxBytes/4, at most StoreMaxBytes); they count in StoreMaxBytes
+	// too.
 	RetainedMaxBytes int64
 	// NewInboxRate and NewInboxBurst limit how many inboxes direct
 	// messages and read receipts may create per second for users never
 	// seen (no record and no last-seen time): token buckets per connection
 	// and per source address (IPv4 address, IPv6 /64), default 100/s with a
-	// burst of 1,000 each. A PUBLISH over the limit closes the connection
+	// burst of max(1,000, rate) each. A PUBLISH over the limit closes the connection
 	// (new_inbox_rate) without PUBACK. A negative rate disables the limit.
 	NewInboxRate  float64
 	NewInboxBurst float64
 	// InboxExpiry is how long an inbox created for a user who never
-	// connects is kept (default 7 days); its direct messages' senders then
-	// get an "expired" notice. The last-seen time of users who left is
-	// forgotten between InboxExpiry and twice that. Negative: never.
+	// connects is kept (default 7 days, at least 1 s); its direct
+	// messages' senders then get an "expired" notice. The last-seen time
+	// of users who left is forgotten between InboxExpiry and twice that.
+	// Negative: never.
 	InboxExpiry time.Duration
 	// MaxFiltersPerSubscribe caps the filters of one SUBSCRIBE packet
 	// that are considered (default 128): the filters past it get SUBACK
@@ -226,6 +229,12 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("check config: negative handshake timeout, max connections, loops or max retained: %w", ErrBadConfig)
 	case c.StoreMaxBytes < int64(8*heldSize(c.MaxPacketSize+mqtt.MaxHeaderLen)) || c.RetainedMaxBytes < 0:
 		return fmt.Errorf("check config: store cap %d bytes below 8 maximum-size messages, or negative retained cap: %w", c.StoreMaxBytes, ErrBadConfig)
+	case c.RetainedMaxBytes > c.StoreMaxBytes:
+		return fmt.Errorf("check config: retained cap %d bytes above the store cap %d: %w", c.RetainedMaxBytes, c.StoreMaxBytes, ErrBadConfig)
+	case c.InboxExpiry > 0 && c.InboxExpiry < time.Second:
+		// The sweep works in whole seconds: a period of 0 would expire
+		// every inbox at its first pass.
+		return fmt.Errorf("check config: inbox expiry %v below 1 s (negative: never): %w", c.InboxExpiry, ErrBadConfig)
 	case c.NewInboxRate > 0 && c.NewInboxBurst < 1:
 		return fmt.Errorf("check config: new-inbox burst %g below 1: %w", c.NewInboxBurst, ErrBadConfig)
 	case c.MaxFiltersPerSubscribe < 0 || c.MaxSubscriptions < 0:

@@ -90,11 +90,12 @@ func (h *inboxHeap) Pop() any {
 	return x
 }
 
-// PurgeInbox empties user's inbox, in-flight entries included (a later
-// PUBACK for one of them is ignored), and tells the sender of each direct
-// message with a "purged" notice u/<from>/e/<user>/<mid>. It returns the
-// entries and bytes removed; ok is false if user has no non-empty inbox.
-// Safe for concurrent use; not for an event loop.
+// PurgeInbox empties user's inbox and tells the sender of each direct
+// message removed with a "purged" notice u/<from>/e/<user>/<mid>. The
+// in-flight entries of a connected user are kept: they have been sent,
+// and their PUBACK still removes them and sends the delivered receipt. It
+// returns the entries and bytes removed; ok is false if user has no
+// non-empty inbox. Safe for concurrent use; not for an event loop.
 func (s *Server) PurgeInbox(user string) (n, bytes int, ok bool) {
 	cl := s.reg.lock([]byte(user), false)
 	if cl == nil {
@@ -109,26 +110,29 @@ func (s *Server) PurgeInbox(user string) (n, bytes int, ok bool) {
 	return n, bytes, true
 }
 
-// emptyLocked removes every entry of cl's inbox; cl is locked and is
-// unlocked on return. The senders of direct messages get a notice with
-// payload why; the record is released if it holds nothing else.
+// emptyLocked removes every entry of cl's inbox but the in-flight prefix
+// (none unless cl is connected); cl is locked and is unlocked on return.
+// The senders of the direct messages removed get a notice with payload
+// why; the record is released if it holds nothing else.
 func (s *Server) emptyLocked(cl *client, why []byte) (n, bytes int) {
 	var notes [][]byte
-	bytes = cl.box().held()
-	n = cl.box().drop(func(e *entry) bool {
+	q := cl.box()
+	bytes = q.held()
+	n = q.dropFrom(q.nsent, func(e *entry) bool {
 		if e.flags&fReceipt != 0 {
 			notes = append(notes, append([]byte(nil), e.topic()...))
 		}
 		return true
 	})
+	bytes -= q.held()
 	cl.trimExt()
 	gen := cl.gen
 	cl.mu.Unlock()
 	s.reg.release(cl, gen)
 	ls := &loopState{}
 	for _, t := range notes {
-		if me, from, mid, ok := splitDelivered(t); ok {
-			s.storeDirect(ls, nil, 'e', from, me, nil, mid, why)
+		if me, from, mid, ok := splitDelivered(t); ok && !s.notice(ls, from, me, mid, why, false) {
+			s.stats.notices.Add(1)
 		}
 	}
 	return n, bytes

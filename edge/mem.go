@@ -16,7 +16,8 @@ const (
 
 // DefaultStoreMaxBytes is the default of Config.StoreMaxBytes: half the Go
 // memory limit if one is set (GOMEMLIMIT or debug.SetMemoryLimit), else a
-// quarter of physical memory; at least 64 MiB. Half, because with the default
+// quarter of physical memory (on Linux, of the cgroup v2 memory.max if
+// that is lower); at least 64 MiB. Half, because with the default
 // GOGC=100 the heap may grow to twice its live size before a collection;
 // a quarter of physical memory without a limit also leaves room for the
 // kernel's socket buffers and the per-connection state.

@@ -3,6 +3,8 @@ package edge
 import (
 	"bytes"
 	"fmt"
+	"hash/maphash"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 
@@ -14,9 +16,11 @@ import (
 // while it is connected, holds a persistent session, or has messages in its
 // inbox; otherwise it is released (an empty, offline user costs nothing).
 //
-// Records live in chunks that never move and are reused after release; the
-// id is stored inline, so an idle client's record holds only two nil
-// pointers (q.items, ext) and costs the garbage collector two word loads.
+// Records live in chunks that never move and are reused after release. An
+// id of up to 64 bytes is stored inline (idb); a longer one lives in
+// longIDs and counts against the store cap (longIDCost). The record holds
+// no pointers (the inbox and the rest are in the exts side table), so the
+// garbage collector never scans it.
 // A holder that keeps a *client across an unlock must remember gen and
 // check it after locking again: a released record may be reused by another
 // client.
@@ -40,8 +44,11 @@ type client struct {
 	// persistent: clean session 0, subscriptions and generic messages
 	// outlive the connection.
 	persistent bool
-	idb        [64]byte
+	idb        [idInline]byte
 }
+
+// idInline is the longest client id stored in the record itself.
+const idInline = 64
 
 // idLong in client.idn marks a client id longer than the inline idb: the
 // id is in longIDs instead.
@@ -58,6 +65,15 @@ var longIDs struct {
 	mu sync.RWMutex
 	m  map[*client][]byte
 }
+
+// longIDCost is what a long id holds in the store total: its bytes plus
+// the map entry and slice header (about 64 bytes).
+func longIDCost(n int) int64 { return int64(n) + 64 }
+
+// sessionOverhead is what a persistent session holds in the store total
+// while it lasts (clean session 0 until a clean-session CONNECT): its
+// client record and side-table extension, kept when it is offline.
+const sessionOverhead = 256
 
 // idBytes returns the client id; valid while the record is live.
 func (c *client) idBytes() []byte {
@@ -227,6 +243,11 @@ type shard struct {
 // records can name their client.
 type registry struct {
 	shards [numShards]shard
+	// acct is the store total (Server.held) and capBytes its cap: a long
+	// client id is counted there while its record lives, and refused
+	// (lock returns nil) if it does not fit. nil acct: not counted.
+	acct     *atomic.Int64
+	capBytes int64
 
 	dirMu sync.Mutex // guards free, next and the allocation of chunks
 	free  []uint32
@@ -244,15 +265,17 @@ func newRegistry() *registry {
 	return r
 }
 
-// hashID is FNV-1a; the top bits pick the shard, the low bits the slot.
-func hashID[T ~string | ~[]byte](id T) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(id); i++ {
-		h ^= uint32(id[i])
-		h *= 16777619
-	}
-	return h
-}
+// idSeed keys hashID, chosen per process: the ids are the clients' to
+// pick, and find compares whole ids (up to 65,535 bytes) under the shard
+// mutex, so colliding ids must not be cheap to find.
+var idSeed = maphash.MakeSeed()
+
+// hashID is maphash under idSeed; the top bits pick the shard, the low
+// bits the slot.
+func hashID(id []byte) uint32 { return uint32(maphash.Bytes(idSeed, id)) }
+
+// hashIDString is hashID for a string (the same value for the same bytes).
+func hashIDString(id string) uint32 { return uint32(maphash.String(idSeed, id)) }
 
 func (r *registry) shardOf(h uint32) *shard { return &r.shards[h>>26] }
 
@@ -323,12 +346,23 @@ func (r *registry) lock(id []byte, create bool) *client {
 			sh.mu.Unlock()
 			return nil
 		}
+		if len(id) > idInline && r.acct != nil {
+			cost := longIDCost(len(id))
+			if r.acct.Add(cost) > r.capBytes {
+				r.acct.Add(-cost)
+				sh.mu.Unlock()
+				return nil
+			}
+		}
 		c = r.alloc()
 		if c == nil {
+			if len(id) > idInline && r.acct != nil {
+				r.acct.Add(-longIDCost(len(id)))
+			}
 			sh.mu.Unlock()
 			return nil
 		}
-		if len(id) <= len(c.idb) {
+		if len(id) <= idInline {
 			c.idn = uint8(copy(c.idb[:], id))
 		} else {
 			c.idn = idLong
@@ -468,7 +502,7 @@ func (r *registry) release(c *client, gen uint32) {
 	}
 	id := c.name()
 	c.mu.Unlock()
-	h := hashID(id)
+	h := hashIDString(id)
 	sh := r.shardOf(h)
 	sh.mu.Lock()
 	c.mu.Lock()
@@ -494,8 +528,12 @@ func (r *registry) release(c *client, gen uint32) {
 	}
 	if c.idn == idLong {
 		longIDs.mu.Lock()
+		n := len(longIDs.m[c])
 		delete(longIDs.m, c)
 		longIDs.mu.Unlock()
+		if r.acct != nil {
+			r.acct.Add(-longIDCost(n))
+		}
 	}
 	c.dead = true
 	c.gen++
@@ -645,6 +683,26 @@ func (q *inbox) findSent(pid uint16) int {
 	return -1
 }
 
+// pendingScan bounds how many of the newest unsent entries pending
+// examines, so that a SUBSCRIBE with thousands of filters costs the loop
+// O(filters), not O(filters x inbox length); duplicates older than that
+// are bounded by the inbox bounds alone.
+const pendingScan = 64
+
+// pending reports whether one of the pendingScan newest entries not yet
+// sent has the given topic.
+func (q *inbox) pending(topic []byte) bool {
+	if q == nil {
+		return false
+	}
+	for i, k := len(q.items)-1, 0; i >= q.head+q.nsent && k < pendingScan; i, k = i-1, k+1 {
+		if bytes.Equal(q.items[i].topic(), topic) {
+			return true
+		}
+	}
+	return false
+}
+
 // unsend marks the in-flight entries for redelivery with DUP=1 on the next
 // connection (PROTOCOL.md, store-and-forward).
 func (q *inbox) unsend() {
@@ -668,10 +726,24 @@ func (q *inbox) drop(fn func(e *entry) bool) int {
 	if q == nil {
 		return 0
 	}
+	q.nsent = 0
+	return q.dropFrom(0, fn)
+}
+
+// dropFrom is drop for the entries from index k on: the first k (at least
+// the in-flight prefix, k >= nsent, so that a PUBACK for one still finds
+// it) are kept.
+func (q *inbox) dropFrom(k int, fn func(e *entry) bool) int {
+	if q == nil {
+		return 0
+	}
+	if k < q.nsent {
+		panic("edge: inbox invariant broken: dropping in-flight entries")
+	}
 	had := q.len() > 0
 	d, n := 0, 0
-	w := q.head
-	for r := q.head; r < len(q.items); r++ {
+	w := q.head + k
+	for r := w; r < len(q.items); r++ {
 		e := q.items[r]
 		if fn(&e) {
 			d += bufCap(cap(*e.buf)) + entryOverhead
@@ -684,7 +756,6 @@ func (q *inbox) drop(fn func(e *entry) bool) int {
 	}
 	clear(q.items[w:])
 	q.items = q.items[:w]
-	q.nsent = 0
 	if had && q.len() == 0 {
 		d += inboxOverhead
 	}
@@ -693,14 +764,30 @@ func (q *inbox) drop(fn func(e *entry) bool) int {
 	return n
 }
 
-// trim releases the backing array of an empty inbox.
+// acctRepairs counts the empty inboxes trim found holding bytes (an
+// accounting bug); repairLog rate-limits the lines it logs.
+var (
+	acctRepairs atomic.Uint64
+	repairLog   logLimiter
+)
+
+// trim releases the backing array of an empty inbox. An empty inbox that
+// still holds bytes breaks the accounting invariant; trim runs on event
+// loops, where a panic would take every connection of the process down,
+// so it logs (rate-limited, to slog.Default: an inbox does not know its
+// server), counts the repair (Stats.AccountingRepairs) and gives the bytes
+// back to the store total instead.
 func (q *inbox) trim() {
 	if q == nil {
 		return
 	}
 	if q.len() == 0 {
 		if q.bytes != 0 {
-			panic("edge: inbox invariant broken: an empty inbox holds bytes")
+			acctRepairs.Add(1)
+			if repairLog.allow() {
+				slog.Default().Error("edge: inbox accounting repaired: an empty inbox held bytes", "bytes", q.bytes)
+			}
+			q.account(-q.bytes)
 		}
 		q.items = nil
 		q.head = 0

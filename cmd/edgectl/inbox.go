@@ -63,7 +63,7 @@ func runInbox(ctx *env, args []string) error {
 		return err
 	}
 	if verb == "purge" {
-		resp, err := c.do("DELETE", "/inboxes/"+url.PathEscape(pos[0]), nil, 0)
+		resp, err := c.do("DELETE", "/inboxes?user="+url.QueryEscape(pos[0]), nil, 0)
 		if err != nil {
 			return err
 		}

@@ -98,4 +98,10 @@ func TestInboxAgainstServer(t *testing.T) {
 	if _, errOut, code := edgectl("inbox", "purge", "bob", "--admin", admin); !strings.Contains(errOut, "no such inbox") || code != exitFailed {
 		t.Fatalf("purge of nothing: exit %d, %q", code, errOut)
 	}
+	// ".." is a profile id; edgectl purges it with DELETE /inboxes?user=
+	// (the path form would be cleaned away by the server's mux).
+	publishQoS1(t, s, "dave", "u/../m1")
+	if out, errOut, code := edgectl("inbox", "purge", "..", "--admin", admin); code != exitOK || !strings.HasPrefix(out, "purged 1 messages (") || s.InboxLen("..") != 0 {
+		t.Fatalf("inbox purge ..: exit %d, out %q, err %q", code, out, errOut)
+	}
 }

@@ -136,4 +136,12 @@ func TestLimitFlags(t *testing.T) {
 	if cfg, _, _ = buildConfig(&o, io.Discard); cfg.StoreMaxBytes != 0 || cfg.InboxExpiry != edge.DefaultInboxExpiry || cfg.NewInboxRate != edge.DefaultNewInboxRate {
 		t.Fatalf("defaults: store %d, expiry %v, rate %v; want 0 (from memory), 7 days, 100", cfg.StoreMaxBytes, cfg.InboxExpiry, cfg.NewInboxRate)
 	}
+	// Without --new-inbox-burst the burst is the library's default,
+	// max(1000, rate): 0 here.
+	o = options{}
+	fs = newFlagSet(&o)
+	fs.Parse([]string{"--new-inbox-rate", "5000"})
+	if cfg, _, _ = buildConfig(&o, io.Discard); cfg.NewInboxRate != 5000 || cfg.NewInboxBurst != 0 {
+		t.Fatalf("--new-inbox-rate 5000: rate %v, burst %v; want 5000 and 0 (max(1000, rate) in edge)", cfg.NewInboxRate, cfg.NewInboxBurst)
+	}
 }
