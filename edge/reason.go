@@ -31,6 +31,8 @@ const (
 	ReasonConnRefused                    // CONNACK with a non-zero return code
 	ReasonTakeover                       // a newer connection took the session over
 	ReasonMaxConns                       // over the connection limit
+	ReasonPartialTimeout                 // an incomplete packet not completed within Config.PartialTimeout
+	ReasonPartialBudget                  // an incomplete packet that would push all partial packets past Config.MaxPartialBytes
 	numReasons
 )
 
@@ -38,6 +40,7 @@ var reasonNames = [numReasons]string{
 	"eof", "disconnect", "shutdown", "io_error", "malformed", "oversize", "bad_utf8",
 	"protocol", "handshake_timeout", "keepalive_timeout", "backlog", "publish_flood",
 	"not_authorized", "connect_refused", "takeover", "max_connections",
+	"partial_timeout", "partial_budget",
 }
 
 func (r Reason) String() string {
@@ -76,6 +79,10 @@ func classify(err error) Reason {
 		return ReasonBacklog
 	case errors.Is(err, netpoll.ErrPendingFull):
 		return ReasonOversize
+	case errors.Is(err, netpoll.ErrPartialTimeout):
+		return ReasonPartialTimeout
+	case errors.Is(err, netpoll.ErrPartialBudget):
+		return ReasonPartialBudget
 	}
 	return ReasonIOError
 }

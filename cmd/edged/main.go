@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -45,6 +46,8 @@ type options struct {
 	maxRetained                          int
 	publishRate                          float64
 	handshake                            time.Duration
+	partialTimeout                       time.Duration
+	maxPartial                           int64
 	ops                                  opsOptions
 }
 
@@ -65,6 +68,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxQueued, "max-queued", edge.DefaultMaxQueued, "unread output (`bytes`) after which a client that does not read is closed")
 	fs.Float64Var(&o.publishRate, "publish-rate", edge.DefaultPublishRate, "PUBLISH packets per second per connection (`rate`), -1 for no limit")
 	fs.IntVar(&o.maxRetained, "max-retained", edge.DefaultMaxRetained, "retained topics kept at most (`n`)")
+	fs.DurationVar(&o.partialTimeout, "partial-timeout", edge.DefaultPartialTimeout, "`duration` an incomplete packet may take to complete, whatever the keepalive (then closed: partial_timeout); -1s for no limit")
+	fs.Int64Var(&o.maxPartial, "max-partial-bytes", 0, "memory (`bytes`) all connections together may hold for incomplete packets; the one that would pass it is closed (partial_budget); 0 for 256 MiB or a quarter of GOMEMLIMIT if lower, -1 for no cap")
 	fs.IntVar(&o.loops, "loops", 0, "number of event loops (`n`), 0 for GOMAXPROCS")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -183,6 +188,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	return exitOK
 }
 
+// maxPartialBytes resolves --max-partial-bytes: 0 picks the default, 256
+// MiB, lowered to a quarter of the Go memory limit (GOMEMLIMIT) when one is
+// set below 1 GiB (but never below the 4 x max packet size edge requires),
+// so stalled partial packets cannot take the heap the limit leaves; other
+// values pass through.
+func maxPartialBytes(flag, memLimit int64, maxPacket int) int64 {
+	if flag != 0 {
+		return flag
+	}
+	return max(min(edge.DefaultMaxPartialBytes, memLimit/4), 4*int64(maxPacket))
+}
+
 // buildConfig turns the options into an edge.Config; note is a start-up
 // warning about the auth mode.
 func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, err error) {
@@ -204,6 +221,8 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 		MaxQueued:        o.maxQueued,
 		MaxRetained:      o.maxRetained,
 		PublishRate:      o.publishRate,
+		PartialTimeout:   o.partialTimeout,
+		MaxPartialBytes:  maxPartialBytes(o.maxPartial, debug.SetMemoryLimit(-1), o.maxPacket),
 		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.ops.level})),
 	}
 	if o.admin != "off" {
