@@ -29,7 +29,15 @@ type Loop struct {
 	now   time.Time
 	fire  func(uint32)
 
-	q           *mpsc
+	q *mpsc
+	// The wake-up protocol. A poster pushes, then wakes the loop only if
+	// sleeping is set and it wins wakePending; the loop sets sleeping
+	// before it blocks, then looks at the queue once more. Both sides store
+	// then load (sequentially consistent atomics), so either the loop sees
+	// the item and does not block or the poster sees sleeping and wakes it:
+	// no lost wake-up. A loop that is awake (handling events, or posting to
+	// itself) costs a poster no syscall at all.
+	sleeping    atomic.Int32 // 1 from just before a blocking poller wait until it returns
 	wakePending atomic.Int32 // 1 while a wake-up is on its way: one eventfd write per batch
 	posters     atomic.Int32 // Post calls in progress; the poller outlives them
 	spill       []item
@@ -159,8 +167,18 @@ func (l *Loop) run() {
 		if l.q.length.Load() > 0 {
 			timeout = 0
 		}
+		if timeout != 0 {
+			if testHookBeforeSleep != nil {
+				testHookBeforeSleep() // widens the race with post for TestPostNoLostWakeup
+			}
+			l.sleeping.Store(1)
+			if l.q.length.Load() > 0 || l.e.closing.Load() {
+				timeout = 0 // posted between the first look and sleeping: see post
+			}
+		}
 		t0 := time.Now()
 		n, err := l.p.wait(l.evs[:], timeout)
+		l.sleeping.Store(0)
 		t1 := time.Now()
 		l.waitNs.Add(int64(t1.Sub(t0)))
 		l.now = t1
@@ -629,11 +647,17 @@ func (l *Loop) closeNow(c *Conn, reason error) {
 	l.conns.Add(-1)
 }
 
-// post queues x for this loop; safe from any goroutine. The loop is woken at
-// most once per batch.
+// testHookBeforeSleep, if set (by tests, before any engine starts), runs
+// on a loop between its last look at the queue and setting sleeping.
+var testHookBeforeSleep func()
+
+// post queues x for this loop; safe from any goroutine. The loop is woken
+// only if it sleeps in (or is about to enter) its poller wait, and then at
+// most once per batch; see Loop.sleeping. q.push counts the item in
+// q.length before it returns, which is what the loop looks at.
 func (l *Loop) post(x item) {
 	l.q.push(x)
-	if l.wakePending.CompareAndSwap(0, 1) {
+	if l.sleeping.Load() != 0 && l.wakePending.CompareAndSwap(0, 1) {
 		if err := l.p.wake(); err != nil {
 			l.e.logf("netpoll: loop %d: wake: %v", l.id, err)
 		}
