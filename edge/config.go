@@ -56,6 +56,8 @@ const (
 	// (about 100 bytes each) under 1 MB.
 	DefaultMaxFiltersPerSubscribe = 128
 	DefaultMaxSubscriptions       = 10_000
+	DefaultPartialTimeout         = 30 * time.Second
+	DefaultMaxPartialBytes        = 256 << 20
 )
 
 // Config configures a Server. The zero value of each field picks its default.
@@ -108,6 +110,17 @@ type Config struct {
 	// the limit is closed (publish_flood). A negative rate disables it.
 	PublishRate  float64
 	PublishBurst float64
+	// PartialTimeout is how long a connection may hold an incomplete packet
+	// before it is closed (partial_timeout), whatever its keepalive, even 0
+	// (default 30 s; negative: no limit). It runs from the packet's first
+	// byte, so trickling the rest does not extend it.
+	PartialTimeout time.Duration
+	// MaxPartialBytes caps the memory all connections together hold for
+	// incomplete packets (default 256 MiB; negative: no cap; else at least
+	// 4 x MaxPacketSize, the buffer one largest packet may need). The
+	// connection whose partial packet would push the total past it is
+	// closed (partial_budget); the others are not touched.
+	MaxPartialBytes int64
 	// MaxRetained caps the number of retained topics (default 1,000,000);
 	// a retained PUBLISH to a new topic over the cap is delivered but not
 	// retained.
@@ -210,6 +223,12 @@ func (c *Config) setDefaults() error {
 	if c.MaxSubscriptions == 0 {
 		c.MaxSubscriptions = DefaultMaxSubscriptions
 	}
+	if c.PartialTimeout == 0 {
+		c.PartialTimeout = DefaultPartialTimeout
+	}
+	if c.MaxPartialBytes == 0 {
+		c.MaxPartialBytes = DefaultMaxPartialBytes
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -241,6 +260,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("check config: negative max filters per subscribe or max subscriptions: %w", ErrBadConfig)
 	case c.MaxQueued < 2*c.MaxPacketSize:
 		return fmt.Errorf("check config: max queued %d below twice the max packet size: %w", c.MaxQueued, ErrBadConfig)
+	case c.MaxPartialBytes > 0 && c.MaxPartialBytes < 4*int64(c.MaxPacketSize):
+		return fmt.Errorf("check config: max partial bytes %d below 4 x the max packet size: %w", c.MaxPartialBytes, ErrBadConfig)
 	}
 	return c.checkAdmin()
 }

@@ -33,6 +33,8 @@ const (
 	ReasonMaxConns                       // over the connection limit
 	ReasonStoreFull                      // a direct message or read receipt over the store cap (Config.StoreMaxBytes), not acknowledged
 	ReasonNewInboxRate                   // creating inboxes for never-seen users faster than Config.NewInboxRate
+	ReasonPartialTimeout                 // an incomplete packet not completed within Config.PartialTimeout
+	ReasonPartialBudget                  // an incomplete packet that would push all partial packets past Config.MaxPartialBytes
 	numReasons
 )
 
@@ -41,6 +43,7 @@ var reasonNames = [numReasons]string{
 	"protocol", "handshake_timeout", "keepalive_timeout", "backlog", "publish_flood",
 	"not_authorized", "connect_refused", "takeover", "max_connections",
 	"store_full", "new_inbox_rate",
+	"partial_timeout", "partial_budget",
 }
 
 func (r Reason) String() string {
@@ -79,6 +82,10 @@ func classify(err error) Reason {
 		return ReasonBacklog
 	case errors.Is(err, netpoll.ErrPendingFull):
 		return ReasonOversize
+	case errors.Is(err, netpoll.ErrPartialTimeout):
+		return ReasonPartialTimeout
+	case errors.Is(err, netpoll.ErrPartialBudget):
+		return ReasonPartialBudget
 	}
 	return ReasonIOError
 }

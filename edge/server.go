@@ -127,6 +127,9 @@ func New(cfg Config) (*Server, error) {
 		Handler:    s,
 		LiveHook:   cfg.LiveHook,
 		ExtraAddrs: cfg.ExtraAddrs,
+
+		PartialTimeout:  cfg.PartialTimeout,
+		MaxPartialBytes: cfg.MaxPartialBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create engine: %w", err)

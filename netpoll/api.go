@@ -73,6 +73,19 @@ type Config struct {
 	// MaxPending caps the partial-frame bytes a connection may hold
 	// (default 1 MiB); past it the connection is closed with ErrPendingFull.
 	MaxPending int
+	// PartialTimeout is how long a connection may hold an incomplete frame
+	// (bytes OnData left unconsumed) before it is closed with
+	// ErrPartialTimeout, whatever the handler's own deadlines (default 30 s;
+	// negative: no limit). It is measured from the first byte of the frame
+	// that is still incomplete, so trickling bytes do not extend it, and
+	// checked every PartialTimeout/8 (at least one TimerTick, at most 1 s).
+	PartialTimeout time.Duration
+	// MaxPartialBytes caps the memory (buffer capacity, bytes) held for
+	// incomplete frames by all connections of the engine together (default
+	// 256 MiB; negative: no cap). A connection whose partial frame would push
+	// the total past it is closed with ErrPartialBudget and its bytes are
+	// dropped; other connections are not touched.
+	MaxPartialBytes int64
 	// MaxQueued caps a connection's unwritten output (default 4 MiB);
 	// past it the connection is closed with ErrBacklog.
 	MaxQueued int
@@ -100,6 +113,8 @@ var (
 	ErrStaleHandle     = errors.New("netpoll: stale handle")
 	ErrBacklog         = errors.New("netpoll: output queue over its cap")
 	ErrPendingFull     = errors.New("netpoll: partial frame over its cap")
+	ErrPartialTimeout  = errors.New("netpoll: partial frame not completed in time")
+	ErrPartialBudget   = errors.New("netpoll: partial frames of all connections over their cap")
 	ErrShutdown        = errors.New("netpoll: shutting down")
 	ErrUnsupported     = errors.New("netpoll: not supported on this platform")
 	ErrClosedByHandler = errors.New("netpoll: closed by handler")

@@ -5,6 +5,9 @@ package netpoll
 type ioBuf struct {
 	b   []byte
 	off int
+	// since is when the incomplete frame at the start of a partial-input
+	// buffer began (nanoseconds from the loop's start); unused for output.
+	since int64
 }
 
 // Buffer size classes: 512 B to 8 MiB by factors of 4. A class's pool keeps
@@ -26,6 +29,22 @@ func classOf(n int) int {
 		c++
 	}
 	return c
+}
+
+// capFor returns the capacity newBytes(n) gives.
+func capFor(n int) int {
+	size := 1 << (minBufShift + 2*classOf(n))
+	return max(n, size)
+}
+
+// grownCap returns cap(b.b) after grow(b, n): grow's decision, without
+// doing it, so the partial-frame budget can refuse before memory is taken.
+func grownCap(b *ioBuf, n int) int {
+	live := len(b.b) - b.off
+	if len(b.b)+n <= cap(b.b) || b.off > 0 && live+n <= cap(b.b) {
+		return cap(b.b)
+	}
+	return capFor(live + n)
 }
 
 func (l *Loop) newBytes(n int) []byte {

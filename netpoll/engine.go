@@ -25,6 +25,10 @@ type Engine struct {
 	acceptsOff atomic.Bool  // accepting paused by PauseAccepts
 	pauseLog   everyLog     // spaces the EMFILE "pausing accepts" lines
 
+	// partialBytes is the buffer capacity all loops hold for incomplete
+	// input frames, against Config.MaxPartialBytes.
+	partialBytes atomic.Int64
+
 	mu      sync.Mutex // guards started and closed
 	started bool
 	closed  bool
@@ -49,6 +53,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxPending <= 0 {
 		c.MaxPending = 1 << 20
+	}
+	if c.PartialTimeout == 0 {
+		c.PartialTimeout = 30 * time.Second
+	}
+	if c.MaxPartialBytes == 0 {
+		c.MaxPartialBytes = 256 << 20
 	}
 	if c.MaxQueued <= 0 {
 		c.MaxQueued = 4 << 20
@@ -98,6 +108,8 @@ func New(cfg Config) (_ *Engine, err error) {
 			tick:  cfg.TimerTick,
 			q:     newMPSC(mpscSize),
 			rbuf:  make([]byte, cfg.ReadBufferSize),
+
+			sweepEvery: partialSweep(&cfg),
 		}
 		l.now = l.start
 		l.fire = l.onTimer
@@ -340,6 +352,11 @@ func (e *Engine) PauseAccepts(pause bool) {
 		l.posters.Add(-1)
 	}
 }
+
+// PartialBytes returns the buffer memory (bytes) that all connections hold
+// for incomplete input frames, the figure Config.MaxPartialBytes caps. Safe
+// from any goroutine.
+func (e *Engine) PartialBytes() int64 { return e.partialBytes.Load() }
 
 // AcceptsPaused reports whether PauseAccepts(true) is in effect.
 func (e *Engine) AcceptsPaused() bool { return e.acceptsOff.Load() }

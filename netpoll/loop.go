@@ -29,7 +29,15 @@ type Loop struct {
 	now   time.Time
 	fire  func(uint32)
 
-	q           *mpsc
+	q *mpsc
+	// The wake-up protocol. A poster pushes, then wakes the loop only if
+	// sleeping is set and it wins wakePending; the loop sets sleeping
+	// before it blocks, then looks at the queue once more. Both sides store
+	// then load (sequentially consistent atomics), so either the loop sees
+	// the item and does not block or the poster sees sleeping and wakes it:
+	// no lost wake-up. A loop that is awake (handling events, or posting to
+	// itself) costs a poster no syscall at all.
+	sleeping    atomic.Int32 // 1 from just before a blocking poller wait until it returns
 	wakePending atomic.Int32 // 1 while a wake-up is on its way: one eventfd write per batch
 	posters     atomic.Int32 // Post calls in progress; the poller outlives them
 	spill       []item
@@ -57,6 +65,13 @@ type Loop struct {
 
 	unwatched    []bool // per listener group: readiness not watched (accepting paused)
 	acceptResume time.Time
+
+	// partials holds the slots with an incomplete input frame buffered
+	// (c.pend != 0): the only connections the partial-frame deadline
+	// sweep (every sweepEvery) has to look at.
+	partials   map[uint32]struct{}
+	lastSweep  time.Time
+	sweepEvery time.Duration
 
 	// Counters, readable from any goroutine through Engine.Stats.
 	conns, accepts, reads, writes, bytesIn, bytesOut, wakeups atomic.Int64
@@ -143,11 +158,27 @@ func (l *Loop) run() {
 				timeout = max(0, d)
 			}
 		}
+		if len(l.partials) > 0 && l.e.cfg.PartialTimeout > 0 {
+			d := max(0, int((l.sweepEvery-time.Since(l.lastSweep)+time.Millisecond-1)/time.Millisecond))
+			if timeout < 0 || d < timeout {
+				timeout = d
+			}
+		}
 		if l.q.length.Load() > 0 {
 			timeout = 0
 		}
+		if timeout != 0 {
+			if testHookBeforeSleep != nil {
+				testHookBeforeSleep() // widens the race with post for TestPostNoLostWakeup
+			}
+			l.sleeping.Store(1)
+			if l.q.length.Load() > 0 || l.e.closing.Load() {
+				timeout = 0 // posted between the first look and sleeping: see post
+			}
+		}
 		t0 := time.Now()
 		n, err := l.p.wait(l.evs[:], timeout)
+		l.sleeping.Store(0)
 		t1 := time.Now()
 		l.waitNs.Add(int64(t1.Sub(t0)))
 		l.now = t1
@@ -175,6 +206,9 @@ func (l *Loop) run() {
 		}
 		l.drainQueue()
 		l.wheel.Advance(l.tickOf(l.now), l.fire)
+		if len(l.partials) > 0 && l.e.cfg.PartialTimeout > 0 && l.now.Sub(l.lastSweep) >= l.sweepEvery {
+			l.sweepPartials()
+		}
 		if lh != nil {
 			lh.OnTick(l)
 		}
@@ -385,10 +419,20 @@ func (l *Loop) readAll(c *Conn, hangup bool) {
 	}
 }
 
+// deliver hands data, after the connection's buffered partial frame if
+// any, to the handler and keeps what it did not consume. Partial-frame
+// memory is charged to the engine's budget before it is taken: a connection
+// that would push the total past Config.MaxPartialBytes loses its partial
+// bytes and is closed with ErrPartialBudget.
 func (l *Loop) deliver(c *Conn, data []byte) {
 	var pb *ioBuf
 	if c.pend != 0 {
 		pb = &l.bufs[c.pend-1]
+		if !l.chargePartial(int64(grownCap(pb, len(data)) - cap(pb.b))) {
+			l.dropPartial(c)
+			c.Close(ErrPartialBudget)
+			return
+		}
 		pb.b = l.grow(pb, len(data))
 		pb.b = append(pb.b, data...)
 		data = pb.b
@@ -403,18 +447,30 @@ func (l *Loop) deliver(c *Conn, data []byte) {
 	}
 	rest := len(data) - used
 	switch {
-	case rest == 0:
+	case err != nil || rest == 0:
+		// Closing, or nothing left over: no partial frame to keep.
 		if pb != nil {
-			l.releaseBuf(c.pend - 1)
-			c.pend = 0
+			l.dropPartial(c)
 		}
 	case pb != nil:
 		copy(pb.b, pb.b[used:])
 		pb.b = pb.b[:rest]
+		if used > 0 {
+			pb.since = int64(l.now.Sub(l.start)) // a frame completed: the rest starts a new one
+		}
 	default:
+		if !l.chargePartial(int64(capFor(rest))) {
+			c.Close(ErrPartialBudget)
+			return
+		}
 		c.pend = l.takeBuf(rest) + 1
 		pb = &l.bufs[c.pend-1]
 		pb.b = append(pb.b, data[used:]...)
+		pb.since = int64(l.now.Sub(l.start))
+		if l.partials == nil {
+			l.partials = make(map[uint32]struct{})
+		}
+		l.partials[c.slot] = struct{}{}
 	}
 	if err != nil {
 		c.Close(err)
@@ -423,6 +479,52 @@ func (l *Loop) deliver(c *Conn, data []byte) {
 	if rest > l.e.cfg.MaxPending {
 		c.Close(ErrPendingFull)
 	}
+}
+
+// chargePartial adds d bytes of partial-frame buffer to the engine's total
+// and reports whether it stays within Config.MaxPartialBytes; a refused
+// charge is not added. Releases (d <= 0) always succeed.
+func (l *Loop) chargePartial(d int64) bool {
+	limit := l.e.cfg.MaxPartialBytes
+	if d <= 0 || limit < 0 {
+		l.e.partialBytes.Add(d)
+		return true
+	}
+	if l.e.partialBytes.Add(d) > limit {
+		l.e.partialBytes.Add(-d)
+		return false
+	}
+	return true
+}
+
+// dropPartial releases c's partial-frame buffer and its budget.
+func (l *Loop) dropPartial(c *Conn) {
+	l.chargePartial(-int64(cap(l.bufs[c.pend-1].b)))
+	l.releaseBuf(c.pend - 1)
+	c.pend = 0
+	delete(l.partials, c.slot)
+}
+
+// sweepPartials closes, with ErrPartialTimeout, the connections whose
+// incomplete frame began more than Config.PartialTimeout ago; their partial
+// bytes are released at once.
+func (l *Loop) sweepPartials() {
+	l.lastSweep = l.now
+	now, limit := int64(l.now.Sub(l.start)), int64(l.e.cfg.PartialTimeout)
+	for slot := range l.partials {
+		c := l.slab.Get(slot)
+		if now-l.bufs[c.pend-1].since >= limit {
+			l.dropPartial(c)
+			c.Close(ErrPartialTimeout)
+		}
+	}
+}
+
+// partialSweep is how often a loop looks for expired partial frames: an
+// eighth of the timeout, at least one timer tick and at most a second, so a
+// stalled frame is closed between 1x and 1.125x the timeout (or +1 s).
+func partialSweep(cfg *Config) time.Duration {
+	return min(max(cfg.PartialTimeout/8, cfg.TimerTick), time.Second)
 }
 
 func (l *Loop) flushDirty() {
@@ -534,7 +636,7 @@ func (l *Loop) closeNow(c *Conn, reason error) {
 		delete(l.linger, c.slot)
 	}
 	if c.pend != 0 {
-		l.releaseBuf(c.pend - 1)
+		l.dropPartial(c)
 	}
 	if c.out != 0 {
 		b := &l.bufs[c.out-1]
@@ -548,11 +650,17 @@ func (l *Loop) closeNow(c *Conn, reason error) {
 	l.conns.Add(-1)
 }
 
-// post queues x for this loop; safe from any goroutine. The loop is woken at
-// most once per batch.
+// testHookBeforeSleep, if set (by tests, before any engine starts), runs
+// on a loop between its last look at the queue and setting sleeping.
+var testHookBeforeSleep func()
+
+// post queues x for this loop; safe from any goroutine. The loop is woken
+// only if it sleeps in (or is about to enter) its poller wait, and then at
+// most once per batch; see Loop.sleeping. q.push counts the item in
+// q.length before it returns, which is what the loop looks at.
 func (l *Loop) post(x item) {
 	l.q.push(x)
-	if l.wakePending.CompareAndSwap(0, 1) {
+	if l.sleeping.Load() != 0 && l.wakePending.CompareAndSwap(0, 1) {
 		if err := l.p.wake(); err != nil {
 			l.e.logf("netpoll: loop %d: wake: %v", l.id, err)
 		}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -49,6 +50,8 @@ type options struct {
 	publishRate, newInboxRate            float64
 	newInboxBurst                        float64
 	handshake, inboxExpiry               time.Duration
+	partialTimeout                       time.Duration
+	maxPartial                           int64
 	ops                                  opsOptions
 }
 
@@ -77,6 +80,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.inboxExpiry, "inbox-expiry", edge.DefaultInboxExpiry, "`duration` after which the inbox of a user who never connected is deleted (senders get an \"expired\" notice); 0 for never")
 	fs.IntVar(&o.maxSubs, "max-subscriptions", edge.DefaultMaxSubscriptions, "subscriptions per client (`n`); a new filter past it gets SUBACK 0x80")
 	fs.IntVar(&o.maxSubFilters, "max-subscribe-filters", edge.DefaultMaxFiltersPerSubscribe, "filters considered per SUBSCRIBE packet (`n`); the rest get SUBACK 0x80")
+	fs.DurationVar(&o.partialTimeout, "partial-timeout", edge.DefaultPartialTimeout, "`duration` an incomplete packet may take to complete, whatever the keepalive (then closed: partial_timeout); -1s for no limit")
+	fs.Int64Var(&o.maxPartial, "max-partial-bytes", 0, "memory (`bytes`) all connections together may hold for incomplete packets; the one that would pass it is closed (partial_budget); 0 for 256 MiB or a quarter of GOMEMLIMIT if lower, -1 for no cap")
 	fs.IntVar(&o.loops, "loops", 0, "number of event loops (`n`), 0 for GOMAXPROCS")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -194,6 +199,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	return exitOK
 }
 
+// maxPartialBytes resolves --max-partial-bytes: 0 picks the default, 256
+// MiB, lowered to a quarter of the Go memory limit (GOMEMLIMIT) when one is
+// set below 1 GiB (but never below the 4 x max packet size edge requires),
+// so stalled partial packets cannot take the heap the limit leaves; other
+// values pass through.
+func maxPartialBytes(flag, memLimit int64, maxPacket int) int64 {
+	if flag != 0 {
+		return flag
+	}
+	return max(min(edge.DefaultMaxPartialBytes, memLimit/4), 4*int64(maxPacket))
+}
+
 // buildConfig turns the options into an edge.Config; note is a start-up
 // warning about the auth mode.
 func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, err error) {
@@ -220,6 +237,8 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 		NewInboxBurst:    o.newInboxBurst,
 		InboxExpiry:      o.inboxExpiry,
 		PublishRate:      o.publishRate,
+		PartialTimeout:   o.partialTimeout,
+		MaxPartialBytes:  maxPartialBytes(o.maxPartial, debug.SetMemoryLimit(-1), o.maxPacket),
 		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.ops.level})),
 	}
 	cfg.MaxSubscriptions, cfg.MaxFiltersPerSubscribe = o.maxSubs, o.maxSubFilters
