@@ -151,8 +151,10 @@ func TestFanoutChurnConnect(t *testing.T) {
 			}
 		}},
 		{"churn", func(o *Options) { o.Conns, o.Hold, o.Ramp = 100, 300*time.Millisecond, 1000 }, func(t *testing.T, r *Result) {
-			if r.Connected < 200 {
-				t.Errorf("connected %d times: 100 slots cycling for 2s at 300ms should reconnect", r.Connected)
+			// Any reconnect proves the cycling; how many fit in the 1 s
+			// window (about 300) depends on how loaded the machine is.
+			if r.Connected <= 100 {
+				t.Errorf("connected %d times: 100 slots cycling for 1s at 300ms should reconnect", r.Connected)
 			}
 		}},
 		{"connect", func(o *Options) { o.Conns, o.Keepalive, o.Hold = 300, time.Second, 3*time.Second }, func(t *testing.T, r *Result) {
@@ -209,7 +211,7 @@ func TestCapacityFindsKnee(t *testing.T) {
 	o := quick(addr, pid)
 	o.Pairs = 10
 	o.Capacity = CapacityOptions{ConnStep: 200, MaxConns: 420, RateStep: 1000, MaxRate: 3000, ProbeRate: 200,
-		StepTime: time.Second, SLOP99: time.Second, SLOErrors: 0.01}
+		StepTime: time.Second, SLOP99: time.Minute, SLOErrors: 0.01}
 	res, err := Run(context.Background(), "capacity", o)
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -222,7 +224,8 @@ func TestCapacityFindsKnee(t *testing.T) {
 	if c.Steps[0].Conns != 220 || c.Knee.Conns != 420 {
 		t.Errorf("steps %+v: want connections stepped 220, 420", c.Steps)
 	}
-	// A generous p99 SLO: the search ends at the limits, not at an SLO.
+	// A p99 SLO of a minute, which 1 s steps cannot break even on a
+	// stalled machine: the search ends at the limits, not at an SLO.
 	if c.Broke == "" && c.Knee.Rate != 3000 {
 		t.Errorf("knee %+v: no SLO broke, so the knee is the last rate step", c.Knee)
 	}
