@@ -79,7 +79,7 @@ bench-compare: ## benchmarks of BASE (default HEAD; in a temporary git worktree)
 	  (cd "$$base" && $(GO) test -run='^$$' -bench='$(BENCH)' -benchmem -count=1 $(BENCHPKGS)) >> $$dir/old.txt; \
 	  $(GO) test -run='^$$' -bench='$(BENCH)' -benchmem -count=1 $(BENCHPKGS) >> $$dir/new.txt; \
 	done; \
-	$(TOOL) benchstat $$dir/old.txt $$dir/new.txt
+	$(TOOL) benchstat '$(BASE)'=$$dir/old.txt 'working tree'=$$dir/new.txt
 
 fuzz: ## fuzz the MQTT decoder for FUZZTIME
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./edge/mqtt/
