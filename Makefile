@@ -1,12 +1,32 @@
 # edged: build, test, benchmark. `make help` lists the targets.
 GO       ?= go
 PKGS     ?= ./...
+# The packages with goroutines, cross-loop queues or shared counters, run a
+# second time under the race detector: the event loops and their MPSC queues
+# (netpoll), the server's cross-loop delivery and its stress tests (edge),
+# the samplers and admin handlers (internal/obs), steering counters updated by
+# loops (ebpf), the load generator's workers (bench) and the commands that
+# wire them (cmd). Left out, with no concurrency of their own: edge/mqtt (the
+# codec), sysctl, tuning, internal/testenv. A whole -race run of ./... took
+# 9m31s on this shared 2-core machine, about the same: the four left out are
+# the fast ones.
+RACE_PKGS ?= ./netpoll/ ./edge/ ./internal/obs/ ./ebpf/ ./bench/... ./cmd/...
 # An execution count, not a duration: a duration -fuzztime can fail with a
 # bare "context deadline exceeded" at its boundary on a loaded machine
 # (golang/go#75804, fixed in Go 1.27; this toolchain is 1.26).
 FUZZTIME ?= 600000x
+# Tools are pinned in tools/go.mod (staticcheck, govulncheck, benchstat);
+# `go tool` builds them once into the build cache.
+TOOL     = $(GO) tool -modfile=tools/go.mod
+# bench-compare: the base revision, benchmarks, packages and runs per side.
+BASE     ?= HEAD
+BENCH    ?= .
+BENCHPKGS ?= $(PKGS)
+COUNT    ?= 6
+# vulncheck: the vulnerability database (a file:// URL for an offline copy).
+VULNDB   ?= https://vuln.go.dev
 
-.PHONY: all build run test test-race vet lint bench fuzz ci help
+.PHONY: all build run test test-race vet lint staticcheck tidy-check vulncheck bench bench-compare fuzz ci help
 
 all: build
 
@@ -16,24 +36,56 @@ build: ## build edged, edgebench and edgectl into ./bin (stamped with the git co
 run: build ## run the server with its embedded default (127.0.0.1:1883, anonymous from loopback)
 	./bin/edged
 
-test: vet ## run every test (real sockets, epoll, eBPF and netns as root), netpoll under -race, a bounded fuzz
+test: vet ## run every test (real sockets, epoll, eBPF and netns as root), then test-race, then a bounded fuzz
 	$(GO) test -count=1 -timeout 20m $(PKGS)
-	$(GO) test -count=1 -race -timeout 10m ./netpoll/
+	$(MAKE) --no-print-directory test-race
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./edge/mqtt/
+
+test-race: ## the concurrent packages (RACE_PKGS) under the race detector
+	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
 
 vet: ## go vet for linux, freebsd and darwin (the kqueue side is compile-checked only)
 	$(GO) vet $(PKGS)
 	GOOS=freebsd $(GO) vet $(PKGS)
 	GOOS=darwin $(GO) vet $(PKGS)
 
-lint: vet ## gofmt check plus vet
+lint: vet staticcheck tidy-check ## gofmt check, vet, staticcheck and go mod tidy -diff
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+staticcheck: ## staticcheck (version pinned in tools/go.mod; per-directory staticcheck.conf)
+	$(TOOL) staticcheck $(PKGS)
+
+tidy-check: ## fail if go.mod/go.sum (or tools/go.mod) are not tidy
+	$(GO) mod tidy -diff
+	cd tools && $(GO) mod tidy -diff
+
+vulncheck: ## govulncheck against VULNDB (needs vuln.go.dev or an offline copy; not in CI: no internet there)
+	@$(TOOL) govulncheck -db '$(VULNDB)' $(PKGS) || { rc=$$?; \
+	  echo "vulncheck: govulncheck failed (exit $$rc); if it could not fetch $(VULNDB), this machine cannot reach the vulnerability database: run it where it can, or set VULNDB=file:///path/to/a/copy" >&2; \
+	  exit $$rc; }
 
 bench: ## run the Go benchmarks (figures go to BENCHMARKS.md with command, machine and date)
 	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
 
+# Old and new runs alternate (COUNT rounds of one run each) so that a noisy
+# neighbour slows both sides alike; the raw outputs stay in out/bench-compare.
+bench-compare: ## benchmarks of BASE (default HEAD; in a temporary git worktree) vs the working tree, COUNT runs each, then benchstat; narrow with BENCH=regexp BENCHPKGS=./netpoll/
+	@set -e; dir=out/bench-compare; mkdir -p $$dir; : > $$dir/old.txt; : > $$dir/new.txt; \
+	base=$$(mktemp -d); trap 'git worktree remove --force "$$base" 2>/dev/null || rm -rf "$$base"' EXIT; \
+	git worktree add --detach -q "$$base" '$(BASE)'; \
+	echo "bench-compare: old = $(BASE) ($$(git rev-parse --short '$(BASE)')), new = working tree, $(COUNT) alternating runs of -bench='$(BENCH)' $(BENCHPKGS)"; \
+	for i in $$(seq $(COUNT)); do \
+	  echo "round $$i/$(COUNT)"; \
+	  (cd "$$base" && $(GO) test -run='^$$' -bench='$(BENCH)' -benchmem -count=1 $(BENCHPKGS)) >> $$dir/old.txt; \
+	  $(GO) test -run='^$$' -bench='$(BENCH)' -benchmem -count=1 $(BENCHPKGS) >> $$dir/new.txt; \
+	done; \
+	$(TOOL) benchstat '$(BASE)'=$$dir/old.txt 'working tree'=$$dir/new.txt
+
 fuzz: ## fuzz the MQTT decoder for FUZZTIME
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./edge/mqtt/
+
+ci: ## what CI runs on a fresh clone, as root: .ci/run (installs packages, then make lint test)
+	bash .ci/run
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'

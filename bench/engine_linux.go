@@ -728,7 +728,6 @@ func (e *engine) shutdown() {
 func (e *engine) run(cmds <-chan Command, emit func(Tick)) {
 	nextTick := e.now() + tickNs
 	for {
-		now := e.now()
 		timeout := 50
 		if e.rate > 0 || e.qhead < len(e.queue) {
 			timeout = 1
@@ -738,7 +737,7 @@ func (e *engine) run(cmds <-chan Command, emit func(Tick)) {
 			emit(Tick{Worker: e.s.Worker, Final: true, FatalError: os.NewSyscallError("epoll_wait", err).Error()})
 			return
 		}
-		now = e.now()
+		now := e.now()
 		for k := 0; k < n; k++ {
 			e.onEvent(&e.events[k], now)
 		}

@@ -40,7 +40,7 @@ type Options struct {
 	Group    string        `json:"group,omitempty"`    // fanout: edged group instead of a topic (needs Admin, profile inbox)
 	Down     time.Duration `json:"down,omitempty"`     // offline: time a receiver stays away
 	Up       time.Duration `json:"up,omitempty"`       // offline: time a receiver stays connected
-	Drain    time.Duration `json:"drain,omitempty"`    // offline: longest wait for queued messages
+	Drain    time.Duration `json:"drain,omitempty"`    // offline: longest wait for queued messages (fanout: for in-flight ones)
 	// CleanSessions makes offline receivers use clean sessions: a generic
 	// broker then drops what arrives while they are away, which shows what
 	// a loss report looks like.

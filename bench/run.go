@@ -677,6 +677,29 @@ func (r *run) workload(name string) error {
 		if err := r.pump(300 * time.Millisecond); err != nil {
 			return err
 		}
+		if name == "fanout" {
+			// Deliveries still in flight when the rate stopped (seconds of
+			// them on a loaded machine) count too: wait until every
+			// subscriber has every message, or nothing arrived for
+			// drainStall seconds, or --drain.
+			const drainStall = 3
+			end, still, last := time.Now().Add(o.Drain), 0, int64(-1)
+			for time.Now().Before(end) && still < drainStall*10 {
+				s := r.sum()
+				if s.Received >= s.Sent*int64(o.Subs) {
+					break
+				}
+				if s.Received == last {
+					still++
+				} else {
+					still = 0
+				}
+				last = s.Received
+				if err := r.pump(pumpStep); err != nil {
+					return err
+				}
+			}
+		}
 	case "offline":
 		if err := r.rampTo(2*o.Pairs, o.Ramp); err != nil {
 			return err

@@ -126,7 +126,6 @@ type sampler struct {
 	start   time.Time
 	samples chan ServerSample
 	stopc   chan struct{}
-	note    string
 }
 
 func startSampler(pid int, admin string, start time.Time) *sampler {

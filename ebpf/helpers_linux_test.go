@@ -181,8 +181,9 @@ type acceptors struct {
 	steer    *Steering
 	onAccept func(loop, fd int) // optional, called on the acceptor goroutine
 
-	mu    sync.Mutex // guards conns
-	conns [][]int
+	mu       sync.Mutex // guards conns and reported
+	conns    [][]int
+	reported []int // per loop, the count last given to SetLive
 
 	accepted []atomic.Int64 // per loop, ever
 	stop     chan struct{}
@@ -191,7 +192,7 @@ type acceptors struct {
 
 func startAcceptors(t testing.TB, fds []int, s *Steering, onAccept func(loop, fd int)) *acceptors {
 	a := &acceptors{fds: fds, steer: s, onAccept: onAccept, conns: make([][]int, len(fds)),
-		accepted: make([]atomic.Int64, len(fds)), stop: make(chan struct{})}
+		reported: make([]int, len(fds)), accepted: make([]atomic.Int64, len(fds)), stop: make(chan struct{})}
 	for i := range fds {
 		a.wg.Add(1)
 		go a.run(i)
@@ -229,6 +230,7 @@ func (a *acceptors) run(loop int) {
 		if a.steer != nil {
 			a.mu.Lock()
 			a.steer.SetLive(loop, uint32(len(a.conns[loop])))
+			a.reported[loop] = len(a.conns[loop])
 			a.mu.Unlock()
 		}
 	}
@@ -257,10 +259,13 @@ func (a *acceptors) closeLoop(loop int) int {
 	if a.steer != nil {
 		a.steer.SetLive(loop, 0)
 	}
+	a.reported[loop] = 0
 	return n
 }
 
-// waitTotal waits (bounded) until total connections were accepted.
+// waitTotal waits (bounded) until total connections were accepted and
+// each loop has reported its live count with SetLive (an acceptor reports
+// after its accept batch, so the last batch's count lags the accepts).
 func (a *acceptors) waitTotal(t testing.TB, total int64) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -269,7 +274,7 @@ func (a *acceptors) waitTotal(t testing.TB, total int64) {
 		for i := range a.accepted {
 			sum += a.accepted[i].Load()
 		}
-		if sum == total {
+		if sum == total && a.allReported() {
 			return
 		}
 		if sum > total || time.Now().After(deadline) {
@@ -277,6 +282,21 @@ func (a *acceptors) waitTotal(t testing.TB, total int64) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// allReported reports whether every loop's live count went to SetLive.
+func (a *acceptors) allReported() bool {
+	if a.steer == nil {
+		return true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, c := range a.conns {
+		if a.reported[i] != len(c) {
+			return false
+		}
+	}
+	return true
 }
 
 func (a *acceptors) close() {

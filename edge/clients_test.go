@@ -92,7 +92,12 @@ func TestMosquittoGeneric(t *testing.T) {
 			wait := mosqSub(t, s, "-q", qos, "-t", "sensors/"+qos+"/+", "-C", "3", "-v")
 			waitSubscribed(t, s, topic)
 			for i := range 3 {
+				// Order holds per connection only: a QoS 0 mosquitto_pub
+				// exits before the server has read it, so wait until v<i>
+				// is routed before v<i+1> comes on another connection.
+				n := s.Stats().Published
 				mosqPub(t, s, "-q", qos, "-t", topic, "-m", fmt.Sprint("v", i))
+				waitFor(t, "the publish routed", func() bool { return s.Stats().Published > n })
 			}
 			want := fmt.Sprintf("%s v0\n%s v1\n%s v2\n", topic, topic, topic)
 			if got := wait(); got != want {

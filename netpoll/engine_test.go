@@ -398,7 +398,6 @@ func TestFallbackSharedListenerSpreadsConnections(t *testing.T) {
 	if e.ReusePort() || len(e.ListenerFDs()) != 1 {
 		t.Fatalf("fallback not in effect: reuse=%v listeners=%d", e.ReusePort(), len(e.ListenerFDs()))
 	}
-	var conns []net.Conn
 	for i := 0; i < 20; i++ {
 		c, err := net.Dial("tcp", e.Addr().String())
 		if err != nil {
@@ -408,7 +407,6 @@ func TestFallbackSharedListenerSpreadsConnections(t *testing.T) {
 		if err := echoOnce(c, []byte("hi")); err != nil {
 			t.Fatal(err)
 		}
-		conns = append(conns, c)
 	}
 	st := e.Stats()
 	if st[0].Conns != 10 || st[1].Conns != 10 {

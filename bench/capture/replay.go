@@ -307,7 +307,6 @@ func (r *replayer) fail(res *SessionResult, what string, err error) {
 type conn struct {
 	nc   net.Conn
 	wmu  sync.Mutex
-	out  []byte
 	sent map[string]Count // guarded by wmu
 }
 

@@ -139,14 +139,12 @@ func TestSteeringAttached(t *testing.T) {
 	if !strings.Contains(log.String(), "mode=bpf") {
 		t.Fatalf("steering not attached in BPF mode:\n%s", log.String())
 	}
-	var conns []net.Conn
 	for i := 0; i < 40; i++ {
 		c, err := net.Dial("tcp", s.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		conns = append(conns, c)
 	}
 	waitConns := func() []int64 {
 		var per []int64
