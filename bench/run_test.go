@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -63,11 +64,13 @@ func TestPairs(t *testing.T) {
 				t.Run(tc.name, func(t *testing.T) {
 					o := quick(addr, pid)
 					o.Pairs, o.QoS, o.Rate, o.Profile, o.Admin = 20, tc.qos, tc.rate, srv.profile, admin
+					o.Out = t.TempDir()
 					res, err := Run(context.Background(), "pairs", o)
 					if err != nil {
 						t.Fatalf("run: %v", err)
 					}
 					t.Log("\n" + Text(res))
+					checkPlots(t, o.Out, "latency.svg", "throughput.svg", "connections.svg", "server.svg", "server-cpu.svg")
 					if res.Received == 0 || res.Latency.Count == 0 {
 						t.Fatalf("no messages measured: %+v", res)
 					}
@@ -111,11 +114,13 @@ func TestOffline(t *testing.T) {
 			o.Pairs, o.Rate, o.Duration, o.Profile = 20, 1000, 3*time.Second, tc.srv.profile
 			o.Down, o.Up, o.Drain = 800*time.Millisecond, 800*time.Millisecond, 20*time.Second
 			o.CleanSessions = tc.clean
+			o.Out = t.TempDir()
 			res, err := Run(context.Background(), "offline", o)
 			if err != nil {
 				t.Fatalf("run: %v", err)
 			}
 			t.Log("\n" + Text(res))
+			checkPlots(t, o.Out, "latency.svg", "throughput.svg", "connections.svg", "connects.svg")
 			if res.Attempts <= 40 {
 				t.Fatalf("%d connects: receivers never dropped and came back", res.Attempts)
 			}
@@ -428,6 +433,41 @@ func TestWorkerDeathIsReported(t *testing.T) {
 			if _, _, _, ppid, err := procStat(w); err == nil && ppid == os.Getpid() {
 				t.Errorf("worker %d still running after Run returned", w)
 			}
+		}
+	}
+}
+
+var pointsRE = regexp.MustCompile(`<polyline [^>]*points="([^"]*)"`)
+
+// checkPlots: each named plot was written, is well-formed SVG and draws
+// at least one point off the x axis (not a flat zero plot), and the phases
+// of the run are shaded.
+func checkPlots(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	for _, f := range names {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Errorf("plot: %v", err)
+			continue
+		}
+		if err := xml.Unmarshal(b, new(struct{})); err != nil {
+			t.Errorf("%s is not well-formed XML: %v", f, err)
+		}
+		svg := string(b)
+		// A point off the x axis (y of the axis: padT + plot height).
+		axis := fmt.Sprintf(",%.1f", float64(svgH-padB))
+		drawn := false
+		for _, m := range pointsRE.FindAllStringSubmatch(svg, -1) {
+			pts := strings.Fields(m[1])
+			for _, p := range pts {
+				drawn = drawn || !strings.HasSuffix(p, axis) // short runs: one point, drawn as a dot too
+			}
+		}
+		if !drawn {
+			t.Errorf("%s draws nothing off the axis (a flat zero plot)", f)
+		}
+		if !strings.HasPrefix(f, "server") && !strings.Contains(svg, `class="phase"`) {
+			t.Errorf("%s shades no phase of the run", f)
 		}
 	}
 }
