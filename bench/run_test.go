@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -86,7 +87,9 @@ func TestPairs(t *testing.T) {
 					if res.Server == nil || res.Server.CPUSeconds <= 0 || res.Server.CPUPerMillion <= 0 {
 						t.Errorf("no server CPU figures: %+v", res.Server)
 					}
-					if admin != "" && (len(res.Server.Samples) == 0 || res.Server.Samples[len(res.Server.Samples)-1].Admin == nil) {
+					// Any sample: one admin read can time out (800 ms) on a
+					// loaded machine; the sampler tries again next second.
+					if admin != "" && !slices.ContainsFunc(res.Server.Samples, func(x ServerSample) bool { return x.Admin != nil }) {
 						t.Errorf("admin %s given but no admin stats sampled", admin)
 					}
 				})

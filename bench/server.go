@@ -121,12 +121,17 @@ func adminStats(c *http.Client, url string) (map[string]float64, error) {
 
 // sampler reads the server once a second in the background.
 type sampler struct {
-	pid     int
-	admin   string
-	start   time.Time
-	samples chan ServerSample
-	stopc   chan struct{}
+	pid       int
+	admin     string
+	adminErrs int // consecutive failed admin reads
+	start     time.Time
+	samples   chan ServerSample
+	stopc     chan struct{}
 }
+
+// adminGiveUp is how many admin reads in a row may fail (800 ms timeouts
+// on a loaded machine, a restart) before the endpoint is taken for absent.
+const adminGiveUp = 5
 
 func startSampler(pid int, admin string, start time.Time) *sampler {
 	s := &sampler{pid: pid, admin: admin, start: start, samples: make(chan ServerSample, 4096), stopc: make(chan struct{})}
@@ -148,7 +153,8 @@ func (s *sampler) read(client *http.Client) (ServerSample, bool) {
 	if s.admin != "" {
 		if m, err := adminStats(client, s.admin); err == nil {
 			x.Admin, ok = m, true
-		} else {
+			s.adminErrs = 0
+		} else if s.adminErrs++; s.adminErrs >= adminGiveUp {
 			s.admin = "" // absent or broken: skip from now on
 		}
 	}

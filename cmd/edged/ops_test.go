@@ -139,27 +139,35 @@ func TestSteeringAttached(t *testing.T) {
 	if !strings.Contains(log.String(), "mode=bpf") {
 		t.Fatalf("steering not attached in BPF mode:\n%s", log.String())
 	}
+	accepted := func() (per []int64, sum int64) {
+		for _, ls := range s.LoopStats() {
+			per = append(per, ls.Accepts)
+			sum += ls.Accepts
+		}
+		return per, sum
+	}
+	// One connection at a time, each accepted (and so counted in the live
+	// map the program reads) before the next SYN: least-loaded steering
+	// then has exactly one right answer per connection. Dialled back to
+	// back, a SYN can reach the program before the previous connection's
+	// accept updated the map, and the split drifts by chance.
+	var per []int64
 	for i := 0; i < 40; i++ {
 		c, err := net.Dial("tcp", s.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-	}
-	waitConns := func() []int64 {
-		var per []int64
-		for _, ls := range s.LoopStats() {
-			per = append(per, ls.Accepts)
+		for k := 0; ; k++ {
+			var sum int64
+			if per, sum = accepted(); sum == int64(i+1) {
+				break
+			}
+			if k == 500 {
+				t.Fatalf("connection %d not accepted: accepts per loop %v", i+1, per)
+			}
+			testSleep()
 		}
-		return per
-	}
-	var per []int64
-	for i := 0; i < 200; i++ {
-		per = waitConns()
-		if per[0]+per[1] == 40 {
-			break
-		}
-		testSleep()
 	}
 	if per[0] != 20 || per[1] != 20 {
 		t.Fatalf("least-loaded steering put %v connections on the two loops, want 20 and 20", per)
