@@ -751,12 +751,7 @@ func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, gr
 		res = storeNotified
 	}
 	if res == storeOK {
-		if cl.made == 0 {
-			cl.made = uint32(s.cfg.Now().Unix())
-		}
-		h := s.pushLocked(cl, t, payload, 1, false, flags)
-		cl.mu.Unlock()
-		s.kick(h)
+		s.deliverLocked(cl, t, payload, flags)
 		return storeOK
 	}
 	if cl != nil {
@@ -803,13 +798,19 @@ func (s *Server) notice(ls *loopState, to, about, mid, why []byte, force bool) b
 		s.reg.release(cl, gen)
 		return false
 	}
+	s.deliverLocked(cl, t, why, fDurable)
+	return true
+}
+
+// deliverLocked puts a QoS 1 profile message into cl's inbox, dating the
+// inbox if it is new (for its expiry), unlocks cl and kicks its connection.
+func (s *Server) deliverLocked(cl *client, topic, payload []byte, flags uint8) {
 	if cl.made == 0 {
 		cl.made = uint32(s.cfg.Now().Unix())
 	}
-	h := s.pushLocked(cl, t, why, 1, false, fDurable)
+	h := s.pushLocked(cl, topic, payload, 1, false, flags)
 	cl.mu.Unlock()
 	s.kick(h)
-	return true
 }
 
 // storeGroup delivers the group message g/<group>/<mid> from from to
