@@ -351,7 +351,7 @@ func TestRetainedByteCap(t *testing.T) {
 		pub.send(mqtt.AppendPublish(nil, fmt.Sprintf("big/%02d", i), payload, 1, true, false, uint16(i+1)))
 		pub.expect(mqtt.TypePuback)
 	}
-	per := int64(len("big/00") + 32<<10 + retainedOverhead)
+	per := int64(len("big/00") + 32<<10 + retainedOverhead + 2*retainedLevelOverhead) // two levels
 	fit := (512 << 10) / per
 	s.tree.rmu.RLock()
 	n, held := int64(s.tree.nretained), s.tree.rbytes

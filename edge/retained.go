@@ -5,6 +5,7 @@ package edge
 // a million retained topics is delivered in slices that never stall a loop.
 
 import (
+	"strings"
 	"time"
 
 	"github.com/edgedhq/edged/netpoll"
@@ -46,7 +47,10 @@ func (n *rnode) addChild(name string) *rnode {
 		n.kids = &rkids{pos: make(map[string]int32, 1)}
 	}
 	k := n.kids
-	c := &rnode{name: name}
+	// A copy: a substring would keep the whole topic of the message that
+	// made the node alive after that message is deleted (found in review).
+	c := &rnode{name: strings.Clone(name)}
+	name = c.name
 	if f := len(k.free); f > 0 {
 		i := k.free[f-1]
 		k.free = k.free[:f-1]
@@ -140,8 +144,16 @@ func (t *topicTree) setRetained(topic []byte, payload []byte, qos byte, max int,
 // and payload: its trie node and its entry in the parent's child index.
 const retainedOverhead = 96
 
+// retainedLevelOverhead is charged per level of a retained topic: the trie
+// node a level may need (rnode, its child index and map entry, the level's
+// name). Charged whether or not another topic shares the node, so it errs
+// on the safe side, and it depends on the topic alone, so a delete credits
+// back exactly what the set charged.
+const retainedLevelOverhead = 160
+
 func retainedSize(topic string, payload []byte) int64 {
-	return int64(len(topic) + cap(payload) + retainedOverhead)
+	levels := int64(strings.Count(topic, "/") + 1)
+	return int64(len(topic)+cap(payload)+retainedOverhead) + levels*retainedLevelOverhead
 }
 
 // account adds d to the retained bytes held and the server's store total;
@@ -334,14 +346,19 @@ func (t *topicTree) step(sc *retainedScan, budget *int, emit func(n *rnode) bool
 // inbox stays there), and an UNSUBSCRIBE or a new SUBSCRIBE to the same
 // filter ends that filter's scan (the new one starts over, MQTT 3.8.4).
 
+// scanBudget is the number of trie visits one loop makes per iteration for
+// all its scans: a few milliseconds at most (see BENCHMARKS.md), so the
+// other connections of the loop wait for no more. A variable so that a
+// test can make a few connections outnumber it.
+var scanBudget = 4096
+
 const (
-	// scanBudget is the number of trie visits one loop makes per
-	// iteration for all its scans: a few milliseconds at most (see
-	// BENCHMARKS.md), so the other connections of the loop wait for no more.
-	scanBudget = 4096
 	// scanBatch is the number of messages a scan pushes before it pumps
 	// the inbox and checks for room again.
 	scanBatch = 64
+	// parkChecks is how many parked connections one loop iteration looks
+	// at (a lock and two comparisons each: well under a millisecond).
+	parkChecks = 4096
 )
 
 // scanState is what a connection's scans need next.
@@ -405,7 +422,7 @@ func (s *Server) OnLoopMessage(l *netpoll.Loop, m *netpoll.Message) {
 // scans, round robin over its scanning connections.
 func (s *Server) OnTick(l *netpoll.Loop) {
 	ls := s.loops[l.ID()]
-	if len(ls.scanning) == 0 {
+	if len(ls.scanning) == 0 && len(ls.parked) == 0 {
 		return
 	}
 	t0 := time.Now()
@@ -421,7 +438,10 @@ func (s *Server) OnTick(l *netpoll.Loop) {
 			awake = true
 			tail = append(tail, h)
 		case scanWaiting:
-			tail = append(tail, h)
+			// Off the active list: a loop with thousands of clients that
+			// do not ack would otherwise wake itself forever, each turn
+			// finding them waiting (found in review).
+			ls.parked = append(ls.parked, h)
 		}
 	}
 	if i < len(ls.scanning) {
@@ -431,12 +451,43 @@ func (s *Server) OnTick(l *netpoll.Loop) {
 	ls.scanning = append(append(ls.scanning[:0], ls.scanning[i:]...), tail...)
 	clear(tail)
 	ls.scanTail = tail[:0]
+	if s.unpark(l, ls) {
+		awake = true
+	}
 	if awake && !ls.wakePosted {
 		ls.wakePosted = s.eng.PostLoop(l.ID(), netpoll.Message{Kind: msgScanWake}) == nil
+		ls.scanWakes.Add(1)
 	}
 	if d := int64(time.Since(t0)); d > ls.longestSlice.Load() {
 		ls.longestSlice.Store(d)
 	}
+}
+
+// unpark looks at up to parkChecks parked connections, round robin, and
+// puts those that may go on back on the scanning list; it reports whether
+// it moved any.
+func (s *Server) unpark(l *netpoll.Loop, ls *loopState) bool {
+	moved := false
+	for k := 0; k < parkChecks && len(ls.parked) > 0; k++ {
+		if ls.parkNext >= len(ls.parked) {
+			ls.parkNext = 0
+		}
+		h := ls.parked[ls.parkNext]
+		zero := 0 // no visits: only ask whether it could go on
+		switch s.serveScans(l, ls, h, &zero) {
+		case scanWaiting:
+			ls.parkNext++
+			continue
+		case scanMore, scanYield:
+			ls.scanning = append(ls.scanning, h)
+			moved = true
+		}
+		last := len(ls.parked) - 1
+		ls.parked[ls.parkNext] = ls.parked[last]
+		ls.parked[last] = 0
+		ls.parked = ls.parked[:last]
+	}
+	return moved
 }
 
 // longestScanSlice returns the longest time a loop spent in one OnTick

@@ -103,6 +103,15 @@ type loopState struct {
 	scanning   []netpoll.Handle
 	scanTail   []netpoll.Handle
 	wakePosted bool
+	// parked are scanning connections that must wait (the inbox holds
+	// two windows' worth, or the socket is backlogged): only an ack or a
+	// drained socket, both events on this loop, lets them go on, so they
+	// cost no wake-up; OnTick looks at parkChecks of them per iteration
+	// (parkNext is the round-robin cursor) and moves the ready ones back.
+	parked   []netpoll.Handle
+	parkNext int
+	// scanWakes counts the wake-ups the loop posted itself for scans.
+	scanWakes atomic.Int64
 	// longestSlice is the longest OnTick serving scans, in nanoseconds
 	// (written by the loop only; benchmarks read it).
 	longestSlice atomic.Int64
@@ -408,7 +417,7 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 		// front: the profile topics are the server's, and so is every
 		// topic starting with '$' (MQTT 3.1.1 section 4.7.2; a retained
 		// will on $SYS/ would forge what later $SYS subscribers read).
-		if profileTopic(cp.WillTopic) || (len(cp.WillTopic) > 0 && cp.WillTopic[0] == '$') {
+		if profileTopic(cp.WillTopic) || (len(cp.WillTopic) > 0 && cp.WillTopic[0] == '$') || tooDeep(cp.WillTopic) {
 			return s.refuse(c, ls, mqtt.ConnRefusedNotAuthorized)
 		}
 		w = &will{topic: string(cp.WillTopic), payload: bytes.Clone(cp.WillMessage), qos: cp.WillQoS, retain: cp.WillRetain}
@@ -512,6 +521,16 @@ func (s *Server) presence(ls *loopState, user string, offline *int64) {
 	ls.rcpt = t[:0]
 }
 
+// MaxTopicLevels bounds the levels of a generic topic or filter: each level
+// may be a node of the subscription tree or the retained trie, and a scan
+// keeps a frame per level, so without it one 64 KiB topic of '/'s costs
+// megabytes (found in review). A PUBLISH or will deeper than this is
+// refused like one the ACLs refuse (not_authorized; CONNACK 5 for a will),
+// a filter gets SUBACK 0x80. EMQX's default max_topic_levels is 128 too.
+const MaxTopicLevels = 128
+
+func tooDeep(t []byte) bool { return bytes.Count(t, []byte{'/'}) >= MaxTopicLevels }
+
 // profileTopic reports whether topic is in the messaging profile's space
 // (u/, r/, g/, p/), which never goes through the generic router.
 func profileTopic(t []byte) bool {
@@ -614,6 +633,8 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 			return ReasonNotAuthorized
 		}
 	case len(topic) >= 5 && string(topic[:5]) == "$SYS/":
+		return ReasonNotAuthorized
+	case tooDeep(topic):
 		return ReasonNotAuthorized
 	default:
 		s.publishGeneric(ls, topic, p.Payload, p.QoS, p.Retain)
@@ -1211,6 +1232,9 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 				return mqtt.SubackFailure
 			}
 		}
+	}
+	if tooDeep(filter) {
+		return mqtt.SubackFailure
 	}
 	f := string(filter)
 	cl.mu.Lock()

@@ -662,6 +662,7 @@ func (l *Loop) post(x item) {
 	l.q.push(x)
 	if l.sleeping.Load() != 0 && l.wakePending.CompareAndSwap(0, 1) {
 		if err := l.p.wake(); err != nil {
+			l.wakePending.Store(0) // no wake-up is on its way: let the next post try again
 			l.e.logf("netpoll: loop %d: wake: %v", l.id, err)
 		}
 	}
