@@ -602,12 +602,25 @@ func TestBacklogsListsSlowReadersUntilTheyDrain(t *testing.T) {
 	checkLeaks(t)
 	e := startEngine(t, Config{Loops: 1, SndBuf: 4096})
 	defer e.Close()
-	c, err := net.Dial("tcp", e.Addr().String())
+	// The small receive buffer is set before connect, so the window the
+	// handshake advertises is small too and the server's queue is sure to
+	// pass 64 KiB; the whole echo then lands within one publish interval,
+	// which is what once left Backlogs stale on an idle loop (fixed in
+	// Loop.run: it wakes when a skipped publish is due).
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := d.Dial("tcp", e.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.(*net.TCPConn).SetReadBuffer(4096)
 	msg := bytes.Repeat([]byte("backlog!"), 32<<10) // 256 KiB, not read back yet
 	go c.Write(msg)
 	waitFor(t, "the slow reader in Backlogs", func() bool {

@@ -164,6 +164,15 @@ func (l *Loop) run() {
 				timeout = d
 			}
 		}
+		if len(l.backlogged) > 0 && !l.lastBacklogs.IsZero() {
+			// A publish skipped by the rate limit would leave Backlogs
+			// stale on a loop that then goes idle with the backlog still
+			// there (found as a flaky test): look again when it is due.
+			d := max(1, int((backlogPublish-time.Since(l.lastBacklogs)+time.Millisecond-1)/time.Millisecond))
+			if timeout < 0 || d < timeout {
+				timeout = d
+			}
+		}
 		if l.q.length.Load() > 0 {
 			timeout = 0
 		}
