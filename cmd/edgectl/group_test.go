@@ -8,15 +8,7 @@ import (
 )
 
 func TestGroupAgainstServer(t *testing.T) {
-	s, err := edge.New(edge.Config{Addr: "127.0.0.1:0", Loops: 1, Auth: edge.AuthLoopbackAnonymous, AdminAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	admin := "http://" + s.AdminAddr().String()
+	s, admin := startAdminServer(t)
 	steps := []struct {
 		args []string
 		code int
@@ -52,4 +44,19 @@ func TestGroupAgainstServer(t *testing.T) {
 	if _, errOut, code := edgectl("group", "list", "--admin", "127.0.0.1:1"); code != exitFailed || !strings.Contains(errOut, "reach edged admin") {
 		t.Fatalf("unreachable admin: exit %d, %q", code, errOut)
 	}
+}
+
+// startAdminServer starts an edge server with anonymous loopback clients
+// and an admin listener, stopped when t ends; it returns the admin URL too.
+func startAdminServer(t *testing.T) (*edge.Server, string) {
+	t.Helper()
+	s, err := edge.New(edge.Config{Addr: "127.0.0.1:0", Loops: 1, Auth: edge.AuthLoopbackAnonymous, AdminAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, "http://" + s.AdminAddr().String()
 }

@@ -57,15 +57,7 @@ func publishQoS1(t *testing.T, s *edge.Server, from string, topics ...string) {
 }
 
 func TestInboxAgainstServer(t *testing.T) {
-	s, err := edge.New(edge.Config{Addr: "127.0.0.1:0", Loops: 1, Auth: edge.AuthLoopbackAnonymous, AdminAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	admin := "http://" + s.AdminAddr().String()
+	s, admin := startAdminServer(t)
 	publishQoS1(t, s, "alice", "u/bob/m1", "u/bob/m2", "u/bob/m3", "u/carol/m1")
 	out, errOut, code := edgectl("inbox", "list", "--admin", admin)
 	want := regexp.MustCompile(`^USER +MESSAGES +HELD +STATE\nbob +3 +[0-9.]+ (B|KiB) +never-connected\ncarol +1 +[0-9.]+ (B|KiB) +never-connected\n2 inboxes hold [0-9.]+ (B|KiB); 2 shown\n$`)
