@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edgedhq/edged/edge/mqtt"
+	"github.com/edgedhq/edged/internal/wal"
 )
 
 // AuthMode says which clients need a token.
@@ -164,6 +165,23 @@ type Config struct {
 	// subscribed again (a QoS change). Subscriptions to one's own u/
 	// inbox are implicit and do not count.
 	MaxSubscriptions int
+	// DataDir is the durable store's directory (internal/wal): every
+	// acknowledged message, persistent session, retained message, group
+	// and last-seen time is logged there before it is acknowledged, and
+	// recovered by Start. Empty: nothing is kept across a restart.
+	DataDir string
+	// Fsync says when the store fsyncs (wal.SyncAlways, the zero value:
+	// before acknowledging; SyncInterval every FsyncInterval; SyncNever).
+	// Every mode writes before acknowledging, so a killed process loses
+	// nothing; the mode bounds what a power loss may take.
+	Fsync         wal.SyncMode
+	FsyncInterval time.Duration
+	// Repair makes recovery drop corrupt records (logged) instead of
+	// refusing to start.
+	Repair bool
+	// storeSegment and storeCompact override wal's segment and
+	// compaction sizes (tests).
+	storeSegment, storeCompact int64
 	// Logger receives start-up lines and rate-limited debug lines for
 	// closed connections (default slog.Default()).
 	Logger *slog.Logger

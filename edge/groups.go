@@ -11,6 +11,11 @@ import (
 type Groups struct {
 	mu sync.RWMutex // guards m
 	m  map[string]map[string]struct{}
+	// onChange, if set, logs a change under mu (the durable store) and
+	// returns its seq; sync then makes it durable before Add or Remove
+	// returns.
+	onChange func(add bool, group, user string) uint64
+	sync     func() error
 }
 
 func newGroups() *Groups { return &Groups{m: make(map[string]map[string]struct{})} }
@@ -33,7 +38,21 @@ func (g *Groups) Add(group, user string) (bool, error) {
 		return false, nil
 	}
 	mem[user] = struct{}{}
-	return true, nil
+	return true, g.logLocked(true, group, user)
+}
+
+// logLocked logs a change (g.mu held) and makes it durable; it returns the
+// store's error, with the change made in memory (it is written when the
+// store recovers).
+func (g *Groups) logLocked(add bool, group, user string) error {
+	if g.onChange == nil {
+		return nil
+	}
+	g.onChange(add, group, user)
+	if err := g.sync(); err != nil {
+		return fmt.Errorf("store group change: %w", err)
+	}
+	return nil
 }
 
 // Remove removes user from group and reports whether it was a member. An
@@ -52,7 +71,7 @@ func (g *Groups) Remove(group, user string) (bool, error) {
 	if len(mem) == 0 {
 		delete(g.m, group)
 	}
-	return true, nil
+	return true, g.logLocked(false, group, user)
 }
 
 // Members returns the sorted members of group (nil if it has none).

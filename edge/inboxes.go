@@ -107,6 +107,9 @@ func (s *Server) PurgeInbox(user string) (n, bytes int, ok bool) {
 	}
 	n, bytes = s.emptyLocked(cl, noticePurged)
 	s.stats.purged.Add(uint64(n))
+	if err := s.syncStore(); err != nil {
+		s.cfg.Logger.Error("store: purge not yet durable; the store retries", "user", user, "err", err)
+	}
 	return n, bytes, true
 }
 
@@ -119,6 +122,7 @@ func (s *Server) emptyLocked(cl *client, why []byte) (n, bytes int) {
 	q := cl.box()
 	bytes = q.held()
 	n = q.dropFrom(q.nsent, func(e *entry) bool {
+		s.logEntry(recDel, cl, e)
 		if e.flags&fReceipt != 0 {
 			notes = append(notes, append([]byte(nil), e.topic()...))
 		}
@@ -179,6 +183,9 @@ func (s *Server) sweep(budget int) (expired int) {
 		n, _ := s.emptyLocked(cl, noticeExpired)
 		s.stats.expired.Add(uint64(n))
 		expired++
+	}
+	if expired > 0 {
+		s.syncStore() // a failure is retried by the store and logged by the loops
 	}
 	return expired
 }

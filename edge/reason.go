@@ -35,6 +35,7 @@ const (
 	ReasonNewInboxRate                   // creating inboxes for never-seen users faster than Config.NewInboxRate
 	ReasonPartialTimeout                 // an incomplete packet not completed within Config.PartialTimeout
 	ReasonPartialBudget                  // an incomplete packet that would push all partial packets past Config.MaxPartialBytes
+	ReasonStoreUnavailable               // a PUBLISH that needs the data directory while writes to it fail (a full disk), not acknowledged
 	numReasons
 )
 
@@ -43,7 +44,7 @@ var reasonNames = [numReasons]string{
 	"protocol", "handshake_timeout", "keepalive_timeout", "backlog", "publish_flood",
 	"not_authorized", "connect_refused", "takeover", "max_connections",
 	"store_full", "new_inbox_rate",
-	"partial_timeout", "partial_budget",
+	"partial_timeout", "partial_budget", "store_unavailable",
 }
 
 func (r Reason) String() string {

@@ -561,6 +561,7 @@ const (
 // whose packet identifier and DUP bit are patched in place when it is sent.
 type entry struct {
 	buf    *[]byte
+	seq    uint64 // the store's seq of its put record; 0: not logged (persist.go)
 	pidOff uint32 // offset of the packet id in *buf; 0 for QoS 0
 	pid    uint16
 	flags  uint8

@@ -105,6 +105,9 @@ func (t *topicTree) setRetained(topic []byte, payload []byte, qos byte, max int,
 	t.rmu.Lock()
 	defer t.rmu.Unlock()
 	if len(payload) == 0 {
+		if t.onSet != nil && t.findRetained(topic) != nil {
+			t.onSet(topic, nil, 0)
+		}
 		t.deleteRetained(topic)
 		return true
 	}
@@ -137,6 +140,9 @@ func (t *topicTree) setRetained(topic []byte, payload []byte, qos byte, max int,
 	n.payload = p
 	n.qos = qos
 	t.account(add)
+	if t.onSet != nil {
+		t.onSet(topic, p, qos)
+	}
 	return true
 }
 
@@ -416,15 +422,23 @@ func (s *Server) OnLoopMessage(l *netpoll.Loop, m *netpoll.Message) {
 	if m.Kind == msgScanWake {
 		s.loops[l.ID()].wakePosted = false
 	}
+	// msgStoreWake needs nothing here: OnTick sends what became durable.
 }
 
 // OnTick implements netpoll.LoopHandler: one slice of the loop's retained
 // scans, round robin over its scanning connections.
 func (s *Server) OnTick(l *netpoll.Loop) {
 	ls := s.loops[l.ID()]
-	if len(ls.scanning) == 0 && len(ls.parked) == 0 {
-		return
+	if len(ls.scanning) > 0 || len(ls.parked) > 0 {
+		s.tickScans(l, ls)
 	}
+	if s.wal != nil {
+		s.commitTick(l, ls) // last: the scans above may have logged entries
+	}
+}
+
+// tickScans serves one slice of the loop's scans.
+func (s *Server) tickScans(l *netpoll.Loop, ls *loopState) {
 	t0 := time.Now()
 	budget := scanBudget
 	awake := false

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgedhq/edged/edge/mqtt"
+	"github.com/edgedhq/edged/internal/wal"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -60,13 +61,20 @@ type Server struct {
 	sweepMu sync.Mutex
 	sweepAt uint32
 
-	mu        sync.Mutex // guards admin, adminLn, started, closed, stopSweep, sweepDone
+	// wal is the durable store (persist.go); nil without Config.DataDir.
+	wal      *wal.Log
+	storeLog logLimiter
+
+	mu        sync.Mutex // guards admin, adminLn, started, closed, stopSweep, sweepDone, stopCompact, compactDone
 	admin     *http.Server
 	adminLn   net.Listener
 	started   bool
 	closed    bool
 	stopSweep chan struct{}
 	sweepDone chan struct{}
+
+	stopCompact chan struct{}
+	compactDone chan struct{}
 }
 
 // msgCounters count messages; the observability work exports them.
@@ -115,6 +123,8 @@ type loopState struct {
 	// longestSlice is the longest OnTick serving scans, in nanoseconds
 	// (written by the loop only; benchmarks read it).
 	longestSlice atomic.Int64
+	// acks are the PUBACKs and PUBRECs waiting for the store (persist.go).
+	acks []heldAck
 }
 
 // New validates cfg and builds a Server (not yet listening). It returns an
@@ -161,6 +171,15 @@ func (s *Server) Start() (err error) {
 	if s.started {
 		return nil
 	}
+	if err := s.openStore(); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil && s.wal != nil {
+			s.wal.Close()
+			s.wal = nil
+		}
+	}()
 	if s.cfg.AdminAddr != "" {
 		ln, err := net.Listen("tcp", s.cfg.AdminAddr)
 		if err != nil {
@@ -189,6 +208,10 @@ func (s *Server) Start() (err error) {
 	if s.cfg.InboxExpiry > 0 {
 		s.stopSweep, s.sweepDone = make(chan struct{}), make(chan struct{})
 		go s.sweeper(s.stopSweep, s.sweepDone)
+	}
+	if s.wal != nil {
+		s.stopCompact, s.compactDone = make(chan struct{}), make(chan struct{})
+		go s.compactor(s.stopCompact, s.compactDone)
 	}
 	return nil
 }
@@ -224,8 +247,22 @@ func (s *Server) Close() error {
 		admin.Close()
 	}
 	s.stopSweeper()
+	s.mu.Lock()
+	stop, done := s.stopCompact, s.compactDone
+	s.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
 	if err := s.eng.Close(); err != nil {
 		return fmt.Errorf("close engine: %w", err)
+	}
+	if s.wal != nil {
+		// The loops have stopped: everything they logged is written and
+		// fsynced whatever the mode (a clean stop loses nothing).
+		if err := s.wal.Close(); err != nil {
+			return fmt.Errorf("close store: %w", err)
+		}
 	}
 	return nil
 }
@@ -338,6 +375,7 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 				if id == p.PacketID {
 					x.qos2in[i] = x.qos2in[len(x.qos2in)-1]
 					x.qos2in = x.qos2in[:len(x.qos2in)-1]
+					s.logQ2(cl, id, false)
 					break
 				}
 			}
@@ -458,14 +496,20 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	present := false
 	if cp.CleanSession {
 		s.dropSubs(cl)
-		cl.persistent = false
+		if cl.persistent {
+			cl.persistent = false
+			s.logSession(cl) // replay drops the same subscriptions and messages
+		}
 		cl.box().dropGeneric()
 		if cl.xp() != nil {
 			cl.xp().qos2in = nil
 		}
 	} else {
 		present = cl.persistent
-		cl.persistent = true
+		if !cl.persistent {
+			cl.persistent = true
+			s.logSession(cl)
+		}
 	}
 	ss.client = cl.idx
 	ss.epoch = cl.epoch
@@ -580,9 +624,14 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		}
 		cl.mu.Unlock()
 		if seen { // a DUP of a QoS 2 message already routed (method B, 4.3.3)
-			c.Write(mqtt.AppendPubrec(ls.out[:0], p.PacketID))
+			s.ackAfter(c, ls, mqtt.TypePubrec, p.PacketID)
 			return reasonOK
 		}
+	}
+	if s.storeDown(p.QoS, p.Retain) {
+		// Not stored, so not acknowledged; the client sends it again
+		// when it reconnects (the store retries meanwhile).
+		return ReasonStoreUnavailable
 	}
 	topic := p.Topic
 	cl.mu.Lock()
@@ -642,15 +691,16 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 	s.stats.published.Add(1)
 	switch p.QoS {
 	case 1:
-		c.Write(mqtt.AppendPuback(ls.out[:0], p.PacketID))
+		s.ackAfter(c, ls, mqtt.TypePuback, p.PacketID)
 	case 2:
 		cl.mu.Lock()
 		if ownedLocked(c, ss, cl) {
 			x := cl.x()
 			x.qos2in = append(x.qos2in, p.PacketID)
+			s.logQ2(cl, p.PacketID, true)
 		}
 		cl.mu.Unlock()
-		c.Write(mqtt.AppendPubrec(ls.out[:0], p.PacketID))
+		s.ackAfter(c, ls, mqtt.TypePubrec, p.PacketID)
 	}
 	return reasonOK
 }
@@ -983,6 +1033,7 @@ func (s *Server) pushLocked(cl *client, topic, payload []byte, qos byte, retain 
 		q.acct = &s.held
 	}
 	q.push(e)
+	s.logPut(cl, q.at(q.len()-1))
 	if q.len() == inboxWatchFloor {
 		s.watchInbox(cl.idx)
 	}
@@ -1088,13 +1139,16 @@ func (s *Server) ack(c *netpoll.Conn, ls *loopState, ss *session, cl *client, t 
 			ls.rcpt = append(ls.rcpt[:0], e.topic()...)
 			receipt = true
 		}
+		s.logEntry(recDel, cl, e)
 		cl.box().remove(i)
 	case mqtt.TypePubrec:
 		if e.qos() == 2 && e.flags&fReleased == 0 {
 			e.flags |= fReleased
+			s.logEntry(recRel, cl, e)
 		}
 		c.Write(mqtt.AppendPubrel(ls.out[:0], pid))
 	case mqtt.TypePubcomp:
+		s.logEntry(recDel, cl, e)
 		cl.box().remove(i)
 	}
 	s.pump(c, cl)
@@ -1242,21 +1296,51 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 	if !ownedLocked(c, ss, cl) {
 		return mqtt.SubackFailure // taken over meanwhile: not the new session's subscription
 	}
-	x := cl.x()
-	i := x.subs.find(f)
-	if i < 0 && x.subs.len() >= s.cfg.MaxSubscriptions {
+	if !s.addSubLocked(cl, f, qos, false) {
 		s.stats.overClient.Add(1)
 		cl.trimExt()
 		return mqtt.SubackFailure
 	}
+	if cl.persistent {
+		s.logClient(recSub, cl, filter, []byte{qos})
+	}
+	return qos
+}
+
+// addSubLocked subscribes cl (locked) to f, replacing a subscription to
+// the same filter (3.8.4: and its retained scan); false if it is new and
+// cl holds MaxSubscriptions already (unless force: a replayed session
+// keeps what it had).
+func (s *Server) addSubLocked(cl *client, f string, qos byte, force bool) bool {
+	x := cl.x()
+	i := x.subs.find(f)
+	if i < 0 && x.subs.len() >= s.cfg.MaxSubscriptions && !force {
+		return false
+	}
 	s.tree.subscribe(f, cl, qos)
 	x.subSeq++
-	if i >= 0 { // 3.8.4: replaces the subscription (and its retained scan)
+	if i >= 0 {
 		x.subs.items[i].qos, x.subs.items[i].seq = qos, x.subSeq
-		return qos
+		return true
 	}
 	x.subs.add(subRef{filter: f, seq: x.subSeq, qos: qos})
-	return qos
+	return true
+}
+
+// removeSubLocked unsubscribes cl (locked) from filter; its retained scan,
+// if any, sees the subscription gone.
+func (s *Server) removeSubLocked(cl *client, filter []byte) bool {
+	x := cl.xp()
+	if x == nil {
+		return false
+	}
+	i := x.subs.find(string(filter))
+	if i < 0 {
+		return false
+	}
+	s.tree.unsubscribe(x.subs.items[i].filter, cl)
+	x.subs.remove(i)
+	return true
 }
 
 func (s *Server) unsubscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *client, p *mqtt.Packet) {
@@ -1265,14 +1349,8 @@ func (s *Server) unsubscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *cl
 		if !ownedLocked(c, ss, cl) {
 			break
 		}
-		x := cl.xp()
-		if x == nil {
-			break
-		}
-		if i := x.subs.find(string(filter)); i >= 0 {
-			// Its retained scan, if any, sees the subscription gone.
-			s.tree.unsubscribe(x.subs.items[i].filter, cl)
-			x.subs.remove(i)
+		if s.removeSubLocked(cl, filter) && cl.persistent {
+			s.logClient(recUnsub, cl, filter)
 		}
 	}
 	cl.trimExt()
@@ -1342,6 +1420,10 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 	cl.owner.Store(0)
 	cl.kick = false
 	cl.lastSeen = now
+	if cl.profileID() {
+		var b [8]byte
+		s.logClient(recSeen, cl, u64(&b, uint64(now)))
+	}
 	var w *will
 	if cl.xp() != nil {
 		w = cl.xp().will

@@ -48,6 +48,9 @@ type topicTree struct {
 	// scans counts the retained scans started and not yet ended; while
 	// any is active no child list is compacted (rkids).
 	scans atomic.Int64
+	// onSet, if set, is told every retained message set or deleted, under
+	// rmu (the durable store logs it in the same critical section).
+	onSet func(topic, payload []byte, qos byte)
 }
 
 func newTopicTree() *topicTree { return &topicTree{} }

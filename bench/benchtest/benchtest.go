@@ -113,7 +113,7 @@ func StartEdged(t testing.TB) (addr string, pid int, admin string) {
 	adminAddr := "127.0.0.1:" + strconv.Itoa(FreePort(t))
 	dir := t.TempDir()
 	out, _ := os.Create(filepath.Join(dir, "edged.log"))
-	cmd := exec.Command(bin, "--listen", addr, "--admin", adminAddr, "--log-level", "warn")
+	cmd := exec.Command(bin, "--listen", addr, "--admin", adminAddr, "--log-level", "warn", "--in-memory")
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start edged: %v", err)

@@ -38,7 +38,7 @@ func BenchmarkIdleConnections(b *testing.B) {
 var listenRE = regexp.MustCompile(`listen=(\S+)`)
 
 func idleRSS(b *testing.B, bin string, n int) (total, marginal float64) {
-	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--admin", "off", "--loops", "2")
+	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--admin", "off", "--loops", "2", "--in-memory")
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

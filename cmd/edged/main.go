@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/edgedhq/edged/internal/buildinfo"
+	"github.com/edgedhq/edged/internal/wal"
 	"io"
 	"log/slog"
 	"net"
@@ -52,8 +53,14 @@ type options struct {
 	handshake, inboxExpiry               time.Duration
 	partialTimeout                       time.Duration
 	maxPartial                           int64
+	dataDir, fsync                       string
+	inMemory, repair                     bool
 	ops                                  opsOptions
 }
+
+// defaultFsync is --fsync's default, chosen from the figures in
+// BENCHMARKS.md ("Durable state: fsync modes").
+const defaultFsync = "always"
 
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("edged", flag.ContinueOnError)
@@ -82,6 +89,10 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxSubFilters, "max-subscribe-filters", edge.DefaultMaxFiltersPerSubscribe, "filters considered per SUBSCRIBE packet (`n`); the rest get SUBACK 0x80")
 	fs.DurationVar(&o.partialTimeout, "partial-timeout", edge.DefaultPartialTimeout, "`duration` an incomplete packet may take to complete, whatever the keepalive (then closed: partial_timeout); -1s for no limit")
 	fs.Int64Var(&o.maxPartial, "max-partial-bytes", 0, "memory (`bytes`) all connections together may hold for incomplete packets; the one that would pass it is closed (partial_budget); 0 for 256 MiB or a quarter of GOMEMLIMIT if lower, -1 for no cap")
+	fs.StringVar(&o.dataDir, "data-dir", "edged-data", "`directory` of the durable store: inboxes, persistent sessions, retained messages, groups and last-seen survive a restart (created if missing; one edged per directory)")
+	fs.BoolVar(&o.inMemory, "in-memory", false, "keep nothing across a restart: no --data-dir (e.g. for benchmarks)")
+	fs.StringVar(&o.fsync, "fsync", defaultFsync, "when the store fsyncs: `mode` always (before each batch of PUBACKs: survives a power loss), interval=D (every D: a power loss loses at most D), never (the kernel's writeback); every mode writes before PUBACK, so a killed edged loses nothing")
+	fs.BoolVar(&o.repair, "repair", false, "start even if the store has corrupt records: drop them (each is logged) and compact")
 	fs.IntVar(&o.loops, "loops", 0, "number of event loops (`n`), 0 for GOMAXPROCS")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -175,6 +186,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	log := cfg.Logger
 	attrs := []any{"listen", s.Addr().String(), "auth", cfg.Auth.String(), "loops", cfg.Loops,
 		"store_max_bytes", s.Stats().StoreMaxBytes, "version", version}
+	if cfg.DataDir != "" {
+		attrs = append(attrs, "data_dir", cfg.DataDir, "fsync", o.fsync)
+	} else {
+		attrs = append(attrs, "data_dir", "none (--in-memory)")
+	}
 	if a := s.AdminAddr(); a != nil {
 		attrs = append(attrs, "admin", a.String())
 	}
@@ -242,6 +258,16 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.ops.level})),
 	}
 	cfg.MaxSubscriptions, cfg.MaxFiltersPerSubscribe = o.maxSubs, o.maxSubFilters
+	if !o.inMemory {
+		if o.dataDir == "" {
+			return cfg, "", fmt.Errorf("parse --data-dir: empty; give a directory, or --in-memory to keep nothing")
+		}
+		cfg.DataDir = o.dataDir
+		if cfg.Fsync, cfg.FsyncInterval, err = wal.ParseSync(o.fsync); err != nil {
+			return cfg, "", fmt.Errorf("parse --fsync: %w", err)
+		}
+		cfg.Repair = o.repair
+	}
 	if o.admin != "off" {
 		cfg.AdminAddr = o.admin
 	}

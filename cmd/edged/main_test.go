@@ -50,6 +50,9 @@ func TestUsageErrors(t *testing.T) {
 		{"bad config key", []string{"--config", badcfg}, 2, "unknown key \"no-such-key\""},
 		{"bad limits", []string{"--listen", "127.0.0.1:0", "--admin", "off", "--inflight", "2000"}, 2, "in-flight window"},
 		{"bad log level", []string{"--log-level", "loud"}, 2, "--log-level"},
+		{"bad fsync mode", []string{"--fsync", "sometimes"}, 2, `parse --fsync: parse fsync mode "sometimes": want always, never or interval=<duration>`},
+		{"bad fsync interval", []string{"--fsync", "interval=0s"}, 2, "want interval=<positive duration>"},
+		{"empty data dir", []string{"--data-dir", ""}, 2, "parse --data-dir: empty"},
 		{"store cap below 8 packets", []string{"--listen", "127.0.0.1:0", "--admin", "off", "--store-max-bytes", "1000000"}, 2, "store cap"},
 		{"public admin without token", []string{"--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0"}, 2, "serve admin on 0.0.0.0:0: the admin API is off loopback without authentication: give --admin-token-file"},
 		{"admin on a host name without token", []string{"--listen", "127.0.0.1:0", "--admin", "admin.internal:9090"}, 2, "give --admin-token-file"},
@@ -82,7 +85,7 @@ func TestConfigFileAndShutdown(t *testing.T) {
 	ready := make(chan *edge.Server, 1)
 	var errb bytes.Buffer
 	go func() {
-		done <- run(ctx, []string{"--config", cfg, "--loops", "2"}, &bytes.Buffer{}, &errb, func(s *edge.Server) { ready <- s })
+		done <- run(ctx, []string{"--config", cfg, "--loops", "2", "--data-dir", t.TempDir()}, &bytes.Buffer{}, &errb, func(s *edge.Server) { ready <- s })
 	}()
 	select {
 	case s := <-ready:

@@ -24,6 +24,7 @@ func startRun(t *testing.T, args ...string) (*edge.Server, *syncBuffer, func()) 
 	done := make(chan int, 1)
 	ready := make(chan *edge.Server, 1)
 	errb := &syncBuffer{}
+	args = append([]string{"--data-dir", t.TempDir()}, args...) // not the package directory's edged-data
 	go func() { done <- run(ctx, args, &bytes.Buffer{}, errb, func(s *edge.Server) { ready <- s }) }()
 	select {
 	case s := <-ready:

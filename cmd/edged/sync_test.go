@@ -43,6 +43,9 @@ func buildEdged(t *testing.T) string {
 // its standard error, which it returns.
 func startBinary(t *testing.T, name string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
+	// Each edged gets its own store: the default ./edged-data would
+	// land in the package directory, shared between tests.
+	args = append(args, "--data-dir", t.TempDir())
 	cmd := exec.Command(name, args...)
 	errb := &syncBuffer{}
 	cmd.Stderr = errb

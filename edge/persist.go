@@ -1,0 +1,600 @@
+package edge
+
+// Durable state: every change to what must outlive the process is logged
+// to the store (internal/wal) in the same critical section that makes it,
+// and replayed by Start. What is logged:
+//
+//	put      client, flags, packet   an inbox entry (profile messages,
+//	                                 receipts, notices, group copies, and
+//	                                 QoS 1/2 messages for persistent
+//	                                 sessions); its seq names it
+//	del      client, seq             an entry acknowledged, purged or expired
+//	rel      client, seq             outbound QoS 2: PUBREC received
+//	session  client, persistent      clean session 0 began, or ended
+//	sub      client, filter, qos     a persistent session's subscription
+//	unsub    client, filter
+//	retain   topic, qos, payload     set (an empty payload deletes)
+//	group+   group, user / group-  group, user
+//	seen     user, unix seconds      last seen (presence)
+//	q2+      client, packet id / q2-  inbound QoS 2 awaiting PUBREL
+//
+// Each record restates a state change that is idempotent given its seq, so
+// that replaying a snapshot taken while the server ran (wal's fuzzy
+// snapshot) and then the log from the snapshot's segment yields the state
+// the log describes: a put whose seq the inbox already holds is skipped, a
+// del of a seq it does not hold is a no-op, sets and flags are sets.
+//
+// Acknowledgements: a PUBACK or PUBREC for a PUBLISH is queued on the loop
+// (loopState.acks) with the log's last seq at that moment, and OnTick
+// sends it once the log says that seq is durable: after the loop's write
+// (SyncInterval, SyncNever) or fsync (SyncAlways) in the same iteration,
+// before the loop flushes its output, so a PUBACK never reaches a client
+// before its message reached the disk. While writes fail (a full disk) the
+// acknowledgements wait, new PUBLISHes that need the store are refused
+// (store_unavailable), deliveries go on, and the log retries; when it
+// writes again the held acknowledgements go out.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/edgedhq/edged/edge/mqtt"
+	"github.com/edgedhq/edged/internal/wal"
+	"github.com/edgedhq/edged/netpoll"
+)
+
+// Record types of the store.
+const (
+	recPut byte = iota + 1
+	recDel
+	recRel
+	recSession
+	recSub
+	recUnsub
+	recRetain
+	recGroupAdd
+	recGroupDel
+	recSeen
+	recQ2Add
+	recQ2Del
+)
+
+// msgStoreWake (a loop message) wakes a loop whose held acknowledgements
+// became durable after the store recovered from a write failure.
+const msgStoreWake uint32 = 100
+
+// entry flags that are state (the rest are per connection).
+const persistFlags = fDurable | fReceipt | fReleased
+
+// heldAck is a PUBACK or PUBREC waiting until the store holds seq.
+type heldAck struct {
+	h   netpoll.Handle
+	seq uint64
+	pid uint16
+	typ mqtt.Type
+}
+
+func u64(b *[8]byte, v uint64) []byte { binary.LittleEndian.PutUint64(b[:], v); return b[:] }
+
+// logPut logs e, just pushed into cl's inbox (cl locked), if it must be
+// durable: a profile entry, or a QoS 1/2 message for a persistent session.
+func (s *Server) logPut(cl *client, e *entry) {
+	if s.wal == nil || e.pidOff == 0 || e.flags&fDurable == 0 && !cl.persistent {
+		return
+	}
+	f := [1]byte{e.flags & persistFlags}
+	e.seq = s.wal.Append(recPut, cl.idBytes(), f[:], *e.buf)
+}
+
+// logEntry logs a del or rel of a logged entry; cl is locked.
+func (s *Server) logEntry(typ byte, cl *client, e *entry) {
+	if s.wal == nil || e.seq == 0 {
+		return
+	}
+	var b [8]byte
+	s.wal.Append(typ, cl.idBytes(), u64(&b, e.seq))
+}
+
+// logClient logs a record about cl (locked) with the given fields.
+func (s *Server) logClient(typ byte, cl *client, fields ...[]byte) {
+	if s.wal == nil {
+		return
+	}
+	switch len(fields) {
+	case 0:
+		s.wal.Append(typ, cl.idBytes())
+	case 1:
+		s.wal.Append(typ, cl.idBytes(), fields[0])
+	default:
+		s.wal.Append(typ, cl.idBytes(), fields[0], fields[1])
+	}
+}
+
+func (s *Server) logSession(cl *client) {
+	p := [1]byte{0}
+	if cl.persistent {
+		p[0] = 1
+	}
+	s.logClient(recSession, cl, p[:])
+}
+
+func (s *Server) logQ2(cl *client, pid uint16, add bool) {
+	if s.wal == nil || !cl.persistent {
+		return
+	}
+	b := [2]byte{byte(pid >> 8), byte(pid)}
+	typ := recQ2Del
+	if add {
+		typ = recQ2Add
+	}
+	s.logClient(typ, cl, b[:])
+}
+
+// logRetain is the retained store's hook (topicTree.onSet, under rmu).
+func (s *Server) logRetain(topic, payload []byte, qos byte) {
+	q := [1]byte{qos}
+	s.wal.Append(recRetain, topic, q[:], payload)
+}
+
+// logGroup is the group table's hook (under its lock).
+func (s *Server) logGroup(add bool, group, user string) uint64 {
+	typ := recGroupDel
+	if add {
+		typ = recGroupAdd
+	}
+	return s.wal.Append(typ, []byte(group), []byte(user))
+}
+
+// syncStore makes everything logged so far durable (for callers off the
+// event loops: the admin API, before it answers).
+func (s *Server) syncStore() error {
+	if s.wal == nil {
+		return nil
+	}
+	return s.wal.Commit()
+}
+
+// ackAfter sends a PUBACK or PUBREC for pid on c, after the store holds
+// what the PUBLISH logged (at once without a store).
+func (s *Server) ackAfter(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uint16) {
+	if s.wal == nil {
+		writeAck(c, ls, typ, pid)
+		return
+	}
+	ls.acks = append(ls.acks, heldAck{h: c.Handle(), seq: s.wal.Last(), pid: pid, typ: typ})
+}
+
+func writeAck(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uint16) {
+	if typ == mqtt.TypePubrec {
+		c.Write(mqtt.AppendPubrec(ls.out[:0], pid))
+	} else {
+		c.Write(mqtt.AppendPuback(ls.out[:0], pid))
+	}
+}
+
+// commitTick runs at the end of each loop iteration (OnTick), before the
+// loop flushes its output: it writes what was logged and sends the held
+// acknowledgements that are durable.
+func (s *Server) commitTick(l *netpoll.Loop, ls *loopState) {
+	var err error
+	if len(ls.acks) > 0 {
+		err = s.wal.Commit()
+	} else if s.wal.Last() > s.wal.Durable() {
+		// Deletes, receipts, subscriptions: written now, so that what
+		// this iteration's output tells a client (a SUBACK) survives
+		// the process being killed; fsynced with the next batch of
+		// acknowledgements (or the interval).
+		err = s.wal.Write()
+	}
+	if err != nil && s.storeLog.allow() {
+		s.cfg.Logger.Error("store: writes failing; acknowledgements held, publishes refused until they succeed", "err", err)
+	}
+	if len(ls.acks) == 0 {
+		return
+	}
+	durable := s.wal.Durable()
+	k := 0
+	for _, a := range ls.acks {
+		if a.seq > durable {
+			ls.acks[k] = a
+			k++
+			continue
+		}
+		if c := l.Conn(a.h); c != nil {
+			writeAck(c, ls, a.typ, a.pid)
+		} // else closed: the client sends it again and gets it then
+	}
+	clear(ls.acks[k:])
+	ls.acks = ls.acks[:k]
+}
+
+// storeDown reports whether a PUBLISH with qos and retain would need the
+// store while it cannot write.
+func (s *Server) storeDown(qos byte, retain bool) bool {
+	return s.wal != nil && (qos > 0 || retain) && s.wal.Failed()
+}
+
+// openStore opens the data directory and replays it into the server
+// (before the loops start).
+func (s *Server) openStore() error {
+	if s.cfg.DataDir == "" {
+		return nil
+	}
+	l, err := wal.Open(wal.Options{
+		Dir: s.cfg.DataDir, Sync: s.cfg.Fsync, Interval: s.cfg.FsyncInterval, Repair: s.cfg.Repair,
+		SegmentBytes: s.cfg.storeSegment, CompactBytes: s.cfg.storeCompact,
+		OnDurable: s.wakeLoops,
+		Logf: func(format string, args ...any) {
+			s.cfg.Logger.Warn(fmt.Sprintf(format, args...))
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	var rs replayState
+	st, err := l.Replay(func(r wal.Record) error { return s.apply(&rs, r) })
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("recover store: %w", err)
+	}
+	inboxes := s.finishReplay()
+	s.wal = l
+	s.tree.onSet = s.logRetain
+	s.groups.onChange, s.groups.sync = s.logGroup, s.syncStore
+	s.cfg.Logger.Info("store recovered", "dir", s.cfg.DataDir, "fsync", s.fsyncString(),
+		"records", st.Records, "bytes", st.Bytes, "messages", rs.messages, "inboxes", inboxes,
+		"sessions", rs.sessions, "retained", s.tree.retainedCount(), "took", st.Took.Round(time.Millisecond),
+		"torn_tail_bytes", st.Truncated, "repaired_bytes", st.Repaired)
+	if st.NeedsCompact() {
+		if err := s.compact(); err != nil {
+			return fmt.Errorf("compact after repair: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) fsyncString() string {
+	if s.cfg.Fsync == wal.SyncInterval {
+		return "interval=" + s.cfg.FsyncInterval.String()
+	}
+	return s.cfg.Fsync.String()
+}
+
+// wakeLoops posts a store wake to every loop (the log writes again).
+func (s *Server) wakeLoops() {
+	for i := range s.loops {
+		s.eng.PostLoop(i, netpoll.Message{Kind: msgStoreWake})
+	}
+}
+
+// replayState counts what a replay restored.
+type replayState struct {
+	messages, sessions int
+	skipped            int // records naming nothing (a del of a seq not held)
+}
+
+var errBadRecord = errors.New("malformed store record")
+
+// apply replays one record (no loop runs yet; s.wal is nil, so nothing is
+// logged again).
+func (s *Server) apply(rs *replayState, r wal.Record) error {
+	f := r.Fields()
+	a, ok := f.Next()
+	if !ok {
+		return fmt.Errorf("record %d type %d: %w", r.Seq, r.Type, errBadRecord)
+	}
+	b, _ := f.Next()
+	c, _ := f.Next()
+	switch r.Type {
+	case recRetain:
+		if !s.tree.setRetained(a, c, firstByte(b), s.cfg.MaxRetained, s.cfg.RetainedMaxBytes, s.cfg.StoreMaxBytes) {
+			s.stats.retainedFull.Add(1)
+		}
+		return nil
+	case recGroupAdd, recGroupDel:
+		if r.Type == recGroupAdd {
+			s.groups.Add(string(a), string(b))
+		} else {
+			s.groups.Remove(string(a), string(b))
+		}
+		return nil
+	}
+	create := r.Type == recPut || r.Type == recSession || r.Type == recSub || r.Type == recSeen || r.Type == recQ2Add
+	cl := s.reg.lock(a, create)
+	if cl == nil {
+		if create {
+			return fmt.Errorf("record %d: the user table is full", r.Seq)
+		}
+		rs.skipped++
+		return nil
+	}
+	defer cl.mu.Unlock()
+	switch r.Type {
+	case recPut:
+		if len(c) < 4 {
+			return fmt.Errorf("record %d: short packet: %w", r.Seq, errBadRecord)
+		}
+		if s.insertReplayed(cl, r.Seq, firstByte(b), c) {
+			rs.messages++
+		}
+	case recDel, recRel:
+		if len(b) != 8 {
+			return fmt.Errorf("record %d: %w", r.Seq, errBadRecord)
+		}
+		q := cl.box()
+		i := q.findSeq(binary.LittleEndian.Uint64(b))
+		switch {
+		case i < 0:
+			rs.skipped++
+		case r.Type == recDel:
+			q.remove(i)
+			rs.messages--
+		default:
+			q.at(i).flags |= fReleased
+		}
+	case recSession:
+		if firstByte(b) == 1 {
+			if !cl.persistent {
+				s.held.Add(sessionOverhead)
+				cl.persistent = true
+				rs.sessions++
+			}
+		} else if cl.persistent {
+			s.held.Add(-sessionOverhead)
+			cl.persistent = false
+			rs.sessions--
+			s.dropSubs(cl)
+			rs.messages -= cl.box().len()
+			cl.box().dropGeneric()
+			rs.messages += cl.box().len()
+			if x := cl.xp(); x != nil {
+				x.qos2in = nil
+			}
+		}
+	case recSub:
+		s.addSubLocked(cl, string(b), firstByte(c), true)
+	case recUnsub:
+		s.removeSubLocked(cl, b)
+	case recSeen:
+		if len(b) == 8 {
+			cl.lastSeen = max(cl.lastSeen, int64(binary.LittleEndian.Uint64(b)))
+		}
+	case recQ2Add, recQ2Del:
+		if len(b) != 2 {
+			return fmt.Errorf("record %d: %w", r.Seq, errBadRecord)
+		}
+		pid := uint16(b[0])<<8 | uint16(b[1])
+		x := cl.x()
+		i := slices.Index(x.qos2in, pid)
+		if r.Type == recQ2Add && i < 0 {
+			x.qos2in = append(x.qos2in, pid)
+		} else if r.Type == recQ2Del && i >= 0 {
+			x.qos2in = slices.Delete(x.qos2in, i, i+1)
+		}
+	default:
+		return fmt.Errorf("record %d: unknown type %d (written by a newer edged?): %w", r.Seq, r.Type, errBadRecord)
+	}
+	return nil
+}
+
+func firstByte(b []byte) byte {
+	if len(b) == 0 {
+		return 0
+	}
+	return b[0]
+}
+
+// insertReplayed puts a replayed PUBLISH into cl's inbox in seq order,
+// unless it holds seq already; cl is locked.
+func (s *Server) insertReplayed(cl *client, seq uint64, flags byte, pkt []byte) bool {
+	q := &cl.x().q
+	if q.acct == nil {
+		q.acct = &s.held
+	}
+	if q.findSeq(seq) >= 0 {
+		return false
+	}
+	buf := getBuf(len(pkt))
+	*buf = append(*buf, pkt...)
+	b := *buf
+	b[0] &^= 0x08 // DUP is per connection: recovery sets it again
+	e := entry{buf: buf, flags: flags & persistFlags, seq: seq}
+	if q := (b[0] >> 1) & 3; q > 0 {
+		i := 1
+		for b[i]&0x80 != 0 {
+			i++
+		}
+		i++
+		n := int(b[i])<<8 | int(b[i+1])
+		e.pidOff = uint32(i + 2 + n)
+		if int(e.pidOff)+2 > len(b) {
+			putBuf(buf)
+			return false
+		}
+		b[e.pidOff], b[e.pidOff+1] = 0, 1
+	}
+	q.push(e)
+	// Keep seq order: a put replayed after a later one (the fuzzy
+	// snapshot restates state the log then repeats) moves into place.
+	for i := q.len() - 1; i > 0 && q.at(i-1).seq > q.at(i).seq; i-- {
+		*q.at(i - 1), *q.at(i) = *q.at(i), *q.at(i - 1)
+	}
+	if cl.made == 0 {
+		cl.made = uint32(s.cfg.Now().Unix())
+	}
+	return true
+}
+
+// findSeq returns the index of the entry with seq (entries with a seq are
+// in seq order), or -1.
+func (q *inbox) findSeq(seq uint64) int {
+	if q == nil || seq == 0 {
+		return -1
+	}
+	items := q.items[q.head:]
+	i, ok := slices.BinarySearchFunc(items, seq, func(e entry, s uint64) int {
+		switch {
+		case e.seq < s:
+			return -1
+		case e.seq > s:
+			return 1
+		}
+		return 0
+	})
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+// finishReplay marks what may have been in flight for redelivery with DUP
+// and releases the records that hold nothing (a user with only a last-seen
+// time moves to the shard's seen table). It returns the inboxes restored.
+func (s *Server) finishReplay() (inboxes int) {
+	s.reg.dirMu.Lock()
+	next := s.reg.next
+	s.reg.dirMu.Unlock()
+	window := int(s.inflight.Load())
+	for idx := uint32(1); idx < next; idx++ {
+		cl := s.reg.at(idx)
+		if cl == nil {
+			continue
+		}
+		cl.mu.Lock()
+		if cl.dead {
+			cl.mu.Unlock()
+			continue
+		}
+		// Sent entries are always the front of the inbox: any of the
+		// first window ones may have reached the client before the stop.
+		q := cl.box()
+		for i := 0; i < min(q.len(), window); i++ {
+			q.at(i).flags |= fDup
+		}
+		if q.len() > 0 {
+			inboxes++
+		}
+		cl.trimExt()
+		gen := cl.gen
+		cl.mu.Unlock()
+		s.reg.release(cl, gen)
+	}
+	return inboxes
+}
+
+// compact writes a snapshot of the whole durable state (wal.Compact).
+func (s *Server) compact() error {
+	return s.wal.Compact(s.writeSnapshot)
+}
+
+// compactor compacts the store when its log outgrows the live state.
+func (s *Server) compactor(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if s.wal.ShouldCompact() && !s.wal.Failed() {
+				if err := s.compact(); err != nil && s.storeLog.allow() {
+					s.cfg.Logger.Error("store: compaction failed; will retry", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// writeSnapshot restates the durable state as records: groups, retained
+// messages, then every client (session, subscriptions, QoS 2 state, last
+// seen, logged inbox entries), then the last-seen tables. Each part is
+// read under its own lock, the way it is changed and logged.
+func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
+	s.groups.mu.RLock()
+	for g, mem := range s.groups.m {
+		for u := range mem {
+			w.Append(recGroupAdd, 0, []byte(g), []byte(u))
+		}
+	}
+	s.groups.mu.RUnlock()
+	if err := s.snapshotRetained(w); err != nil {
+		return err
+	}
+	s.reg.dirMu.Lock()
+	next := s.reg.next
+	s.reg.dirMu.Unlock()
+	var b8 [8]byte
+	for idx := uint32(1); idx < next; idx++ {
+		cl := s.reg.at(idx)
+		if cl == nil {
+			continue
+		}
+		cl.mu.Lock()
+		if cl.dead {
+			cl.mu.Unlock()
+			continue
+		}
+		id := cl.idBytes()
+		if cl.persistent {
+			w.Append(recSession, 0, id, []byte{1})
+			if x := cl.xp(); x != nil {
+				for _, sub := range x.subs.items {
+					w.Append(recSub, 0, id, []byte(sub.filter), []byte{sub.qos})
+				}
+				for _, pid := range x.qos2in {
+					w.Append(recQ2Add, 0, id, []byte{byte(pid >> 8), byte(pid)})
+				}
+			}
+		}
+		if cl.lastSeen != 0 && cl.profileID() {
+			w.Append(recSeen, 0, id, u64(&b8, uint64(cl.lastSeen)))
+		}
+		q := cl.box()
+		for i := 0; i < q.len(); i++ {
+			e := q.at(i)
+			if e.seq != 0 {
+				w.Append(recPut, e.seq, id, []byte{e.flags & persistFlags}, *e.buf)
+			}
+		}
+		cl.mu.Unlock()
+	}
+	for i := range s.reg.shards {
+		sh := &s.reg.shards[i]
+		sh.mu.Lock()
+		for _, m := range []map[string]int64{sh.seenOld, sh.seen} {
+			for u, t := range m {
+				w.Append(recSeen, 0, []byte(u), u64(&b8, uint64(t)))
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return w.Err()
+}
+
+// snapshotRetained writes every retained message. It holds the retained
+// store's read lock for the walk (retained publishes wait; deliveries and
+// scans do not).
+func (s *Server) snapshotRetained(w *wal.SnapshotWriter) error {
+	t := s.tree
+	t.rmu.RLock()
+	defer t.rmu.RUnlock()
+	var walk func(n *rnode)
+	walk = func(n *rnode) {
+		if n.payload != nil {
+			w.Append(recRetain, 0, []byte(n.topic), []byte{n.qos}, n.payload)
+		}
+		if n.kids != nil {
+			for _, c := range n.kids.list {
+				if c != nil {
+					walk(c)
+				}
+			}
+		}
+	}
+	walk(&t.rroot)
+	return w.Err()
+}

@@ -1,0 +1,65 @@
+// Package wal is edged's durable store: an append-only log of records in
+// numbered segment files plus, after a compaction, one snapshot file, in a
+// data directory that one process owns (an exclusive flock on LOCK).
+//
+// # Why our own log and not an embedded store
+//
+// The server's state lives in memory, in structures tuned for density
+// (pointer-free client records, pooled packet buffers); the store only has
+// to make every change to it survive a crash and be replayed at start. That
+// is a redo log: one sequential write per event-loop batch, no reads until
+// the next start, no index. An LSM store such as cockroachdb/pebble gives
+// the same batched WAL underneath, then pays again for what edged does not
+// need: a memtable that holds a second copy of every queued message in the
+// heap, flushes and compactions of sorted tables, and a key per message to
+// delete it by. Measured on the 2-core dev VM on 2026-12-02 (BENCHMARKS.md,
+// "Durable state: store choice"), appending 100-byte records in batches of
+// 64 and deleting each after it was written, as inboxes do: this log took
+// a fraction of pebble's CPU per record and no heap per queued record, where
+// pebble's memtable held every live one; with a sync per batch both were
+// bound by the same fsync. So the log is ours, and stays small: framing,
+// group commit, torn-tail and corruption handling, and compaction by
+// snapshot.
+//
+// # Format
+//
+// A segment (%016x.wal) and a snapshot (snap-%016x) start with a 16-byte
+// header (magic "EDGEDWAL", version, kind) followed by records:
+//
+//	u32 length of the rest (type, seq, data), little endian
+//	u32 CRC-32C of type, seq and data
+//	u8  type (the caller's, 1-255)
+//	u64 seq, little endian: the log's sequence number, strictly increasing
+//	    across segments; a snapshot keeps the seq of the record it restates
+//	data: the caller's fields, each uvarint(len) then bytes
+//
+// # Durability
+//
+// Append only buffers a record in memory (under one mutex, so log order is
+// the order in which callers appended). Commit writes the buffer with one
+// write(2) and, with SyncAlways, fsyncs it, coalescing callers: one write
+// and one fsync serve every record appended before them (group commit).
+// Durable reports the highest seq a caller may acknowledge: written (in the
+// page cache, so it survives the process being killed) for SyncInterval and
+// SyncNever, fsynced for SyncAlways. A write error (a full disk) leaves the
+// unwritten records buffered, makes Failed true, and retries in the
+// background until it succeeds; nothing appended is dropped.
+//
+// # Recovery and compaction
+//
+// Replay reads the newest snapshot, then every segment from the one the
+// snapshot names, in order. A record cut short at the end of the last
+// segment (a torn write) is truncated away and logged; a bad record with a
+// good one after it, or anywhere but the tail, is corruption: Open's
+// Replay fails with a *CorruptError naming the file and offset, unless
+// Options.Repair is set, in which case the bad bytes are skipped, logged and
+// the caller is told to compact (which rewrites the state without them).
+//
+// Compact rotates to a new segment R, lets the caller write its whole live
+// state as records into snap-R (a fuzzy snapshot: the state is read while
+// appends go on into segment R), fsyncs and renames it into place, then
+// deletes the older segments and snapshot. Replaying snap-R and then the
+// segments from R re-applies some changes the snapshot already holds, so
+// the caller's records must be idempotent state changes ("put entry seq
+// S", "delete entry S", "set flag"), which edged's are.
+package wal
