@@ -179,18 +179,16 @@ func writeAck(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uint16) {
 // loop flushes its output: it writes what was logged and sends the held
 // acknowledgements that are durable.
 func (s *Server) commitTick(l *netpoll.Loop, ls *loopState) {
-	var err error
+	// A failure is logged once by the store (and again when it
+	// recovers); meanwhile the acknowledgements wait.
 	if len(ls.acks) > 0 {
-		err = s.wal.Commit()
+		s.wal.Commit()
 	} else if s.wal.Last() > s.wal.Durable() {
 		// Deletes, receipts, subscriptions: written now, so that what
 		// this iteration's output tells a client (a SUBACK) survives
 		// the process being killed; fsynced with the next batch of
 		// acknowledgements (or the interval).
-		err = s.wal.Write()
-	}
-	if err != nil && s.storeLog.allow() {
-		s.cfg.Logger.Error("store: writes failing; acknowledgements held, publishes refused until they succeed", "err", err)
+		s.wal.Write()
 	}
 	if len(ls.acks) == 0 {
 		return

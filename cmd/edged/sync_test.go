@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,9 +44,12 @@ func buildEdged(t *testing.T) string {
 // its standard error, which it returns.
 func startBinary(t *testing.T, name string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
-	// Each edged gets its own store: the default ./edged-data would
-	// land in the package directory, shared between tests.
-	args = append(args, "--data-dir", t.TempDir())
+	// Each edged gets its own store unless the test names one: the
+	// default ./edged-data would land in the package directory, shared
+	// between tests.
+	if !slices.Contains(args, "--data-dir") && !slices.Contains(args, "--in-memory") {
+		args = append(args, "--data-dir", t.TempDir())
+	}
 	cmd := exec.Command(name, args...)
 	errb := &syncBuffer{}
 	cmd.Stderr = errb
