@@ -164,7 +164,7 @@ func writeRecords(t *testing.T, dir string, n int) string {
 // before it replay, and the log goes on.
 func TestTornTail(t *testing.T) {
 	for _, tc := range []struct {
-		name string
+		name   string
 		damage func(b []byte) []byte
 	}{
 		{"cut mid-record", func(b []byte) []byte { return b[:len(b)-5] }},
