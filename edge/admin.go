@@ -204,7 +204,7 @@ func (s *Server) Mux() *http.ServeMux {
 		added, err := s.groups.Add(r.PathValue("group"), r.PathValue("user"))
 		switch {
 		case err != nil:
-			writeJSON(w, http.StatusBadRequest, map[string]any{"error": adminErr(err)})
+			writeJSON(w, adminStatus(err), map[string]any{"error": adminErr(err)})
 		case added:
 			writeJSON(w, http.StatusCreated, map[string]any{"added": true})
 		default:
@@ -215,7 +215,7 @@ func (s *Server) Mux() *http.ServeMux {
 		removed, err := s.groups.Remove(r.PathValue("group"), r.PathValue("user"))
 		switch {
 		case err != nil:
-			writeJSON(w, http.StatusBadRequest, map[string]any{"error": adminErr(err)})
+			writeJSON(w, adminStatus(err), map[string]any{"error": adminErr(err)})
 		case removed:
 			writeJSON(w, http.StatusOK, map[string]any{"removed": true})
 		default:
@@ -324,6 +324,15 @@ const (
 	defaultInboxList = 100
 	maxInboxList     = 10000
 )
+
+// adminStatus is the HTTP status for err: 503 when the store cannot write
+// (retry later), 400 for bad input.
+func adminStatus(err error) int {
+	if errors.Is(err, ErrStoreUnavailable) {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusBadRequest
+}
 
 func adminErr(err error) string {
 	switch {

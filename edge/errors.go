@@ -13,4 +13,7 @@ var (
 	ErrBadGroup     = errors.New("edge: invalid group name")
 	ErrBadConfig    = errors.New("edge: invalid config")
 	ErrClosed       = errors.New("edge: server closed")
+	// ErrStoreUnavailable: a change was made in memory but the durable
+	// store cannot write it yet (a full disk); the store retries.
+	ErrStoreUnavailable = errors.New("edge: durable store unavailable")
 )

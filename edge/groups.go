@@ -21,7 +21,8 @@ type Groups struct {
 func newGroups() *Groups { return &Groups{m: make(map[string]map[string]struct{})} }
 
 // Add makes user a member of group. It returns ErrBadGroup or ErrBadUserID
-// for invalid names, and reports whether the user was added (false if
+// for invalid names, ErrStoreUnavailable if the change is made but not yet
+// durable (the store retries), and reports whether the user was added (false if
 // already a member).
 func (g *Groups) Add(group, user string) (bool, error) {
 	if err := checkGroupUser(group, user); err != nil {
@@ -50,7 +51,7 @@ func (g *Groups) logLocked(add bool, group, user string) error {
 	}
 	g.onChange(add, group, user)
 	if err := g.sync(); err != nil {
-		return fmt.Errorf("store group change: %w", err)
+		return fmt.Errorf("store group change: %w: %w", ErrStoreUnavailable, err)
 	}
 	return nil
 }

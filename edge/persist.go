@@ -244,7 +244,7 @@ func (s *Server) openStore() error {
 	s.groups.onChange, s.groups.sync = s.logGroup, s.syncStore
 	s.cfg.Logger.Info("store recovered", "dir", s.cfg.DataDir, "fsync", s.fsyncString(),
 		"records", st.Records, "bytes", st.Bytes, "messages", rs.messages, "inboxes", inboxes,
-		"sessions", rs.sessions, "retained", s.tree.retainedCount(), "took", st.Took.Round(time.Millisecond),
+		"sessions", rs.sessions, "retained", s.tree.retainedCount(), "took_ms", st.Took.Milliseconds(),
 		"torn_tail_bytes", st.Truncated, "repaired_bytes", st.Repaired)
 	if st.NeedsCompact() {
 		if err := s.compact(); err != nil {

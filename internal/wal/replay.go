@@ -93,6 +93,9 @@ func (l *Log) Replay(fn func(Record) error) (st ReplayStats, err error) {
 		st.Segments++
 		l.sinceSnp.Add(size)
 		last = id
+		if size == fileHdr {
+			os.Remove(l.segPath(id)) // nothing in it (a start with no writes)
+		}
 	}
 	l.mu.Lock()
 	l.seq = maxSeq
