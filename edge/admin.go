@@ -292,6 +292,22 @@ type Stats struct {
 	// Config.MaxSubscriptions.
 	FiltersOverPacket uint64 `json:"filters_over_packet_cap"`
 	FiltersOverClient uint64 `json:"filters_over_client_cap"`
+
+	// Disk is the durable store's work; nil without a data dir.
+	Disk *DiskStats `json:"disk,omitempty"`
+}
+
+// DiskStats describe the durable store (Config.DataDir).
+type DiskStats struct {
+	Records      uint64  `json:"records"`       // records logged
+	BytesWritten uint64  `json:"bytes_written"` // bytes written to the log
+	Writes       uint64  `json:"writes"`        // write(2) batches
+	Fsyncs       uint64  `json:"fsyncs"`
+	FsyncSeconds float64 `json:"fsync_seconds"` // total time in fsync
+	WriteErrors  uint64  `json:"write_errors"`
+	Compactions  uint64  `json:"compactions"`
+	DiskBytes    int64   `json:"disk_bytes"` // the last snapshot plus the log since
+	Failing      bool    `json:"failing"`    // writes fail: PUBACKs held, publishes refused (store_unavailable)
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -316,6 +332,7 @@ func (s *Server) Stats() Stats {
 
 		FiltersOverPacket: s.stats.overPacket.Load(),
 		FiltersOverClient: s.stats.overClient.Load(),
+		Disk:              s.diskStats(),
 	}
 }
 

@@ -45,13 +45,25 @@ func (s *Server) Counters() map[string]int64 {
 	for reason, n := range st.Closes {
 		m["closes_"+reason] = int64(n)
 	}
+	if d := st.Disk; d != nil {
+		m["store_records"], m["store_written_bytes"], m["store_fsyncs"] = int64(d.Records), int64(d.BytesWritten), int64(d.Fsyncs)
+		m["store_write_errors"], m["store_compactions"] = int64(d.WriteErrors), int64(d.Compactions)
+	}
 	return m
 }
 
 // Gauges returns the server's levels by name: connections, clients and
 // the bytes held by the store (inboxes and retained messages).
 func (s *Server) Gauges() map[string]int64 {
-	return map[string]int64{"connections": s.Connections(), "clients": s.Clients(), "store_bytes": s.held.Load()}
+	m := map[string]int64{"connections": s.Connections(), "clients": s.Clients(), "store_bytes": s.held.Load()}
+	if s.wal != nil {
+		m["store_disk_bytes"] = s.wal.DiskBytes()
+		m["store_failing"] = 0
+		if s.wal.Failed() {
+			m["store_failing"] = 1
+		}
+	}
+	return m
 }
 
 // inboxWatchFloor is the inbox length at which a client is watched for the

@@ -209,6 +209,19 @@ func (s *Server) commitTick(l *netpoll.Loop, ls *loopState) {
 	ls.acks = ls.acks[:k]
 }
 
+func (s *Server) diskStats() *DiskStats {
+	if s.wal == nil {
+		return nil
+	}
+	st := &s.wal.Stats
+	return &DiskStats{
+		Records: st.Records.Load(), BytesWritten: st.Bytes.Load(), Writes: st.Writes.Load(),
+		Fsyncs: st.Syncs.Load(), FsyncSeconds: float64(st.SyncNanos.Load()) / 1e9,
+		WriteErrors: st.WriteErrors.Load(), Compactions: st.Compactions.Load(),
+		DiskBytes: s.wal.DiskBytes(), Failing: s.wal.Failed(),
+	}
+}
+
 // storeDown reports whether a PUBLISH with qos and retain would need the
 // store while it cannot write.
 func (s *Server) storeDown(qos byte, retain bool) bool {
