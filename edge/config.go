@@ -179,6 +179,10 @@ type Config struct {
 	// Repair makes recovery drop corrupt records (logged) instead of
 	// refusing to start.
 	Repair bool
+	// Handoff, if set, is the state and descriptors of a process that
+	// hands its connections over (a zero-downtime upgrade, handoff.go):
+	// Start serves them instead of binding and recovering.
+	Handoff *Handoff
 	// storeSegment and storeCompact override wal's segment and
 	// compaction sizes (tests).
 	storeSegment, storeCompact int64

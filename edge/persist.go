@@ -38,6 +38,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -230,11 +231,18 @@ func (s *Server) storeDown(qos byte, retain bool) bool {
 
 // openStore opens the data directory and replays it into the server
 // (before the loops start).
-func (s *Server) openStore() error {
+func (s *Server) openStore() (err error) {
 	if s.cfg.DataDir == "" {
-		return nil
+		if s.cfg.Handoff != nil {
+			s.handoffKicks, err = s.importState(s.cfg.Handoff)
+		}
+		return err
 	}
-	l, err := wal.Open(wal.Options{
+	var lock *os.File
+	if s.cfg.Handoff != nil {
+		lock = s.cfg.Handoff.Lock
+	}
+	l, err := wal.Open(wal.Options{LockFile: lock,
 		Dir: s.cfg.DataDir, Sync: s.cfg.Fsync, Interval: s.cfg.FsyncInterval, Repair: s.cfg.Repair,
 		SegmentBytes: s.cfg.storeSegment, CompactBytes: s.cfg.storeCompact,
 		OnDurable: s.wakeLoops,
@@ -246,12 +254,24 @@ func (s *Server) openStore() error {
 		return fmt.Errorf("open store: %w", err)
 	}
 	var rs replayState
-	st, err := l.Replay(func(r wal.Record) error { return s.apply(&rs, r) })
+	apply := func(r wal.Record) error { return s.apply(&rs, r) }
+	if s.cfg.Handoff != nil {
+		// The state comes whole with the handoff: the log is read only
+		// to check it and find where to append.
+		apply = func(wal.Record) error { return nil }
+	}
+	st, err := l.Replay(apply)
 	if err != nil {
 		l.Close()
 		return fmt.Errorf("recover store: %w", err)
 	}
-	inboxes := s.finishReplay()
+	inboxes := 0
+	if s.cfg.Handoff == nil {
+		inboxes = s.finishReplay()
+	} else if s.handoffKicks, err = s.importState(s.cfg.Handoff); err != nil {
+		l.Close()
+		return err
+	}
 	s.wal = l
 	s.tree.onSet = s.logRetain
 	s.groups.onChange, s.groups.sync = s.logGroup, s.syncStore

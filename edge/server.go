@@ -75,6 +75,10 @@ type Server struct {
 
 	stopCompact chan struct{}
 	compactDone chan struct{}
+
+	// handoffKicks are the connections adopted from a handoff, pumped
+	// once the loops run.
+	handoffKicks []netpoll.Handle
 }
 
 // msgCounters count messages; the observability work exports them.
@@ -149,6 +153,7 @@ func New(cfg Config) (*Server, error) {
 
 		PartialTimeout:  cfg.PartialTimeout,
 		MaxPartialBytes: cfg.MaxPartialBytes,
+		Listeners:       handoffListeners(cfg.Handoff),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create engine: %w", err)
@@ -213,6 +218,10 @@ func (s *Server) Start() (err error) {
 		s.stopCompact, s.compactDone = make(chan struct{}), make(chan struct{})
 		go s.compactor(s.stopCompact, s.compactDone)
 	}
+	for _, h := range s.handoffKicks {
+		s.kick(h) // what was queued or in flight at the handoff goes on
+	}
+	s.handoffKicks = nil
 	return nil
 }
 

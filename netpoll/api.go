@@ -95,6 +95,12 @@ type Config struct {
 	Backlog int
 	// TimerTick is the timer wheel resolution (default 10ms).
 	TimerTick time.Duration
+	// Listeners, if set, are inherited listening sockets to serve instead
+	// of binding Addr and ExtraAddrs: Listeners[g][i] is address group g's
+	// socket for loop i (one per loop with SO_REUSEPORT, else one), as
+	// Engine.GroupFDs of the engine that handed them over returned them.
+	// The engine owns them from New on.
+	Listeners [][]int
 	// Handler receives the events; required.
 	Handler Handler
 	// LiveHook, if set, is called on the loop's thread at the end of each

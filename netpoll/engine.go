@@ -32,6 +32,10 @@ type Engine struct {
 	mu      sync.Mutex // guards started and closed
 	started bool
 	closed  bool
+
+	// frz and freezing: Freeze, Thaw, Abandon (handoff.go).
+	frz      freezer
+	freezing atomic.Bool
 }
 
 // errNoReuse marks a failure to set SO_REUSEPORT: the fallback is one shared
@@ -128,6 +132,12 @@ func New(cfg Config) (_ *Engine, err error) {
 		}
 		addrs = append(addrs, xp)
 	}
+	if cfg.Listeners != nil {
+		if err := e.inherit(cfg.Listeners, len(addrs)); err != nil {
+			return nil, err
+		}
+		return e, nil
+	}
 	if e.reuse {
 		// A SO_REUSEPORT listener silently joins the group of a live
 		// server on the same address (same user), and the kernel then
@@ -187,6 +197,37 @@ func (e *Engine) listenGroup(g int, ap netip.AddrPort) error {
 		}
 		if err := l.p.addListener(fd, g); err != nil {
 			return fmt.Errorf("netpoll: loop %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// inherit serves handed-over listening sockets (Config.Listeners) instead
+// of binding.
+func (e *Engine) inherit(groups [][]int, want int) error {
+	if len(groups) != want {
+		return fmt.Errorf("netpoll: %d inherited listener groups for %d addresses", len(groups), want)
+	}
+	e.reuse = len(groups[0]) > 1 || len(e.loops) == 1
+	for g, fds := range groups {
+		if len(fds) != len(e.loops) && (len(fds) != 1 || e.reuse) {
+			return fmt.Errorf("netpoll: group %d: %d inherited listeners for %d loops (the loop count must not change across a handoff)", g, len(fds), len(e.loops))
+		}
+		for i, l := range e.loops {
+			if i >= len(fds) {
+				break
+			}
+			l.lfds = append(l.lfds, fds[i])
+			if i == 0 {
+				bound, err := localAddr(fds[i])
+				if err != nil {
+					return fmt.Errorf("netpoll: %w", err)
+				}
+				e.addrs = append(e.addrs, net.TCPAddrFromAddrPort(bound))
+			}
+			if err := l.p.addListener(fds[i], g); err != nil {
+				return fmt.Errorf("netpoll: loop %d: %w", i, err)
+			}
 		}
 	}
 	return nil

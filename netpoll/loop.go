@@ -238,6 +238,9 @@ func (l *Loop) run() {
 			}
 		}
 		l.busyNs.Add(int64(time.Since(t1)))
+		if l.e.freezing.Load() && l.park() {
+			return // abandoned: the connections belong to another process now
+		}
 		if l.e.closing.Load() {
 			l.shutdown(ErrShutdown)
 			return

@@ -296,6 +296,28 @@ type SnapshotWriter struct {
 	err  error
 }
 
+// EncodeRecord frames one record onto b in the log's format (for a state
+// stream outside the log, such as a handoff).
+func EncodeRecord(b []byte, typ byte, seq uint64, fields ...[]byte) []byte {
+	return appendRecord(b, typ, seq, fields)
+}
+
+// DecodeRecords calls fn for each record EncodeRecord put in b; a damaged
+// record is an error.
+func DecodeRecords(b []byte, fn func(Record) error) error {
+	for off := 0; off < len(b); {
+		r, k, why := parseRecord(b[off:])
+		if why != "" {
+			return fmt.Errorf("decode record at offset %d: %s", off, why)
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+		off += k
+	}
+	return nil
+}
+
 // Err returns the first error of an Append.
 func (w *SnapshotWriter) Err() error { return w.err }
 

@@ -82,6 +82,10 @@ type Options struct {
 	OnDurable func()
 	// Logf receives the log's rare lines (torn tails, write errors).
 	Logf func(format string, args ...any)
+	// LockFile, if set, is the directory's LOCK file, already locked by
+	// the process that handed it over (a zero-downtime upgrade): the lock
+	// is shared with that open file, not taken again.
+	LockFile *os.File
 }
 
 // Sentinel errors.
@@ -188,9 +192,11 @@ func Open(opts Options) (l *Log, err error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open log: %w", err)
 	}
-	lf, err := os.OpenFile(filepath.Join(opts.Dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
+	lf := opts.LockFile
+	if lf == nil {
+		if lf, err = os.OpenFile(filepath.Join(opts.Dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+			return nil, fmt.Errorf("open log: %w", err)
+		}
 	}
 	defer func() {
 		if err != nil {
@@ -204,6 +210,26 @@ func Open(opts Options) (l *Log, err error) {
 	lf.Truncate(0)
 	lf.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return &Log{opts: opts, dir: opts.Dir, lock: lf, stop: make(chan struct{})}, nil
+}
+
+// LockFile returns the open, locked LOCK file (to hand over with the
+// directory in a zero-downtime upgrade).
+func (l *Log) LockFile() *os.File { return l.lock }
+
+// Abandon closes the log without writing: the records were committed and
+// another process owns the directory now (it holds the lock through a
+// copy of LockFile). Appends after Abandon are lost.
+func (l *Log) Abandon() {
+	close(l.stop)
+	l.done.Wait()
+	l.wmu.Lock()
+	l.closed = true
+	if l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
+	l.wmu.Unlock()
+	l.lock.Close()
 }
 
 // Dir returns the data directory.
@@ -527,6 +553,14 @@ func (l *Log) startBackground() {
 			}
 		}
 	}()
+}
+
+// Sync writes and fsyncs every record appended so far, whatever the mode.
+func (l *Log) Sync() error {
+	if err := l.write(l.last.Load(), true); err != nil {
+		return err
+	}
+	return l.sync(l.last.Load())
 }
 
 // Close writes and fsyncs what is buffered (a clean shutdown loses

@@ -1,0 +1,203 @@
+package netpoll
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Handing a running engine's connections to another process (a
+// zero-downtime upgrade): the old engine Freezes its loops, Exports every
+// connection (descriptor, partial input, unwritten output) for the caller
+// to send with SCM_RIGHTS, and then either Thaws (the new process failed:
+// nothing happened) or Abandons (the loops exit without closing a
+// connection: the new process holds them). The new engine is made with
+// Config.Listeners (the inherited listening sockets) and Adopts each
+// connection before Start.
+
+// ErrNotFrozen is returned by Export and Abandon on an engine that is not
+// frozen; ErrFrozen by Freeze on one that is.
+var (
+	ErrNotFrozen = errors.New("netpoll: engine not frozen")
+	ErrFrozen    = errors.New("netpoll: engine already frozen")
+)
+
+// freezer is the engine's freeze state.
+type freezer struct {
+	mu      sync.Mutex // guards the fields below
+	on      bool
+	parked  sync.WaitGroup
+	release chan bool // closed/sent on thaw (false) or abandon (true)
+}
+
+// Freeze parks every loop at the end of an iteration, after its output was
+// flushed, and returns once all are parked: no handler runs until Thaw or
+// Abandon. It must not be called from a loop.
+func (e *Engine) Freeze() error {
+	e.mu.Lock()
+	started, closed := e.started, e.closed
+	e.mu.Unlock()
+	if !started || closed {
+		return ErrClosed
+	}
+	f := &e.frz
+	f.mu.Lock()
+	if f.on {
+		f.mu.Unlock()
+		return ErrFrozen
+	}
+	f.on = true
+	f.release = make(chan bool, len(e.loops))
+	f.parked.Add(len(e.loops))
+	e.freezing.Store(true)
+	f.mu.Unlock()
+	for _, l := range e.loops {
+		l.p.wake()
+	}
+	f.parked.Wait()
+	return nil
+}
+
+// park is a loop's side of Freeze: it reports whether the loop must exit
+// (Abandon) instead of going on (Thaw).
+func (l *Loop) park() bool {
+	f := &l.e.frz
+	f.mu.Lock()
+	release := f.release
+	f.mu.Unlock()
+	f.parked.Done()
+	return <-release
+}
+
+// Thaw lets the frozen loops go on.
+func (e *Engine) Thaw() {
+	e.unfreeze(false)
+}
+
+// Abandon makes the frozen loops exit without closing their connections or
+// calling OnClose: their descriptors were handed to another process. The
+// listeners, pollers and every descriptor of this engine are then closed
+// (closing a handed-over socket here does not end it: the other process
+// holds it). Close must not be called afterwards to close connections; it
+// only waits.
+func (e *Engine) Abandon() error {
+	if !e.unfreeze(true) {
+		return ErrNotFrozen
+	}
+	e.wg.Wait()
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	e.closing.Store(true)
+	for _, l := range e.loops {
+		l.slab.Range(func(slot uint32, c *Conn) bool {
+			sysClose(int(c.fd))
+			return true
+		})
+	}
+	e.release()
+	return nil
+}
+
+func (e *Engine) unfreeze(abandon bool) bool {
+	f := &e.frz
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.on {
+		return false
+	}
+	f.on = false
+	e.freezing.Store(false)
+	for range e.loops {
+		f.release <- abandon
+	}
+	return true
+}
+
+// Exported is a connection of a frozen engine.
+type Exported struct {
+	Loop    int
+	FD      int
+	Handle  Handle
+	User    uint64 // Conn.User
+	Pending []byte // partial input not yet consumed by OnData
+	Output  []byte // output the kernel has not taken
+}
+
+// Export lists every connection of a frozen engine, with copies of its
+// buffers. The descriptors stay the engine's.
+func (e *Engine) Export() ([]Exported, error) {
+	e.frz.mu.Lock()
+	on := e.frz.on
+	e.frz.mu.Unlock()
+	if !on {
+		return nil, ErrNotFrozen
+	}
+	var out []Exported
+	for _, l := range e.loops {
+		l.slab.Range(func(slot uint32, c *Conn) bool {
+			x := Exported{Loop: l.id, FD: int(c.fd), Handle: c.Handle(), User: c.user}
+			if c.pend != 0 {
+				x.Pending = append([]byte(nil), l.bufs[c.pend-1].b...)
+			}
+			if c.out != 0 {
+				b := &l.bufs[c.out-1]
+				x.Output = append([]byte(nil), b.b[b.off:]...)
+			}
+			out = append(out, x)
+			return true
+		})
+	}
+	return out, nil
+}
+
+// Conn returns a frozen engine's connection h (nil if it is gone), for the
+// handler's export of its own state; valid until Thaw or Abandon.
+func (e *Engine) Conn(h Handle) *Conn {
+	if int(h>>56) >= len(e.loops) {
+		return nil
+	}
+	return e.loops[h>>56].Conn(h)
+}
+
+// Adopt adds a handed-over connection to loop before Start: fd (now this
+// engine's), the partial input to prepend to what it reads next, and the
+// output still to write. It returns the connection (valid until Start) for
+// the handler to restore its own state; OnOpen is not called.
+func (e *Engine) Adopt(loop, fd int, pending, output []byte) (*Conn, error) {
+	e.mu.Lock()
+	started := e.started
+	e.mu.Unlock()
+	if started {
+		return nil, errors.New("netpoll: adopt after start")
+	}
+	if loop < 0 || loop >= len(e.loops) {
+		return nil, fmt.Errorf("netpoll: adopt on loop %d of %d", loop, len(e.loops))
+	}
+	l := e.loops[loop]
+	slot, gen, c, err := l.slab.Alloc()
+	if err != nil {
+		return nil, fmt.Errorf("netpoll: adopt: %w", err)
+	}
+	*c = Conn{fd: int32(fd), slot: slot, gen: gen, loop: l.gid}
+	if err := l.p.addConn(fd, cookieOf(slot, gen)); err != nil {
+		l.slab.Free(slot)
+		return nil, fmt.Errorf("netpoll: adopt fd %d: %w", fd, err)
+	}
+	l.conns.Add(1)
+	if len(pending) > 0 {
+		l.chargePartial(int64(capFor(len(pending))))
+		c.pend = l.takeBuf(len(pending)) + 1
+		pb := &l.bufs[c.pend-1]
+		pb.b = append(pb.b, pending...)
+		pb.since = 0
+		if l.partials == nil {
+			l.partials = make(map[uint32]struct{})
+		}
+		l.partials[c.slot] = struct{}{}
+	}
+	if len(output) > 0 {
+		c.Write(output) // flushed in the first iteration
+	}
+	return c, nil
+}
