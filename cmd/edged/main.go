@@ -12,11 +12,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/edgedhq/edged/internal/buildinfo"
-	"github.com/edgedhq/edged/internal/wal"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -27,6 +26,8 @@ import (
 	"time"
 
 	"github.com/edgedhq/edged/edge"
+	"github.com/edgedhq/edged/internal/buildinfo"
+	"github.com/edgedhq/edged/internal/wal"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -166,9 +167,41 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		return exitError
 	}
 	defer ops.close()
+	// The binary to start on an upgrade: this one's path as it was at
+	// start (a package manager replaces the file at the same path).
+	exe, _ := os.Executable()
+	upgradeReq := make(chan struct{}, 1)
+	if cfg.AdminRoutes != nil {
+		routes := cfg.AdminRoutes
+		cfg.AdminRoutes = func(mux *http.ServeMux) error {
+			mux.HandleFunc("POST /upgrade", func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case upgradeReq <- struct{}{}:
+				default: // one is on its way
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusAccepted)
+				fmt.Fprintf(w, "{\"upgrading\":true,\"pid\":%d}\n", os.Getpid())
+			})
+			return routes(mux)
+		}
+	}
+	var handoffReply func(error)
+	if v := os.Getenv(handoffEnv); v != "" {
+		os.Unsetenv(handoffEnv)
+		h, reply, err := takeHandoff(v)
+		if err != nil {
+			fmt.Fprintf(stderr, "edged: %v\n", err)
+			return exitError
+		}
+		cfg.Handoff, handoffReply = h, reply
+	}
 	s, err := edge.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "edged: %v\n", err)
+		if handoffReply != nil {
+			handoffReply(err)
+		}
 		if errors.Is(err, edge.ErrBadConfig) {
 			return exitUsage
 		}
@@ -177,11 +210,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if err := ops.attach(s); err != nil {
 		s.Close()
 		fmt.Fprintf(stderr, "edged: %v\n", err)
+		if handoffReply != nil {
+			handoffReply(err)
+		}
 		return exitError
 	}
 	if err := s.Start(); err != nil {
 		fmt.Fprintf(stderr, "edged: %v\n", err)
+		if handoffReply != nil {
+			handoffReply(err)
+		}
 		return exitError
+	}
+	if handoffReply != nil {
+		handoffReply(nil)
 	}
 	log := cfg.Logger
 	attrs := []any{"listen", s.Addr().String(), "auth", cfg.Auth.String(), "loops", cfg.Loops,
@@ -204,7 +246,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if ready != nil {
 		ready(s)
 	}
-	<-ctx.Done()
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
+	for serving := true; serving; {
+		select {
+		case <-ctx.Done():
+			serving = false
+		case <-usr2:
+		case <-upgradeReq:
+		}
+		if !serving {
+			break
+		}
+		log.Info("upgrade: starting the new binary", "exe", exe)
+		pid, err := upgrade(s, ops, exe, args, log)
+		if err != nil {
+			log.Error("upgrade failed; still serving", "err", err)
+			continue
+		}
+		ops.detach()
+		log.Info("edged handed over", "new_pid", pid)
+		return exitOK
+	}
 	log.Info("edged shutting down", "connections", s.Connections())
 	ops.detach()
 	if err := s.Close(); err != nil {

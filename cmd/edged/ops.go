@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/edgedhq/edged/ebpf"
 	"github.com/edgedhq/edged/edge"
@@ -171,8 +174,15 @@ func (p *ops) attachSteering(s *edge.Server) error {
 				name = "client"
 			}
 			pin := pinDir(name + "-" + port)
-			st, err := ebpf.Attach(ebpf.Config{Policy: p.policy, Listeners: eng.GroupFDs(g), PinPath: pin,
-				SockMap: l.iface != "", Logger: p.log})
+			cfg := ebpf.Config{Policy: p.policy, Listeners: eng.GroupFDs(g), PinPath: pin, SockMap: l.iface != "", Logger: p.log}
+			st, err := ebpf.Attach(cfg)
+			// Sockets handed over by an upgrade were in the old
+			// process's socket array until it detached; the kernel
+			// frees that array a moment later (EBUSY until then).
+			for end := time.Now().Add(3 * time.Second); err != nil && errors.Is(err, unix.EBUSY) && time.Now().Before(end); {
+				time.Sleep(20 * time.Millisecond)
+				st, err = ebpf.Attach(cfg)
+			}
 			if err != nil {
 				for _, st := range steers {
 					st.Close()

@@ -1,0 +1,275 @@
+package main
+
+// Zero-downtime upgrade, the process part: on SIGUSR2 (or POST /upgrade,
+// edgectl upgrade) the running edged starts the binary at its own path
+// with its own flags and the environment variable below naming one end of
+// a unix socket pair. The two speak a line protocol over it:
+//
+//	new -> old  "edged-handoff <version> <pid>\n"
+//	old -> new  "refuse <why>\n"                      (versions differ: the old goes on)
+//	old -> new  "state <listeners> <conns> <lock 0|1> <state bytes> <groups>\n",
+//	            the descriptors (SCM_RIGHTS, in batches), then the state bytes
+//	new -> old  "ok\n" once it serves, or "fail <why>\n"
+//
+// The old process freezes its loops before it sends the state and, on "ok",
+// exits without closing a connection; on anything else (a refusal, a
+// failure, a timeout, the new process dying) it thaws and goes on serving,
+// and logs why.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/edgedhq/edged/edge"
+)
+
+const handoffEnv = "EDGED_HANDOFF_FD"
+
+// handoffTimeout bounds each wait of the protocol (the new binary's start,
+// its recovery of the store's position, its adoption of the connections).
+const handoffTimeout = 60 * time.Second
+
+// fdBatch is how many descriptors one SCM_RIGHTS message carries (the
+// kernel's SCM_MAX_FD is 253).
+const fdBatch = 250
+
+// upgrade hands s over to a new process running exe with args. It returns
+// the new pid once that process serves; on error s is serving again.
+//
+// Socket steering is detached before the freeze (a socket can be in one
+// socket array only: the new process attaches its own) and attached again
+// by resume if the new process does not take over.
+func upgrade(s *edge.Server, p *ops, exe string, args []string, log *slog.Logger) (int, error) {
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("upgrade: %w", os.NewSyscallError("socketpair", err))
+	}
+	parent, child := os.NewFile(uintptr(sp[0]), "handoff"), os.NewFile(uintptr(sp[1]), "handoff-child")
+	defer parent.Close()
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), handoffEnv+"=3")
+	cmd.ExtraFiles = []*os.File{child}
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	err = cmd.Start()
+	child.Close()
+	if err != nil {
+		return 0, fmt.Errorf("upgrade: start %s: %w", exe, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	fail := func(err error) (int, error) {
+		cmd.Process.Kill()
+		<-exited
+		return 0, err
+	}
+	fc, err := net.FileConn(parent)
+	if err != nil {
+		return fail(fmt.Errorf("upgrade: %w", err))
+	}
+	uc := fc.(*net.UnixConn)
+	defer uc.Close()
+	uc.SetDeadline(time.Now().Add(handoffTimeout))
+	rd := bufio.NewReader(uc)
+	hello, err := rd.ReadString('\n')
+	if err != nil {
+		select {
+		case werr := <-exited:
+			return 0, fmt.Errorf("upgrade: the new binary exited before the handoff (%v)", werr)
+		case <-time.After(time.Second):
+			return fail(fmt.Errorf("upgrade: no hello from the new binary: %w", err))
+		}
+	}
+	var version, pid int
+	if _, err := fmt.Sscanf(hello, "edged-handoff %d %d", &version, &pid); err != nil {
+		return fail(fmt.Errorf("upgrade: bad hello %q", strings.TrimSpace(hello)))
+	}
+	if version != edge.HandoffVersion {
+		fmt.Fprintf(uc, "refuse handoff format %d, the running edged speaks %d: restart it instead (clients reconnect)\n", version, edge.HandoffVersion)
+		<-exited
+		return 0, fmt.Errorf("upgrade: the new binary speaks handoff format %d, this one %d: refused", version, edge.HandoffVersion)
+	}
+	t0 := time.Now()
+	p.detach()
+	h, err := s.Freeze()
+	if err != nil {
+		fmt.Fprintf(uc, "refuse %v\n", err)
+		<-exited
+		if serr := p.attachSteering(s); serr != nil {
+			log.Error("upgrade: socket steering not attached again", "err", serr)
+		}
+		return 0, fmt.Errorf("upgrade: %w", err)
+	}
+	resume := func(why error) (int, error) {
+		cmd.Process.Kill()
+		<-exited
+		if err := s.Resume(); err != nil {
+			log.Error("upgrade: resumed, but the admin API did not come back", "err", err)
+		}
+		if err := p.attachSteering(s); err != nil {
+			log.Error("upgrade: resumed, but socket steering was not attached again", "err", err)
+		}
+		return 0, why
+	}
+	var fds []int
+	var shape []string
+	for _, g := range h.Listeners {
+		fds = append(fds, g...)
+		shape = append(shape, strconv.Itoa(len(g)))
+	}
+	lock := 0
+	if h.Lock != nil {
+		fds = append(fds, int(h.Lock.Fd()))
+		lock = 1
+	}
+	fds = append(fds, h.Conns...)
+	if _, err := fmt.Fprintf(uc, "state %s %d %d %d\n", strings.Join(shape, ","), len(h.Conns), lock, len(h.State)); err != nil {
+		return resume(fmt.Errorf("upgrade: %w", err))
+	}
+	for len(fds) > 0 {
+		n := min(len(fds), fdBatch)
+		if _, _, err := uc.WriteMsgUnix([]byte{'F'}, unix.UnixRights(fds[:n]...), nil); err != nil {
+			return resume(fmt.Errorf("upgrade: send descriptors: %w", err))
+		}
+		fds = fds[n:]
+	}
+	if _, err := uc.Write(h.State); err != nil {
+		return resume(fmt.Errorf("upgrade: send state: %w", err))
+	}
+	uc.SetDeadline(time.Now().Add(handoffTimeout))
+	reply, err := rd.ReadString('\n')
+	if err != nil || reply != "ok\n" {
+		if err == nil {
+			err = errors.New(strings.TrimSpace(reply))
+		}
+		return resume(fmt.Errorf("upgrade: the new process did not take over: %w", err))
+	}
+	pause := time.Since(t0)
+	if err := s.Finish(); err != nil {
+		log.Error("upgrade: finishing the old process", "err", err)
+	}
+	log.Info("handed over", "new_pid", pid, "connections", len(h.Conns), "state_bytes", len(h.State), "frozen_ms", pause.Milliseconds())
+	return pid, nil
+}
+
+// takeHandoff is the new process's side: it says hello and reads the
+// state. reply tells the old process how the start went.
+func takeHandoff(fdEnv string) (h *edge.Handoff, reply func(error), err error) {
+	fd, err := strconv.Atoi(fdEnv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("take handoff: %s=%q", handoffEnv, fdEnv)
+	}
+	f := os.NewFile(uintptr(fd), "handoff")
+	fc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("take handoff: %w", err)
+	}
+	uc := fc.(*net.UnixConn)
+	reply = func(err error) {
+		if err == nil {
+			io.WriteString(uc, "ok\n")
+		} else {
+			fmt.Fprintf(uc, "fail %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+		}
+		uc.Close()
+	}
+	defer func() {
+		if err != nil {
+			reply(err)
+		}
+	}()
+	uc.SetDeadline(time.Now().Add(handoffTimeout))
+	if _, err := fmt.Fprintf(uc, "edged-handoff %d %d\n", edge.HandoffVersion, os.Getpid()); err != nil {
+		return nil, nil, fmt.Errorf("take handoff: %w", err)
+	}
+	// The header line and the descriptors are read without a buffered
+	// reader, so that no byte of what follows is read ahead of its
+	// SCM_RIGHTS message.
+	line, err := readLine(uc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("take handoff: %w", err)
+	}
+	if why, ok := strings.CutPrefix(line, "refuse "); ok {
+		return nil, nil, fmt.Errorf("take handoff: the running edged refused: %s", why)
+	}
+	var shape string
+	var nconns, lock, nstate int
+	if _, err := fmt.Sscanf(line, "state %s %d %d %d", &shape, &nconns, &lock, &nstate); err != nil {
+		return nil, nil, fmt.Errorf("take handoff: bad header %q", line)
+	}
+	var groups []int
+	total := nconns + lock
+	for _, g := range strings.Split(shape, ",") {
+		n, err := strconv.Atoi(g)
+		if err != nil {
+			return nil, nil, fmt.Errorf("take handoff: bad header %q", line)
+		}
+		groups = append(groups, n)
+		total += n
+	}
+	var fds []int
+	oob := make([]byte, unix.CmsgSpace(fdBatch*4))
+	for len(fds) < total {
+		var b [1]byte
+		_, oobn, _, _, err := uc.ReadMsgUnix(b[:], oob)
+		if err != nil {
+			return nil, nil, fmt.Errorf("take handoff: receive descriptors: %w", err)
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return nil, nil, fmt.Errorf("take handoff: %w", err)
+		}
+		for _, m := range msgs {
+			got, err := unix.ParseUnixRights(&m)
+			if err != nil {
+				return nil, nil, fmt.Errorf("take handoff: %w", err)
+			}
+			for _, fd := range got {
+				unix.CloseOnExec(fd)
+			}
+			fds = append(fds, got...)
+		}
+	}
+	h = &edge.Handoff{Version: edge.HandoffVersion}
+	for _, n := range groups {
+		h.Listeners = append(h.Listeners, fds[:n])
+		fds = fds[n:]
+	}
+	if lock == 1 {
+		h.Lock = os.NewFile(uintptr(fds[0]), "LOCK")
+		fds = fds[1:]
+	}
+	h.Conns = fds
+	h.State = make([]byte, nstate)
+	if _, err := io.ReadFull(uc, h.State); err != nil {
+		return nil, nil, fmt.Errorf("take handoff: read state: %w", err)
+	}
+	return h, reply, nil
+}
+
+// readLine reads one line a byte at a time (see takeHandoff).
+func readLine(c net.Conn) (string, error) {
+	var sb strings.Builder
+	var b [1]byte
+	for sb.Len() < 4096 {
+		if _, err := c.Read(b[:]); err != nil {
+			return "", err
+		}
+		if b[0] == '\n' {
+			return sb.String(), nil
+		}
+		sb.WriteByte(b[0])
+	}
+	return "", errors.New("line too long")
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+var handedRE = regexp.MustCompile(`edged handed over" new_pid=(\d+)`)
+
+// waitLog waits up to d for re in the log and returns its first group.
+func waitLog(t *testing.T, errb *syncBuffer, re *regexp.Regexp, d time.Duration) string {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if m := re.FindStringSubmatch(errb.String()); m != nil {
+			return m[1]
+		}
+	}
+	t.Fatalf("no %s in the log after %v:\n%s", re, d, errb.String())
+	return ""
+}
+
+// TestUpgradeUnderLoad upgrades a real edged (SIGUSR2) while Paho pairs
+// exchange QoS 1 direct messages over connections held from before: the
+// old process exits, the new PID serves the same connections, no client
+// is disconnected, and every message arrives exactly once.
+func TestUpgradeUnderLoad(t *testing.T) {
+	bin := buildEdged(t)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cmd, errb := startBinary(t, bin, "--listen", addr, "--admin", "off", "--data-dir", dir, "--loops", "2")
+	oldPID := cmd.Process.Pid
+	var newPID int
+	defer func() {
+		if newPID != 0 {
+			syscall.Kill(newPID, syscall.SIGKILL) // first: it holds the old one's stderr pipe
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+
+	const pairs = 10
+	var lost atomic.Int64
+	var mu sync.Mutex
+	got := map[string]int{}
+	var sent atomic.Int64
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var clients []paho.Client
+	for i := range pairs {
+		rcv, err := pahoConnect(addr, fmt.Sprintf("r%d", i), func(_ paho.Client, m paho.Message) {
+			mu.Lock()
+			got[m.Topic()]++
+			mu.Unlock()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snd, err := pahoConnect(addr, fmt.Sprintf("s%d", i), func(paho.Client, paho.Message) {}) // receipts
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, rcv, snd)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := 1; !stop.Load(); seq++ {
+				tok := snd.Publish(fmt.Sprintf("u/r%d/%d", i, seq), 1, false, "x")
+				if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+					lost.Add(1)
+					return
+				}
+				sent.Add(1)
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	before := sent.Load()
+	cmd.Process.Signal(syscall.SIGUSR2)
+	pid := waitLog(t, errb, handedRE, 30*time.Second)
+	newPID, _ = strconv.Atoi(pid)
+	// Process.Wait, not cmd.Wait: the new process inherited the old
+	// one's stderr, so the pipe stays open while it runs.
+	if st, err := cmd.Process.Wait(); err != nil || !st.Success() {
+		t.Fatalf("old edged after the handoff: %v %v\n%s", st, err, errb.String())
+	}
+	if newPID == 0 || newPID == oldPID {
+		t.Fatalf("new pid %d (old %d)", newPID, oldPID)
+	}
+	if err := syscall.Kill(newPID, 0); err != nil {
+		t.Fatalf("the new edged (pid %d) is not running: %v", newPID, err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	if n := lost.Load(); n > 0 {
+		t.Fatalf("%d publishers lost their PUBACK across the handoff:\n%s", n, errb.String())
+	}
+	if sent.Load() <= before {
+		t.Fatalf("no message acknowledged after the handoff (%d before, %d in all)", before, sent.Load())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if int64(n) == sent.Load() || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for topic, n := range got {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", topic, n)
+		}
+	}
+	if int64(len(got)) != sent.Load() {
+		t.Fatalf("%d acknowledged, %d delivered", sent.Load(), len(got))
+	}
+	for _, c := range clients {
+		if !c.IsConnectionOpen() {
+			t.Fatal("a client was disconnected by the upgrade")
+		}
+	}
+	t.Logf("upgrade: %d messages before, %d in all, pid %d -> %d", before, sent.Load(), oldPID, newPID)
+	for _, c := range clients {
+		c.Disconnect(50)
+	}
+}
+
+// TestUpgradeNewBinaryFails: when the binary at edged's path exits at
+// start, the old process logs why and goes on serving its connections.
+func TestUpgradeNewBinaryFails(t *testing.T) {
+	bin := buildEdged(t)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cmd, errb := startBinary(t, bin, "--listen", addr, "--admin", "off", "--data-dir", dir)
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	c, err := pahoConnect(addr, "alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(50)
+	// Replace the binary at the path with one that exits at once.
+	os.Rename(bin, bin+".old")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho broken build >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGUSR2)
+	waitLog(t, errb, regexp.MustCompile(`upgrade failed; still serving" err="upgrade: (the new binary exited)`), 30*time.Second)
+	if tok := c.Publish("u/bob/after", 1, false, "still here"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish after the failed upgrade: %v", tok.Error())
+	}
+	if !strings.Contains(errb.String(), "broken build") {
+		t.Logf("the new binary's stderr was not seen: %s", errb.String())
+	}
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatal("the old edged exited")
+	}
+	_ = exec.ErrNotFound
+}
