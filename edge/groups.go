@@ -29,27 +29,34 @@ func (g *Groups) Add(group, user string) (bool, error) {
 		return false, err
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	mem := g.m[group]
 	if mem == nil {
 		mem = make(map[string]struct{})
 		g.m[group] = mem
 	}
-	if _, ok := mem[user]; ok {
-		return false, nil
-	}
+	_, had := mem[user]
 	mem[user] = struct{}{}
-	return true, g.logLocked(true, group, user)
+	g.logLocked(true, group, user)
+	g.mu.Unlock()
+	return !had, g.commit()
 }
 
-// logLocked logs a change (g.mu held) and makes it durable; it returns the
-// store's error, with the change made in memory (it is written when the
-// store recovers).
-func (g *Groups) logLocked(add bool, group, user string) error {
-	if g.onChange == nil {
+// logLocked logs a change (g.mu held), even one that changes nothing: a
+// retry after ErrStoreUnavailable must not answer success with nothing
+// on disk.
+func (g *Groups) logLocked(add bool, group, user string) {
+	if g.onChange != nil {
+		g.onChange(add, group, user)
+	}
+}
+
+// commit makes the logged changes durable, after g.mu is released (an
+// fsync must not hold up the loops' membership checks). The change is
+// made in memory either way; the store writes it when it recovers.
+func (g *Groups) commit() error {
+	if g.sync == nil {
 		return nil
 	}
-	g.onChange(add, group, user)
 	if err := g.sync(); err != nil {
 		return fmt.Errorf("store group change: %w: %w", ErrStoreUnavailable, err)
 	}
@@ -57,22 +64,21 @@ func (g *Groups) logLocked(add bool, group, user string) error {
 }
 
 // Remove removes user from group and reports whether it was a member. An
-// empty group is deleted.
+// empty group is deleted. Errors as for Add.
 func (g *Groups) Remove(group, user string) (bool, error) {
 	if err := checkGroupUser(group, user); err != nil {
 		return false, err
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	mem := g.m[group]
-	if _, ok := mem[user]; !ok {
-		return false, nil
-	}
+	_, had := mem[user]
 	delete(mem, user)
-	if len(mem) == 0 {
+	if had && len(mem) == 0 {
 		delete(g.m, group)
 	}
-	return true, g.logLocked(false, group, user)
+	g.logLocked(false, group, user)
+	g.mu.Unlock()
+	return had, g.commit()
 }
 
 // Members returns the sorted members of group (nil if it has none).

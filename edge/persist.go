@@ -4,12 +4,15 @@ package edge
 // to the store (internal/wal) in the same critical section that makes it,
 // and replayed by Start. What is logged:
 //
-//	put      client, flags, packet   an inbox entry (profile messages,
-//	                                 receipts, notices, group copies, and
+//	put      client, flags, packet,  an inbox entry (profile messages,
+//	         made[, pid]             receipts, notices, group copies, and
 //	                                 QoS 1/2 messages for persistent
-//	                                 sessions); its seq names it
+//	                                 sessions); its seq names it; made is
+//	                                 the inbox's date (expiry)
 //	del      client, seq             an entry acknowledged, purged or expired
-//	rel      client, seq             outbound QoS 2: PUBREC received
+//	sent     client, seq, pid        a persistent session's entry got its
+//	                                 packet id (kept on redelivery, 4.4)
+//	rel      client, seq, pid        outbound QoS 2: PUBREC received
 //	session  client, persistent      clean session 0 began, or ended
 //	sub      client, filter, qos     a persistent session's subscription
 //	unsub    client, filter
@@ -38,6 +41,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"time"
@@ -61,6 +65,7 @@ const (
 	recSeen
 	recQ2Add
 	recQ2Del
+	recSent
 )
 
 // msgStoreWake (a loop message) wakes a loop whose held acknowledgements
@@ -87,30 +92,44 @@ func (s *Server) logPut(cl *client, e *entry) {
 		return
 	}
 	f := [1]byte{e.flags & persistFlags}
-	e.seq = s.wal.Append(recPut, cl.idBytes(), f[:], *e.buf)
+	var made [4]byte
+	binary.LittleEndian.PutUint32(made[:], cl.made)
+	e.seq = s.wal.Append(recPut, cl.idBytes(), f[:], *e.buf, made[:])
 }
 
-// logEntry logs a del or rel of a logged entry; cl is locked.
+// logEntry logs a del, sent or rel of a logged entry; cl is locked.
 func (s *Server) logEntry(typ byte, cl *client, e *entry) {
 	if s.wal == nil || e.seq == 0 {
 		return
 	}
 	var b [8]byte
-	s.wal.Append(typ, cl.idBytes(), u64(&b, e.seq))
+	if typ == recDel {
+		s.wal.Append(typ, cl.idBytes(), u64(&b, e.seq))
+		return
+	}
+	pid := [2]byte{byte(e.pid >> 8), byte(e.pid)}
+	s.ctlSeq.Store(s.wal.Append(typ, cl.idBytes(), u64(&b, e.seq), pid[:]))
 }
 
-// logClient logs a record about cl (locked) with the given fields.
+// logClient logs a record about cl (locked) with the given fields. Session,
+// subscription and QoS 2 records are control records: their replies
+// (CONNACK, SUBACK, PUBCOMP) are not held, so under SyncAlways the loop
+// fsyncs when it logged one (ctlSeq), before its output goes out.
 func (s *Server) logClient(typ byte, cl *client, fields ...[]byte) {
 	if s.wal == nil {
 		return
 	}
+	var seq uint64
 	switch len(fields) {
 	case 0:
-		s.wal.Append(typ, cl.idBytes())
+		seq = s.wal.Append(typ, cl.idBytes())
 	case 1:
-		s.wal.Append(typ, cl.idBytes(), fields[0])
+		seq = s.wal.Append(typ, cl.idBytes(), fields[0])
 	default:
-		s.wal.Append(typ, cl.idBytes(), fields[0], fields[1])
+		seq = s.wal.Append(typ, cl.idBytes(), fields[0], fields[1])
+	}
+	if typ != recSeen {
+		s.ctlSeq.Store(seq)
 	}
 }
 
@@ -158,7 +177,7 @@ func (s *Server) syncStore() error {
 	return s.wal.Commit()
 }
 
-// ackAfter sends a PUBACK or PUBREC for pid on c, after the store holds
+// ackAfter sends a PUBACK, PUBREC or PUBCOMP for pid on c, after the store holds
 // what the PUBLISH logged (at once without a store).
 func (s *Server) ackAfter(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uint16) {
 	if s.wal == nil {
@@ -169,9 +188,12 @@ func (s *Server) ackAfter(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uin
 }
 
 func writeAck(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uint16) {
-	if typ == mqtt.TypePubrec {
+	switch typ {
+	case mqtt.TypePubrec:
 		c.Write(mqtt.AppendPubrec(ls.out[:0], pid))
-	} else {
+	case mqtt.TypePubcomp:
+		c.Write(mqtt.AppendPubcomp(ls.out[:0], pid))
+	default:
 		c.Write(mqtt.AppendPuback(ls.out[:0], pid))
 	}
 }
@@ -182,7 +204,7 @@ func writeAck(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uint16) {
 func (s *Server) commitTick(l *netpoll.Loop, ls *loopState) {
 	// A failure is logged once by the store (and again when it
 	// recovers); meanwhile the acknowledgements wait.
-	if len(ls.acks) > 0 {
+	if len(ls.acks) > 0 || s.ctlSeq.Load() > s.wal.Durable() {
 		s.wal.Commit()
 	} else if s.wal.Last() > s.wal.Durable() {
 		// Deletes, receipts, subscriptions: written now, so that what
@@ -319,11 +341,14 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 	}
 	b, _ := f.Next()
 	c, _ := f.Next()
+	d, _ := f.Next()
+	e, _ := f.Next()
 	switch r.Type {
 	case recRetain:
-		if !s.tree.setRetained(a, c, firstByte(b), s.cfg.MaxRetained, s.cfg.RetainedMaxBytes, s.cfg.StoreMaxBytes) {
-			s.stats.retainedFull.Add(1)
-		}
+		// No caps while replaying: the log holds what was accepted, and
+		// a fuzzy snapshot's replay passes through moments that hold
+		// more than the server ever did.
+		s.tree.setRetained(a, c, firstByte(b), math.MaxInt, math.MaxInt64, math.MaxInt64)
 		return nil
 	case recGroupAdd, recGroupDel:
 		if r.Type == recGroupAdd {
@@ -334,6 +359,10 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 		return nil
 	}
 	create := r.Type == recPut || r.Type == recSession || r.Type == recSub || r.Type == recSeen || r.Type == recQ2Add
+	// Replay passes through moments over the store cap (see recRetain):
+	// a long client id is not refused for it.
+	defer func(c int64) { s.reg.capBytes = c }(s.reg.capBytes)
+	s.reg.capBytes = math.MaxInt64
 	cl := s.reg.lock(a, create)
 	if cl == nil {
 		if create {
@@ -348,11 +377,19 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 		if len(c) < 4 {
 			return fmt.Errorf("record %d: short packet: %w", r.Seq, errBadRecord)
 		}
-		if s.insertReplayed(cl, r.Seq, firstByte(b), c) {
+		var made uint32
+		if len(d) == 4 {
+			made = binary.LittleEndian.Uint32(d)
+		}
+		var pid uint16
+		if len(e) == 2 {
+			pid = uint16(e[0])<<8 | uint16(e[1])
+		}
+		if s.insertReplayed(cl, r.Seq, firstByte(b), c, made, pid) {
 			rs.messages++
 		}
-	case recDel, recRel:
-		if len(b) != 8 {
+	case recDel, recRel, recSent:
+		if len(b) != 8 || r.Type != recDel && len(c) != 2 {
 			return fmt.Errorf("record %d: %w", r.Seq, errBadRecord)
 		}
 		q := cl.box()
@@ -364,7 +401,10 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 			q.remove(i)
 			rs.messages--
 		default:
-			q.at(i).flags |= fReleased
+			if r.Type == recRel {
+				q.at(i).flags |= fReleased
+			}
+			q.at(i).pid = uint16(c[0])<<8 | uint16(c[1])
 		}
 	case recSession:
 		if firstByte(b) == 1 {
@@ -420,7 +460,7 @@ func firstByte(b []byte) byte {
 
 // insertReplayed puts a replayed PUBLISH into cl's inbox in seq order,
 // unless it holds seq already; cl is locked.
-func (s *Server) insertReplayed(cl *client, seq uint64, flags byte, pkt []byte) bool {
+func (s *Server) insertReplayed(cl *client, seq uint64, flags byte, pkt []byte, made uint32, pid uint16) bool {
 	q := &cl.x().q
 	if q.acct == nil {
 		q.acct = &s.held
@@ -432,7 +472,7 @@ func (s *Server) insertReplayed(cl *client, seq uint64, flags byte, pkt []byte) 
 	*buf = append(*buf, pkt...)
 	b := *buf
 	b[0] &^= 0x08 // DUP is per connection: recovery sets it again
-	e := entry{buf: buf, flags: flags & persistFlags, seq: seq}
+	e := entry{buf: buf, flags: flags & persistFlags, seq: seq, pid: pid}
 	if q := (b[0] >> 1) & 3; q > 0 {
 		i := 1
 		for b[i]&0x80 != 0 {
@@ -453,8 +493,8 @@ func (s *Server) insertReplayed(cl *client, seq uint64, flags byte, pkt []byte) 
 	for i := q.len() - 1; i > 0 && q.at(i-1).seq > q.at(i).seq; i-- {
 		*q.at(i - 1), *q.at(i) = *q.at(i), *q.at(i - 1)
 	}
-	if cl.made == 0 {
-		cl.made = uint32(s.cfg.Now().Unix())
+	if made != 0 && (cl.made == 0 || made < cl.made) {
+		cl.made = made // the inbox's date survives the restart (expiry)
 	}
 	return true
 }
@@ -488,7 +528,11 @@ func (s *Server) finishReplay() (inboxes int) {
 	s.reg.dirMu.Lock()
 	next := s.reg.next
 	s.reg.dirMu.Unlock()
-	window := int(s.inflight.Load())
+	// Any of the sent entries may have reached the client before the
+	// stop; they are the front of the inbox, at most the largest window
+	// the in-flight knob allows (it may have been raised at run time).
+	const window = 1024
+	now := uint32(s.cfg.Now().Unix())
 	for idx := uint32(1); idx < next; idx++ {
 		cl := s.reg.at(idx)
 		if cl == nil {
@@ -499,9 +543,10 @@ func (s *Server) finishReplay() (inboxes int) {
 			cl.mu.Unlock()
 			continue
 		}
-		// Sent entries are always the front of the inbox: any of the
-		// first window ones may have reached the client before the stop.
 		q := cl.box()
+		if q.len() > 0 && cl.made == 0 {
+			cl.made = now // logged before inboxes kept their date
+		}
 		for i := 0; i < min(q.len(), window); i++ {
 			q.at(i).flags |= fDup
 		}
@@ -559,6 +604,7 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 	next := s.reg.next
 	s.reg.dirMu.Unlock()
 	var b8 [8]byte
+	var made [4]byte
 	for idx := uint32(1); idx < next; idx++ {
 		cl := s.reg.at(idx)
 		if cl == nil {
@@ -588,7 +634,8 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 		for i := 0; i < q.len(); i++ {
 			e := q.at(i)
 			if e.seq != 0 {
-				w.Append(recPut, e.seq, id, []byte{e.flags & persistFlags}, *e.buf)
+				binary.LittleEndian.PutUint32(made[:], cl.made)
+				w.Append(recPut, e.seq, id, []byte{e.flags & persistFlags}, *e.buf, made[:], []byte{byte(e.pid >> 8), byte(e.pid)})
 			}
 		}
 		cl.mu.Unlock()
@@ -606,17 +653,19 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 	return w.Err()
 }
 
-// snapshotRetained writes every retained message. It holds the retained
-// store's read lock for the walk (retained publishes wait; deliveries and
-// scans do not).
+// snapshotRetained writes every retained message. The walk copies the
+// records under the retained store's read lock and writes them after it,
+// so the lock is never held across file I/O (a waiting retained publish
+// would hold up every scan behind it); the copy is at most the retained
+// store's size.
 func (s *Server) snapshotRetained(w *wal.SnapshotWriter) error {
 	t := s.tree
+	var buf []byte
 	t.rmu.RLock()
-	defer t.rmu.RUnlock()
 	var walk func(n *rnode)
 	walk = func(n *rnode) {
 		if n.payload != nil {
-			w.Append(recRetain, 0, []byte(n.topic), []byte{n.qos}, n.payload)
+			buf = wal.EncodeRecord(buf, recRetain, 0, []byte(n.topic), []byte{n.qos}, n.payload)
 		}
 		if n.kids != nil {
 			for _, c := range n.kids.list {
@@ -627,5 +676,6 @@ func (s *Server) snapshotRetained(w *wal.SnapshotWriter) error {
 		}
 	}
 	walk(&t.rroot)
-	return w.Err()
+	t.rmu.RUnlock()
+	return w.AppendEncoded(buf)
 }

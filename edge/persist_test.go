@@ -207,7 +207,11 @@ func TestDurableCompaction(t *testing.T) {
 			alice.puback(alice.expect(mqtt.TypePublish).ID) // the receipt
 		}
 	}
-	waitFor(t, "a compaction", func() bool { return s.wal.Stats.Compactions.Load() > 0 })
+	// The compactor runs every second: wait until it has caught up with
+	// the log written so far.
+	waitFor(t, "a compaction that caught up", func() bool {
+		return s.wal.Stats.Compactions.Load() > 0 && !s.wal.ShouldCompact()
+	})
 	alice.conn.Close()
 	bob.conn.Close()
 	waitFor(t, "all offline", func() bool { return s.Connections() == 0 })

@@ -422,7 +422,9 @@ func (s *Server) OnLoopMessage(l *netpoll.Loop, m *netpoll.Message) {
 	if m.Kind == msgScanWake {
 		s.loops[l.ID()].wakePosted = false
 	}
-	// msgStoreWake needs nothing here: OnTick sends what became durable.
+	if m.Kind == msgStoreWake {
+		s.loops[l.ID()].storeWake = false // OnTick writes and sends what became durable
+	}
 }
 
 // OnTick implements netpoll.LoopHandler: one slice of the loop's retained

@@ -64,6 +64,7 @@ type Server struct {
 	// wal is the durable store (persist.go); nil without Config.DataDir.
 	wal      *wal.Log
 	storeLog logLimiter
+	ctlSeq   atomic.Uint64 // seq of the last control record (persist.go: logClient)
 
 	mu        sync.Mutex // guards admin, adminLn, started, closed, stopSweep, sweepDone, stopCompact, compactDone
 	admin     *http.Server
@@ -127,8 +128,10 @@ type loopState struct {
 	// longestSlice is the longest OnTick serving scans, in nanoseconds
 	// (written by the loop only; benchmarks read it).
 	longestSlice atomic.Int64
-	// acks are the PUBACKs and PUBRECs waiting for the store (persist.go).
-	acks []heldAck
+	// acks are the PUBACKs and PUBRECs waiting for the store (persist.go);
+	// storeWake: a msgStoreWake is queued for this loop.
+	acks      []heldAck
+	storeWake bool
 }
 
 // New validates cfg and builds a Server (not yet listening). It returns an
@@ -391,7 +394,7 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 			cl.trimExt()
 		}
 		cl.mu.Unlock()
-		c.Write(mqtt.AppendPubcomp(ls.out[:0], p.PacketID))
+		s.ackAfter(c, ls, mqtt.TypePubcomp, p.PacketID) // after its q2- record
 	case mqtt.TypeSubscribe:
 		s.subscribe(c, ls, ss, cl, p)
 	case mqtt.TypeUnsubscribe:
@@ -476,6 +479,14 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 		s.stats.storeFull.Add(1)
 		return s.refuse(c, ls, mqtt.ConnRefusedServerUnavailable)
 	}
+	if cp.CleanSession == cl.persistent && s.wal != nil && s.wal.Failed() {
+		// A session begins or ends: that needs a record, and the store
+		// cannot write (CONNACK 3, like a full store).
+		gen := cl.gen
+		cl.mu.Unlock()
+		s.reg.release(cl, gen)
+		return s.refuse(c, ls, mqtt.ConnRefusedServerUnavailable)
+	}
 	if !cp.CleanSession && !cl.persistent {
 		// A new persistent session holds its record and extension until
 		// a clean-session CONNECT ends it: counted in the store total.
@@ -516,6 +527,13 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	} else {
 		present = cl.persistent
 		if !cl.persistent {
+			// A new session (3.1.2.4): what a clean-session connection
+			// it takes over had (never logged) ends with it.
+			s.dropSubs(cl)
+			cl.box().dropGeneric()
+			if cl.xp() != nil {
+				cl.xp().qos2in = nil
+			}
 			cl.persistent = true
 			s.logSession(cl)
 		}
@@ -1103,15 +1121,20 @@ func (s *Server) pump(c *netpoll.Conn, cl *client) {
 		if q.nsent >= int(s.inflight.Load()) {
 			return
 		}
+		if e.pid == 0 {
+			// MQTT 4.4: a persistent session's redeliveries keep their
+			// packet ids, so the id given is logged (persist.go).
+			e.pid = cl.allocPID()
+			if cl.persistent {
+				s.logEntry(recSent, cl, e)
+			}
+		}
 		if e.flags&fReleased != 0 {
 			var b [4]byte
 			if c.Write(mqtt.AppendPubrel(b[:0], e.pid)) != nil {
 				return
 			}
 		} else {
-			if e.pid == 0 {
-				e.pid = cl.allocPID()
-			}
 			b := *e.buf
 			b[e.pidOff], b[e.pidOff+1] = byte(e.pid>>8), byte(e.pid)
 			if e.flags&fDup != 0 {
@@ -1305,6 +1328,9 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 	if !ownedLocked(c, ss, cl) {
 		return mqtt.SubackFailure // taken over meanwhile: not the new session's subscription
 	}
+	if cl.persistent && s.wal != nil && s.wal.Failed() {
+		return mqtt.SubackFailure // a persistent subscription needs a record: not now
+	}
 	if !s.addSubLocked(cl, f, qos, false) {
 		s.stats.overClient.Add(1)
 		cl.trimExt()
@@ -1458,6 +1484,12 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 		s.presence(ls, id, &now)
 	}
 	s.reg.release(cl, gen)
+	if s.wal != nil && !ls.storeWake {
+		// OnClose runs after this iteration's OnTick wrote the log: one
+		// more iteration writes what it logged (last seen, a will into
+		// an offline persistent inbox), however idle the loop is.
+		ls.storeWake = s.eng.PostLoop(c.LoopID(), netpoll.Message{Kind: msgStoreWake}) == nil
+	}
 }
 
 // logLimiter allows up to logBurst debug lines per second.

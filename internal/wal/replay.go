@@ -140,17 +140,19 @@ func (l *Log) replayFile(path string, kind byte, tail bool, st *ReplayStats, fn 
 		return size, 0, fmt.Errorf("replay %s: format version %d, this edged reads %d", path, v, version)
 	}
 	off := fileHdr
+	var lastSeq uint64
 	for off < len(b) {
 		rec, k, why := parseRecord(b[off:])
 		if why == "" {
 			if err := fn(rec); err != nil {
 				return size, n, err
 			}
+			lastSeq = rec.Seq
 			n++
 			off += k
 			continue
 		}
-		next := resync(b, off+1)
+		next := resync(b, off+1, lastSeq, kind == kindSeg)
 		if next < 0 && tail {
 			// A torn write at the end: nothing valid follows.
 			cut := int64(len(b) - off)
@@ -193,16 +195,40 @@ func parseRecord(b []byte) (r Record, k int, why string) {
 	return Record{Type: b[8], Seq: binary.LittleEndian.Uint64(b[9:]), Data: b[17 : 8+n]}, 8 + n, ""
 }
 
-// resync returns the offset of the first valid record at or after from, or
-// -1: whether a bad record is a torn tail (nothing valid after it) or
-// corruption in the middle.
-func resync(b []byte, from int) int {
+// resync returns the offset of the first record at or after from where
+// the rest of the file parses as whole, valid records to its very end, or
+// -1: whether a bad record is a torn tail (no such record after it) or
+// corruption in the middle. Requiring the whole rest, not one record, is
+// what keeps a client's payload from passing for the log: a put record
+// holds PUBLISH bytes verbatim, and a payload may hold a well-framed
+// record, but the real bytes around it do not parse. In a segment the
+// seqs must also go on increasing by one from after last (they do in a
+// log; a snapshot keeps old seqs).
+func resync(b []byte, from int, last uint64, seg bool) int {
 	for i := from; i+recHdr <= len(b); i++ {
-		if _, _, why := parseRecord(b[i:]); why == "" {
+		r, k, why := parseRecord(b[i:])
+		if why != "" || seg && r.Seq <= last {
+			continue
+		}
+		if wholeTail(b[i+k:], r.Seq, seg) {
 			return i
 		}
 	}
 	return -1
+}
+
+// wholeTail reports whether b is a run of valid records to its end, with
+// seqs following prev in a segment.
+func wholeTail(b []byte, prev uint64, seg bool) bool {
+	for len(b) > 0 {
+		r, k, why := parseRecord(b)
+		if why != "" || seg && r.Seq != prev+1 {
+			return false
+		}
+		prev = r.Seq
+		b = b[k:]
+	}
+	return true
 }
 
 // Compact writes a snapshot: it starts a new segment R, calls write with a
@@ -316,6 +342,16 @@ func DecodeRecords(b []byte, fn func(Record) error) error {
 		off += k
 	}
 	return nil
+}
+
+// AppendEncoded writes records framed with EncodeRecord.
+func (w *SnapshotWriter) AppendEncoded(b []byte) error {
+	if w.err != nil {
+		return w.err
+	}
+	_, w.err = w.w.Write(b)
+	w.size += int64(len(b))
+	return w.err
 }
 
 // Err returns the first error of an Append.

@@ -154,9 +154,10 @@ type Log struct {
 	syncMu     sync.Mutex
 	needRotate atomic.Bool
 
-	written atomic.Uint64 // highest seq written to a segment
-	synced  atomic.Uint64 // highest seq fsynced
-	failed  atomic.Bool
+	written  atomic.Uint64 // highest seq written to a segment
+	synced   atomic.Uint64 // highest seq fsynced
+	failed   atomic.Bool
+	retrying atomic.Bool // the retrier runs: only it clears failed
 
 	compactMu sync.Mutex
 	stop      chan struct{}
@@ -386,16 +387,8 @@ func (l *Log) write(target uint64, force bool) error {
 	l.spare = nil
 	if err := l.writePending(); err != nil {
 		l.lastTry = time.Now()
-		if !l.failed.Swap(true) {
-			l.opts.Logf("wal: write %s failed, holding %d bytes and retrying every %v: %v", l.f.Name(), len(l.pending), retryEvery, err)
-			l.done.Add(1)
-			go l.retrier()
-		}
-		l.Stats.WriteErrors.Add(1)
+		l.fail(fmt.Sprintf("write %s", l.f.Name()), len(l.pending), err)
 		return fmt.Errorf("write %s: %w: %w", l.f.Name(), ErrFailed, err)
-	}
-	if l.failed.Swap(false) {
-		l.opts.Logf("wal: writes to %s succeed again", l.f.Name())
 	}
 	return nil
 }
@@ -431,23 +424,43 @@ func (l *Log) writePending() error {
 	return nil
 }
 
-// retrier retries a failing log until it writes again, then reports it.
+// fail marks the log failing (once: the first failure logs and starts the
+// retrier).
+func (l *Log) fail(what string, held int, err error) {
+	l.Stats.WriteErrors.Add(1)
+	if !l.failed.Swap(true) {
+		l.opts.Logf("wal: %s failed, holding %d bytes and retrying every %v: %v", what, held, retryEvery, err)
+		l.retrying.Store(true)
+		l.done.Add(1)
+		go l.retrier()
+	}
+}
+
+// retrier retries a failing log until everything appended is written
+// (and, with SyncAlways, fsynced) again, then reports it.
 func (l *Log) retrier() {
 	defer l.done.Done()
+	defer l.retrying.Store(false)
 	t := time.NewTicker(retryEvery)
 	defer t.Stop()
-	for l.failed.Load() {
+	for {
 		select {
 		case <-l.stop:
 			return
 		case <-t.C:
 		}
-		if l.write(l.last.Load(), true) == nil && (l.opts.Sync != SyncAlways || l.sync(l.last.Load()) == nil) {
-			if l.opts.OnDurable != nil {
-				l.opts.OnDurable()
-			}
-			return
+		if l.write(l.last.Load(), true) != nil {
+			continue
 		}
+		if l.opts.Sync == SyncAlways && l.sync(l.written.Load()) != nil {
+			continue
+		}
+		l.failed.Store(false)
+		l.opts.Logf("wal: writes to %s succeed again", l.dir)
+		if l.opts.OnDurable != nil {
+			l.opts.OnDurable()
+		}
+		return
 	}
 }
 
@@ -466,7 +479,11 @@ func (l *Log) sync(target uint64) error {
 	}
 	t0 := time.Now()
 	if err := f.Sync(); err != nil {
-		l.Stats.WriteErrors.Add(1)
+		// Linux may have dropped the dirty pages the fsync failed on
+		// (and report success next time): hold the acknowledgements and
+		// retry, like a failed write. What the kernel dropped is not
+		// written again: a known limit (fsyncgate).
+		l.fail("fsync "+f.Name(), 0, err)
 		return fmt.Errorf("fsync %s: %w: %w", f.Name(), ErrFailed, err)
 	}
 	l.Stats.SyncNanos.Add(uint64(time.Since(t0)))
@@ -496,17 +513,26 @@ func (l *Log) rotateNow() error {
 // rotate fsyncs and closes the current segment and starts the next one;
 // syncMu and wmu are held, and everything taken from buf is written.
 func (l *Log) rotate() error {
-	if l.f != nil {
-		if l.opts.Sync != SyncNever {
-			if err := l.f.Sync(); err != nil {
-				return fmt.Errorf("fsync %s: %w", l.f.Name(), err)
-			}
-			l.synced.Store(l.written.Load())
+	old := l.f
+	if old != nil {
+		// Whatever the mode: a segment that is not the last must be
+		// whole on disk, or a power loss leaves a torn record where
+		// replay calls it corruption.
+		if err := old.Sync(); err != nil {
+			return fmt.Errorf("fsync %s: %w", old.Name(), err)
 		}
-		l.f.Close()
-		l.f = nil
+		l.synced.Store(l.written.Load())
 	}
-	return l.openSegment(l.segID + 1)
+	// The new segment first: if it cannot be made (a full disk), the
+	// current one stays open and the rotation is tried again later.
+	if err := l.openSegment(l.segID + 1); err != nil {
+		l.needRotate.Store(true)
+		return err
+	}
+	if old != nil {
+		old.Close()
+	}
+	return nil
 }
 
 // openSegment creates segment id and makes it current; wmu is held.
