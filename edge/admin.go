@@ -292,6 +292,9 @@ type Stats struct {
 	// Config.MaxSubscriptions.
 	FiltersOverPacket uint64 `json:"filters_over_packet_cap"`
 	FiltersOverClient uint64 `json:"filters_over_client_cap"`
+
+	// Push are the push notification counters (nil if push is off).
+	Push *PushStats `json:"push,omitempty"`
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -316,6 +319,8 @@ func (s *Server) Stats() Stats {
 
 		FiltersOverPacket: s.stats.overPacket.Load(),
 		FiltersOverClient: s.stats.overClient.Load(),
+
+		Push: s.pushStatsPtr(),
 	}
 }
 

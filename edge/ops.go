@@ -45,6 +45,7 @@ func (s *Server) Counters() map[string]int64 {
 	for reason, n := range st.Closes {
 		m["closes_"+reason] = int64(n)
 	}
+	s.pushCounters(m)
 	return m
 }
 

@@ -649,6 +649,7 @@ func (q *inbox) push(e entry) {
 	}
 	q.items = append(q.items, e)
 	q.account(d)
+	storedEntries.Add(1)
 }
 
 // remove deletes entry i (0 = front), keeping order, and frees its buffer.
@@ -668,6 +669,7 @@ func (q *inbox) remove(i int) {
 		d += inboxOverhead
 	}
 	q.account(-d)
+	storedEntries.Add(-1)
 }
 
 // findSent returns the index of the in-flight entry with packet id pid, or -1.
@@ -760,6 +762,7 @@ func (q *inbox) dropFrom(k int, fn func(e *entry) bool) int {
 		d += inboxOverhead
 	}
 	q.account(-d)
+	storedEntries.Add(-int64(n))
 	q.trim()
 	return n
 }
@@ -800,6 +803,7 @@ func (q *inbox) freeAll() {
 	for i := q.head; i < len(q.items); i++ {
 		putBuf(q.items[i].buf)
 	}
+	storedEntries.Add(-int64(q.len()))
 	q.account(-q.bytes)
 	q.items, q.head, q.nsent = nil, 0, 0
 }

@@ -55,12 +55,15 @@ type Server struct {
 	anonSeq atomic.Uint64
 	stats   msgCounters
 	logs    logLimiter
+	push    *pusher // nil without Config.Push.Webhook
 
 	// sweepMu guards sweepAt, the next record the expiry sweep examines.
 	sweepMu sync.Mutex
 	sweepAt uint32
 
-	mu        sync.Mutex // guards admin, adminLn, started, closed, stopSweep, sweepDone
+	mu        sync.Mutex // guards admin, adminLn, started, closed, stopSweep, sweepDone, stopSysC, sysDone
+	stopSysC  chan struct{}
+	sysDone   chan struct{}
 	admin     *http.Server
 	adminLn   net.Listener
 	started   bool
@@ -115,6 +118,9 @@ type loopState struct {
 	// longestSlice is the longest OnTick serving scans, in nanoseconds
 	// (written by the loop only; benchmarks read it).
 	longestSlice atomic.Int64
+	// sent counts the PUBLISH packets this loop wrote ($SYS messages/sent);
+	// per loop, so that counting costs no shared cache line.
+	sent atomic.Uint64
 }
 
 // New validates cfg and builds a Server (not yet listening). It returns an
@@ -128,6 +134,9 @@ func New(cfg Config) (*Server, error) {
 	s.reg.acct, s.reg.capBytes = &s.held, cfg.StoreMaxBytes
 	s.storeSoft = cfg.StoreMaxBytes - cfg.StoreMaxBytes/8
 	s.inflight.Store(int64(cfg.Inflight))
+	if cfg.Push.Webhook != "" {
+		s.push = newPusher(cfg.Push, cfg.Logger, cfg.Now)
+	}
 	eng, err := netpoll.New(netpoll.Config{
 		Addr:       cfg.Addr,
 		Loops:      cfg.Loops,
@@ -186,6 +195,10 @@ func (s *Server) Start() (err error) {
 		return fmt.Errorf("start engine: %w", err)
 	}
 	s.started = true
+	s.startSys()
+	if s.push != nil {
+		s.push.start()
+	}
 	if s.cfg.InboxExpiry > 0 {
 		s.stopSweep, s.sweepDone = make(chan struct{}), make(chan struct{})
 		go s.sweeper(s.stopSweep, s.sweepDone)
@@ -224,6 +237,10 @@ func (s *Server) Close() error {
 		admin.Close()
 	}
 	s.stopSweeper()
+	s.stopSys()
+	if s.push != nil {
+		s.push.close()
+	}
 	if err := s.eng.Close(); err != nil {
 		return fmt.Errorf("close engine: %w", err)
 	}
@@ -772,7 +789,11 @@ func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, gr
 		res = storeNotified
 	}
 	if res == storeOK {
+		offline := cl.handle == 0
 		s.deliverLocked(cl, t, payload, flags)
+		if offline {
+			s.notifyOffline(kind, to, from, group, mid)
+		}
 		return storeOK
 	}
 	if cl != nil {
@@ -1037,6 +1058,7 @@ func (s *Server) pump(c *netpoll.Conn, cl *client) {
 			if c.Write(*e.buf) != nil {
 				return
 			}
+			s.loops[c.LoopID()].sent.Add(1)
 			q.remove(q.nsent)
 			continue
 		}
@@ -1060,6 +1082,7 @@ func (s *Server) pump(c *netpoll.Conn, cl *client) {
 			if c.Write(b) != nil {
 				return
 			}
+			s.loops[c.LoopID()].sent.Add(1)
 		}
 		q.nsent++
 	}
@@ -1233,7 +1256,7 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 			}
 		}
 	}
-	if tooDeep(filter) {
+	if tooDeep(filter) || sysFilter(filter) && !sysAllowed(c.RemoteAddr().Addr()) {
 		return mqtt.SubackFailure
 	}
 	f := string(filter)
