@@ -75,9 +75,8 @@ func (c *PushConfig) setDefaults() error {
 	if c.Webhook == "" {
 		return nil
 	}
-	u, err := url.Parse(c.Webhook)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("check config: push webhook %q: want an http:// or https:// URL with a host: %w", c.Webhook, ErrBadConfig)
+	if err := CheckWebhook(c.Webhook); err != nil {
+		return err
 	}
 	def := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
@@ -99,6 +98,16 @@ func (c *PushConfig) setDefaults() error {
 	}
 	if c.Interval < 0 || c.Queue < 1 || c.Batch < 1 || c.Backoff < 0 || c.MaxBackoff < c.Backoff || c.Timeout < 0 {
 		return fmt.Errorf("check config: push interval, queue, batch, backoff or timeout out of range: %w", ErrBadConfig)
+	}
+	return nil
+}
+
+// CheckWebhook returns an error wrapping ErrBadConfig unless u is an
+// http:// or https:// URL with a host.
+func CheckWebhook(u string) error {
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return fmt.Errorf("check config: push webhook %q: want an http:// or https:// URL with a host: %w", u, ErrBadConfig)
 	}
 	return nil
 }

@@ -52,6 +52,8 @@ type options struct {
 	handshake, inboxExpiry               time.Duration
 	partialTimeout                       time.Duration
 	maxPartial                           int64
+	pushWebhook                          string
+	pushInterval, sysInterval            time.Duration
 	ops                                  opsOptions
 }
 
@@ -82,6 +84,9 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxSubFilters, "max-subscribe-filters", edge.DefaultMaxFiltersPerSubscribe, "filters considered per SUBSCRIBE packet (`n`); the rest get SUBACK 0x80")
 	fs.DurationVar(&o.partialTimeout, "partial-timeout", edge.DefaultPartialTimeout, "`duration` an incomplete packet may take to complete, whatever the keepalive (then closed: partial_timeout); -1s for no limit")
 	fs.Int64Var(&o.maxPartial, "max-partial-bytes", 0, "memory (`bytes`) all connections together may hold for incomplete packets; the one that would pass it is closed (partial_budget); 0 for 256 MiB or a quarter of GOMEMLIMIT if lower, -1 for no cap")
+	fs.StringVar(&o.pushWebhook, "push-webhook", "", "`URL` (http or https) that gets batched JSON push notifications when a message lands in the inbox of a user with no live connection")
+	fs.DurationVar(&o.pushInterval, "push-interval", edge.DefaultPushInterval, "at most one push notification per user per `duration` (later ones are collapsed)")
+	fs.DurationVar(&o.sysInterval, "sys-interval", edge.DefaultSysInterval, "`duration` between updates of the retained $SYS/broker/ statistics (subscribable from loopback only); 0 for none")
 	fs.IntVar(&o.loops, "loops", 0, "number of event loops (`n`), 0 for GOMAXPROCS")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -242,6 +247,20 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.ops.level})),
 	}
 	cfg.MaxSubscriptions, cfg.MaxFiltersPerSubscribe = o.maxSubs, o.maxSubFilters
+	cfg.Version = version
+	switch {
+	case o.sysInterval < 0:
+		return cfg, "", fmt.Errorf("parse --sys-interval %v: want a duration >= 0 (0 for none)", o.sysInterval)
+	case o.pushInterval <= 0:
+		return cfg, "", fmt.Errorf("parse --push-interval %v: want a duration > 0", o.pushInterval)
+	}
+	cfg.SysInterval = o.sysInterval
+	if o.pushWebhook != "" {
+		if err := edge.CheckWebhook(o.pushWebhook); err != nil {
+			return cfg, "", fmt.Errorf("parse --push-webhook %q: want an http:// or https:// URL with a host", o.pushWebhook)
+		}
+		cfg.Push = edge.PushConfig{Webhook: o.pushWebhook, Interval: o.pushInterval}
+	}
 	if o.admin != "off" {
 		cfg.AdminAddr = o.admin
 	}
