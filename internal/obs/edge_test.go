@@ -26,27 +26,36 @@ func edgeSources(s *edge.Server) Options {
 	}
 }
 
-// TestEdgeEndToEnd runs a real edged server, mounts the reporter beside the
-// server's own admin routes, publishes with mosquitto_pub and checks that
-// the figures follow.
-func TestEdgeEndToEnd(t *testing.T) {
-	_, err := exec.LookPath("mosquitto_pub")
-	testenv.Require(t, err == nil, "mosquitto_pub not installed (apt-get install mosquitto-clients)")
-	s, err := edge.New(edge.Config{Addr: "127.0.0.1:0", Loops: 2, Auth: edge.AuthLoopbackAnonymous,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+// startEdge runs a real edge server on a loopback port (cfg's Addr, Loops,
+// Auth and Logger are set here) and builds a reporter on its sources.
+func startEdge(t *testing.T, cfg edge.Config) (*edge.Server, Options, *Reporter) {
+	t.Helper()
+	cfg.Addr, cfg.Loops, cfg.Auth = "127.0.0.1:0", 2, edge.AuthLoopbackAnonymous
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := edge.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	opt := edgeSources(s)
-	opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	opt.Logger = cfg.Logger
 	r, err := New(opt)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, opt, r
+}
+
+// TestEdgeEndToEnd runs a real edged server, mounts the reporter beside the
+// server's own admin routes, publishes with mosquitto_pub and checks that
+// the figures follow.
+func TestEdgeEndToEnd(t *testing.T) {
+	_, err := exec.LookPath("mosquitto_pub")
+	testenv.Require(t, err == nil, "mosquitto_pub not installed (apt-get install mosquitto-clients)")
+	s, opt, r := startEdge(t, edge.Config{})
 	mux := s.Mux()
 	if err := r.Mount(mux); err == nil {
 		t.Fatal("Mount beside edge's own GET /stats succeeded; want ErrRouteTaken")
@@ -107,21 +116,7 @@ func TestEdgePushMetrics(t *testing.T) {
 	testenv.Require(t, err == nil, "mosquitto_pub not installed (apt-get install mosquitto-clients)")
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }))
 	defer hook.Close()
-	s, err := edge.New(edge.Config{Addr: "127.0.0.1:0", Loops: 2, Auth: edge.AuthLoopbackAnonymous,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Push: edge.PushConfig{Webhook: hook.URL}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	opt := edgeSources(s)
-	opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	r, err := New(opt)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _, r := startEdge(t, edge.Config{Push: edge.PushConfig{Webhook: hook.URL}})
 	base := startAdmin(t, r)
 	host, port, _ := net.SplitHostPort(s.Addr().String())
 	if out, err := exec.Command("mosquitto_pub", "-h", host, "-p", port, "-i", "alice", "-q", "1", "-t", "u/bob/m1", "-m", "hi").CombinedOutput(); err != nil {
