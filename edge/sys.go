@@ -101,15 +101,20 @@ func (s *Server) runSys(interval time.Duration, stop <-chan struct{}, done chan<
 
 // sysCounters returns the totals the tree reports.
 func (s *Server) sysCounters() (received, sent, bytesIn, bytesOut uint64) {
-	received = s.stats.published.Load()
-	for _, ls := range s.loops {
-		sent += ls.sent.Load()
-	}
+	received, sent = s.stats.published.Load(), s.sentTotal()
 	for _, l := range s.eng.Stats() {
 		bytesIn += uint64(l.BytesIn)
 		bytesOut += uint64(l.BytesOut)
 	}
 	return received, sent, bytesIn, bytesOut
+}
+
+// sentTotal is the number of PUBLISH packets the loops wrote to clients.
+func (s *Server) sentTotal() (n uint64) {
+	for _, ls := range s.loops {
+		n += ls.sent.Load()
+	}
+	return n
 }
 
 func (p *sysPublisher) publishAll(now time.Time) {
