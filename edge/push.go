@@ -166,8 +166,9 @@ type pusher struct {
 	sent, posts, retries, collapsed atomic.Uint64
 	dropped                         [numPushDrops]atomic.Uint64
 
-	last map[string]time.Time // poster only: when each user was last notified
-	now  func() time.Time
+	last    map[string]time.Time // poster only: when each user was last notified
+	pruneAt int                  // poster only: the size of last that triggers a sweep
+	now     func() time.Time
 
 	runMu sync.Mutex // guards stop, done
 	stop  chan struct{}
@@ -179,7 +180,7 @@ func newPusher(cfg PushConfig, log *slog.Logger, now func() time.Time) *pusher {
 	// (and their goroutines) without touching the process's default one.
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	return &pusher{cfg: cfg, log: log, q: make(chan pushRec, cfg.Queue), now: now,
-		http: &http.Client{Timeout: cfg.Timeout, Transport: tr}, last: map[string]time.Time{}}
+		http: &http.Client{Timeout: cfg.Timeout, Transport: tr}, last: map[string]time.Time{}, pruneAt: 2 * cfg.Queue}
 }
 
 // offer queues a notification without ever blocking: a full queue drops it
@@ -269,12 +270,15 @@ func (p *pusher) add(batch []notification, r *pushRec) []notification {
 		p.collapsed.Add(1)
 		return batch
 	}
-	if len(p.last) >= 2*p.cfg.Queue { // forget users notified more than an interval ago
+	if len(p.last) >= p.pruneAt { // forget users notified more than an interval ago
 		for u, t := range p.last {
 			if now.Sub(t) >= p.cfg.Interval {
 				delete(p.last, u)
 			}
 		}
+		// The next sweep when the map has doubled: amortised O(1) per
+		// notification even when every user in it is recent.
+		p.pruneAt = max(2*len(p.last), 2*p.cfg.Queue)
 	}
 	p.last[user] = now
 	kind := "message"

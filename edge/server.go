@@ -43,6 +43,7 @@ type Server struct {
 	// storeSoft is the level past which only connected recipients with a
 	// short inbox get more (Config.StoreMaxBytes).
 	held      atomic.Int64
+	entries   atomic.Int64 // entries in every inbox (inbox.cnt)
 	storeSoft int64
 	// src are the new-inbox buckets per source address: reconnecting
 	// does not refill a sprayer's allowance.
@@ -1001,7 +1002,7 @@ func (s *Server) pushLocked(cl *client, topic, payload []byte, qos byte, retain 
 	}
 	q := &cl.x().q
 	if q.acct == nil {
-		q.acct = &s.held
+		q.acct, q.cnt = &s.held, &s.entries
 	}
 	q.push(e)
 	if q.len() == inboxWatchFloor {

@@ -5,7 +5,6 @@ import (
 	"math"
 	"net/netip"
 	"strconv"
-	"sync/atomic"
 	"time"
 )
 
@@ -32,12 +31,6 @@ import (
 
 // DefaultSysInterval is mosquitto's default sys_interval.
 const DefaultSysInterval = 10 * time.Second
-
-// storedEntries counts the entries held by every inbox of the process (a
-// process-wide gauge, like acctRepairs): $SYS/broker/messages/stored is
-// the retained messages plus these, mosquitto's "messages held in the
-// message store".
-var storedEntries atomic.Int64
 
 // sysFilter reports whether filter's first level is $SYS.
 func sysFilter(filter []byte) bool {
@@ -123,7 +116,9 @@ func (p *sysPublisher) publishAll(now time.Time) {
 	p.maxConn = max(p.maxConn, conns)
 	recv, sent, bin, bout := s.sysCounters()
 	retained := int64(s.tree.retainedCount())
-	stored := retained + storedEntries.Load()
+	// mosquitto's "messages held in the message store": retained
+	// messages plus every inbox's entries.
+	stored := retained + s.entries.Load()
 
 	p.pub("$SYS/broker/version", "edged version "+s.cfg.Version)
 	p.pubAlways("$SYS/broker/uptime", strconv.FormatInt(int64(now.Sub(p.start)/time.Second), 10)+" seconds")

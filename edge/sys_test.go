@@ -24,15 +24,14 @@ func sysServer(t *testing.T, mod func(*Config)) *Server {
 	})
 }
 
-// waitSys reads live (non-retained) PUBLISHes on c until one on topic
-// satisfies ok, skipping others.
-func waitSys(c *rawClient, topic string, ok func(v string) bool) {
+// waitSys reads the $SYS PUBLISHes c subscribed to, keeping the latest
+// value of each topic (what the retained store holds), until ok holds.
+func waitSys(c *rawClient, ok func(latest map[string]string) bool) {
 	c.t.Helper()
-	for {
+	latest := map[string]string{}
+	for !ok(latest) {
 		p := c.expect(mqtt.TypePublish)
-		if p.Topic == topic && ok(p.Payload) {
-			return
-		}
+		latest[p.Topic] = p.Payload
 	}
 }
 
@@ -48,17 +47,24 @@ func TestSysTreeMosquittoSub(t *testing.T) {
 	pub.expect(mqtt.TypePuback)
 	watch := dial(t, s)
 	watch.connect("watch", false)
-	if code := watch.subscribe("$SYS/broker/messages/received", 0); code != 0 {
-		t.Fatalf("loopback SUBSCRIBE $SYS/broker/messages/received: SUBACK %#x", code)
+	if code := watch.subscribe("$SYS/broker/#", 0); code != 0 {
+		t.Fatalf("loopback SUBSCRIBE $SYS/broker/#: SUBACK %#x", code)
 	}
-	waitSys(watch, "$SYS/broker/messages/received", func(v string) bool { return v == "1" })
+	// A round reads the counters before it publishes, so wait for one that
+	// read them after both clients connected and watch got a message: the
+	// retained values mosquitto_sub reads below are then at least these.
+	waitSys(watch, func(v map[string]string) bool {
+		return v["$SYS/broker/messages/received"] == "1" && atLeast(v["$SYS/broker/clients/connected"], 2) &&
+			atLeast(v["$SYS/broker/messages/sent"], 1)
+	})
 
 	// --retained-only prints the retained values and exits at the first
 	// live message (uptime is republished every interval).
-	out := mosqSub(t, s, "-t", "$SYS/broker/#", "-v", "--retained-only", "-W", "10")()
+	// -F with '=': a topic may hold a space ("retained messages/count").
+	out := mosqSub(t, s, "-t", "$SYS/broker/#", "-F", "%t=%p", "--retained-only", "-W", "10")()
 	got := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		topic, v, _ := strings.Cut(line, " ")
+		topic, v, _ := strings.Cut(line, "=")
 		got[topic] = v
 	}
 	want := map[string]func(string) bool{
@@ -69,7 +75,6 @@ func TestSysTreeMosquittoSub(t *testing.T) {
 		"$SYS/broker/clients/maximum":      func(v string) bool { return atLeast(v, 2) },
 		"$SYS/broker/messages/received":    func(v string) bool { return v == "1" },
 		"$SYS/broker/messages/sent":        func(v string) bool { return atLeast(v, 1) }, // the $SYS values to watch
-		"$SYS/broker/messages/stored":      func(v string) bool { return atLeast(v, 1) }, // bob's message, retained $SYS
 		"$SYS/broker/store/messages/bytes": func(v string) bool { return atLeast(v, 1) },
 		"$SYS/broker/bytes/received":       func(v string) bool { return atLeast(v, 1) },
 		"$SYS/broker/bytes/sent":           func(v string) bool { return atLeast(v, 1) },
@@ -81,6 +86,13 @@ func TestSysTreeMosquittoSub(t *testing.T) {
 				return err == nil && f >= 0 && strings.Count(v, ".") == 1 && len(v)-strings.IndexByte(v, '.') == 3
 			}
 		}
+	}
+	// The same round read both: the retained topics plus bob's message
+	// (watch's QoS 0 deliveries leave its inbox as they are written).
+	if r, err := strconv.Atoi(got["$SYS/broker/retained messages/count"]); err != nil || r < 1 ||
+		got["$SYS/broker/messages/stored"] != strconv.Itoa(r+1) {
+		t.Errorf("messages/stored %q, retained messages/count %q: want retained + 1",
+			got["$SYS/broker/messages/stored"], got["$SYS/broker/retained messages/count"])
 	}
 	for topic, ok := range want {
 		v, have := got[topic]
@@ -117,9 +129,10 @@ func TestSysKeptOutOfWildcards(t *testing.T) {
 			t.Fatalf("SUBSCRIBE %s: %#x", f, code)
 		}
 	}
-	// A live uptime after all's subscriptions: every $SYS publish of that
-	// round went through the tree before the marker below, so a $SYS
-	// message matched by a wildcard would arrive before the marker.
+	// Two live uptimes after all's subscriptions: the second one's round
+	// started after them, and its uptime went through the tree (to all too,
+	// if a wildcard matched it) before the marker below was published.
+	sys.expect(mqtt.TypePublish)
 	sys.expect(mqtt.TypePublish)
 	mark := dial(t, s)
 	mark.connect("mark", false)
