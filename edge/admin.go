@@ -293,6 +293,8 @@ type Stats struct {
 	FiltersOverPacket uint64 `json:"filters_over_packet_cap"`
 	FiltersOverClient uint64 `json:"filters_over_client_cap"`
 
+	// Push are the push notification counters (nil if push is off).
+	Push *PushStats `json:"push,omitempty"`
 	// Disk is the durable store's work; nil without a data dir.
 	Disk *DiskStats `json:"disk,omitempty"`
 }
@@ -333,6 +335,8 @@ func (s *Server) Stats() Stats {
 		FiltersOverPacket: s.stats.overPacket.Load(),
 		FiltersOverClient: s.stats.overClient.Load(),
 		Disk:              s.diskStats(),
+
+		Push: s.pushStatsPtr(),
 	}
 }
 

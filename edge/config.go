@@ -191,6 +191,18 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock for token expiry and presence (default time.Now).
 	Now func() time.Time
+	// SysInterval is how often the $SYS/broker/ statistics are published
+	// (sys.go); 0 or negative: never (edged's --sys-interval defaults to
+	// DefaultSysInterval). Off by default here, unlike the other fields:
+	// the $SYS values are retained messages and count in the retained
+	// store (MaxRetained, RetainedMaxBytes and the store total), as in
+	// mosquitto, which an embedding program may not want.
+	SysInterval time.Duration
+	// Version is the server version $SYS/broker/version reports.
+	Version string
+	// Push configures push notifications for offline users (push.go);
+	// off without a Webhook.
+	Push PushConfig
 }
 
 func (c *Config) setDefaults() error {
@@ -257,6 +269,9 @@ func (c *Config) setDefaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
 	switch {
 	case c.Auth == AuthToken && len(c.Secret) == 0:
 		return fmt.Errorf("check config: token auth without a secret: %w", ErrBadConfig)
@@ -284,6 +299,9 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("check config: max queued %d below twice the max packet size: %w", c.MaxQueued, ErrBadConfig)
 	case c.MaxPartialBytes > 0 && c.MaxPartialBytes < 4*int64(c.MaxPacketSize):
 		return fmt.Errorf("check config: max partial bytes %d below 4 x the max packet size: %w", c.MaxPartialBytes, ErrBadConfig)
+	}
+	if err := c.Push.setDefaults(); err != nil {
+		return err
 	}
 	return c.checkAdmin()
 }

@@ -14,7 +14,8 @@ package edge
 // everything, logged or not (clean sessions' subscriptions, QoS 0 entries,
 // wills), so the new process's memory is exactly the old one's.
 //
-// Not carried: retained scans in progress (a wildcard subscription's
+// Not carried: push notifications queued for the webhook (dropped and
+// counted as at a shutdown), retained scans in progress (a wildcard subscription's
 // retained messages still being delivered are not resent), cross-loop
 // messages in flight (every connected client is pumped after the takeover
 // instead), keepalive timers (restarted at full length).
@@ -80,6 +81,7 @@ func (s *Server) Freeze() (*Handoff, error) {
 	}
 	s.stopSweeper()
 	s.stopCompactor()
+	s.stopSys() // it publishes retained messages: nothing may change the state now
 	if err := s.eng.Freeze(); err != nil {
 		s.restartBackground()
 		return nil, fmt.Errorf("freeze: %w", err)
@@ -124,6 +126,9 @@ func (s *Server) Finish() error {
 	if err := s.eng.Abandon(); err != nil {
 		return fmt.Errorf("finish handoff: %w", err)
 	}
+	if s.push != nil {
+		s.push.close()
+	}
 	if s.wal != nil {
 		s.wal.Abandon()
 	}
@@ -140,6 +145,9 @@ func (s *Server) restartBackground() {
 	if s.wal != nil && s.stopCompact == nil {
 		s.stopCompact, s.compactDone = make(chan struct{}), make(chan struct{})
 		go s.compactor(s.stopCompact, s.compactDone)
+	}
+	if s.stopSysC == nil {
+		s.startSys()
 	}
 }
 

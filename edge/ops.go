@@ -28,13 +28,13 @@ func (s *Server) SetInflight(n int) error {
 	return nil
 }
 
-// Counters returns the server's monotonic counters by name (messages in,
-// inbox entries stored and refused, dropped deliveries, closes by reason),
-// as the activity reporter exports them.
+// Counters returns the server's monotonic counters by name (messages in and
+// PUBLISH packets delivered, inbox entries stored and refused, dropped
+// deliveries, closes by reason), as the activity reporter exports them.
 func (s *Server) Counters() map[string]int64 {
 	st := s.Stats()
 	m := map[string]int64{
-		"messages_in": int64(st.Published), "inbox_stored": int64(st.Stored),
+		"messages_in": int64(st.Published), "messages_out": int64(s.sentTotal()), "inbox_stored": int64(st.Stored),
 		"inbox_full": int64(st.InboxFull), "deliveries_dropped": int64(st.Dropped),
 		"store_full": int64(st.StoreFull), "new_inbox_rate": int64(st.NewInboxRate),
 		"notices_dropped": int64(st.NoticesDropped), "inbox_expired": int64(st.Expired),
@@ -49,6 +49,7 @@ func (s *Server) Counters() map[string]int64 {
 		m["store_records"], m["store_written_bytes"], m["store_fsyncs"] = int64(d.Records), int64(d.BytesWritten), int64(d.Fsyncs)
 		m["store_write_errors"], m["store_compactions"] = int64(d.WriteErrors), int64(d.Compactions)
 	}
+	s.pushCounters(m)
 	return m
 }
 

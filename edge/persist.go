@@ -155,9 +155,14 @@ func (s *Server) logQ2(cl *client, pid uint16, add bool) {
 
 // logRetain is the retained store's hook (topicTree.onSet, under rmu).
 func (s *Server) logRetain(topic, payload []byte, qos byte) {
+	if sysTopic(topic) {
+		return // the server's own statistics: published again by the new process
+	}
 	q := [1]byte{qos}
 	s.wal.Append(recRetain, topic, q[:], payload)
 }
+
+func sysTopic(t []byte) bool { return len(t) >= 5 && string(t[:5]) == "$SYS/" }
 
 // logGroup is the group table's hook (under its lock).
 func (s *Server) logGroup(add bool, group, user string) uint64 {
@@ -664,7 +669,7 @@ func (s *Server) snapshotRetained(w *wal.SnapshotWriter) error {
 	t.rmu.RLock()
 	var walk func(n *rnode)
 	walk = func(n *rnode) {
-		if n.payload != nil {
+		if n.payload != nil && !sysTopic([]byte(n.topic)) {
 			buf = wal.EncodeRecord(buf, recRetain, 0, []byte(n.topic), []byte{n.qos}, n.payload)
 		}
 		if n.kids != nil {

@@ -598,6 +598,7 @@ type inbox struct {
 	nsent int
 	bytes int
 	acct  *atomic.Int64
+	cnt   *atomic.Int64 // the server's entry total ($SYS messages/stored); set with acct
 }
 
 func (q *inbox) len() int {
@@ -634,6 +635,12 @@ func (q *inbox) account(d int) {
 	}
 }
 
+func (q *inbox) countEntries(d int) {
+	if q.cnt != nil {
+		q.cnt.Add(int64(d))
+	}
+}
+
 func (q *inbox) push(e entry) {
 	if q.head > 0 && q.head == len(q.items) {
 		q.items = q.items[:0]
@@ -650,6 +657,7 @@ func (q *inbox) push(e entry) {
 	}
 	q.items = append(q.items, e)
 	q.account(d)
+	q.countEntries(1)
 }
 
 // remove deletes entry i (0 = front), keeping order, and frees its buffer.
@@ -669,6 +677,7 @@ func (q *inbox) remove(i int) {
 		d += inboxOverhead
 	}
 	q.account(-d)
+	q.countEntries(-1)
 }
 
 // findSent returns the index of the in-flight entry with packet id pid, or -1.
@@ -761,6 +770,7 @@ func (q *inbox) dropFrom(k int, fn func(e *entry) bool) int {
 		d += inboxOverhead
 	}
 	q.account(-d)
+	q.countEntries(-n)
 	q.trim()
 	return n
 }
@@ -801,6 +811,7 @@ func (q *inbox) freeAll() {
 	for i := q.head; i < len(q.items); i++ {
 		putBuf(q.items[i].buf)
 	}
+	q.countEntries(-q.len())
 	q.account(-q.bytes)
 	q.items, q.head, q.nsent = nil, 0, 0
 }

@@ -44,6 +44,7 @@ type Server struct {
 	// storeSoft is the level past which only connected recipients with a
 	// short inbox get more (Config.StoreMaxBytes).
 	held      atomic.Int64
+	entries   atomic.Int64 // entries in every inbox (inbox.cnt)
 	storeSoft int64
 	// src are the new-inbox buckets per source address: reconnecting
 	// does not refill a sprayer's allowance.
@@ -56,6 +57,7 @@ type Server struct {
 	anonSeq atomic.Uint64
 	stats   msgCounters
 	logs    logLimiter
+	push    *pusher // nil without Config.Push.Webhook
 
 	// sweepMu guards sweepAt, the next record the expiry sweep examines.
 	sweepMu sync.Mutex
@@ -66,7 +68,9 @@ type Server struct {
 	storeLog logLimiter
 	ctlSeq   atomic.Uint64 // seq of the last control record (persist.go: logClient)
 
-	mu        sync.Mutex // guards admin, adminLn, started, closed, stopSweep, sweepDone, stopCompact, compactDone
+	mu        sync.Mutex // guards admin, adminLn, started, closed, stopSweep, sweepDone, stopCompact, compactDone, stopSysC, sysDone
+	stopSysC  chan struct{}
+	sysDone   chan struct{}
 	admin     *http.Server
 	adminLn   net.Listener
 	started   bool
@@ -132,6 +136,9 @@ type loopState struct {
 	// storeWake: a msgStoreWake is queued for this loop.
 	acks      []heldAck
 	storeWake bool
+	// sent counts the PUBLISH packets this loop wrote ($SYS messages/sent);
+	// per loop, so that counting costs no shared cache line.
+	sent atomic.Uint64
 }
 
 // New validates cfg and builds a Server (not yet listening). It returns an
@@ -145,6 +152,9 @@ func New(cfg Config) (*Server, error) {
 	s.reg.acct, s.reg.capBytes = &s.held, cfg.StoreMaxBytes
 	s.storeSoft = cfg.StoreMaxBytes - cfg.StoreMaxBytes/8
 	s.inflight.Store(int64(cfg.Inflight))
+	if cfg.Push.Webhook != "" {
+		s.push = newPusher(cfg.Push, cfg.Logger, cfg.Now)
+	}
 	eng, err := netpoll.New(netpoll.Config{
 		Addr:       cfg.Addr,
 		Loops:      cfg.Loops,
@@ -213,6 +223,10 @@ func (s *Server) Start() (err error) {
 		return fmt.Errorf("start engine: %w", err)
 	}
 	s.started = true
+	s.startSys()
+	if s.push != nil {
+		s.push.start()
+	}
 	if s.cfg.InboxExpiry > 0 {
 		s.stopSweep, s.sweepDone = make(chan struct{}), make(chan struct{})
 		go s.sweeper(s.stopSweep, s.sweepDone)
@@ -259,6 +273,10 @@ func (s *Server) Close() error {
 		admin.Close()
 	}
 	s.stopSweeper()
+	s.stopSys()
+	if s.push != nil {
+		s.push.close()
+	}
 	s.mu.Lock()
 	stop, done := s.stopCompact, s.compactDone
 	s.mu.Unlock()
@@ -849,7 +867,11 @@ func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, gr
 		res = storeNotified
 	}
 	if res == storeOK {
+		offline := cl.handle == 0
 		s.deliverLocked(cl, t, payload, flags)
+		if offline {
+			s.notifyOffline(kind, to, from, group, mid)
+		}
 		return storeOK
 	}
 	if cl != nil {
@@ -1057,7 +1079,7 @@ func (s *Server) pushLocked(cl *client, topic, payload []byte, qos byte, retain 
 	}
 	q := &cl.x().q
 	if q.acct == nil {
-		q.acct = &s.held
+		q.acct, q.cnt = &s.held, &s.entries
 	}
 	q.push(e)
 	s.logPut(cl, q.at(q.len()-1))
@@ -1115,6 +1137,7 @@ func (s *Server) pump(c *netpoll.Conn, cl *client) {
 			if c.Write(*e.buf) != nil {
 				return
 			}
+			s.loops[c.LoopID()].sent.Add(1)
 			q.remove(q.nsent)
 			continue
 		}
@@ -1143,6 +1166,7 @@ func (s *Server) pump(c *netpoll.Conn, cl *client) {
 			if c.Write(b) != nil {
 				return
 			}
+			s.loops[c.LoopID()].sent.Add(1)
 		}
 		q.nsent++
 	}
@@ -1319,7 +1343,7 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 			}
 		}
 	}
-	if tooDeep(filter) {
+	if tooDeep(filter) || sysFilter(filter) && !sysAllowed(c.RemoteAddr().Addr()) {
 		return mqtt.SubackFailure
 	}
 	f := string(filter)

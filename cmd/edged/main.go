@@ -56,6 +56,8 @@ type options struct {
 	maxPartial                           int64
 	dataDir, fsync                       string
 	inMemory, repair                     bool
+	pushWebhook                          string
+	pushInterval, sysInterval            time.Duration
 	ops                                  opsOptions
 }
 
@@ -94,6 +96,9 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.inMemory, "in-memory", false, "keep nothing across a restart: no --data-dir (e.g. for benchmarks)")
 	fs.StringVar(&o.fsync, "fsync", defaultFsync, "when the store fsyncs: `mode` always (before each batch of PUBACKs: survives a power loss), interval=D (every D: a power loss loses at most D), never (the kernel's writeback); every mode writes before PUBACK, so a killed edged loses nothing")
 	fs.BoolVar(&o.repair, "repair", false, "start even if the store has corrupt records: drop them (each is logged) and compact")
+	fs.StringVar(&o.pushWebhook, "push-webhook", "", "`URL` (http or https) that gets batched JSON push notifications when a message lands in the inbox of a user with no live connection")
+	fs.DurationVar(&o.pushInterval, "push-interval", edge.DefaultPushInterval, "at most one push notification per user per `duration` (later ones are collapsed)")
+	fs.DurationVar(&o.sysInterval, "sys-interval", edge.DefaultSysInterval, "`duration` between updates of the retained $SYS/broker/ statistics (subscribable from loopback only); 0 for none")
 	fs.IntVar(&o.loops, "loops", 0, "number of event loops (`n`), 0 for GOMAXPROCS")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -331,6 +336,20 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 			return cfg, "", fmt.Errorf("parse --fsync: %w", err)
 		}
 		cfg.Repair = o.repair
+	}
+	cfg.Version = version
+	switch {
+	case o.sysInterval < 0:
+		return cfg, "", fmt.Errorf("parse --sys-interval %v: want a duration >= 0 (0 for none)", o.sysInterval)
+	case o.pushInterval <= 0:
+		return cfg, "", fmt.Errorf("parse --push-interval %v: want a duration > 0", o.pushInterval)
+	}
+	cfg.SysInterval = o.sysInterval
+	if o.pushWebhook != "" {
+		if err := edge.CheckWebhook(o.pushWebhook); err != nil {
+			return cfg, "", fmt.Errorf("parse --push-webhook %q: want an http:// or https:// URL with a host", o.pushWebhook)
+		}
+		cfg.Push = edge.PushConfig{Webhook: o.pushWebhook, Interval: o.pushInterval}
 	}
 	if o.admin != "off" {
 		cfg.AdminAddr = o.admin

@@ -58,6 +58,11 @@ func TestUsageErrors(t *testing.T) {
 		{"admin on a host name without token", []string{"--listen", "127.0.0.1:0", "--admin", "admin.internal:9090"}, 2, "give --admin-token-file"},
 		{"short admin token", []string{"--listen", "127.0.0.1:0", "--admin-token-file", short}, 2, "token shorter than 16 bytes"},
 		{"missing admin token file", []string{"--listen", "127.0.0.1:0", "--admin-token-file", filepath.Join(dir, "none")}, 2, "read admin token file"},
+		{"bad webhook", []string{"--listen", "127.0.0.1:0", "--push-webhook", "ftp://push.example/hook"}, 2, `parse --push-webhook "ftp://push.example/hook": want an http:// or https:// URL with a host`},
+		{"webhook without host", []string{"--listen", "127.0.0.1:0", "--push-webhook", "http:///hook"}, 2, "--push-webhook"},
+		{"zero push interval", []string{"--listen", "127.0.0.1:0", "--push-interval", "0s"}, 2, "parse --push-interval 0s: want a duration > 0"},
+		{"negative sys interval", []string{"--listen", "127.0.0.1:0", "--sys-interval", "-1s"}, 2, "parse --sys-interval -1s: want a duration >= 0"},
+		{"bad sys interval", []string{"--sys-interval", "often"}, 2, `--sys-interval "often": want a duration`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"strings"
 	"testing"
@@ -25,27 +26,36 @@ func edgeSources(s *edge.Server) Options {
 	}
 }
 
-// TestEdgeEndToEnd runs a real edged server, mounts the reporter beside the
-// server's own admin routes, publishes with mosquitto_pub and checks that
-// the figures follow.
-func TestEdgeEndToEnd(t *testing.T) {
-	_, err := exec.LookPath("mosquitto_pub")
-	testenv.Require(t, err == nil, "mosquitto_pub not installed (apt-get install mosquitto-clients)")
-	s, err := edge.New(edge.Config{Addr: "127.0.0.1:0", Loops: 2, Auth: edge.AuthLoopbackAnonymous,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+// startEdge runs a real edge server on a loopback port (cfg's Addr, Loops,
+// Auth and Logger are set here) and builds a reporter on its sources.
+func startEdge(t *testing.T, cfg edge.Config) (*edge.Server, Options, *Reporter) {
+	t.Helper()
+	cfg.Addr, cfg.Loops, cfg.Auth = "127.0.0.1:0", 2, edge.AuthLoopbackAnonymous
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := edge.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	opt := edgeSources(s)
-	opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	opt.Logger = cfg.Logger
 	r, err := New(opt)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, opt, r
+}
+
+// TestEdgeEndToEnd runs a real edged server, mounts the reporter beside the
+// server's own admin routes, publishes with mosquitto_pub and checks that
+// the figures follow.
+func TestEdgeEndToEnd(t *testing.T) {
+	_, err := exec.LookPath("mosquitto_pub")
+	testenv.Require(t, err == nil, "mosquitto_pub not installed (apt-get install mosquitto-clients)")
+	s, opt, r := startEdge(t, edge.Config{})
 	mux := s.Mux()
 	if err := r.Mount(mux); err == nil {
 		t.Fatal("Mount beside edge's own GET /stats succeeded; want ErrRouteTaken")
@@ -97,4 +107,33 @@ func TestEdgeEndToEnd(t *testing.T) {
 	if code, body := httpDo(t, "GET", base+"/healthz", ""); code != 200 {
 		t.Fatalf("the server's own route broke: %d %s", code, body)
 	}
+}
+
+// TestEdgePushMetrics: the push notification counters reach /metrics under
+// promlint-clean names, drops as one counter labelled by reason.
+func TestEdgePushMetrics(t *testing.T) {
+	_, err := exec.LookPath("mosquitto_pub")
+	testenv.Require(t, err == nil, "mosquitto_pub not installed (apt-get install mosquitto-clients)")
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }))
+	defer hook.Close()
+	s, _, r := startEdge(t, edge.Config{Push: edge.PushConfig{Webhook: hook.URL}})
+	base := startAdmin(t, r)
+	host, port, _ := net.SplitHostPort(s.Addr().String())
+	if out, err := exec.Command("mosquitto_pub", "-h", host, "-p", port, "-i", "alice", "-q", "1", "-t", "u/bob/m1", "-m", "hi").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v: %s", err, out)
+	}
+	waitFor(t, "the notification posted", 10*time.Second, func() bool { return s.PushStats().Sent == 1 })
+	r.Sample()
+	_, m := httpDo(t, "GET", base+"/metrics", "")
+	for series, want := range map[string]float64{
+		"edged_push_notifications_sent_total":           1,
+		"edged_push_posts_total":                        1,
+		`edged_push_dropped_total{reason="queue_full"}`: 0,
+		`edged_push_dropped_total{reason="failed"}`:     0,
+	} {
+		if v, ok := metricValue(m, series); !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", series, v, ok, want)
+		}
+	}
+	lintMetrics(t, m)
 }

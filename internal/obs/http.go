@@ -19,6 +19,8 @@ const maxKnobBody = 4 << 10
 
 // Mount registers the admin routes on mux:
 //
+//	GET /                   the dashboard (dashboard.go): live charts of the samples
+//	GET /dashboard/*        its script and style sheet (embedded)
 //	/debug/pprof/*          net/http/pprof (heap, goroutine, mutex, block, profile, trace, ...)
 //	GET /metrics            Prometheus text format (private registry)
 //	GET StatsPath           JSON Snapshot; ?history=N adds the last N values per figure
@@ -34,6 +36,9 @@ func (r *Reporter) Mount(mux *http.ServeMux) error {
 		pattern string
 		h       http.HandlerFunc
 	}{
+		{"GET /{$}", serveDash("index.html", "text/html; charset=utf-8")},
+		{"GET /dashboard/dash.js", serveDash("dash.js", "text/javascript; charset=utf-8")},
+		{"GET /dashboard/dash.css", serveDash("dash.css", "text/css; charset=utf-8")},
 		{"/debug/pprof/", pprof.Index},
 		{"/debug/pprof/cmdline", pprof.Cmdline},
 		{"/debug/pprof/profile", pprof.Profile},
@@ -50,7 +55,7 @@ func (r *Reporter) Mount(mux *http.ServeMux) error {
 		if !ok {
 			method, path = "GET", rt.pattern
 		}
-		path = strings.Replace(path, "{name}", "x", 1)
+		path = strings.Replace(strings.Replace(path, "{name}", "x", 1), "{$}", "", 1)
 		req := &http.Request{Method: method, URL: &url.URL{Path: path}, Host: "localhost"}
 		if _, p := mux.Handler(req); p != "" && p != "/" {
 			return fmt.Errorf("mount %s: %s is served by %q: %w", rt.pattern, path, p, ErrRouteTaken)

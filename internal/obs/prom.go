@@ -56,7 +56,7 @@ var promRename = map[string]string{
 // another metric. Host-wide TCP figures are named edged_host_tcp_... so they
 // do not read as edged's own.
 func promName(f Figure) string {
-	if _, skip := promSkip[f.Name]; skip || strings.HasPrefix(f.Name, "closes_") || loopUtilFigure(f.Name) {
+	if _, skip := promSkip[f.Name]; skip || strings.HasPrefix(f.Name, "closes_") || strings.HasPrefix(f.Name, "push_dropped_") || loopUtilFigure(f.Name) {
 		return ""
 	}
 	if n, ok := promRename[f.Name]; ok {
@@ -112,6 +112,7 @@ var (
 	descLoopXQ    = prometheus.NewDesc("edged_loop_queue_messages", "Cross-loop messages waiting, per loop.", []string{"loop"}, nil)
 	descCPU       = prometheus.NewDesc("edged_cpu_seconds_total", "CPU time edged spent, by mode (getrusage).", []string{"mode"}, nil)
 	descCloses    = prometheus.NewDesc("edged_closes_total", "Client connections closed, by reason.", []string{"reason"}, nil)
+	descPushDrop  = prometheus.NewDesc("edged_push_dropped_total", "Push notifications dropped, by reason (queue_full, failed, rejected, shutdown).", []string{"reason"}, nil)
 	descAlarm     = prometheus.NewDesc("edged_queue_alarm", "1 for each queue over its alarm threshold; its length is edged_queue_alarm_length.", []string{"kind", "queue"}, nil)
 	descAlarmLen  = prometheus.NewDesc("edged_queue_alarm_length", "Length of each alarmed queue, in its kind's unit (bytes or messages).", []string{"kind", "queue"}, nil)
 	descFired     = prometheus.NewDesc("edged_queue_alarms_fired_total", "Queue alarms fired since start.", nil, nil)
@@ -134,6 +135,9 @@ func (c *figureCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		case strings.HasPrefix(f.Name, "closes_") && f.Counter:
 			ch <- prometheus.MustNewConstMetric(descCloses, prometheus.CounterValue, f.Total, strings.TrimPrefix(f.Name, "closes_"))
+			continue
+		case strings.HasPrefix(f.Name, "push_dropped_") && f.Counter:
+			ch <- prometheus.MustNewConstMetric(descPushDrop, prometheus.CounterValue, f.Total, strings.TrimPrefix(f.Name, "push_dropped_"))
 			continue
 		}
 		name := promName(f)
