@@ -176,6 +176,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	// start (a package manager replaces the file at the same path).
 	exe, _ := os.Executable()
 	upgradeReq := make(chan struct{}, 1)
+	var ust upgradeStatus
 	if cfg.AdminRoutes != nil {
 		routes := cfg.AdminRoutes
 		cfg.AdminRoutes = func(mux *http.ServeMux) error {
@@ -184,10 +185,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 				case upgradeReq <- struct{}{}:
 				default: // one is on its way
 				}
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(http.StatusAccepted)
-				fmt.Fprintf(w, "{\"upgrading\":true,\"pid\":%d}\n", os.Getpid())
+				ust.write(w, http.StatusAccepted)
 			})
+			mux.HandleFunc("GET /upgrade", func(w http.ResponseWriter, r *http.Request) { ust.write(w, http.StatusOK) })
 			return routes(mux)
 		}
 	}
@@ -265,7 +265,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 			break
 		}
 		log.Info("upgrade: starting the new binary", "exe", exe)
+		ust.begin()
 		pid, err := upgrade(s, ops, exe, args, log)
+		ust.end(err)
 		if err != nil {
 			log.Error("upgrade failed; still serving", "err", err)
 			continue

@@ -18,15 +18,18 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -35,6 +38,39 @@ import (
 )
 
 const handoffEnv = "EDGED_HANDOFF_FD"
+
+// upgradeStatus is what GET /upgrade tells (edgectl upgrade polls it).
+type upgradeStatus struct {
+	mu        sync.Mutex
+	attempts  int
+	running   bool
+	lastError string
+}
+
+func (u *upgradeStatus) begin() {
+	u.mu.Lock()
+	u.attempts++
+	u.running, u.lastError = true, ""
+	u.mu.Unlock()
+}
+
+func (u *upgradeStatus) end(err error) {
+	u.mu.Lock()
+	u.running = false
+	if err != nil {
+		u.lastError = err.Error()
+	}
+	u.mu.Unlock()
+}
+
+func (u *upgradeStatus) write(w http.ResponseWriter, code int) {
+	u.mu.Lock()
+	v := map[string]any{"pid": os.Getpid(), "attempts": u.attempts, "running": u.running, "last_error": u.lastError}
+	u.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
 
 // handoffTimeout bounds each wait of the protocol (the new binary's start,
 // its recovery of the store's position, its adoption of the connections).
