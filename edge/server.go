@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgedhq/edged/edge/mqtt"
+	"github.com/edgedhq/edged/internal/edgetls"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -128,7 +129,7 @@ func New(cfg Config) (*Server, error) {
 	s.reg.acct, s.reg.capBytes = &s.held, cfg.StoreMaxBytes
 	s.storeSoft = cfg.StoreMaxBytes - cfg.StoreMaxBytes/8
 	s.inflight.Store(int64(cfg.Inflight))
-	eng, err := netpoll.New(netpoll.Config{
+	ncfg := netpoll.Config{
 		Addr:       cfg.Addr,
 		Loops:      cfg.Loops,
 		MaxPending: cfg.MaxPacketSize + mqtt.MaxHeaderLen,
@@ -139,16 +140,42 @@ func New(cfg Config) (*Server, error) {
 
 		PartialTimeout:  cfg.PartialTimeout,
 		MaxPartialBytes: cfg.MaxPartialBytes,
-	})
+	}
+	if cfg.TLS != nil {
+		s.useTLS(&ncfg)
+	}
+	eng, err := netpoll.New(ncfg)
 	if err != nil {
 		return nil, fmt.Errorf("create engine: %w", err)
 	}
 	s.eng = eng
+	if cfg.TLS != nil {
+		cfg.TLS.Bind(eng)
+	}
 	s.loops = make([]*loopState, eng.NumLoops())
 	for i := range s.loops {
 		s.loops[i] = &loopState{out: make([]byte, 0, 512), topic: make([]byte, 0, 256), rcpt: make([]byte, 0, 256)}
 	}
 	return s, nil
+}
+
+// useTLS routes the TLS listener groups' connections through cfg.TLS: the
+// handshake off the loops, then its record layer as the engine's Transport.
+func (s *Server) useTLS(ncfg *netpoll.Config) {
+	t := s.cfg.TLS
+	groups := make([]bool, 1+len(s.cfg.ExtraAddrs))
+	for _, g := range s.cfg.TLSGroups {
+		groups[g] = true // in range: checked by setDefaults
+	}
+	t.SetFailHook(func(f edgetls.Fail) { s.closes[tlsFailReason[f]].Add(1) })
+	ncfg.Transport = t
+	ncfg.Handoff = func(loop, group, fd int) bool {
+		if !groups[group] {
+			return false
+		}
+		t.Accept(loop, fd)
+		return true
+	}
 }
 
 // Start starts the event loops and, if configured, the admin listener.

@@ -1,0 +1,376 @@
+package edge
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgedhq/edged/edge/mqtt"
+	"github.com/edgedhq/edged/internal/edgetls"
+	"github.com/edgedhq/edged/internal/testenv"
+)
+
+// tlsServer is an edged with a TLS listener (group 0) and a plain one.
+type tlsServer struct {
+	*Server
+	tls   *edgetls.Server
+	files *testenv.TLSFiles
+	plain string
+}
+
+func startTLSServer(t testing.TB, mod func(*edgetls.Config), files *testenv.TLSFiles) *tlsServer {
+	t.Helper()
+	if files == nil {
+		files = testenv.MakeTLSFiles(t)
+	}
+	tc := edgetls.Config{CertFile: files.ECDSACert, KeyFile: files.ECDSAKey}
+	if mod != nil {
+		mod(&tc)
+	}
+	ts, err := edgetls.New(tc)
+	if err != nil {
+		t.Fatalf("edgetls: %v", err)
+	}
+	s := startServer(t, func(c *Config) {
+		c.TLS, c.TLSGroups = ts, []int{0}
+		c.ExtraAddrs = []string{"127.0.0.1:0"}
+	})
+	return &tlsServer{Server: s, tls: ts, files: files, plain: s.eng.Addrs()[1].String()}
+}
+
+func (s *tlsServer) clientConfig(vers uint16) *tls.Config {
+	return &tls.Config{RootCAs: s.files.Pool, ServerName: "127.0.0.1", MinVersion: vers, MaxVersion: vers}
+}
+
+// dialTLS connects a raw MQTT client over TLS; the handshake must succeed.
+func dialTLS(t testing.TB, s *tlsServer, cfg *tls.Config) (*rawClient, *tls.Conn) {
+	t.Helper()
+	tc, err := tls.Dial("tcp", s.Addr().String(), cfg)
+	if err != nil {
+		t.Fatalf("tls dial: %v", err)
+	}
+	t.Cleanup(func() { tc.Close() })
+	return &rawClient{t: t, conn: tc}, tc
+}
+
+// roundTrip checks that c can publish to itself and read it back: through
+// the record layer both ways.
+func roundTrip(t testing.TB, c *rawClient, topic string, size int) {
+	t.Helper()
+	if code := c.subscribe(topic, 1); code != 1 {
+		t.Fatalf("suback %d", code)
+	}
+	payload := strings.Repeat("x", size)
+	id := c.publish(topic, payload, 1)
+	for got := 0; got < 2; {
+		p := c.read()
+		switch p.Type {
+		case mqtt.TypePuback:
+			if p.ID != id {
+				t.Fatalf("puback %d, want %d", p.ID, id)
+			}
+			got++
+		case mqtt.TypePublish:
+			if p.Topic != topic || p.Payload != payload {
+				t.Fatalf("publish %q (%d bytes), want %q (%d)", p.Topic, len(p.Payload), topic, size)
+			}
+			c.puback(p.ID)
+			got++
+		default:
+			t.Fatalf("unexpected %v", p.Type)
+		}
+	}
+}
+
+func TestTLSClients(t *testing.T) {
+	files := testenv.MakeTLSFiles(t)
+	for _, cert := range []string{"ecdsa", "rsa"} {
+		s := startTLSServer(t, func(c *edgetls.Config) {
+			if cert == "rsa" {
+				c.CertFile, c.KeyFile = files.RSACert, files.RSAKey
+			}
+		}, files)
+		for _, vers := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+			for _, size := range []int{10, 40 << 10} { // one record; several records each way
+				t.Run(fmt.Sprintf("%s/%s/%dB", cert, tls.VersionName(vers), size), func(t *testing.T) {
+					c, tc := dialTLS(t, s, s.clientConfig(vers))
+					if st := tc.ConnectionState(); st.Version != vers {
+						t.Fatalf("negotiated %s", tls.VersionName(st.Version))
+					}
+					c.connect(fmt.Sprintf("c-%s-%x-%d", cert, vers, size), false)
+					roundTrip(t, c, "t/tls", size)
+				})
+			}
+		}
+		// The plain listener of the same server still speaks plain MQTT.
+		nc, err := net.Dial("tcp", s.plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc := &rawClient{t: t, conn: nc}
+		pc.connect("plain-"+cert, false)
+		roundTrip(t, pc, "t/plain", 10)
+		nc.Close()
+	}
+}
+
+func TestTLSChaCha(t *testing.T) {
+	// A TLS 1.3 client that prefers ChaCha20 gets it (crypto/tls's server
+	// follows the client's preference between AES and ChaCha20).
+	s := startTLSServer(t, nil, nil)
+	cfg := s.clientConfig(tls.VersionTLS13)
+	cfg.CipherSuites = []uint16{tls.TLS_CHACHA20_POLY1305_SHA256}
+	c, tc := dialTLS(t, s, cfg)
+	if got := tc.ConnectionState().CipherSuite; got != tls.TLS_CHACHA20_POLY1305_SHA256 {
+		t.Skipf("negotiated %s: this crypto/tls does not let the client prefer ChaCha20", tls.CipherSuiteName(got))
+	}
+	c.connect("chacha", false)
+	roundTrip(t, c, "t/chacha", 20<<10)
+}
+
+func TestTLSResumption(t *testing.T) {
+	s := startTLSServer(t, nil, nil)
+	for _, vers := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(vers), func(t *testing.T) {
+			cfg := s.clientConfig(vers)
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+			for i, wantResumed := range []bool{false, true} {
+				c, tc := dialTLS(t, s, cfg)
+				// TLS 1.3 tickets arrive after the handshake: the
+				// CONNACK read makes sure the client has read the ticket.
+				c.connect(fmt.Sprintf("resume-%x-%d", vers, i), false)
+				if got := tc.ConnectionState().DidResume; got != wantResumed {
+					t.Fatalf("connection %d: resumed %v, want %v", i, got, wantResumed)
+				}
+				roundTrip(t, c, "t/resume", 100)
+				tc.Close()
+			}
+		})
+	}
+	if st := s.tls.Stats(); st.Resumed < 2 || st.Handshakes < 2 {
+		t.Fatalf("stats %+v: want 2 full and 2 resumed handshakes", st)
+	}
+}
+
+// TestTLSServerKeyUpdate makes the server update its keys (as it does
+// before AES-GCM's record limit) every few records: crypto/tls's client
+// must follow, both directions keep working.
+func TestTLSServerKeyUpdate(t *testing.T) {
+	s := startTLSServer(t, func(c *edgetls.Config) { c.KeyUpdateAfter = 4 }, nil)
+	c, _ := dialTLS(t, s, s.clientConfig(tls.VersionTLS13))
+	c.connect("keyupdate", false)
+	for i := 0; i < 5; i++ {
+		roundTrip(t, c, fmt.Sprintf("t/ku/%d", i), 20<<10)
+	}
+	if n := s.tls.Stats().KeyUpdates; n < 3 {
+		t.Fatalf("%d key updates, want several", n)
+	}
+}
+
+func TestTLSCloseNotify(t *testing.T) {
+	s := startTLSServer(t, nil, nil)
+	c, tc := dialTLS(t, s, s.clientConfig(tls.VersionTLS13))
+	c.connect("bye", false)
+	before := s.CloseCount(ReasonEOF)
+	tc.Close() // sends close_notify
+	waitFor(t, "the close_notify close", func() bool { return s.CloseCount(ReasonEOF) == before+1 })
+	// The server's own close sends close_notify: the client reads io.EOF,
+	// not a truncation error.
+	c2, tc2 := dialTLS(t, s, s.clientConfig(tls.VersionTLS12))
+	c2.connect("bye2", false)
+	c2.send(mqtt.AppendDisconnect(nil))
+	buf := make([]byte, 16)
+	tc2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := tc2.Read(buf); err == nil || err.Error() != "EOF" {
+		t.Fatalf("read after DISCONNECT: %d bytes, %v; want EOF (close_notify)", n, err)
+	}
+}
+
+// TestTLSBadInput: each offender is closed with its counted reason, and an
+// established TLS session on the same server is not touched.
+func TestTLSBadInput(t *testing.T) {
+	files := testenv.MakeTLSFiles(t)
+	s := startTLSServer(t, func(c *edgetls.Config) {
+		c.HandshakeTimeout = 500 * time.Millisecond
+		c.ClientCAFile = files.ClientCA
+	}, files)
+	good := s.clientConfig(tls.VersionTLS13)
+	good.Certificates = []tls.Certificate{files.ClientPair(t, files.ClientCert, files.ClientKey)}
+	bystander, _ := dialTLS(t, s, good)
+	bystander.connect("bystander", false)
+
+	hello := clientHelloBytes(t)
+	cases := []struct {
+		name   string
+		reason Reason
+		run    func(t *testing.T)
+	}{
+		{"plaintext", ReasonTLSNotTLS, func(t *testing.T) {
+			nc := dialRaw(t, s.Addr().String())
+			nc.Write(mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, ClientID: []byte("p"), CleanSession: true}))
+			expectEOF(t, nc)
+		}},
+		{"truncated ClientHello", ReasonTLSHandshake, func(t *testing.T) {
+			nc := dialRaw(t, s.Addr().String())
+			nc.Write(hello[:len(hello)/2])
+			nc.(*net.TCPConn).CloseWrite()
+			expectEOF(t, nc)
+		}},
+		{"stalled handshake", ReasonTLSHandshakeTimeout, func(t *testing.T) {
+			nc := dialRaw(t, s.Addr().String())
+			nc.Write(hello[:10])
+			expectEOF(t, nc)
+		}},
+		{"wrong server certificate", ReasonTLSHandshake, func(t *testing.T) {
+			cfg := good.Clone()
+			cfg.RootCAs = nil // trusts only the system roots: our CA is unknown
+			if _, err := tls.Dial("tcp", s.Addr().String(), cfg); err == nil {
+				t.Fatal("handshake succeeded with an untrusted server certificate")
+			}
+		}},
+		{"expired client certificate", ReasonTLSClientCert, func(t *testing.T) {
+			cfg := good.Clone()
+			cfg.Certificates = []tls.Certificate{files.ClientPair(t, files.ExpiredCert, files.ExpiredKey)}
+			failAfterHandshake(t, s.Addr().String(), cfg)
+		}},
+		{"client certificate from another CA", ReasonTLSClientCert, func(t *testing.T) {
+			cfg := good.Clone()
+			cfg.Certificates = []tls.Certificate{files.ClientPair(t, files.StrangerCert, files.StrangerKey)}
+			failAfterHandshake(t, s.Addr().String(), cfg)
+		}},
+		{"no client certificate", ReasonTLSClientCert, func(t *testing.T) {
+			cfg := good.Clone()
+			cfg.Certificates = nil
+			failAfterHandshake(t, s.Addr().String(), cfg)
+		}},
+		{"garbage record after the handshake", ReasonTLSRecord, func(t *testing.T) {
+			raw := dialRaw(t, s.Addr().String())
+			tc := tls.Client(raw, good)
+			if err := tc.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			raw.Write([]byte{23, 3, 3, 0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20})
+			expectEOF(t, tc)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.CloseCount(tc.reason)
+			tc.run(t)
+			waitFor(t, tc.reason.String()+" counted", func() bool { return s.CloseCount(tc.reason) == before+1 })
+			roundTrip(t, bystander, "t/bystander", 100)
+		})
+	}
+}
+
+func TestTLSHandshakeCap(t *testing.T) {
+	s := startTLSServer(t, func(c *edgetls.Config) { c.MaxHandshakes = 2 }, nil)
+	est, _ := dialTLS(t, s, s.clientConfig(tls.VersionTLS13))
+	est.connect("established", false)
+	stalled := []net.Conn{dialRaw(t, s.Addr().String()), dialRaw(t, s.Addr().String())}
+	waitFor(t, "two handshakes in progress", func() bool { return s.tls.Stats().InProgress == 2 })
+	third := dialRaw(t, s.Addr().String())
+	expectEOF(t, third)
+	if n := s.CloseCount(ReasonTLSBusy); n != 1 {
+		t.Fatalf("tls_handshakes_busy %d, want 1", n)
+	}
+	roundTrip(t, est, "t/est", 100)
+	for _, c := range stalled {
+		c.Close()
+	}
+}
+
+func TestTLSReload(t *testing.T) {
+	files := testenv.MakeTLSFiles(t)
+	s := startTLSServer(t, nil, files)
+	old, otc := dialTLS(t, s, s.clientConfig(tls.VersionTLS13))
+	old.connect("old", false)
+	if alg := otc.ConnectionState().PeerCertificates[0].PublicKeyAlgorithm.String(); alg != "ECDSA" {
+		t.Fatalf("the server presents a %s certificate, want ECDSA", alg)
+	}
+	// Replace the files with the RSA pair and reload.
+	for _, p := range [][2]string{{files.RSACert, files.ECDSACert}, {files.RSAKey, files.ECDSAKey}} {
+		b, err := os.ReadFile(p[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p[1], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.tls.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	_, ntc := dialTLS(t, s, s.clientConfig(tls.VersionTLS13))
+	if alg := ntc.ConnectionState().PeerCertificates[0].PublicKeyAlgorithm.String(); alg != "RSA" {
+		t.Fatalf("after reload the server presents a %s certificate, want RSA", alg)
+	}
+	roundTrip(t, old, "t/old", 100) // the session from before the reload is untouched
+	// A broken file leaves the current certificate in use.
+	os.WriteFile(files.ECDSAKey, []byte("not a key"), 0o600)
+	if err := s.tls.Reload(); err == nil {
+		t.Fatal("reload of a broken key succeeded")
+	}
+	dialTLS(t, s, s.clientConfig(tls.VersionTLS12))
+}
+
+func dialRaw(t testing.TB, addr string) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+// expectEOF reads until the server closes c (10 s at most).
+func expectEOF(t testing.TB, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b [512]byte
+	for {
+		_, err := c.Read(b[:])
+		if err == nil {
+			continue
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("connection still open after 10 s")
+		}
+		return
+	}
+}
+
+// failAfterHandshake dials with a client certificate the server refuses:
+// in TLS 1.3 the client's handshake ends before the server checks it, so
+// the refusal shows on the first read.
+func failAfterHandshake(t testing.TB, addr string, cfg *tls.Config) {
+	t.Helper()
+	tc, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		return
+	}
+	defer tc.Close()
+	expectEOF(t, tc)
+}
+
+// clientHelloBytes records the first flight of a crypto/tls client.
+func clientHelloBytes(t testing.TB) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	go func() {
+		tls.Client(a, &tls.Config{InsecureSkipVerify: true}).Handshake()
+	}()
+	buf := make([]byte, 4096)
+	n, err := b.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	b.Close()
+	return buf[:n]
+}
