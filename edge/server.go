@@ -223,6 +223,10 @@ func (s *Server) Start() (err error) {
 // Addr returns the client listener's bound address.
 func (s *Server) Addr() net.Addr { return s.eng.Addr() }
 
+// Addrs returns every client listener's bound address: Config.Addr, then
+// Config.ExtraAddrs in order.
+func (s *Server) Addrs() []net.Addr { return s.eng.Addrs() }
+
 // AdminAddr returns the admin listener's bound address (nil if none).
 func (s *Server) AdminAddr() net.Addr {
 	s.mu.Lock()

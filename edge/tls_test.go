@@ -1,13 +1,17 @@
 package edge
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/internal/edgetls"
@@ -116,20 +120,6 @@ func TestTLSClients(t *testing.T) {
 		roundTrip(t, pc, "t/plain", 10)
 		nc.Close()
 	}
-}
-
-func TestTLSChaCha(t *testing.T) {
-	// A TLS 1.3 client that prefers ChaCha20 gets it (crypto/tls's server
-	// follows the client's preference between AES and ChaCha20).
-	s := startTLSServer(t, nil, nil)
-	cfg := s.clientConfig(tls.VersionTLS13)
-	cfg.CipherSuites = []uint16{tls.TLS_CHACHA20_POLY1305_SHA256}
-	c, tc := dialTLS(t, s, cfg)
-	if got := tc.ConnectionState().CipherSuite; got != tls.TLS_CHACHA20_POLY1305_SHA256 {
-		t.Skipf("negotiated %s: this crypto/tls does not let the client prefer ChaCha20", tls.CipherSuiteName(got))
-	}
-	c.connect("chacha", false)
-	roundTrip(t, c, "t/chacha", 20<<10)
 }
 
 func TestTLSResumption(t *testing.T) {
@@ -373,4 +363,87 @@ func clientHelloBytes(t testing.TB) []byte {
 	a.Close()
 	b.Close()
 	return buf[:n]
+}
+
+// TestTLSMosquittoClients: mosquitto_sub and mosquitto_pub (OpenSSL) with
+// --cafile, TLS 1.2 and 1.3, and a client certificate.
+func TestTLSMosquittoClients(t *testing.T) {
+	requireMosquitto(t)
+	files := testenv.MakeTLSFiles(t)
+	s := startTLSServer(t, func(c *edgetls.Config) { c.ClientCAFile = files.ClientCA }, files)
+	auth := []string{"--cafile", files.CA, "--cert", files.ClientCert, "--key", files.ClientKey}
+	for _, v := range []string{"tlsv1.2", "tlsv1.3"} {
+		t.Run(v, func(t *testing.T) {
+			tls := append([]string{"--tls-version", v}, auth...)
+			topic := "m/" + v
+			wait := mosqSub(t, s.Server, append(tls, "-q", "1", "-t", topic, "-C", "2", "-v")...)
+			waitSubscribed(t, s.Server, topic)
+			mosqPub(t, s.Server, append(tls, "-q", "1", "-t", topic, "-m", "small")...)
+			mosqPub(t, s.Server, append(tls, "-q", "1", "-t", topic, "-m", strings.Repeat("b", 50<<10))...)
+			if got, want := wait(), topic+" small\n"+topic+" "+strings.Repeat("b", 50<<10)+"\n"; got != want {
+				t.Fatalf("mosquitto_sub printed %d bytes %.60q, want %d", len(got), got, len(want))
+			}
+		})
+	}
+	// Without a client certificate the handshake is refused and counted.
+	before := s.CloseCount(ReasonTLSClientCert)
+	mosqSubExit(t, s.Server, 7, "--cafile", files.CA, "-t", "x", "-C", "1")() // 7: connection lost
+	waitFor(t, "tls_client_cert counted", func() bool { return s.CloseCount(ReasonTLSClientCert) > before })
+}
+
+func TestTLSPaho(t *testing.T) {
+	s := startTLSServer(t, nil, nil)
+	got := make(chan string, 1)
+	opts := paho.NewClientOptions().AddBroker("ssl://" + s.Addr().String()).SetClientID("paho-tls").
+		SetTLSConfig(s.clientConfig(tls.VersionTLS13)).SetAutoReconnect(false)
+	c := paho.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("paho connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	if tok := c.Subscribe("paho/t", 1, func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("paho subscribe: %v", tok.Error())
+	}
+	if tok := c.Publish("paho/t", 1, false, "over tls"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("paho publish: %v (closes %v)", tok.Error(), s.CloseCounts())
+	}
+	select {
+	case m := <-got:
+		if m != "over tls" {
+			t.Fatalf("paho got %q", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("paho: no message in 10 s")
+	}
+}
+
+// TestTLSOpenSSLKeyUpdate: OpenSSL's s_client sends KeyUpdate with
+// update_requested ("K"); the server must switch its read key, answer with
+// its own KeyUpdate and switch its write key: the CONNACK that follows
+// must decrypt at the client. With ChaCha20 too: s_client can insist on it.
+func TestTLSOpenSSLKeyUpdate(t *testing.T) {
+	_, err := exec.LookPath("openssl")
+	testenv.Require(t, err == nil, "openssl not installed (apt-get install openssl)")
+	s := startTLSServer(t, nil, nil)
+	for _, suite := range []string{"TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"} {
+		t.Run(suite, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "openssl", "s_client", "-connect", s.Addr().String(), "-CAfile", s.files.CA,
+				"-tls1_3", "-ciphersuites", suite)
+			in, _ := cmd.StdinPipe()
+			var out testenv.SyncBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { in.Close(); cmd.Wait() }()
+			waitFor(t, "the handshake", func() bool { return strings.Contains(out.String(), "Verify return code: 0") })
+			before := s.tls.Stats().KeyUpdates
+			in.Write([]byte("K\n"))
+			waitFor(t, "the key update", func() bool { return s.tls.Stats().KeyUpdates >= before+2 }) // theirs and ours
+			in.Write(mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, ClientID: []byte("ossl"), CleanSession: true}))
+			waitFor(t, "the CONNACK under the new keys", func() bool { return strings.Contains(out.String(), "\x20\x02\x00\x00") })
+		})
+	}
 }

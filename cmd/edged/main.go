@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/edgedhq/edged/edge"
+	"github.com/edgedhq/edged/internal/edgetls"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -41,6 +42,8 @@ func main() {
 type options struct {
 	admin, secretFile, config, logLevel  string
 	adminTokenFile                       string
+	tlsCert, tlsKey, tlsClientCA         string
+	tlsMaxHandshakes                     int
 	listen                               listenFlag
 	insecure, version                    bool
 	maxPacket, inboxMessages, inboxBytes int
@@ -58,9 +61,13 @@ type options struct {
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("edged", flag.ContinueOnError)
 	o.listen.list = []listener{{addr: edge.DefaultAddr}}
-	fs.Var(&o.listen, "listen", "client `address` host:port (MQTT over TCP); repeat or comma-separate for several; NAME=ADDR%IFACE makes a NIC group reached only through eBPF SK_LOOKUP from IFACE (e.g. public=198.18.0.1:1883%eth0)")
+	fs.Var(&o.listen, "listen", "client `address` host:port (MQTT over TCP) or tls://host:port (MQTT over TLS, see --tls-cert); repeat or comma-separate for several, tcp:// and tls:// mixed; NAME=ADDR%IFACE makes a NIC group reached only through eBPF SK_LOOKUP from IFACE (e.g. public=198.18.0.1:1883%eth0)")
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "admin HTTP `address` (groups, stats, knobs, pprof); \"off\" disables it; off loopback it needs --admin-token-file")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the admin API bearer token (at least 16 bytes); with it every admin request but /healthz needs \"Authorization: Bearer TOKEN\"")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate chain `file` for the tls:// listeners (ECDSA or RSA); SIGHUP reloads it, --tls-key and --tls-client-ca")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
+	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM `file` of CAs: with it, TLS clients must present a certificate one of them signed")
+	fs.IntVar(&o.tlsMaxHandshakes, "tls-max-handshakes", 1024, "TLS handshakes in progress at most (`n`); past it new TLS connections are closed (tls_handshakes_busy)")
 	fs.StringVar(&o.secretFile, "secret-file", "", "`file` holding the token HMAC secret (required off loopback unless --insecure)")
 	fs.BoolVar(&o.insecure, "insecure", false, "let clients in without a token on any address")
 	fs.StringVar(&o.config, "config", "", "key=value config `file`; keys are the flag names, flags override it")
@@ -178,6 +185,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if a := s.AdminAddr(); a != nil {
 		attrs = append(attrs, "admin", a.String())
 	}
+	if len(cfg.TLSGroups) > 0 {
+		var tl []string
+		for _, g := range cfg.TLSGroups {
+			tl = append(tl, s.Addrs()[g].String())
+		}
+		attrs = append(attrs, "tls", strings.Join(tl, ","))
+	}
 	log.Info("edged started", attrs...)
 	if note != "" {
 		log.Warn(note)
@@ -188,7 +202,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if ready != nil {
 		ready(s)
 	}
-	<-ctx.Done()
+	waitReload(ctx, cfg.TLS, log)
 	log.Info("edged shutting down", "connections", s.Connections())
 	ops.detach()
 	if err := s.Close(); err != nil {
@@ -197,6 +211,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	}
 	log.Info("edged stopped")
 	return exitOK
+}
+
+// waitReload waits for ctx; meanwhile each SIGHUP reloads the TLS
+// certificate, key and client CAs (new handshakes use them; established
+// sessions are not touched; a failed reload keeps the old ones).
+func waitReload(ctx context.Context, t *edgetls.Server, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if t == nil {
+				log.Info("SIGHUP: no TLS listener, nothing to reload")
+				continue
+			}
+			if err := t.Reload(); err != nil {
+				log.Error("SIGHUP: TLS reload failed; the previous certificate stays in use", "err", err)
+				continue
+			}
+			log.Info("SIGHUP: TLS certificate reloaded")
+		}
+	}
 }
 
 // maxPartialBytes resolves --max-partial-bytes: 0 picks the default, 256
@@ -276,6 +315,26 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 	}
 	for _, l := range o.listen.list[1:] {
 		cfg.ExtraAddrs = append(cfg.ExtraAddrs, l.bindAddr())
+	}
+	for g, l := range o.listen.list {
+		if l.tls {
+			cfg.TLSGroups = append(cfg.TLSGroups, g)
+		}
+	}
+	if len(cfg.TLSGroups) > 0 {
+		if o.tlsCert == "" || o.tlsKey == "" {
+			return cfg, "", fmt.Errorf("listen on %s: a tls:// listener needs --tls-cert and --tls-key", o.listen.String())
+		}
+		t, err := edgetls.New(edgetls.Config{
+			CertFile: o.tlsCert, KeyFile: o.tlsKey, ClientCAFile: o.tlsClientCA,
+			HandshakeTimeout: o.handshake, MaxHandshakes: o.tlsMaxHandshakes,
+		})
+		if err != nil {
+			return cfg, "", err
+		}
+		cfg.TLS = t
+	} else if o.tlsCert != "" || o.tlsKey != "" || o.tlsClientCA != "" {
+		return cfg, "", errors.New("--tls-cert, --tls-key and --tls-client-ca need a tls:// --listen")
 	}
 	loopback := true
 	for _, l := range o.listen.list {

@@ -54,6 +54,9 @@ func TestUsageErrors(t *testing.T) {
 		{"public admin without token", []string{"--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0"}, 2, "serve admin on 0.0.0.0:0: the admin API is off loopback without authentication: give --admin-token-file"},
 		{"admin on a host name without token", []string{"--listen", "127.0.0.1:0", "--admin", "admin.internal:9090"}, 2, "give --admin-token-file"},
 		{"short admin token", []string{"--listen", "127.0.0.1:0", "--admin-token-file", short}, 2, "token shorter than 16 bytes"},
+		{"tls listener without a certificate", []string{"--listen", "tls://127.0.0.1:0", "--admin", "off"}, 2, "a tls:// listener needs --tls-cert and --tls-key"},
+		{"certificate without a tls listener", []string{"--listen", "127.0.0.1:0", "--admin", "off", "--tls-cert", "x"}, 2, "need a tls:// --listen"},
+		{"missing certificate file", []string{"--listen", "tls://127.0.0.1:0", "--admin", "off", "--tls-cert", filepath.Join(dir, "none"), "--tls-key", filepath.Join(dir, "none")}, 2, "load certificate"},
 		{"missing admin token file", []string{"--listen", "127.0.0.1:0", "--admin-token-file", filepath.Join(dir, "none")}, 2, "read admin token file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
