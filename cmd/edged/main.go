@@ -199,10 +199,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if cfg.AdminAddr != "" && !edge.LoopbackAddr(cfg.AdminAddr) {
 		log.Warn("the admin API listens off loopback over plain HTTP: its bearer token travels in clear text; keep it on a private network", "admin", cfg.AdminAddr)
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP) // before ready: a test's SIGHUP must not kill the process
+	defer signal.Stop(hup)
 	if ready != nil {
 		ready(s)
 	}
-	waitReload(ctx, cfg.TLS, log)
+	waitReload(ctx, hup, cfg.TLS, log)
 	log.Info("edged shutting down", "connections", s.Connections())
 	ops.detach()
 	if err := s.Close(); err != nil {
@@ -216,10 +219,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 // waitReload waits for ctx; meanwhile each SIGHUP reloads the TLS
 // certificate, key and client CAs (new handshakes use them; established
 // sessions are not touched; a failed reload keeps the old ones).
-func waitReload(ctx context.Context, t *edgetls.Server, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func waitReload(ctx context.Context, hup <-chan os.Signal, t *edgetls.Server, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
