@@ -24,15 +24,15 @@ import (
 // a second CA that signed nothing the server presents (a client trusting
 // only it sees a "wrong certificate").
 type TLSFiles struct {
-	Dir                      string
-	CA, WrongCA              string // CA certificates (PEM)
-	ECDSACert, ECDSAKey      string
-	RSACert, RSAKey          string
-	ClientCA                 string
-	ClientCert, ClientKey    string // valid, signed by ClientCA
-	ExpiredCert, ExpiredKey  string // signed by ClientCA, expired yesterday
-	StrangerCert, StrangerKey string // valid, signed by WrongCA
-	Pool                     *x509.CertPool // CA, for clients
+	Dir                       string
+	CA, WrongCA               string // CA certificates (PEM)
+	ECDSACert, ECDSAKey       string
+	RSACert, RSAKey           string
+	ClientCA                  string
+	ClientCert, ClientKey     string         // valid, signed by ClientCA
+	ExpiredCert, ExpiredKey   string         // signed by ClientCA, expired yesterday
+	StrangerCert, StrangerKey string         // valid, signed by WrongCA
+	Pool                      *x509.CertPool // CA, for clients
 }
 
 // ClientPair loads a client certificate pair from the files.
