@@ -82,6 +82,11 @@ type Server struct {
 	resumed    atomic.Uint64
 	fails      [NumFails]atomic.Uint64
 	keyUpdates atomic.Uint64
+
+	sinceScavenge atomic.Int64 // handshakes ended since the last scavenge
+	scavengeArmed atomic.Bool  // a scavenge check is pending
+	lastEnd       atomic.Int64 // unix nanos: the last handshake's end
+	scavenges     atomic.Uint64
 }
 
 // New loads the certificates and returns a Server; Bind gives it its engine.
@@ -156,6 +161,7 @@ type Stats struct {
 	InProgress     int64
 	Sessions       int64 // established sessions on the loops
 	KeyUpdates     uint64
+	Scavenges      uint64 // heap returned to the OS after a handshake burst
 	Fails          map[string]uint64
 	MaxHandshakes  int
 	CryptoWorkers  int
@@ -167,7 +173,7 @@ type Stats struct {
 func (s *Server) Stats() Stats {
 	st := Stats{
 		Handshakes: s.full.Load(), Resumed: s.resumed.Load(), InProgress: s.inProgress.Load(),
-		Sessions: s.sessions.Load(), KeyUpdates: s.keyUpdates.Load(), Fails: map[string]uint64{},
+		Sessions: s.sessions.Load(), KeyUpdates: s.keyUpdates.Load(), Scavenges: s.scavenges.Load(), Fails: map[string]uint64{},
 		MaxHandshakes: s.conf.MaxHandshakes, CryptoWorkers: s.conf.CryptoWorkers,
 		StateBytes: StateBytes, HandshakeLimit: s.conf.HandshakeTimeout,
 	}
