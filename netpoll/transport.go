@@ -26,7 +26,8 @@ type Transport interface {
 	Wrap(c *Conn, dst, p []byte) ([]byte, error)
 	// Close is called when the connection starts to close (Conn.Close),
 	// while it can still write: e.g. to send a TLS close_notify with
-	// Conn.WriteWire. It is not called for a close on a socket error.
+	// Conn.WriteWire. It is not called for a close on a socket error or at
+	// engine shutdown.
 	Close(c *Conn, reason error)
 	// Closed is called after Handler.OnClose, to release c's state.
 	Closed(c *Conn)

@@ -71,26 +71,33 @@ func expandLabel(h func() hash.Hash, secret []byte, label string, n int) ([]byte
 	return hkdf.Expand(h, secret, string(info), n)
 }
 
-// setTraffic13 sets a TLS 1.3 direction's secret, key and IV (sequence 0).
+// setTraffic13 sets a TLS 1.3 direction's traffic secret (sequence 0);
+// the key and IV derive from it when the AEAD is built (traffic13).
 func (hf *half) setTraffic13(p suiteParams, secret []byte) error {
-	key, err := expandLabel(p.hash, secret, "key", p.keyLen)
-	if err != nil {
-		return err
-	}
-	iv, err := expandLabel(p.hash, secret, "iv", 12)
-	if err != nil {
-		return err
-	}
-	if len(secret) > len(hf.secret) {
+	if len(secret) > len(hf.secret) || len(secret) != p.hash().Size() {
 		return fmt.Errorf("edgetls: traffic secret of %d bytes: %w", len(secret), errSuite)
 	}
 	hf.secretLen = uint8(len(secret))
 	copy(hf.secret[:], secret)
-	copy(hf.key[:], key)
-	copy(hf.iv[:], iv)
 	hf.seq = 0
 	hf.epoch++
 	return nil
+}
+
+// traffic13 derives the key (returned) and the IV (into iv) of a TLS 1.3
+// direction from its traffic secret (RFC 8446 7.3).
+func (hf *half) traffic13(p suiteParams, iv []byte) ([]byte, error) {
+	secret := hf.secret[:hf.secretLen]
+	key, err := expandLabel(p.hash, secret, "key", p.keyLen)
+	if err != nil {
+		return nil, err
+	}
+	v, err := expandLabel(p.hash, secret, "iv", 12)
+	if err != nil {
+		return nil, err
+	}
+	copy(iv, v)
+	return key, nil
 }
 
 // update13 moves a TLS 1.3 direction to its next traffic secret (KeyUpdate,
@@ -133,10 +140,10 @@ func (st *connState) keys12(p suiteParams, master, clientRandom, serverRandom []
 	ck, kb := kb[:p.keyLen], kb[p.keyLen:]
 	sk, kb := kb[:p.keyLen], kb[p.keyLen:]
 	civ, siv := kb[:p.fixedIV], kb[p.fixedIV:]
-	copy(st.in.key[:], ck)
-	copy(st.out.key[:], sk)
-	copy(st.in.iv[:], civ)
-	copy(st.out.iv[:], siv)
+	copy(st.in.secret[:], ck)
+	copy(st.out.secret[:], sk)
+	copy(st.in.secret[ivAt12:], civ)
+	copy(st.out.secret[ivAt12:], siv)
 	st.in.seq, st.out.seq = 1, 1
 	st.in.epoch, st.out.epoch = 1, 1
 }

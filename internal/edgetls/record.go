@@ -11,15 +11,22 @@ import (
 	"github.com/edgedhq/edged/netpoll"
 )
 
-// half is one direction of a connection's record protection.
+// half is one direction of a connection's record protection: only what
+// the key and IV are made from, not the key and IV themselves (built with
+// the AEAD on a cache miss), so an idle session keeps 64 bytes per
+// direction.
 type half struct {
 	seq       uint64
 	epoch     uint32 // bumps with every key change: the AEAD cache's tag
 	secretLen uint8
-	key       [32]byte
-	iv        [12]byte
-	secret    [48]byte // TLS 1.3: the current traffic secret, for KeyUpdate
+	// secret is, in TLS 1.3, the current traffic secret (the key and IV
+	// derive from it; KeyUpdate makes the next one); in TLS 1.2 the write
+	// key at [0:keyLen] and the implicit nonce at [ivAt12:ivAt12+4].
+	secret [48]byte
 }
+
+// ivAt12 is where a TLS 1.2 direction keeps its implicit nonce in secret.
+const ivAt12 = 32
 
 // connState is a connection's TLS record state after the handshake, in its
 // loop's table: pointer-free, so the garbage collector never scans it.
@@ -105,6 +112,7 @@ const aeadCacheSize = 128
 type aeadEntry struct {
 	h     netpoll.Handle
 	epoch uint32
+	iv    [12]byte // TLS 1.3: the whole per-record nonce base; 1.2: [0:4]
 	a     cipher.AEAD
 }
 
@@ -140,8 +148,8 @@ func (s *Server) loopOf(c *netpoll.Conn) *loopState {
 	return s.loops[i]
 }
 
-// aead returns direction dir's AEAD for c, from the cache or built.
-func (ls *loopState) aead(c *netpoll.Conn, st *connState, dir int) (cipher.AEAD, error) {
+// aead returns direction dir's AEAD and IV for c, from the cache or built.
+func (ls *loopState) aead(c *netpoll.Conn, st *connState, dir int) (*aeadEntry, error) {
 	hf := &st.in
 	if dir == 1 {
 		hf = &st.out
@@ -149,18 +157,27 @@ func (ls *loopState) aead(c *netpoll.Conn, st *connState, dir int) (cipher.AEAD,
 	e := &ls.cache[dir][c.Slot()%aeadCacheSize]
 	h := c.Handle()
 	if e.a != nil && e.h == h && e.epoch == hf.epoch {
-		return e.a, nil
+		return e, nil
 	}
 	p, err := paramsOf(st.vers, st.suite)
 	if err != nil {
 		return nil, err
 	}
-	a, err := newAEAD(p, hf.key[:p.keyLen])
-	if err != nil {
+	ne := aeadEntry{h: h, epoch: hf.epoch}
+	var key []byte
+	if st.vers == tls.VersionTLS13 {
+		if key, err = hf.traffic13(p, ne.iv[:]); err != nil {
+			return nil, err
+		}
+	} else {
+		key = hf.secret[:p.keyLen]
+		copy(ne.iv[:4], hf.secret[ivAt12:])
+	}
+	if ne.a, err = newAEAD(p, key); err != nil {
 		return nil, err
 	}
-	*e = aeadEntry{h: h, epoch: hf.epoch, a: a}
-	return a, nil
+	*e = ne
+	return e, nil
 }
 
 // Attach implements netpoll.Transport: state is the *connState the
@@ -244,40 +261,41 @@ func (s *Server) Wrap(c *netpoll.Conn, dst, p []byte) ([]byte, error) {
 
 // seal appends one protected record holding body (at most maxPlaintext).
 func (s *Server) seal(c *netpoll.Conn, ls *loopState, st *connState, dst []byte, typ byte, body []byte) ([]byte, error) {
-	a, err := ls.aead(c, st, 1)
+	e, err := ls.aead(c, st, 1)
 	if err != nil {
 		return dst, err
 	}
+	a := e.a
 	hf := &st.out
 	if st.vers == tls.VersionTLS13 {
 		ls.inner = append(append(ls.inner[:0], body...), typ)
 		ls.hdr = [recHeader]byte{recAppData, 3, 3}
 		binary.BigEndian.PutUint16(ls.hdr[3:], uint16(len(ls.inner)+tagLen))
 		dst = append(dst, ls.hdr[:]...)
-		dst = a.Seal(dst, ls.nonce13(hf), ls.inner, ls.hdr[:])
+		dst = a.Seal(dst, ls.nonce13(e, hf.seq), ls.inner, ls.hdr[:])
 		hf.seq++
 		return dst, nil
 	}
 	dst = append(dst, typ, 3, 3)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(explicitNonce+len(body)+tagLen))
 	dst = binary.BigEndian.AppendUint64(dst, hf.seq) // the explicit nonce: the sequence number, as crypto/tls does
-	dst = a.Seal(dst, ls.nonce12(hf, dst[len(dst)-explicitNonce:]), body, ls.ad12(hf.seq, typ, len(body)))
+	dst = a.Seal(dst, ls.nonce12(e, dst[len(dst)-explicitNonce:]), body, ls.ad12(hf.seq, typ, len(body)))
 	hf.seq++
 	return dst, nil
 }
 
-func (ls *loopState) nonce13(hf *half) []byte {
-	ls.nonce = hf.iv
+func (ls *loopState) nonce13(e *aeadEntry, n uint64) []byte {
+	ls.nonce = e.iv
 	var seq [8]byte
-	binary.BigEndian.PutUint64(seq[:], hf.seq)
+	binary.BigEndian.PutUint64(seq[:], n)
 	for i := range seq {
 		ls.nonce[4+i] ^= seq[i]
 	}
 	return ls.nonce[:]
 }
 
-func (ls *loopState) nonce12(hf *half, explicit []byte) []byte {
-	copy(ls.nonce[:4], hf.iv[:4])
+func (ls *loopState) nonce12(e *aeadEntry, explicit []byte) []byte {
+	copy(ls.nonce[:4], e.iv[:4])
 	copy(ls.nonce[4:], explicit)
 	return ls.nonce[:]
 }
@@ -362,10 +380,11 @@ var alertErrs = func() (a [256]*alertError) {
 // open authenticates and decrypts one record in place and returns its
 // content type and payload.
 func (s *Server) open(c *netpoll.Conn, ls *loopState, st *connState, hdr, body []byte) (byte, []byte, error) {
-	a, err := ls.aead(c, st, 0)
+	e, err := ls.aead(c, st, 0)
 	if err != nil {
 		return 0, nil, err
 	}
+	a := e.a
 	hf := &st.in
 	if st.vers == tls.VersionTLS13 {
 		if hdr[0] != recAppData {
@@ -374,7 +393,7 @@ func (s *Server) open(c *netpoll.Conn, ls *loopState, st *connState, hdr, body [
 		if len(body) < tagLen+1 {
 			return 0, nil, errShort
 		}
-		pt, err := a.Open(body[:0], ls.nonce13(hf), body, hdr)
+		pt, err := a.Open(body[:0], ls.nonce13(e, hf.seq), body, hdr)
 		if err != nil {
 			return 0, nil, errBadMAC
 		}
@@ -396,7 +415,7 @@ func (s *Server) open(c *netpoll.Conn, ls *loopState, st *connState, hdr, body [
 		return 0, nil, errShort
 	}
 	ct := body[explicitNonce:]
-	pt, err := a.Open(ct[:0], ls.nonce12(hf, body[:explicitNonce]), ct, ls.ad12(hf.seq, typ, len(ct)-tagLen))
+	pt, err := a.Open(ct[:0], ls.nonce12(e, body[:explicitNonce]), ct, ls.ad12(hf.seq, typ, len(ct)-tagLen))
 	if err != nil {
 		return 0, nil, errBadMAC
 	}
