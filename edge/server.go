@@ -255,7 +255,11 @@ func (s *Server) Close() error {
 		admin.Close()
 	}
 	s.stopSweeper()
-	if err := s.eng.Close(); err != nil {
+	err := s.eng.Close()
+	if s.cfg.TLS != nil {
+		s.cfg.TLS.Shutdown() // after the engine: no accept hands it a socket any more
+	}
+	if err != nil {
 		return fmt.Errorf("close engine: %w", err)
 	}
 	return nil

@@ -30,12 +30,14 @@ func (s *Server) Accept(loop, fd int) {
 		unix.Close(fd)
 		return
 	}
+	s.wg.Add(1)
 	go s.handshake(loop, fd)
 }
 
 // handshake runs crypto/tls's server handshake on a duplicate of fd in Go's
 // own poller, then hands fd and the negotiated keys to loop.
 func (s *Server) handshake(loop, fd int) {
+	defer s.wg.Done()
 	defer s.burstDone()
 	f, err := s.handshakeOn(loop, fd)
 	if err == nil {
@@ -99,6 +101,10 @@ func (s *Server) handshakeOn(loop, fd int) (Fail, error) {
 		return FailHandshake, fmt.Errorf("edgetls: handshake socket: %w", err)
 	}
 	defer nc.Close() // the duplicate only; closing it removes it from Go's poller
+	if !s.track(nc, true) {
+		return FailHandshake, errors.New("edgetls: server closed")
+	}
+	defer s.track(nc, false)
 	nc.SetDeadline(time.Now().Add(s.conf.HandshakeTimeout))
 	w := &wire{nc: nc, sem: s.sem}
 	tc := s.tlsConf.Load().Clone()

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -76,6 +77,11 @@ type Server struct {
 
 	reloadMu sync.Mutex // serializes Reload
 
+	mu     sync.Mutex // guards active and closed
+	active map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup // handshake goroutines
+
 	inProgress atomic.Int64
 	sessions   atomic.Int64 // connections with record state on the loops
 	full       atomic.Uint64
@@ -145,6 +151,38 @@ func (s *Server) Reload() error {
 	tc.SetSessionTicketKeys([][32]byte{s.ticketKey})
 	s.tlsConf.Store(tc)
 	return nil
+}
+
+// Shutdown ends the handshakes in progress (their sockets are closed, counted
+// as failed handshakes) and waits for their goroutines; later Accepts close
+// their socket at once. Established sessions belong to the engine.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	s.closed = true
+	for nc := range s.active {
+		nc.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// track registers a handshake's connection so Shutdown can end it; false
+// once the server is closed.
+func (s *Server) track(nc net.Conn, on bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !on {
+		delete(s.active, nc)
+		return true
+	}
+	if s.closed {
+		return false
+	}
+	if s.active == nil {
+		s.active = make(map[net.Conn]struct{})
+	}
+	s.active[nc] = struct{}{}
+	return true
 }
 
 // SetFailHook sets Config.OnFail; call it before the engine starts.
