@@ -74,15 +74,16 @@ func frame(s string) []byte {
 func TestTransport(t *testing.T) {
 	checkLeaks(t)
 	tr := &frames{}
-	var e *Engine
-	e = startEngine(t, Config{Transport: tr, ExtraAddrs: []string{"127.0.0.1:0"},
+	var ep atomic.Pointer[Engine] // set before any client connects
+	e := startEngine(t, Config{Transport: tr, ExtraAddrs: []string{"127.0.0.1:0"},
 		Handoff: func(loop, group, fd int) bool {
 			if group != 0 {
 				return false
 			}
-			go e.Adopt(loop, fd, "hello", frame("early")) // as a handshake would, from another goroutine
+			go ep.Load().Adopt(loop, fd, "hello", frame("early")) // as a handshake would, from another goroutine
 			return true
 		}})
+	ep.Store(e)
 	defer e.Close()
 	c, err := net.Dial("tcp", e.Addrs()[0].String())
 	if err != nil {
