@@ -292,11 +292,25 @@ type Stats struct {
 	// Config.MaxSubscriptions.
 	FiltersOverPacket uint64 `json:"filters_over_packet_cap"`
 	FiltersOverClient uint64 `json:"filters_over_client_cap"`
+
+	// TLS is set when the server has TLS listeners: handshakes completed
+	// (full, resumed), in progress, established sessions and KeyUpdates.
+	// Failed handshakes are close reasons (Closes: tls_*).
+	TLS *TLSStats `json:"tls,omitempty"`
+}
+
+// TLSStats are the TLS listeners' counters.
+type TLSStats struct {
+	Handshakes uint64 `json:"handshakes"`
+	Resumed    uint64 `json:"resumed"`
+	InProgress int64  `json:"in_progress"`
+	Sessions   int64  `json:"sessions"`
+	KeyUpdates uint64 `json:"key_updates"`
 }
 
 // Stats returns a snapshot of the server's counters.
 func (s *Server) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Connections:       s.conns.Load(),
 		Clients:           s.reg.count.Load(),
 		Published:         s.stats.published.Load(),
@@ -317,6 +331,12 @@ func (s *Server) Stats() Stats {
 		FiltersOverPacket: s.stats.overPacket.Load(),
 		FiltersOverClient: s.stats.overClient.Load(),
 	}
+	if s.cfg.TLS != nil {
+		t := s.cfg.TLS.Stats()
+		st.TLS = &TLSStats{Handshakes: t.Handshakes, Resumed: t.Resumed, InProgress: t.InProgress,
+			Sessions: t.Sessions, KeyUpdates: t.KeyUpdates}
+	}
+	return st
 }
 
 // Limits of GET /inboxes.

@@ -141,8 +141,8 @@ func TestTLSResumption(t *testing.T) {
 			}
 		})
 	}
-	if st := s.tls.Stats(); st.Resumed < 2 || st.Handshakes < 2 {
-		t.Fatalf("stats %+v: want 2 full and 2 resumed handshakes", st)
+	if st := s.Stats().TLS; st == nil || st.Resumed < 2 || st.Handshakes < 2 {
+		t.Fatalf("server stats TLS %+v: want 2 full and 2 resumed handshakes", st)
 	}
 }
 
