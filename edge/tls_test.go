@@ -26,7 +26,7 @@ type tlsServer struct {
 	plain string
 }
 
-func startTLSServer(t testing.TB, mod func(*edgetls.Config), files *testenv.TLSFiles) *tlsServer {
+func startTLSServer(t testing.TB, mod func(*edgetls.Config), files *testenv.TLSFiles, edgeMods ...func(*Config)) *tlsServer {
 	t.Helper()
 	if files == nil {
 		files = testenv.MakeTLSFiles(t)
@@ -42,6 +42,9 @@ func startTLSServer(t testing.TB, mod func(*edgetls.Config), files *testenv.TLSF
 	s := startServer(t, func(c *Config) {
 		c.TLS, c.TLSGroups = ts, []int{0}
 		c.ExtraAddrs = []string{"127.0.0.1:0"}
+		for _, m := range edgeMods {
+			m(c)
+		}
 	})
 	return &tlsServer{Server: s, tls: ts, files: files, plain: s.eng.Addrs()[1].String()}
 }
