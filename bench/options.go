@@ -53,6 +53,10 @@ type Options struct {
 	// broker then drops what arrives while they are away, which shows what
 	// a loss report looks like.
 	CleanSessions bool `json:"clean_sessions,omitempty"`
+	// Persistent makes the connect workload's connections persistent
+	// sessions (clean session 0), as devices that must not miss messages
+	// connect.
+	Persistent bool `json:"persistent,omitempty"`
 
 	Capacity CapacityOptions `json:"capacity"`
 

@@ -247,7 +247,7 @@ func (r *run) plan(workload string) ([]Setup, error) {
 	o := r.o
 	conns := o.Conns
 	mode := modeIdle
-	clean := true
+	clean := !(workload == "connect" && o.Persistent)
 	qos := byte(o.QoS)
 	switch workload {
 	case "pairs", "capacity":

@@ -195,6 +195,9 @@ func flagSet(c command, o *bench.Options, x *extras) *flag.FlagSet {
 	if has["hold"] {
 		fs.DurationVar(&o.Hold, "hold", o.Hold, "connect: how long to hold the connections; churn: how long each stays up")
 	}
+	if c.name == "connect" || c.name == "compare" {
+		fs.BoolVar(&o.Persistent, "persistent", false, "connect: persistent sessions (clean session 0) instead of clean ones")
+	}
 	if has["pairs"] {
 		fs.IntVar(&o.Pairs, "pairs", o.Pairs, "sender/receiver pairs")
 	}
