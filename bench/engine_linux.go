@@ -117,6 +117,7 @@ type engine struct {
 	payload []byte
 	nextHK  int64
 	rng     *rand.Rand
+	tls     *tlsDialer // Setup.TLS: connections go through a TLS relay (tls.go)
 }
 
 func newEngine(s Setup) (e *engine, err error) {
@@ -148,6 +149,11 @@ func newEngine(s Setup) (e *engine, err error) {
 	e.pairs = make([]pairState, s.Pairs)
 	e.t.Worker = s.Worker
 	e.t.Errors = map[string]int64{}
+	if s.TLS {
+		if e.tls, err = newTLSDialer(s); err != nil {
+			return nil, err
+		}
+	}
 	e.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -225,6 +231,10 @@ func (e *engine) startDue(now int64) {
 func (e *engine) dial(i int, now int64) {
 	c := &e.conns[i]
 	e.t.Attempts++
+	if e.tls != nil {
+		e.dialTLS(i, now)
+		return
+	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		e.errorf(errKind(err))
@@ -686,6 +696,9 @@ func (e *engine) tick(final bool) Tick {
 	t.Errors = make(map[string]int64, len(e.t.Errors))
 	for k, v := range e.t.Errors {
 		t.Errors[k] = v
+	}
+	if e.tls != nil {
+		e.tls.addErrors(t.Errors)
 	}
 	t.Lat, t.Conn = buckets(e.lat), buckets(e.connLat)
 	e.lat.Reset()

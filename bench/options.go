@@ -28,6 +28,14 @@ type Options struct {
 	Password       string        `json:"-"`
 	ServerPID      int           `json:"server_pid,omitempty"`
 	Admin          string        `json:"admin,omitempty"`
+	// TLS dials the target over TLS (CAFile: the CAs to trust, PEM;
+	// TLSResume: resume sessions from tickets, else every handshake is
+	// full). Each connection then costs the load generator a crypto/tls
+	// client and a relay (tls_linux.go): 3 descriptors, so a worker
+	// holds at most 5,000 (MaxPerWorker is lowered to that).
+	TLS       bool   `json:"tls,omitempty"`
+	CAFile    string `json:"cafile,omitempty"`
+	TLSResume bool   `json:"tls_resume,omitempty"`
 
 	Conns    int           `json:"conns,omitempty"`    // connect, churn: connections
 	Ramp     float64       `json:"ramp,omitempty"`     // connects per second (0: unlimited)
@@ -45,6 +53,10 @@ type Options struct {
 	// broker then drops what arrives while they are away, which shows what
 	// a loss report looks like.
 	CleanSessions bool `json:"clean_sessions,omitempty"`
+	// Persistent makes the connect workload's connections persistent
+	// sessions (clean session 0), as devices that must not miss messages
+	// connect.
+	Persistent bool `json:"persistent,omitempty"`
 
 	Capacity CapacityOptions `json:"capacity"`
 
@@ -64,6 +76,10 @@ type CapacityOptions struct {
 	SLOErrors float64       `json:"slo_errors"` // error fraction bound (0.001 = 0.1%)
 	SLORSS    int64         `json:"slo_rss"`    // server RSS bound in bytes (0: none)
 }
+
+// tlsMaxPerWorker caps TLS connections per worker: each holds about 3
+// descriptors in the load generator (tls_linux.go), under the 20,000 limit.
+const tlsMaxPerWorker = 5000
 
 // Defaults returns the default options.
 func Defaults() Options {
@@ -95,6 +111,8 @@ func (o *Options) Validate(workload string) error {
 		return bad("size %d (want %d..%d bytes)", o.Size, payloadHeader, 256<<10)
 	case o.MaxPerWorker < 1 || o.MaxPerWorker > 15000:
 		return bad("max-per-worker %d (want 1..15000: the process file limit is 20000)", o.MaxPerWorker)
+	case !o.TLS && (o.CAFile != "" || o.TLSResume):
+		return bad("--cafile and --tls-resume need --tls")
 	case o.Workers < 0 || o.Workers > 256:
 		return bad("workers %d (want 0..256)", o.Workers)
 	case o.Conns < 1 && (workload == "connect" || workload == "churn"):

@@ -36,6 +36,9 @@ type Setup struct {
 	HoldNs         int64    `json:"hold_ns,omitempty"` // churn: time a connection stays up
 	DownNs         int64    `json:"down_ns,omitempty"` // offline: time a receiver stays away
 	UpNs           int64    `json:"up_ns,omitempty"`   // offline: time a receiver stays up
+	TLS            bool     `json:"tls,omitempty"`     // dial over TLS (tls_linux.go)
+	CAFile         string   `json:"cafile,omitempty"`
+	TLSResume      bool     `json:"tls_resume,omitempty"`
 }
 
 // Command changes what a worker does. Zero fields mean "unchanged" except as

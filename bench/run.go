@@ -247,7 +247,7 @@ func (r *run) plan(workload string) ([]Setup, error) {
 	o := r.o
 	conns := o.Conns
 	mode := modeIdle
-	clean := true
+	clean := !(workload == "connect" && o.Persistent)
 	qos := byte(o.QoS)
 	switch workload {
 	case "pairs", "capacity":
@@ -266,15 +266,19 @@ func (r *run) plan(workload string) ([]Setup, error) {
 	if w == 0 {
 		w = runtime.NumCPU()
 	}
-	if need := (conns + o.MaxPerWorker - 1) / o.MaxPerWorker; w < need {
+	perWorker := o.MaxPerWorker
+	if o.TLS {
+		perWorker = min(perWorker, tlsMaxPerWorker)
+	}
+	if need := (conns + perWorker - 1) / perWorker; w < need {
 		w = need
 	}
 	if mode == modePairs || mode == modeOffline {
 		w = min(w, o.Pairs)
 	}
 	w = max(1, min(w, conns))
-	if (conns+w-1)/w > o.MaxPerWorker {
-		return nil, fmt.Errorf("%d connections over %d workers exceed max-per-worker %d: %w", conns, w, o.MaxPerWorker, ErrBadOption)
+	if (conns+w-1)/w > perWorker {
+		return nil, fmt.Errorf("%d connections over %d workers exceed max-per-worker %d: %w", conns, w, perWorker, ErrBadOption)
 	}
 	src := o.Src
 	if len(src) == 0 && strings.HasPrefix(o.Target, "127.") && conns > 20000 {
@@ -288,7 +292,8 @@ func (r *run) plan(workload string) ([]Setup, error) {
 			QoS: qos, Size: o.Size, KeepaliveS: int(o.Keepalive / time.Second), ConnectTimeout: int64(o.ConnectTimeout),
 			Clean: clean, Pairs: share(o.Pairs, i, w), Window: o.Window, Touch: workload == "connect",
 			MaxPending: o.MaxPending, Username: o.Username, Password: o.Password,
-			HoldNs: int64(o.Hold), DownNs: int64(o.Down), UpNs: int64(o.Up), Group: o.Group}
+			HoldNs: int64(o.Hold), DownNs: int64(o.Down), UpNs: int64(o.Up), Group: o.Group,
+			TLS: o.TLS, CAFile: o.CAFile, TLSResume: o.TLSResume}
 		if mode != modePairs && mode != modeOffline {
 			setups[i].Pairs = 0
 		}

@@ -297,6 +297,10 @@ type Stats struct {
 	Push *PushStats `json:"push,omitempty"`
 	// Disk is the durable store's work; nil without a data dir.
 	Disk *DiskStats `json:"disk,omitempty"`
+	// TLS is set when the server has TLS listeners: handshakes completed
+	// (full, resumed), in progress, established sessions and KeyUpdates.
+	// Failed handshakes are close reasons (Closes: tls_*).
+	TLS *TLSStats `json:"tls,omitempty"`
 }
 
 // DiskStats describe the durable store (Config.DataDir).
@@ -312,9 +316,18 @@ type DiskStats struct {
 	Failing      bool    `json:"failing"`    // writes fail: PUBACKs held, publishes refused (store_unavailable)
 }
 
+// TLSStats are the TLS listeners' counters.
+type TLSStats struct {
+	Handshakes uint64 `json:"handshakes"`
+	Resumed    uint64 `json:"resumed"`
+	InProgress int64  `json:"in_progress"`
+	Sessions   int64  `json:"sessions"`
+	KeyUpdates uint64 `json:"key_updates"`
+}
+
 // Stats returns a snapshot of the server's counters.
 func (s *Server) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Connections:       s.conns.Load(),
 		Clients:           s.reg.count.Load(),
 		Published:         s.stats.published.Load(),
@@ -338,6 +351,12 @@ func (s *Server) Stats() Stats {
 
 		Push: s.pushStatsPtr(),
 	}
+	if s.cfg.TLS != nil {
+		t := s.cfg.TLS.Stats()
+		st.TLS = &TLSStats{Handshakes: t.Handshakes, Resumed: t.Resumed, InProgress: t.InProgress,
+			Sessions: t.Sessions, KeyUpdates: t.KeyUpdates}
+	}
+	return st
 }
 
 // Limits of GET /inboxes.

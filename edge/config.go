@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/internal/wal"
+	"github.com/edgedhq/edged/internal/edgetls"
 )
 
 // AuthMode says which clients need a token.
@@ -80,6 +81,11 @@ type Config struct {
 	// ExtraAddrs are more client listen addresses (netpoll listener
 	// groups served by the same loops), e.g. one per NIC.
 	ExtraAddrs []string
+	// TLS, if set, terminates TLS on the listener groups named in
+	// TLSGroups (0 = Addr, i = ExtraAddrs[i-1]); the others stay plain
+	// TCP. Its handshake failures are counted as close reasons.
+	TLS       *edgetls.Server
+	TLSGroups []int
 	// LiveHook, if set, is told each loop's connection count when it
 	// changes (netpoll.Config.LiveHook), e.g. for eBPF least-loaded steering.
 	LiveHook func(loop, live int)
@@ -272,9 +278,15 @@ func (c *Config) setDefaults() error {
 	if c.Version == "" {
 		c.Version = "dev"
 	}
+	for _, g := range c.TLSGroups {
+		if c.TLS == nil || g < 0 || g > len(c.ExtraAddrs) {
+			return fmt.Errorf("check config: TLS listener group %d (of %d listeners, TLS set: %v): %w", g, 1+len(c.ExtraAddrs), c.TLS != nil, ErrBadConfig)
+		}
+	}
 	switch {
 	case c.Auth == AuthToken && len(c.Secret) == 0:
 		return fmt.Errorf("check config: token auth without a secret: %w", ErrBadConfig)
+
 	case c.MaxPacketSize < 64 || c.MaxPacketSize > 64<<20:
 		return fmt.Errorf("check config: max packet size %d outside [64, 64 MiB]: %w", c.MaxPacketSize, ErrBadConfig)
 	case c.InboxMessages < 1, c.InboxBytes < heldSize(c.MaxPacketSize)+inboxOverhead:

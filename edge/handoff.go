@@ -14,7 +14,9 @@ package edge
 // everything, logged or not (clean sessions' subscriptions, QoS 0 entries,
 // wills), so the new process's memory is exactly the old one's.
 //
-// Not carried: push notifications queued for the webhook (dropped and
+// Not carried: TLS sessions (their record state is the transport's; they
+// are closed and their clients reconnect, sessions and inboxes intact),
+// push notifications queued for the webhook (dropped and
 // counted as at a shutdown), retained scans in progress (a wildcard subscription's
 // retained messages still being delivered are not resent), cross-loop
 // messages in flight (every connected client is pumped after the takeover
@@ -258,6 +260,9 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 		}
 	}
 	for _, x := range conns {
+		if x.Transport {
+			continue // a TLS session's record state is not carried: closed, its client reconnects
+		}
 		ss := s.loops[x.Loop].sess.get(uint32(x.Handle))
 		var id []byte
 		if ss.client != 0 {
@@ -395,6 +400,13 @@ func (s *Server) importState(h *Handoff) (kick []netpoll.Handle, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: load state: %w", ErrHandoff, err)
 	}
+	// A client whose connection was not carried (TLS, or taken over) is
+	// offline now: what was in flight goes again, with DUP.
+	for idx := uint32(1); idx < s.reg.next; idx++ {
+		if cl := s.reg.at(idx); cl != nil && !cl.dead && cl.handle == 0 {
+			cl.box().unsend()
+		}
+	}
 	return kick, nil
 }
 
@@ -403,7 +415,7 @@ func (s *Server) adoptConn(fd, loop int, id, sess, pending, output []byte) (netp
 	if loop >= len(s.loops) {
 		return 0, fmt.Errorf("%w: connection on loop %d of %d (the loop count must not change)", ErrHandoff, loop, len(s.loops))
 	}
-	c, err := s.eng.Adopt(loop, fd, pending, output)
+	c, err := s.eng.Restore(loop, fd, pending, output)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrHandoff, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/edgedhq/edged/edge/mqtt"
+	"github.com/edgedhq/edged/internal/edgetls"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -15,27 +16,34 @@ type Reason uint8
 
 // Close reasons. Their names (Reason.String) are stable metric labels.
 const (
-	ReasonEOF              Reason = iota // the peer closed the connection
-	ReasonDisconnect                     // the client sent DISCONNECT
-	ReasonShutdown                       // the server is stopping
-	ReasonIOError                        // a socket error
-	ReasonMalformed                      // a packet the codec rejected
-	ReasonOversize                       // a packet over the maximum packet size
-	ReasonBadUTF8                        // an invalid UTF-8 string or topic
-	ReasonProtocol                       // a protocol violation (e.g. a second CONNECT)
-	ReasonHandshakeTimeout               // CONNECT did not arrive in time
-	ReasonKeepalive                      // silent for 1.5 x keepalive
-	ReasonBacklog                        // a client that does not read: output over its cap
-	ReasonFlood                          // more PUBLISH packets than the rate limit allows
-	ReasonNotAuthorized                  // a PUBLISH the ACLs refuse
-	ReasonConnRefused                    // CONNACK with a non-zero return code
-	ReasonTakeover                       // a newer connection took the session over
-	ReasonMaxConns                       // over the connection limit
-	ReasonStoreFull                      // a direct message or read receipt over the store cap (Config.StoreMaxBytes), not acknowledged
-	ReasonNewInboxRate                   // creating inboxes for never-seen users faster than Config.NewInboxRate
-	ReasonPartialTimeout                 // an incomplete packet not completed within Config.PartialTimeout
-	ReasonPartialBudget                  // an incomplete packet that would push all partial packets past Config.MaxPartialBytes
-	ReasonStoreUnavailable               // a PUBLISH that needs the data directory while writes to it fail (a full disk), not acknowledged
+	ReasonEOF                 Reason = iota // the peer closed the connection
+	ReasonDisconnect                        // the client sent DISCONNECT
+	ReasonShutdown                          // the server is stopping
+	ReasonIOError                           // a socket error
+	ReasonMalformed                         // a packet the codec rejected
+	ReasonOversize                          // a packet over the maximum packet size
+	ReasonBadUTF8                           // an invalid UTF-8 string or topic
+	ReasonProtocol                          // a protocol violation (e.g. a second CONNECT)
+	ReasonHandshakeTimeout                  // CONNECT did not arrive in time
+	ReasonKeepalive                         // silent for 1.5 x keepalive
+	ReasonBacklog                           // a client that does not read: output over its cap
+	ReasonFlood                             // more PUBLISH packets than the rate limit allows
+	ReasonNotAuthorized                     // a PUBLISH the ACLs refuse
+	ReasonConnRefused                       // CONNACK with a non-zero return code
+	ReasonTakeover                          // a newer connection took the session over
+	ReasonMaxConns                          // over the connection limit
+	ReasonStoreFull                         // a direct message or read receipt over the store cap (Config.StoreMaxBytes), not acknowledged
+	ReasonNewInboxRate                      // creating inboxes for never-seen users faster than Config.NewInboxRate
+	ReasonPartialTimeout                    // an incomplete packet not completed within Config.PartialTimeout
+	ReasonPartialBudget                     // an incomplete packet that would push all partial packets past Config.MaxPartialBytes
+	ReasonTLSNotTLS                         // TLS listener: the first bytes were not a TLS record (plain MQTT on a TLS port)
+	ReasonTLSHandshake                      // TLS handshake failed: truncated, malformed, our certificate refused, no common parameters
+	ReasonTLSHandshakeTimeout               // TLS handshake not completed within Config.HandshakeTimeout
+	ReasonTLSClientCert                     // client certificate missing, expired or not signed by a client CA
+	ReasonTLSBusy                           // too many TLS handshakes in progress (the handshake cap)
+	ReasonTLSRecord                         // a TLS record that did not authenticate or parse, or a refused renegotiation
+	ReasonTLSAlert                          // the client sent a fatal TLS alert
+	ReasonStoreUnavailable                  // a PUBLISH that needs the data directory while writes to it fail (a full disk), not acknowledged
 	numReasons
 )
 
@@ -44,7 +52,18 @@ var reasonNames = [numReasons]string{
 	"protocol", "handshake_timeout", "keepalive_timeout", "backlog", "publish_flood",
 	"not_authorized", "connect_refused", "takeover", "max_connections",
 	"store_full", "new_inbox_rate",
-	"partial_timeout", "partial_budget", "store_unavailable",
+	"partial_timeout", "partial_budget",
+	"tls_not_tls", "tls_handshake", "tls_handshake_timeout", "tls_client_cert", "tls_handshakes_busy",
+	"tls_bad_record", "tls_alert", "store_unavailable",
+}
+
+// tlsFailReason maps a handshake failure to its close reason.
+var tlsFailReason = [edgetls.NumFails]Reason{
+	edgetls.FailNotTLS:     ReasonTLSNotTLS,
+	edgetls.FailHandshake:  ReasonTLSHandshake,
+	edgetls.FailTimeout:    ReasonTLSHandshakeTimeout,
+	edgetls.FailClientCert: ReasonTLSClientCert,
+	edgetls.FailBusy:       ReasonTLSBusy,
 }
 
 func (r Reason) String() string {
@@ -87,6 +106,10 @@ func classify(err error) Reason {
 		return ReasonPartialTimeout
 	case errors.Is(err, netpoll.ErrPartialBudget):
 		return ReasonPartialBudget
+	case errors.Is(err, edgetls.ErrRecord):
+		return ReasonTLSRecord
+	case errors.Is(err, edgetls.ErrAlert):
+		return ReasonTLSAlert
 	}
 	return ReasonIOError
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/internal/wal"
+	"github.com/edgedhq/edged/internal/edgetls"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -155,7 +156,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Push.Webhook != "" {
 		s.push = newPusher(cfg.Push, cfg.Logger, cfg.Now)
 	}
-	eng, err := netpoll.New(netpoll.Config{
+	ncfg := netpoll.Config{
 		Addr:       cfg.Addr,
 		Loops:      cfg.Loops,
 		MaxPending: cfg.MaxPacketSize + mqtt.MaxHeaderLen,
@@ -167,16 +168,42 @@ func New(cfg Config) (*Server, error) {
 		PartialTimeout:  cfg.PartialTimeout,
 		MaxPartialBytes: cfg.MaxPartialBytes,
 		Listeners:       handoffListeners(cfg.Handoff),
-	})
+	}
+	if cfg.TLS != nil {
+		s.useTLS(&ncfg)
+	}
+	eng, err := netpoll.New(ncfg)
 	if err != nil {
 		return nil, fmt.Errorf("create engine: %w", err)
 	}
 	s.eng = eng
+	if cfg.TLS != nil {
+		cfg.TLS.Bind(eng)
+	}
 	s.loops = make([]*loopState, eng.NumLoops())
 	for i := range s.loops {
 		s.loops[i] = &loopState{out: make([]byte, 0, 512), topic: make([]byte, 0, 256), rcpt: make([]byte, 0, 256)}
 	}
 	return s, nil
+}
+
+// useTLS routes the TLS listener groups' connections through cfg.TLS: the
+// handshake off the loops, then its record layer as the engine's Transport.
+func (s *Server) useTLS(ncfg *netpoll.Config) {
+	t := s.cfg.TLS
+	groups := make([]bool, 1+len(s.cfg.ExtraAddrs))
+	for _, g := range s.cfg.TLSGroups {
+		groups[g] = true // in range: checked by setDefaults
+	}
+	t.SetFailHook(func(f edgetls.Fail) { s.closes[tlsFailReason[f]].Add(1) })
+	ncfg.Transport = t
+	ncfg.Handoff = func(loop, group, fd int) bool {
+		if !groups[group] {
+			return false
+		}
+		t.Accept(loop, fd)
+		return true
+	}
 }
 
 // Start starts the event loops and, if configured, the admin listener.
@@ -245,6 +272,10 @@ func (s *Server) Start() (err error) {
 // Addr returns the client listener's bound address.
 func (s *Server) Addr() net.Addr { return s.eng.Addr() }
 
+// Addrs returns every client listener's bound address: Config.Addr, then
+// Config.ExtraAddrs in order.
+func (s *Server) Addrs() []net.Addr { return s.eng.Addrs() }
+
 // AdminAddr returns the admin listener's bound address (nil if none).
 func (s *Server) AdminAddr() net.Addr {
 	s.mu.Lock()
@@ -284,7 +315,11 @@ func (s *Server) Close() error {
 		close(stop)
 		<-done
 	}
-	if err := s.eng.Close(); err != nil {
+	err := s.eng.Close()
+	if s.cfg.TLS != nil {
+		s.cfg.TLS.Shutdown() // after the engine: no accept hands it a socket any more
+	}
+	if err != nil {
 		return fmt.Errorf("close engine: %w", err)
 	}
 	if s.wal != nil {

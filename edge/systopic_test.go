@@ -42,6 +42,10 @@ func TestDollarTopicWillsRefused(t *testing.T) {
 		t.Fatalf("ordinary will: CONNACK %#x", p.Code)
 	}
 	w.conn.Close() // no DISCONNECT: the will fires
+	// The will is published on the closing connection's loop: wait until
+	// it is retained, or the subscriber below may get it live (retain 0)
+	// (seen as a flaky failure under -race).
+	waitFor(t, "the will retained", func() bool { _, _, ok := s.tree.retained("status/willer"); return ok })
 
 	sub := dial(t, s)
 	sub.connect("sub", false)

@@ -108,6 +108,16 @@ type Config struct {
 	// accept batch and after closes), e.g. to keep eBPF steering's
 	// live-connection map current. It must be cheap and must not block.
 	LiveHook func(loop int, live int)
+	// Handoff, if set, is offered each accepted socket with the loop that
+	// would own it and its listener group (0 = Addr, i = ExtraAddrs[i-1])
+	// before it becomes a connection. Returning true takes the fd over (the
+	// engine forgets it): e.g. a TLS handshake off the loop, after which
+	// Engine.Adopt brings it back. Called on the accepting loop: it must
+	// not block.
+	Handoff func(loop, group, fd int) bool
+	// Transport wraps the bytes of connections adopted with Engine.Adopt
+	// (see Transport); others bypass it.
+	Transport Transport
 	// Logf receives the engine's rare log lines (default log.Printf).
 	Logf func(format string, args ...any)
 }
@@ -125,4 +135,5 @@ var (
 	ErrUnsupported     = errors.New("netpoll: not supported on this platform")
 	ErrClosedByHandler = errors.New("netpoll: closed by handler")
 	ErrAddrInUse       = errors.New("netpoll: address in use by another listener")
+	errNoTransport     = errors.New("netpoll: adopt: the engine has no Transport")
 )

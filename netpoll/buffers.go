@@ -8,6 +8,11 @@ type ioBuf struct {
 	// since is when the incomplete frame at the start of a partial-input
 	// buffer began (nanoseconds from the loop's start); unused for output.
 	since int64
+	// plain counts payload bytes of a connection with a Transport: in a
+	// partial-input buffer the leading bytes already unwrapped (the rest
+	// is an incomplete wire unit); in an output buffer the trailing bytes
+	// not yet wrapped (before them: wire bytes).
+	plain int
 }
 
 // Buffer size classes: 512 B to 8 MiB by factors of 4. A class's pool keeps

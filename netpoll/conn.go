@@ -93,6 +93,9 @@ func (c *Conn) Write(p []byte) error {
 	b := &l.bufs[c.out-1]
 	b.b = l.grow(b, len(p))
 	b.b = append(b.b, p...)
+	if c.flags&flagTransport != 0 {
+		b.plain += len(p) // wrapped at the flush (Loop.wrapPending)
+	}
 	queued := len(b.b) - b.off
 	l.queuedBytes.Add(int64(len(p)))
 	if int64(queued) > l.e.maxQueued.Load() {
@@ -116,8 +119,11 @@ func (c *Conn) Close(reason error) {
 	if c.flags&flagClosing != 0 {
 		return
 	}
-	c.flags |= flagClosing
 	l := c.l()
+	if c.flags&flagTransport != 0 {
+		l.e.cfg.Transport.Close(c, reason) // may still write (close_notify)
+	}
+	c.flags |= flagClosing
 	l.closes = append(l.closes, closeReq{slot: c.slot, gen: c.gen, reason: reason})
 }
 

@@ -12,8 +12,10 @@ import (
 // to send with SCM_RIGHTS, and then either Thaws (the new process failed:
 // nothing happened) or Abandons (the loops exit without closing a
 // connection: the new process holds them). The new engine is made with
-// Config.Listeners (the inherited listening sockets) and Adopts each
-// connection before Start.
+// Config.Listeners (the inherited listening sockets) and Restores each
+// connection before Start. A connection with a Transport (TLS) is exported
+// with Transport set: its record state is the transport's, not carried, so
+// the caller does not hand it over (Abandon closes it).
 
 // ErrNotFrozen is returned by Export and Abandon on an engine that is not
 // frozen; ErrFrozen by Freeze on one that is.
@@ -122,6 +124,8 @@ type Exported struct {
 	User    uint64 // Conn.User
 	Pending []byte // partial input not yet consumed by OnData
 	Output  []byte // output the kernel has not taken
+	// Transport: the connection's bytes pass through Config.Transport.
+	Transport bool
 }
 
 // Export lists every connection of a frozen engine, with copies of its
@@ -136,7 +140,7 @@ func (e *Engine) Export() ([]Exported, error) {
 	var out []Exported
 	for _, l := range e.loops {
 		l.slab.Range(func(slot uint32, c *Conn) bool {
-			x := Exported{Loop: l.id, FD: int(c.fd), Handle: c.Handle(), User: c.user}
+			x := Exported{Loop: l.id, FD: int(c.fd), Handle: c.Handle(), User: c.user, Transport: c.flags&flagTransport != 0}
 			if c.pend != 0 {
 				x.Pending = append([]byte(nil), l.bufs[c.pend-1].b...)
 			}
@@ -160,29 +164,29 @@ func (e *Engine) Conn(h Handle) *Conn {
 	return e.loops[h>>56].Conn(h)
 }
 
-// Adopt adds a handed-over connection to loop before Start: fd (now this
+// Restore adds a handed-over connection to loop before Start: fd (now this
 // engine's), the partial input to prepend to what it reads next, and the
 // output still to write. It returns the connection (valid until Start) for
 // the handler to restore its own state; OnOpen is not called.
-func (e *Engine) Adopt(loop, fd int, pending, output []byte) (*Conn, error) {
+func (e *Engine) Restore(loop, fd int, pending, output []byte) (*Conn, error) {
 	e.mu.Lock()
 	started := e.started
 	e.mu.Unlock()
 	if started {
-		return nil, errors.New("netpoll: adopt after start")
+		return nil, errors.New("netpoll: restore after start")
 	}
 	if loop < 0 || loop >= len(e.loops) {
-		return nil, fmt.Errorf("netpoll: adopt on loop %d of %d", loop, len(e.loops))
+		return nil, fmt.Errorf("netpoll: restore on loop %d of %d", loop, len(e.loops))
 	}
 	l := e.loops[loop]
 	slot, gen, c, err := l.slab.Alloc()
 	if err != nil {
-		return nil, fmt.Errorf("netpoll: adopt: %w", err)
+		return nil, fmt.Errorf("netpoll: restore: %w", err)
 	}
 	*c = Conn{fd: int32(fd), slot: slot, gen: gen, loop: l.gid}
 	if err := l.p.addConn(fd, cookieOf(slot, gen)); err != nil {
 		l.slab.Free(slot)
-		return nil, fmt.Errorf("netpoll: adopt fd %d: %w", fd, err)
+		return nil, fmt.Errorf("netpoll: restore fd %d: %w", fd, err)
 	}
 	l.conns.Add(1)
 	if len(pending) > 0 {

@@ -44,6 +44,7 @@ type Loop struct {
 	cur         item // the queue item being handled
 
 	rbuf     []byte
+	wrapBuf  []byte // Transport.Wrap's output before it joins a connection's buffer
 	evs      [maxEvents]event
 	bufs     []ioBuf
 	freeBufs []uint32
@@ -207,7 +208,8 @@ func (l *Loop) run() {
 				l.wakeups.Add(1)
 			default:
 				if ev.cookie&cookieListener == cookieListener {
-					l.acceptAll(l.lfds[ev.cookie&^cookieListener])
+					g := int(ev.cookie &^ cookieListener)
+					l.acceptAll(l.lfds[g], g)
 				} else {
 					l.onConnEvent(ev)
 				}
@@ -328,7 +330,7 @@ func (l *Loop) publishBacklogs() {
 // triggered), so a connection storm cannot starve established connections.
 const acceptBatch = 128
 
-func (l *Loop) acceptAll(lfd int) {
+func (l *Loop) acceptAll(lfd, group int) {
 	for i := 0; i < acceptBatch; i++ {
 		fd, err := acceptConn(lfd)
 		if err != nil {
@@ -355,16 +357,20 @@ func (l *Loop) acceptAll(lfd int) {
 			target = l.e.loops[l.rr]
 			l.rr = (l.rr + 1) % len(l.e.loops)
 		}
+		if h := l.e.cfg.Handoff; h != nil && h(target.id, group, fd) {
+			continue
+		}
 		if target == l {
-			l.adopt(fd)
+			l.adopt(fd, nil, nil)
 			continue
 		}
 		target.post(item{kind: kindAdopt, msg: Message{Arg: uint64(fd)}})
 	}
 }
 
-// adopt makes fd one of this loop's connections.
-func (l *Loop) adopt(fd int) {
+// adopt makes fd one of this loop's connections; a non-nil state makes
+// it a Transport's (see Engine.Adopt), with initial its first wire bytes.
+func (l *Loop) adopt(fd int, state any, initial []byte) {
 	cfg := &l.e.cfg
 	if err := tuneConn(fd, cfg.SndBuf, cfg.RcvBuf); err != nil {
 		l.e.logf("netpoll: loop %d: %v", l.id, err)
@@ -376,7 +382,22 @@ func (l *Loop) adopt(fd int) {
 		return
 	}
 	*c = Conn{fd: int32(fd), slot: slot, gen: gen, loop: l.gid}
+	if state != nil {
+		// Before the socket is watched: no event can reach a
+		// connection whose transport state is not there yet.
+		c.flags |= flagTransport
+		if err := cfg.Transport.Attach(c, state); err != nil {
+			cfg.Transport.Closed(c)
+			l.slab.Free(slot)
+			sysClose(fd)
+			l.acceptErrs.Add(1)
+			return
+		}
+	}
 	if err := l.p.addConn(fd, cookieOf(slot, gen)); err != nil {
+		if state != nil {
+			cfg.Transport.Closed(c)
+		}
 		l.slab.Free(slot)
 		sysClose(fd)
 		l.acceptErrs.Add(1)
@@ -384,6 +405,9 @@ func (l *Loop) adopt(fd int) {
 	}
 	l.conns.Add(1)
 	cfg.Handler.OnOpen(c)
+	if len(initial) > 0 && c.flags&flagClosing == 0 {
+		l.deliver(c, initial)
+	}
 }
 
 func (l *Loop) onConnEvent(ev *event) {
@@ -449,15 +473,38 @@ func (l *Loop) deliver(c *Conn, data []byte) {
 		pb.b = append(pb.b, data...)
 		data = pb.b
 	}
-	used, err := l.e.cfg.Handler.OnData(c, data)
-	if used < 0 || used > len(data) {
-		panic(fmt.Sprintf("netpoll: handler invariant broken: OnData consumed %d of %d bytes", used, len(data)))
+	// With a Transport, data is [payload unwrapped before][wire bytes]:
+	// the complete wire units are unwrapped in place, the handler gets
+	// the payload (app), and an incomplete unit (tail) waits for more.
+	plain := 0
+	if pb != nil {
+		plain = pb.plain
+	}
+	app, tail := data, data[len(data):]
+	var terr error
+	if c.flags&flagTransport != 0 {
+		n, m, err := l.e.cfg.Transport.Unwrap(c, data[plain:])
+		if n < 0 || m < n || plain+m > len(data) {
+			panic(fmt.Sprintf("netpoll: transport invariant broken: Unwrap gave %d payload bytes for %d of %d", n, m, len(data)-plain))
+		}
+		app, tail, terr = data[:plain+n], data[plain+m:], err
+	}
+	used, err := 0, error(nil)
+	if len(app) > 0 || c.flags&flagTransport == 0 {
+		used, err = l.e.cfg.Handler.OnData(c, app)
+		if used < 0 || used > len(app) {
+			panic(fmt.Sprintf("netpoll: handler invariant broken: OnData consumed %d of %d bytes", used, len(app)))
+		}
+	}
+	if err == nil {
+		err = terr
 	}
 	if pb != nil {
 		// The handler's writes may have grown l.bufs and moved it.
 		pb = &l.bufs[c.pend-1]
 	}
-	rest := len(data) - used
+	keep := len(app) - used
+	rest := keep + len(tail)
 	switch {
 	case err != nil || rest == 0:
 		// Closing, or nothing left over: no partial frame to keep.
@@ -465,8 +512,10 @@ func (l *Loop) deliver(c *Conn, data []byte) {
 			l.dropPartial(c)
 		}
 	case pb != nil:
-		copy(pb.b, pb.b[used:])
+		copy(pb.b, app[used:])
+		copy(pb.b[keep:], tail) // moves left: keep+len(tail) <= len(pb.b)
 		pb.b = pb.b[:rest]
+		pb.plain = keep
 		if used > 0 {
 			pb.since = int64(l.now.Sub(l.start)) // a frame completed: the rest starts a new one
 		}
@@ -477,7 +526,9 @@ func (l *Loop) deliver(c *Conn, data []byte) {
 		}
 		c.pend = l.takeBuf(rest) + 1
 		pb = &l.bufs[c.pend-1]
-		pb.b = append(pb.b, data[used:]...)
+		pb.b = append(pb.b, app[used:]...)
+		pb.b = append(pb.b, tail...)
+		pb.plain = keep
 		pb.since = int64(l.now.Sub(l.start))
 		if l.partials == nil {
 			l.partials = make(map[uint32]struct{})
@@ -555,6 +606,12 @@ func (l *Loop) flushDirty() {
 // then writability is watched until the rest drains. Every pass makes
 // progress or parks on the poller.
 func (l *Loop) flush(c *Conn) {
+	if c.flags&flagTransport != 0 {
+		if err := l.wrapPending(c); err != nil {
+			l.closeNow(c, err)
+			return
+		}
+	}
 	b := &l.bufs[c.out-1]
 	for b.off < len(b.b) {
 		n, err := sysWrite(int(c.fd), b.b[b.off:])
@@ -643,6 +700,9 @@ func (l *Loop) onTimer(slot uint32) {
 func (l *Loop) closeNow(c *Conn, reason error) {
 	c.flags |= flagClosing
 	l.e.cfg.Handler.OnClose(c, reason)
+	if c.flags&flagTransport != 0 {
+		l.e.cfg.Transport.Closed(c)
+	}
 	l.wheel.Cancel(c.slot)
 	if c.flags&flagLinger != 0 {
 		delete(l.linger, c.slot)
@@ -713,7 +773,7 @@ func (l *Loop) handleItem(it *item) {
 			sysClose(fd)
 			return
 		}
-		l.adopt(fd)
+		l.adopt(fd, it.msg.Ref, it.msg.Data)
 	case kindLoop:
 		if lh, ok := l.e.cfg.Handler.(LoopHandler); ok {
 			lh.OnLoopMessage(l, &it.msg)

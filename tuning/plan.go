@@ -228,20 +228,22 @@ func Rollback(statePath string) (int, error) { return sysctl.Rollback(statePath)
 
 // Capacity estimates how many connections the profile admits on a host.
 type Capacity struct {
-	Target        int64  `json:"target"`
-	KernelBytes   int64  `json:"kernel_bytes_per_conn"`
-	EdgedBytes    int64  `json:"edged_bytes_per_conn"`
-	MemBytes      uint64 `json:"mem_bytes"`
-	BufferBytes   int64  `json:"tcp_buffer_bytes"`
-	ReserveBytes  int64  `json:"os_reserve_bytes"`
-	ByMemory      int64  `json:"by_memory"`
-	NoFile        int64  `json:"rlimit_nofile"`
-	NrOpen        int64  `json:"nr_open"`
-	FileMax       int64  `json:"file_max"`
-	ByFiles       int64  `json:"by_files"`
-	FileLimitName string `json:"file_limit"`
-	Binding       string `json:"binding"`
-	Fits          int64  `json:"fits"`
+	Target        int64   `json:"target"`
+	KernelBytes   int64   `json:"kernel_bytes_per_conn"`
+	EdgedBytes    int64   `json:"edged_bytes_per_conn"`
+	TLSShare      float64 `json:"tls_share,omitempty"`          // fraction of connections over TLS
+	TLSBytes      int64   `json:"tls_bytes_per_conn,omitempty"` // TLSConnBytes times TLSShare, in EdgedBytes
+	MemBytes      uint64  `json:"mem_bytes"`
+	BufferBytes   int64   `json:"tcp_buffer_bytes"`
+	ReserveBytes  int64   `json:"os_reserve_bytes"`
+	ByMemory      int64   `json:"by_memory"`
+	NoFile        int64   `json:"rlimit_nofile"`
+	NrOpen        int64   `json:"nr_open"`
+	FileMax       int64   `json:"file_max"`
+	ByFiles       int64   `json:"by_files"`
+	FileLimitName string  `json:"file_limit"`
+	Binding       string  `json:"binding"`
+	Fits          int64   `json:"fits"`
 }
 
 // EstimateCapacity computes connections that fit with profile p on host h:
@@ -249,7 +251,11 @@ type Capacity struct {
 // KernelSocketBytes + EdgedConnBytes; by files, the smallest of
 // RLIMIT_NOFILE, fs.nr_open and fs.file-max less reservedFDs. The smaller
 // binds first.
-func EstimateCapacity(p Profile, h Host) Capacity {
+func EstimateCapacity(p Profile, h Host) Capacity { return EstimateCapacityTLS(p, h, 0) }
+
+// EstimateCapacityTLS is EstimateCapacity with a share (0..1) of the
+// connections over TLS, each costing TLSConnBytes more in edged.
+func EstimateCapacityTLS(p Profile, h Host, tlsShare float64) Capacity {
 	c := Capacity{Target: p.Sizing.Conns, KernelBytes: KernelSocketBytes, EdgedBytes: EdgedConnBytes, MemBytes: h.MemBytes}
 	num := func(key string) int64 {
 		s, _ := p.Setting(key)
@@ -259,6 +265,10 @@ func EstimateCapacity(p Profile, h Host) Capacity {
 		}
 		v, _ := strconv.ParseInt(f[len(f)/2], 10, 64) // tcp_mem: the middle (pressure) field
 		return v
+	}
+	if tlsShare > 0 {
+		c.TLSShare, c.TLSBytes = tlsShare, int64(tlsShare*TLSConnBytes+0.5)
+		c.EdgedBytes += c.TLSBytes
 	}
 	mem := int64(h.MemBytes)
 	c.ReserveBytes = min(2*gib, mem/8)

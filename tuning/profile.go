@@ -26,6 +26,15 @@ const (
 	// report RSS per connection.
 	EdgedConnBytes = 512
 
+	// TLSConnBytes is what a TLS session adds to an idle connection in
+	// edged: measured RSS per idle session over TLS minus over TCP at
+	// 10,000 (1,507 - 852 B, BENCHMARKS.md "TLS"), of which 136 B are the
+	// record state (internal/edgetls.StateBytes) and the rest the heap the
+	// handshakes leave fragmented. Handshakes in progress cost more (a
+	// crypto/tls server conn, ~50-100 KB each) but are capped
+	// (--tls-max-handshakes).
+	TLSConnBytes = 655
+
 	// KernelSocketBytes is the kernel's slab memory for one idle
 	// established TCP socket held in epoll, summed from object sizes in
 	// /proc/slabinfo on Linux 6.18 x86_64 (the 2-core dev VM, 2026-11-26):

@@ -85,8 +85,13 @@ func (p *Plan) Render(w io.Writer, changesOnly bool) error {
 func (c Capacity) render(w io.Writer) {
 	per := c.KernelBytes + c.EdgedBytes
 	fmt.Fprintf(w, "\nCapacity with this profile on this host:\n")
-	fmt.Fprintf(w, "  per connection: %d B kernel (slab: tcp_sock, socket inode, file, dentry, epitem) + %d B edged (design budget) = %d B\n",
-		c.KernelBytes, c.EdgedBytes, per)
+	if c.TLSShare > 0 {
+		fmt.Fprintf(w, "  per connection: %d B kernel (slab: tcp_sock, socket inode, file, dentry, epitem) + %d B edged (design budget %d B + TLS %d B x %.0f%% of connections) = %d B\n",
+			c.KernelBytes, c.EdgedBytes, c.EdgedBytes-c.TLSBytes, TLSConnBytes, 100*c.TLSShare, per)
+	} else {
+		fmt.Fprintf(w, "  per connection: %d B kernel (slab: tcp_sock, socket inode, file, dentry, epitem) + %d B edged (design budget) = %d B\n",
+			c.KernelBytes, c.EdgedBytes, per)
+	}
 	fmt.Fprintf(w, "  by memory: (%s RAM - %s OS reserve - %s TCP buffers at tcp_mem pressure) / %d B = %d connections\n",
 		human(c.MemBytes), human(uint64(c.ReserveBytes)), human(uint64(c.BufferBytes)), per, c.ByMemory)
 	fmt.Fprintf(w, "  by files: min(RLIMIT_NOFILE %d, fs.nr_open %d, fs.file-max %d) - %d reserved = %d connections\n",

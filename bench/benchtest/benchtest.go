@@ -107,13 +107,26 @@ func buildEdged() (string, error) {
 // the URL of GET /stats.
 func StartEdged(t testing.TB) (addr string, pid int, admin string) {
 	t.Helper()
+	return StartEdgedWith(t, "")
+}
+
+// StartEdgedTLS is StartEdged with a TLS listener (the certificate files
+// of testenv.MakeTLSFiles).
+func StartEdgedTLS(t testing.TB, f *testenv.TLSFiles) (addr string, pid int, admin string) {
+	t.Helper()
+	return StartEdgedWith(t, "tls://", "--tls-cert", f.ECDSACert, "--tls-key", f.ECDSAKey)
+}
+
+// StartEdgedWith starts edged listening on scheme+addr with more flags.
+func StartEdgedWith(t testing.TB, scheme string, flags ...string) (addr string, pid int, admin string) {
+	t.Helper()
 	bin, err := buildEdged()
 	testenv.Require(t, err == nil, fmt.Sprintf("edged does not build: %v", err))
 	addr = "127.0.0.1:" + strconv.Itoa(FreePort(t))
 	adminAddr := "127.0.0.1:" + strconv.Itoa(FreePort(t))
 	dir := t.TempDir()
 	out, _ := os.Create(filepath.Join(dir, "edged.log"))
-	cmd := exec.Command(bin, "--listen", addr, "--admin", adminAddr, "--log-level", "warn", "--in-memory")
+	cmd := exec.Command(bin, append([]string{"--listen", scheme + addr, "--admin", adminAddr, "--log-level", "warn", "--in-memory"}, flags...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start edged: %v", err)

@@ -178,6 +178,9 @@ func flagSet(c command, o *bench.Options, x *extras) *flag.FlagSet {
 	fs.DurationVar(&o.Keepalive, "keepalive", o.Keepalive, "MQTT keepalive")
 	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", o.ConnectTimeout, "limit for TCP connect plus CONNACK")
 	fs.IntVar(&o.MaxPending, "max-pending", o.MaxPending, "connects in progress per worker")
+	fs.BoolVar(&o.TLS, "tls", false, "connect over TLS (each connection through a crypto/tls relay in the worker; at most 5000 per worker)")
+	fs.StringVar(&o.CAFile, "cafile", "", "PEM `file` of the CAs that --tls trusts (default: the system's)")
+	fs.BoolVar(&o.TLSResume, "tls-resume", false, "with --tls: resume sessions from tickets (default: every handshake is full)")
 	fs.StringVar(&o.Username, "username", "", "MQTT username (profile inbox: default the client id)")
 	fs.StringVar(&o.Password, "password", "", "MQTT password")
 	fs.StringVar(&o.Out, "out", "", "write report.json, report.txt and SVG plots into `DIR`")
@@ -191,6 +194,9 @@ func flagSet(c command, o *bench.Options, x *extras) *flag.FlagSet {
 	}
 	if has["hold"] {
 		fs.DurationVar(&o.Hold, "hold", o.Hold, "connect: how long to hold the connections; churn: how long each stays up")
+	}
+	if c.name == "connect" || c.name == "compare" {
+		fs.BoolVar(&o.Persistent, "persistent", false, "connect: persistent sessions (clean session 0) instead of clean ones")
 	}
 	if has["pairs"] {
 		fs.IntVar(&o.Pairs, "pairs", o.Pairs, "sender/receiver pairs")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgedhq/edged/bench"
 	"github.com/edgedhq/edged/bench/benchtest"
+	"github.com/edgedhq/edged/internal/testenv"
 )
 
 // children lists the processes whose parent is this test process.
@@ -92,6 +93,38 @@ func Test15kConnections(t *testing.T) {
 				if _, ok := before[p]; !ok {
 					t.Errorf("process %d %s left behind", p, name)
 				}
+			}
+		})
+	}
+}
+
+// TestTLSWorkloads runs connect and QoS 1 pairs over TLS against edged's
+// TLS listener: every connection handshakes, carries its messages, and
+// nothing is lost.
+func TestTLSWorkloads(t *testing.T) {
+	files := testenv.MakeTLSFiles(t)
+	addr, pid, _ := benchtest.StartEdgedTLS(t, files)
+	for _, args := range [][]string{
+		{"connect", "--conns", "300", "--hold", "500ms"},
+		{"pairs", "--pairs", "20", "--qos", "1", "--duration", "1s"},
+		{"churn", "--conns", "50", "--hold", "200ms", "--duration", "2s", "--tls-resume"},
+	} {
+		t.Run(args[0], func(t *testing.T) {
+			var out, errb bytes.Buffer
+			rc := run(append(args, "--target", addr, "--server-pid", strconv.Itoa(pid), "--tls", "--cafile", files.CA,
+				"--json", "--quiet"), &out, &errb)
+			if rc != exitOK {
+				t.Fatalf("exit %d: %s", rc, errb.String())
+			}
+			var res bench.Result
+			if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+				t.Fatalf("decode JSON report: %v\n%s", err, out.String())
+			}
+			if len(res.Errors) > 0 || res.Connected == 0 || res.Lost > 0 {
+				t.Fatalf("connected %d, lost %d, errors %v", res.Connected, res.Lost, res.Errors)
+			}
+			if args[0] == "pairs" && res.Received == 0 {
+				t.Fatalf("no message delivered over TLS: %+v", res)
 			}
 		})
 	}

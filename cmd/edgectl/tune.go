@@ -39,6 +39,7 @@ func tuneHelp(ctx *env) {
 type tuneOpts struct {
 	profile, root, state, only, format string
 	conns                              int64
+	tlsShare                           float64
 	dryRun                             bool
 }
 
@@ -60,6 +61,7 @@ func runTune(ctx *env, args []string) error {
 	if verb != "rollback" {
 		fs.StringVar(&o.profile, "profile", "", "profile `NAME`: "+strings.Join(tuning.Names(), ", ")+" (required)")
 		fs.Int64Var(&o.conns, "conns", 0, "connection target `N` (overrides the profile's; auto without it: 2M per 100 GiB of RAM)")
+		fs.Float64Var(&o.tlsShare, "tls-share", 0, "`fraction` (0 to 1) of the connections over TLS, for the capacity estimate (each costs edged more memory)")
 	} else {
 		// Accepted so "tune VERB --profile NAME" works for every verb; the
 		// state file alone decides what is restored.
@@ -111,7 +113,13 @@ func runTune(ctx *env, args []string) error {
 	if o.only != "" {
 		only = strings.Split(o.only, ",")
 	}
+	if o.tlsShare < 0 || o.tlsShare > 1 {
+		return usagef("--tls-share %v: want a fraction from 0 to 1", o.tlsShare)
+	}
 	plan := tuning.NewPlan(p, h).Filter(only)
+	if o.tlsShare > 0 {
+		plan.Capacity = tuning.EstimateCapacityTLS(p, h, o.tlsShare)
+	}
 	switch verb {
 	case "plan":
 		return plan.Render(ctx.stdout, false)

@@ -37,6 +37,7 @@ func TestTuneExitCodes(t *testing.T) {
 		{"verify on untuned host", []string{"tune", "verify", "--profile", "dev", "--root", fakeDev}, exitFailed, "value differs from wanted"},
 		{"rollback without state", []string{"tune", "rollback", "--state", "testdata/no-such-state.json"}, exitFailed, "bad state file"},
 		{"plan", []string{"tune", "plan", "--profile", "dev", "--root", fakeDev}, exitOK, ""},
+		{"tls share over 1", []string{"tune", "plan", "--profile", "dev", "--root", fakeDev, "--tls-share", "2"}, exitUsage, "want a fraction from 0 to 1"},
 		{"export", []string{"tune", "export", "--profile", "auto", "--conns", "1000", "--format", "json", "--root", fakeDev}, exitOK, ""},
 	}
 	for _, tt := range tests {
@@ -56,6 +57,7 @@ func TestTuneOutputGolden(t *testing.T) {
 	}{
 		{"tune-plan-dev.golden", []string{"tune", "plan", "--profile", "dev", "--root", fakeDev}},
 		{"tune-diff-dev.golden", []string{"tune", "diff", "--profile", "dev", "--root", fakeDev}},
+		{"tune-plan-dev-tls.golden", []string{"tune", "plan", "--profile", "dev", "--root", fakeDev, "--tls-share", "0.5"}},
 		{"tune-diff-dev-only.golden", []string{"tune", "diff", "--profile", "dev", "--root", fakeDev, "--only", "net.ipv4.tcp_keepalive_,/sys/"}},
 		{"tune-export-dev.sysctl.d.golden", []string{"tune", "export", "--profile", "dev", "--root", fakeDev}},
 		{"tune-export-dev.systemd.golden", []string{"tune", "export", "--profile", "dev", "--format", "systemd", "--root", fakeDev}},

@@ -7,7 +7,9 @@ import (
 	"strings"
 )
 
-// listener is one --listen value: [NAME=]ADDR[%IFACE]. A listener that
+// listener is one --listen value: [NAME=][tcp://|tls://]ADDR[%IFACE];
+// tls:// terminates TLS (--tls-cert, --tls-key), a bare ADDR is plain TCP.
+// A listener that
 // names an interface is a NIC group: its sockets bind ADDR's IP on an
 // ephemeral port, so only eBPF SK_LOOKUP steering, which sends connections
 // that arrive on IFACE for ADDR's port to the group, reaches them; without
@@ -16,10 +18,14 @@ type listener struct {
 	name  string
 	addr  string // as given: host:port
 	iface string
+	tls   bool
 }
 
 func (l listener) String() string {
 	s := l.addr
+	if l.tls {
+		s = "tls://" + s
+	}
 	if l.name != "" {
 		s = l.name + "=" + s
 	}
@@ -73,6 +79,11 @@ func parseListener(v string) (listener, error) {
 		if name == "" {
 			return l, fmt.Errorf("listener %q: empty name before '='", v)
 		}
+	}
+	if rest, ok := strings.CutPrefix(v, "tls://"); ok {
+		v, l.tls = rest, true
+	} else {
+		v = strings.TrimPrefix(v, "tcp://")
 	}
 	if addr, iface, ok := strings.Cut(v, "%"); ok {
 		v, l.iface = addr, iface

@@ -28,6 +28,7 @@ import (
 	"github.com/edgedhq/edged/edge"
 	"github.com/edgedhq/edged/internal/buildinfo"
 	"github.com/edgedhq/edged/internal/wal"
+	"github.com/edgedhq/edged/internal/edgetls"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -43,6 +44,8 @@ func main() {
 type options struct {
 	admin, secretFile, config, logLevel  string
 	adminTokenFile                       string
+	tlsCert, tlsKey, tlsClientCA         string
+	tlsMaxHandshakes                     int
 	listen                               listenFlag
 	insecure, version                    bool
 	maxPacket, inboxMessages, inboxBytes int
@@ -68,9 +71,13 @@ const defaultFsync = "always"
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("edged", flag.ContinueOnError)
 	o.listen.list = []listener{{addr: edge.DefaultAddr}}
-	fs.Var(&o.listen, "listen", "client `address` host:port (MQTT over TCP); repeat or comma-separate for several; NAME=ADDR%IFACE makes a NIC group reached only through eBPF SK_LOOKUP from IFACE (e.g. public=198.18.0.1:1883%eth0)")
+	fs.Var(&o.listen, "listen", "client `address` host:port (MQTT over TCP) or tls://host:port (MQTT over TLS, see --tls-cert); repeat or comma-separate for several, tcp:// and tls:// mixed; NAME=ADDR%IFACE makes a NIC group reached only through eBPF SK_LOOKUP from IFACE (e.g. public=198.18.0.1:1883%eth0)")
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "admin HTTP `address` (groups, stats, knobs, pprof); \"off\" disables it; off loopback it needs --admin-token-file")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the admin API bearer token (at least 16 bytes); with it every admin request but /healthz needs \"Authorization: Bearer TOKEN\"")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate chain `file` for the tls:// listeners (ECDSA or RSA); SIGHUP reloads it, --tls-key and --tls-client-ca")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
+	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM `file` of CAs: with it, TLS clients must present a certificate one of them signed")
+	fs.IntVar(&o.tlsMaxHandshakes, "tls-max-handshakes", 1024, "TLS handshakes in progress at most (`n`); past it new TLS connections are closed (tls_handshakes_busy)")
 	fs.StringVar(&o.secretFile, "secret-file", "", "`file` holding the token HMAC secret (required off loopback unless --insecure)")
 	fs.BoolVar(&o.insecure, "insecure", false, "let clients in without a token on any address")
 	fs.StringVar(&o.config, "config", "", "key=value config `file`; keys are the flag names, flags override it")
@@ -78,7 +85,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.inboxMessages, "inbox-messages", edge.DefaultInboxMessages, "inbox bound per user in `messages`")
 	fs.IntVar(&o.inboxBytes, "inbox-bytes", edge.DefaultInboxBytes, "inbox bound per user in `bytes`")
 	fs.IntVar(&o.inflight, "inflight", edge.DefaultInflight, "in-flight `window`: unacknowledged deliveries per connection")
-	fs.DurationVar(&o.handshake, "handshake-timeout", edge.DefaultHandshakeTimeout, "`duration` a new connection has to send CONNECT")
+	fs.DurationVar(&o.handshake, "handshake-timeout", edge.DefaultHandshakeTimeout, "`duration` a new connection has to send CONNECT (and, on a tls:// listener, to complete the TLS handshake before that)")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "cap on client connections (`n`), 0 for none")
 	fs.IntVar(&o.maxQueued, "max-queued", edge.DefaultMaxQueued, "unread output (`bytes`) after which a client that does not read is closed")
 	fs.Float64Var(&o.publishRate, "publish-rate", edge.DefaultPublishRate, "PUBLISH packets per second per connection (`rate`), -1 for no limit")
@@ -241,6 +248,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if a := s.AdminAddr(); a != nil {
 		attrs = append(attrs, "admin", a.String())
 	}
+	if len(cfg.TLSGroups) > 0 {
+		var tl []string
+		for _, g := range cfg.TLSGroups {
+			tl = append(tl, s.Addrs()[g].String())
+		}
+		attrs = append(attrs, "tls", strings.Join(tl, ","))
+	}
 	log.Info("edged started", attrs...)
 	if note != "" {
 		log.Warn(note)
@@ -248,22 +262,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if cfg.AdminAddr != "" && !edge.LoopbackAddr(cfg.AdminAddr) {
 		log.Warn("the admin API listens off loopback over plain HTTP: its bearer token travels in clear text; keep it on a private network", "admin", cfg.AdminAddr)
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP) // before ready: a test's SIGHUP must not kill the process
+	defer signal.Stop(hup)
 	if ready != nil {
 		ready(s)
 	}
 	usr2 := make(chan os.Signal, 1)
 	signal.Notify(usr2, syscall.SIGUSR2)
 	defer signal.Stop(usr2)
-	for serving := true; serving; {
-		select {
-		case <-ctx.Done():
-			serving = false
-		case <-usr2:
-		case <-upgradeReq:
-		}
-		if !serving {
-			break
-		}
+	for waitReload(ctx, hup, usr2, upgradeReq, cfg.TLS, log) {
 		log.Info("upgrade: starting the new binary", "exe", exe)
 		ust.begin()
 		pid, err := upgrade(s, ops, exe, args, log)
@@ -284,6 +292,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	}
 	log.Info("edged stopped")
 	return exitOK
+}
+
+// waitReload waits for ctx; meanwhile each SIGHUP reloads the TLS
+// certificate, key and client CAs (new handshakes use them; established
+// sessions are not touched; a failed reload keeps the old ones).
+func waitReload(ctx context.Context, hup, usr2 <-chan os.Signal, upgradeReq <-chan struct{}, t *edgetls.Server, log *slog.Logger) (upgrade bool) {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-usr2:
+			return true
+		case <-upgradeReq:
+			return true
+		case <-hup:
+			if t == nil {
+				log.Info("SIGHUP: no TLS listener, nothing to reload")
+				continue
+			}
+			if err := t.Reload(); err != nil {
+				log.Error("SIGHUP: TLS reload failed; the previous certificate stays in use", "err", err)
+				continue
+			}
+			log.Info("SIGHUP: TLS certificate reloaded")
+		}
+	}
 }
 
 // maxPartialBytes resolves --max-partial-bytes: 0 picks the default, 256
@@ -387,6 +421,26 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 	}
 	for _, l := range o.listen.list[1:] {
 		cfg.ExtraAddrs = append(cfg.ExtraAddrs, l.bindAddr())
+	}
+	for g, l := range o.listen.list {
+		if l.tls {
+			cfg.TLSGroups = append(cfg.TLSGroups, g)
+		}
+	}
+	if len(cfg.TLSGroups) > 0 {
+		if o.tlsCert == "" || o.tlsKey == "" {
+			return cfg, "", fmt.Errorf("listen on %s: a tls:// listener needs --tls-cert and --tls-key", o.listen.String())
+		}
+		t, err := edgetls.New(edgetls.Config{
+			CertFile: o.tlsCert, KeyFile: o.tlsKey, ClientCAFile: o.tlsClientCA,
+			HandshakeTimeout: o.handshake, MaxHandshakes: o.tlsMaxHandshakes,
+		})
+		if err != nil {
+			return cfg, "", err
+		}
+		cfg.TLS = t
+	} else if o.tlsCert != "" || o.tlsKey != "" || o.tlsClientCA != "" {
+		return cfg, "", errors.New("--tls-cert, --tls-key and --tls-client-ca need a tls:// --listen")
 	}
 	loopback := true
 	for _, l := range o.listen.list {

@@ -1,0 +1,229 @@
+package edgetls
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgedhq/edged/netpoll"
+)
+
+// Config configures a Server.
+type Config struct {
+	// CertFile and KeyFile are the PEM certificate chain and private key
+	// (ECDSA, RSA or Ed25519); required. Reload reads them again.
+	CertFile, KeyFile string
+	// ClientCAFile, if set, is a PEM bundle of CAs: every client must then
+	// present a certificate that one of them signed (and that is valid now).
+	ClientCAFile string
+	// HandshakeTimeout bounds a handshake (default 10 s).
+	HandshakeTimeout time.Duration
+	// MaxHandshakes caps the handshakes in progress (default 1024): past
+	// it a new connection is closed at once (FailBusy), so a flood holds
+	// at most this many goroutines and their buffers.
+	MaxHandshakes int
+	// CryptoWorkers caps the handshakes computing at once (default
+	// GOMAXPROCS/2, at least 1): a handshake waiting for its client holds
+	// no slot, and the loops keep the rest of the CPUs under a flood.
+	CryptoWorkers int
+	// KeyUpdateAfter is how many records the server sends under one TLS
+	// 1.3 key before it updates it with a KeyUpdate (default 2^24, under
+	// AES-GCM's limit of 2^24.5 full records: RFC 8446 5.5).
+	KeyUpdateAfter uint64
+	// OnFail, if set, is told of each connection closed during its
+	// handshake, with the reason (edge counts them as close reasons).
+	OnFail func(Fail)
+}
+
+// Fail is why a connection was closed before its handshake completed.
+type Fail uint8
+
+// Handshake failures.
+const (
+	FailNotTLS     Fail = iota // the first bytes were not a TLS record (e.g. plain MQTT on the TLS port)
+	FailHandshake              // the handshake failed: truncated, malformed, refused by the client (our certificate), no common parameters
+	FailTimeout                // not completed within Config.HandshakeTimeout
+	FailClientCert             // the client's certificate was missing, expired or not signed by a client CA
+	FailBusy                   // Config.MaxHandshakes handshakes were already in progress
+	NumFails
+)
+
+var failNames = [NumFails]string{"tls_not_tls", "tls_handshake", "tls_handshake_timeout", "tls_client_cert", "tls_handshakes_busy"}
+
+func (f Fail) String() string {
+	if f < NumFails {
+		return failNames[f]
+	}
+	return "unknown"
+}
+
+// Server terminates TLS for a netpoll engine: its Accept runs handshakes
+// (as the engine's Config.Handoff), and it is the engine's Transport.
+type Server struct {
+	conf      Config
+	tlsConf   atomic.Pointer[tls.Config] // the current certificates; swapped by Reload
+	ticketKey [32]byte
+	sem       chan struct{} // CryptoWorkers tokens
+	eng       atomic.Pointer[netpoll.Engine]
+	loops     [256]*loopState // by loop index; each written and read by its loop only
+
+	reloadMu sync.Mutex // serializes Reload
+
+	mu     sync.Mutex // guards active and closed
+	active map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup // handshake goroutines
+
+	inProgress atomic.Int64
+	sessions   atomic.Int64 // connections with record state on the loops
+	full       atomic.Uint64
+	resumed    atomic.Uint64
+	fails      [NumFails]atomic.Uint64
+	keyUpdates atomic.Uint64
+
+	sinceScavenge atomic.Int64 // handshakes ended since the last scavenge
+	scavengeArmed atomic.Bool  // a scavenge check is pending
+	lastEnd       atomic.Int64 // unix nanos: the last handshake's end
+	scavenges     atomic.Uint64
+}
+
+// New loads the certificates and returns a Server; Bind gives it its engine.
+func New(conf Config) (*Server, error) {
+	if conf.CertFile == "" || conf.KeyFile == "" {
+		return nil, errors.New("edgetls: a certificate file and a key file are required")
+	}
+	if conf.HandshakeTimeout <= 0 {
+		conf.HandshakeTimeout = 10 * time.Second
+	}
+	if conf.MaxHandshakes <= 0 {
+		conf.MaxHandshakes = 1024
+	}
+	if conf.KeyUpdateAfter == 0 {
+		conf.KeyUpdateAfter = 1 << 24
+	}
+	if conf.CryptoWorkers <= 0 {
+		conf.CryptoWorkers = max(1, runtime.GOMAXPROCS(0)/2)
+	}
+	s := &Server{conf: conf, sem: make(chan struct{}, conf.CryptoWorkers)}
+	if _, err := rand.Read(s.ticketKey[:]); err != nil {
+		return nil, fmt.Errorf("edgetls: ticket key: %w", err)
+	}
+	if err := s.Reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Reload reads the certificate, key and client CA files again; handshakes
+// that start afterwards use them, established sessions are not touched. On
+// error the old ones stay in use.
+func (s *Server) Reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	cert, err := tls.LoadX509KeyPair(s.conf.CertFile, s.conf.KeyFile)
+	if err != nil {
+		return fmt.Errorf("edgetls: load certificate: %w", err)
+	}
+	tc := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: suites12,
+	}
+	if s.conf.ClientCAFile != "" {
+		pem, err := os.ReadFile(s.conf.ClientCAFile)
+		if err != nil {
+			return fmt.Errorf("edgetls: read client CAs: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("edgetls: read client CAs %s: no PEM certificate in it", s.conf.ClientCAFile)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	tc.SetSessionTicketKeys([][32]byte{s.ticketKey})
+	s.tlsConf.Store(tc)
+	return nil
+}
+
+// Shutdown ends the handshakes in progress (their sockets are closed, counted
+// as failed handshakes) and waits for their goroutines; later Accepts close
+// their socket at once. Established sessions belong to the engine.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	s.closed = true
+	for nc := range s.active {
+		nc.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// track registers a handshake's connection so Shutdown can end it; false
+// once the server is closed.
+func (s *Server) track(nc net.Conn, on bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !on {
+		delete(s.active, nc)
+		return true
+	}
+	if s.closed {
+		return false
+	}
+	if s.active == nil {
+		s.active = make(map[net.Conn]struct{})
+	}
+	s.active[nc] = struct{}{}
+	return true
+}
+
+// SetFailHook sets Config.OnFail; call it before the engine starts.
+func (s *Server) SetFailHook(fn func(Fail)) { s.conf.OnFail = fn }
+
+// Bind sets the engine that handshaken connections are adopted into; call
+// it before the engine starts.
+func (s *Server) Bind(e *netpoll.Engine) { s.eng.Store(e) }
+
+// Stats are a Server's counters.
+type Stats struct {
+	Handshakes     uint64 // completed, full
+	Resumed        uint64 // completed, resumed from a ticket
+	InProgress     int64
+	Sessions       int64 // established sessions on the loops
+	KeyUpdates     uint64
+	Scavenges      uint64 // heap returned to the OS after a handshake burst
+	Fails          map[string]uint64
+	MaxHandshakes  int
+	CryptoWorkers  int
+	StateBytes     int // record state per session (bytes)
+	HandshakeLimit time.Duration
+}
+
+// Stats returns the counters; safe from any goroutine.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Handshakes: s.full.Load(), Resumed: s.resumed.Load(), InProgress: s.inProgress.Load(),
+		Sessions: s.sessions.Load(), KeyUpdates: s.keyUpdates.Load(), Scavenges: s.scavenges.Load(), Fails: map[string]uint64{},
+		MaxHandshakes: s.conf.MaxHandshakes, CryptoWorkers: s.conf.CryptoWorkers,
+		StateBytes: StateBytes, HandshakeLimit: s.conf.HandshakeTimeout,
+	}
+	for i := range s.fails {
+		st.Fails[Fail(i).String()] = s.fails[i].Load()
+	}
+	return st
+}
+
+func (s *Server) fail(f Fail) {
+	s.fails[f].Add(1)
+	if s.conf.OnFail != nil {
+		s.conf.OnFail(f)
+	}
+}
