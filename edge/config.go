@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/edgedhq/edged/edge/mqtt"
-	"github.com/edgedhq/edged/internal/wal"
 	"github.com/edgedhq/edged/internal/edgetls"
+	"github.com/edgedhq/edged/internal/wal"
 )
 
 // AuthMode says which clients need a token.

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/edgedhq/edged/edge/mqtt"
-	"github.com/edgedhq/edged/internal/wal"
 	"github.com/edgedhq/edged/internal/edgetls"
+	"github.com/edgedhq/edged/internal/wal"
 	"github.com/edgedhq/edged/netpoll"
 )
 

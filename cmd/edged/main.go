@@ -27,8 +27,8 @@ import (
 
 	"github.com/edgedhq/edged/edge"
 	"github.com/edgedhq/edged/internal/buildinfo"
-	"github.com/edgedhq/edged/internal/wal"
 	"github.com/edgedhq/edged/internal/edgetls"
+	"github.com/edgedhq/edged/internal/wal"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
