@@ -87,10 +87,14 @@ const fdBatch = 250
 // socket array only: the new process attaches its own) and attached again
 // by resume if the new process does not take over.
 func upgrade(s *edge.Server, p *ops, exe string, args []string, log *slog.Logger) (int, error) {
-	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	// SOCK_CLOEXEC is not on every OS (darwin): close-on-exec is set
+	// after; the child's end reaches it through ExtraFiles anyway.
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	if err != nil {
 		return 0, fmt.Errorf("upgrade: %w", os.NewSyscallError("socketpair", err))
 	}
+	unix.CloseOnExec(sp[0])
+	unix.CloseOnExec(sp[1])
 	parent, child := os.NewFile(uintptr(sp[0]), "handoff"), os.NewFile(uintptr(sp[1]), "handoff-child")
 	defer parent.Close()
 	cmd := exec.Command(exe, args...)
