@@ -53,7 +53,15 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv("EDGED_NIC_CLIENT"); spec != "" {
 		os.Exit(nicClient(spec))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	// A test that runs edged without --data-dir (or --in-memory) leaves
+	// the default store in the package directory, shared between runs.
+	if _, err := os.Stat("edged-data"); err == nil && code == 0 {
+		fmt.Fprintln(os.Stderr, "a test ran edged without --data-dir: cmd/edged/edged-data was created")
+		os.RemoveAll("edged-data")
+		code = 1
+	}
+	os.Exit(code)
 }
 
 func ipCmd(t *testing.T, args ...string) {

@@ -24,7 +24,7 @@ func TestTLSListenersAndSIGHUP(t *testing.T) {
 	ready := make(chan *edge.Server, 1)
 	var errb testenv.SyncBuffer
 	go func() {
-		done <- run(ctx, []string{"--listen", "tls://127.0.0.1:0,tcp://127.0.0.1:0", "--admin", "off", "--loops", "2",
+		done <- run(ctx, []string{"--listen", "tls://127.0.0.1:0,tcp://127.0.0.1:0", "--admin", "off", "--loops", "2", "--data-dir", t.TempDir(),
 			"--tls-cert", files.ECDSACert, "--tls-key", files.ECDSAKey}, &bytes.Buffer{}, &errb, func(s *edge.Server) { ready <- s })
 	}()
 	var s *edge.Server
