@@ -209,14 +209,19 @@ func writeAck(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uint16) {
 func (s *Server) commitTick(l *netpoll.Loop, ls *loopState) {
 	// A failure is logged once by the store (and again when it
 	// recovers); meanwhile the acknowledgements wait.
-	if len(ls.acks) > 0 || s.ctlSeq.Load() > s.wal.Durable() {
+	switch {
+	case s.ctlSeq.Load() > s.wal.Durable():
+		// A session, subscription or QoS 2 change: its reply (CONNACK,
+		// SUBACK) is not held, so the loop waits for the fsync (rare).
 		s.wal.Commit()
-	} else if s.wal.Last() > s.wal.Durable() {
-		// Deletes, receipts, subscriptions: written now, so that what
-		// this iteration's output tells a client (a SUBACK) survives
-		// the process being killed; fsynced with the next batch of
-		// acknowledgements (or the interval).
-		s.wal.Write()
+	case s.wal.Last() > s.wal.Durable():
+		// Written now, in every mode, so that nothing this iteration's
+		// output tells a client is lost if the process is killed. Under
+		// SyncAlways the fsync is the syncer's: the loop goes on, the
+		// held acknowledgements go out when it calls back (wakeLoops).
+		if s.wal.Write() == nil && len(ls.acks) > 0 {
+			s.wal.RequestSync()
+		}
 	}
 	if len(ls.acks) == 0 {
 		return

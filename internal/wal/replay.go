@@ -249,9 +249,12 @@ func (l *Log) Compact(write func(w *SnapshotWriter) error) (err error) {
 		return ErrClosed
 	}
 	l.needRotate.Store(false)
-	err = l.rotate()
+	old, upto, err := l.rotate()
 	r := l.segID
 	l.wmu.Unlock()
+	if err == nil {
+		err = l.retire(old, upto)
+	}
 	l.syncMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("compact: %w", err)

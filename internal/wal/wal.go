@@ -159,6 +159,8 @@ type Log struct {
 	failed   atomic.Bool
 	retrying atomic.Bool // the retrier runs: only it clears failed
 
+	syncReq chan struct{} // RequestSync to the syncer (SyncAlways)
+
 	compactMu sync.Mutex
 	stop      chan struct{}
 	done      sync.WaitGroup
@@ -502,35 +504,50 @@ func (l *Log) rotateNow() error {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
 	l.wmu.Lock()
-	defer l.wmu.Unlock()
 	if !l.needRotate.Load() || l.closed {
+		l.wmu.Unlock()
 		return nil
 	}
 	l.needRotate.Store(false)
-	return l.rotate()
-}
-
-// rotate fsyncs and closes the current segment and starts the next one;
-// syncMu and wmu are held, and everything taken from buf is written.
-func (l *Log) rotate() error {
-	old := l.f
-	if old != nil {
-		// Whatever the mode: a segment that is not the last must be
-		// whole on disk, or a power loss leaves a torn record where
-		// replay calls it corruption.
-		if err := old.Sync(); err != nil {
-			return fmt.Errorf("fsync %s: %w", old.Name(), err)
-		}
-		l.synced.Store(l.written.Load())
-	}
-	// The new segment first: if it cannot be made (a full disk), the
-	// current one stays open and the rotation is tried again later.
-	if err := l.openSegment(l.segID + 1); err != nil {
-		l.needRotate.Store(true)
+	old, upto, err := l.rotate()
+	l.wmu.Unlock()
+	if err != nil {
 		return err
 	}
-	if old != nil {
-		old.Close()
+	return l.retire(old, upto)
+}
+
+// rotate starts the next segment and returns the one it replaces, with
+// the last seq written to it; syncMu and wmu are held. The new segment is
+// made first: if it cannot be (a full disk), the current one stays and the
+// rotation is tried again later.
+func (l *Log) rotate() (old *os.File, upto uint64, err error) {
+	old, upto = l.f, l.written.Load()
+	if err := l.openSegment(l.segID + 1); err != nil {
+		l.needRotate.Store(true)
+		return nil, 0, err
+	}
+	return old, upto, nil
+}
+
+// retire fsyncs and closes a segment that rotate replaced, whatever the
+// mode (a segment that is not the last must be whole on disk, or a power
+// loss leaves a torn record where replay calls it corruption). syncMu is
+// held, so no fsync of the new segment can claim these records synced
+// first; wmu is not, so writers go on meanwhile (an fsync of up to 64 MiB
+// of dirty pages under wmu stalled every loop: measured).
+func (l *Log) retire(old *os.File, upto uint64) error {
+	if old == nil {
+		return nil
+	}
+	err := old.Sync()
+	old.Close()
+	if err != nil {
+		l.fail("fsync "+old.Name(), 0, err)
+		return fmt.Errorf("fsync %s: %w", old.Name(), err)
+	}
+	if upto > l.synced.Load() {
+		l.synced.Store(upto)
 	}
 	return nil
 }
@@ -560,6 +577,12 @@ func syncDir(dir string) {
 
 // startBackground starts the interval syncer.
 func (l *Log) startBackground() {
+	if l.opts.Sync == SyncAlways {
+		l.syncReq = make(chan struct{}, 1)
+		l.done.Add(1)
+		go l.syncer()
+		return
+	}
 	if l.opts.Sync != SyncInterval {
 		return
 	}
@@ -579,6 +602,40 @@ func (l *Log) startBackground() {
 			}
 		}
 	}()
+}
+
+// RequestSync asks the background syncer (SyncAlways) to fsync what is
+// written, without waiting: Options.OnDurable is called when it has. An
+// event loop uses it so that it goes on reading and delivering during the
+// fsync instead of blocking in it; the fsyncs of all loops' batches are
+// shared as with Commit.
+func (l *Log) RequestSync() {
+	if l.syncReq == nil {
+		return
+	}
+	select {
+	case l.syncReq <- struct{}{}:
+	default: // one is pending: it will cover these records too
+	}
+}
+
+// syncer serves RequestSync.
+func (l *Log) syncer() {
+	defer l.done.Done()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-l.syncReq:
+		}
+		w := l.written.Load()
+		if w <= l.synced.Load() {
+			continue
+		}
+		if l.sync(w) == nil && l.opts.OnDurable != nil {
+			l.opts.OnDurable()
+		}
+	}
 }
 
 // Sync writes and fsyncs every record appended so far, whatever the mode.
