@@ -41,7 +41,9 @@
 // the order in which callers appended). Commit writes the buffer with one
 // write(2) and, with SyncAlways, fsyncs it, coalescing callers: one write
 // and one fsync serve every record appended before them (group commit).
-// Durable reports the highest seq a caller may acknowledge: written (in the
+// RequestSync hands the fsync to a background syncer instead (SyncAlways),
+// which calls Options.OnDurable when done, so an event loop never blocks in
+// an fsync. Durable reports the highest seq a caller may acknowledge: written (in the
 // page cache, so it survives the process being killed) for SyncInterval and
 // SyncNever, fsynced for SyncAlways. A write error (a full disk) leaves the
 // unwritten records buffered, makes Failed true, and retries in the
