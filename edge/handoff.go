@@ -259,7 +259,17 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 			}
 		}
 	}
+	// Acknowledgements held for the store (waiting for the syncer's
+	// fsync when the loops froze) are durable now (Freeze synced the
+	// store): they go with their connection's unwritten output.
+	held := map[netpoll.Handle][]byte{}
+	for _, ls := range s.loops {
+		for _, a := range ls.acks {
+			held[a.h] = append(held[a.h], ackPacket(a.typ, a.pid)...)
+		}
+	}
 	for _, x := range conns {
+		x.Output = append(x.Output, held[x.Handle]...)
 		if x.Transport {
 			continue // a TLS session's record state is not carried: closed, its client reconnects
 		}

@@ -193,15 +193,20 @@ func (s *Server) ackAfter(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uin
 }
 
 func writeAck(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uint16) {
+	c.Write(appendAck(ls.out[:0], typ, pid))
+}
+
+func appendAck(b []byte, typ mqtt.Type, pid uint16) []byte {
 	switch typ {
 	case mqtt.TypePubrec:
-		c.Write(mqtt.AppendPubrec(ls.out[:0], pid))
+		return mqtt.AppendPubrec(b, pid)
 	case mqtt.TypePubcomp:
-		c.Write(mqtt.AppendPubcomp(ls.out[:0], pid))
-	default:
-		c.Write(mqtt.AppendPuback(ls.out[:0], pid))
+		return mqtt.AppendPubcomp(b, pid)
 	}
+	return mqtt.AppendPuback(b, pid)
 }
+
+func ackPacket(typ mqtt.Type, pid uint16) []byte { return appendAck(nil, typ, pid) }
 
 // commitTick runs at the end of each loop iteration (OnTick), before the
 // loop flushes its output: it writes what was logged and sends the held
