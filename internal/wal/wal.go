@@ -222,7 +222,10 @@ func (l *Log) LockFile() *os.File { return l.lock }
 // Abandon closes the log without writing: the records were committed and
 // another process owns the directory now (it holds the lock through a
 // copy of LockFile). Appends after Abandon are lost.
-func (l *Log) Abandon() {
+func (l *Log) Abandon() { l.shut() }
+
+// shut stops the background work, closes the segment and the lock.
+func (l *Log) shut() {
 	close(l.stop)
 	l.done.Wait()
 	l.wmu.Lock()
@@ -657,15 +660,6 @@ func (l *Log) Close() error {
 			err = l.sync(l.last.Load())
 		}
 	}
-	close(l.stop)
-	l.done.Wait()
-	l.wmu.Lock()
-	l.closed = true
-	if l.f != nil {
-		l.f.Close()
-		l.f = nil
-	}
-	l.wmu.Unlock()
-	l.lock.Close()
+	l.shut()
 	return err
 }
