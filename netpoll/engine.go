@@ -443,6 +443,7 @@ type LoopStats struct {
 	QueuedBytes int64 // output not yet taken by the kernel
 	QueueLen    int64 // cross-loop messages waiting
 	Stale       int64 // events and messages dropped for a stale handle
+	Draining    int64 // closed sockets held until the peer acknowledges their output
 	Busy        time.Duration
 	Wait        time.Duration // time blocked in the poller: Busy/(Busy+Wait) is utilization
 }
@@ -455,7 +456,7 @@ func (e *Engine) Stats() []LoopStats {
 			Loop: i, Conns: l.conns.Load(), Accepts: l.accepts.Load(), AcceptErrs: l.acceptErrs.Load(),
 			Reads: l.reads.Load(), Writes: l.writes.Load(), BytesIn: l.bytesIn.Load(), BytesOut: l.bytesOut.Load(),
 			Wakeups: l.wakeups.Load(), QueuedBytes: l.queuedBytes.Load(), QueueLen: l.q.length.Load(),
-			Stale: l.stale.Load(), Busy: time.Duration(l.busyNs.Load()), Wait: time.Duration(l.waitNs.Load()),
+			Stale: l.stale.Load(), Draining: l.ndraining.Load(), Busy: time.Duration(l.busyNs.Load()), Wait: time.Duration(l.waitNs.Load()),
 		}
 	}
 	return out

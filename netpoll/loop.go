@@ -74,9 +74,15 @@ type Loop struct {
 	lastSweep  time.Time
 	sweepEvery time.Duration
 
+	// draining holds closed sockets whose output the peer has not yet
+	// acknowledged (see drainClose), swept every drainEvery.
+	draining  []drainFD
+	lastDrain time.Time
+
 	// Counters, readable from any goroutine through Engine.Stats.
 	conns, accepts, reads, writes, bytesIn, bytesOut, wakeups atomic.Int64
 	queuedBytes, stale, acceptErrs, busyNs, waitNs            atomic.Int64
+	ndraining                                                 atomic.Int64 // len(draining)
 }
 
 type closeReq struct {
@@ -174,6 +180,12 @@ func (l *Loop) run() {
 				timeout = d
 			}
 		}
+		if len(l.draining) > 0 {
+			d := max(0, int((drainEvery-time.Since(l.lastDrain)+time.Millisecond-1)/time.Millisecond))
+			if timeout < 0 || d < timeout {
+				timeout = d
+			}
+		}
 		if l.q.length.Load() > 0 {
 			timeout = 0
 		}
@@ -219,6 +231,9 @@ func (l *Loop) run() {
 		l.wheel.Advance(l.tickOf(l.now), l.fire)
 		if len(l.partials) > 0 && l.e.cfg.PartialTimeout > 0 && l.now.Sub(l.lastSweep) >= l.sweepEvery {
 			l.sweepPartials()
+		}
+		if len(l.draining) > 0 && l.now.Sub(l.lastDrain) >= drainEvery {
+			l.sweepDraining(false)
 		}
 		if lh != nil {
 			lh.OnTick(l)
@@ -652,7 +667,7 @@ func (l *Loop) flush(c *Conn) {
 	}
 	if c.flags&flagLinger != 0 {
 		reason := l.linger[c.slot]
-		l.closeNow(c, reason)
+		l.closeGraceful(c, reason)
 	}
 }
 
@@ -665,8 +680,12 @@ func (l *Loop) processCloses() {
 		if c == nil {
 			continue
 		}
-		if c.out == 0 || r.now {
+		if r.now {
 			l.closeNow(c, r.reason)
+			continue
+		}
+		if c.out == 0 {
+			l.closeGraceful(c, r.reason)
 			continue
 		}
 		// Output is still queued: wait for it to drain, up to lingerTime.
@@ -698,6 +717,23 @@ func (l *Loop) onTimer(slot uint32) {
 // is released (its generation bumps, so stale handles and events miss), then
 // the fd is closed last, so nothing can reach a reused descriptor.
 func (l *Loop) closeNow(c *Conn, reason error) {
+	sysClose(l.release(c, reason))
+}
+
+// closeGraceful closes c like closeNow once its output reached the kernel,
+// except that a socket whose output the peer has not acknowledged yet is
+// drained rather than closed: closing a TCP socket with unread input makes
+// the kernel send a reset and throw away what it still holds to send, so a
+// client closed for a reason (store_full, say) while it was still writing
+// could miss the acknowledgements for the messages before the refused one
+// and send them again (found as a flaky TestStoreCap under load).
+func (l *Loop) closeGraceful(c *Conn, reason error) {
+	l.drainClose(l.release(c, reason))
+}
+
+// release runs the handler's OnClose and frees c's slot, returning the
+// descriptor for the caller to close.
+func (l *Loop) release(c *Conn, reason error) int {
 	c.flags |= flagClosing
 	l.e.cfg.Handler.OnClose(c, reason)
 	if c.flags&flagTransport != 0 {
@@ -718,8 +754,73 @@ func (l *Loop) closeNow(c *Conn, reason error) {
 	delete(l.backlogged, c.slot)
 	fd := int(c.fd)
 	l.slab.Free(c.slot)
-	sysClose(fd)
 	l.conns.Add(-1)
+	return fd
+}
+
+// drainTime bounds how long a closed socket is drained (see drainClose);
+// maxDraining bounds how many a loop drains at once, so that a flood of
+// refused clients cannot hold descriptors past the process limit.
+const (
+	drainTime   = 2 * time.Second
+	drainEvery  = 10 * time.Millisecond
+	maxDraining = 1024
+)
+
+type drainFD struct {
+	fd    int32
+	until int64 // UnixNano
+}
+
+// drainClose closes fd, or, when the kernel still holds output for it that
+// the peer has not acknowledged, half-closes it (shutdown SHUT_WR: the FIN
+// follows the output) and keeps it off the poller in l.draining, where
+// sweepDraining discards its input until the peer has acknowledged
+// everything, closes its side, or drainTime passes.
+func (l *Loop) drainClose(fd int) {
+	if len(l.draining) >= maxDraining || outQueued(fd) == 0 {
+		sysClose(fd)
+		return
+	}
+	if err := sysShutdownWrite(fd); err != nil {
+		sysClose(fd)
+		return
+	}
+	if err := l.p.delConn(fd); err != nil {
+		sysClose(fd)
+		return
+	}
+	l.draining = append(l.draining, drainFD{fd: int32(fd), until: l.now.Add(drainTime).UnixNano()})
+	l.ndraining.Store(int64(len(l.draining)))
+}
+
+// sweepDraining looks at every draining socket: its input is read and
+// discarded; it is closed once nothing is left unacknowledged, at the end
+// of its stream, on an error or when its time is up.
+func (l *Loop) sweepDraining(all bool) {
+	l.lastDrain = l.now
+	now := l.now.UnixNano()
+	kept := l.draining[:0]
+	for _, d := range l.draining {
+		fd := int(d.fd)
+		done := all || now >= d.until
+		for !done {
+			n, err := sysRead(fd, l.rbuf)
+			if n > 0 {
+				continue
+			}
+			done = err == nil || !isAgain(err) // end of stream or an error
+			break
+		}
+		if done || outQueued(fd) == 0 {
+			sysClose(fd)
+			continue
+		}
+		kept = append(kept, d)
+	}
+	clear(l.draining[len(kept):])
+	l.draining = kept
+	l.ndraining.Store(int64(len(kept)))
 }
 
 // testHookBeforeSleep, if set (by tests, before any engine starts), runs
@@ -806,6 +907,7 @@ func (l *Loop) shutdown(reason error) {
 		l.closeNow(c, reason)
 		return true
 	})
+	l.sweepDraining(true)
 	l.dropQueued()
 }
 

@@ -145,3 +145,15 @@ func (p *poller) delListener(fd int) error {
 	unix.SetKevent(&ev, fd, unix.EVFILT_READ, unix.EV_DELETE)
 	return p.kevent(ev)
 }
+
+// delConn stops watching a connection's descriptor: both filters go (a
+// filter that was never added reports ENOENT, which is not an error here).
+func (p *poller) delConn(fd int) error {
+	var r, w unix.Kevent_t
+	unix.SetKevent(&r, fd, unix.EVFILT_READ, unix.EV_DELETE)
+	unix.SetKevent(&w, fd, unix.EVFILT_WRITE, unix.EV_DELETE)
+	p.kevent(r)
+	p.kevent(w)
+	p.setCookie(fd, 0)
+	return nil
+}

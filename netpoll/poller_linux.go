@@ -141,3 +141,12 @@ func (p *poller) delListener(fd int) error {
 	}
 	return nil
 }
+
+// delConn stops watching a connection's descriptor (it is being drained
+// before its close; see Loop.drainClose).
+func (p *poller) delConn(fd int) error {
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	return nil
+}

@@ -15,3 +15,4 @@ func (p *poller) drainWake()                                    {}
 func (p *poller) close() error                                  { return nil }
 
 func (p *poller) delListener(fd int) error { return ErrUnsupported }
+func (p *poller) delConn(fd int) error     { return ErrUnsupported }

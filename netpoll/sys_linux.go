@@ -45,3 +45,14 @@ func peerAddr(fd int) netip.AddrPort {
 	}
 	return netip.AddrPort{}
 }
+
+// outQueued returns the bytes the kernel still holds for fd's peer: not yet
+// sent, or sent and not yet acknowledged (SIOCOUTQ). On an error it reports
+// 0: the socket is closed as it would have been without draining.
+func outQueued(fd int) int {
+	n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+	if err != nil {
+		return 0
+	}
+	return n
+}

@@ -7,6 +7,8 @@ import "net/netip"
 func sysRead(fd int, p []byte) (int, error)            { return 0, ErrUnsupported }
 func sysWrite(fd int, p []byte) (int, error)           { return 0, ErrUnsupported }
 func sysClose(fd int) error                            { return ErrUnsupported }
+func sysShutdownWrite(fd int) error                    { return ErrUnsupported }
+func outQueued(fd int) int                             { return 0 }
 func isAgain(err error) bool                           { return false }
 func isTooManyFiles(err error) bool                    { return false }
 func resolve(addr string) (netip.AddrPort, error)      { return netip.AddrPort{}, ErrUnsupported }

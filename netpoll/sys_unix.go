@@ -158,3 +158,7 @@ func tuneConn(fd, sndbuf, rcvbuf int) error {
 	}
 	return nil
 }
+
+// sysShutdownWrite half-closes fd: the FIN goes out after the output the
+// kernel holds, and the socket can still be read.
+func sysShutdownWrite(fd int) error { return unix.Shutdown(fd, unix.SHUT_WR) }
