@@ -57,6 +57,17 @@ type Handoff struct {
 	Conns     []int   // connection descriptors, indexed by the state's hConn records
 	Lock      *os.File
 	State     []byte
+	// Drain: the new process takes the listeners and the store's lock
+	// only, and recovers from the log like a restart (its binary cannot
+	// read this one's State). Every connection stays with the old
+	// process, which closes them at a bounded rate (FinishDrain).
+	Drain bool
+
+	// In the old process: every exported connection, with the output it
+	// is owed (held acknowledgements included), and the descriptors the
+	// state carries.
+	exported []netpoll.Exported
+	carried  map[int]bool
 }
 
 func handoffListeners(h *Handoff) [][]int {
@@ -105,6 +116,11 @@ func (s *Server) Freeze() (*Handoff, error) {
 		return nil, fmt.Errorf("freeze: %w", err)
 	}
 	h.State = s.exportState(conns, &h.Conns)
+	h.exported = conns
+	h.carried = make(map[int]bool, len(h.Conns))
+	for _, fd := range h.Conns {
+		h.carried[fd] = true
+	}
 	return h, nil
 }
 
@@ -122,11 +138,22 @@ func (s *Server) Resume() error {
 // Finish ends the old process's part: the loops exit without closing the
 // connections (the new process holds them), the store is let go unwritten.
 func (s *Server) Finish() error {
+	fds, err := s.detach()
+	for _, fd := range fds {
+		netpoll.CloseFD(fd) // the new process holds it
+	}
+	return err
+}
+
+// detach stops the server for good without closing its connections and
+// returns their descriptors.
+func (s *Server) detach() ([]int, error) {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	if err := s.eng.Abandon(); err != nil {
-		return fmt.Errorf("finish handoff: %w", err)
+	fds, err := s.eng.Detach()
+	if err != nil {
+		return nil, fmt.Errorf("finish handoff: %w", err)
 	}
 	if s.push != nil {
 		s.push.close()
@@ -134,7 +161,43 @@ func (s *Server) Finish() error {
 	if s.wal != nil {
 		s.wal.Abandon()
 	}
-	return nil
+	return fds, nil
+}
+
+// FinishDrain is Finish for a handoff where the new process does not take
+// every connection: all of them when h.Drain (its binary cannot read the
+// state), TLS sessions otherwise. Closing those at once would bring all
+// their clients back in the same second (a reconnect storm, TLS handshakes
+// first of all); instead each is written what it was owed, half-closed
+// (its client sees the end of the stream and reconnects, to the new
+// process, which holds the listeners) and closed, at most rate per second
+// (rate <= 0: no bound). The will of a client drained this way is not
+// published: it is coming back. FinishDrain returns how many connections
+// it drained, once all are closed.
+func (s *Server) FinishDrain(h *Handoff, rate int) (int, error) {
+	fds, err := s.detach()
+	if err != nil {
+		return 0, err
+	}
+	owed := make(map[int][]byte, len(h.exported))
+	for _, x := range h.exported {
+		if h.Drain || !h.carried[x.FD] {
+			if x.Transport {
+				x.Output = nil // it may end in payload not yet wrapped: not written
+			}
+			owed[x.FD] = x.Output
+		}
+	}
+	var left []int
+	for _, fd := range fds {
+		if _, ok := owed[fd]; ok {
+			left = append(left, fd)
+		} else {
+			netpoll.CloseFD(fd) // the new process holds it
+		}
+	}
+	netpoll.CloseDetached(left, owed, rate)
+	return len(left), nil
 }
 
 func (s *Server) restartBackground() {
@@ -268,8 +331,11 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 			held[a.h] = append(held[a.h], ackPacket(a.typ, a.pid)...)
 		}
 	}
-	for _, x := range conns {
-		x.Output = append(x.Output, held[x.Handle]...)
+	for i := range conns {
+		x := &conns[i]
+		if !x.Transport {
+			x.Output = append(x.Output, held[x.Handle]...)
+		}
 		if x.Transport {
 			continue // a TLS session's record state is not carried: closed, its client reconnects
 		}

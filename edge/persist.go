@@ -269,8 +269,11 @@ func (s *Server) storeDown(qos byte, retain bool) bool {
 // openStore opens the data directory and replays it into the server
 // (before the loops start).
 func (s *Server) openStore() (err error) {
+	// A drain hands over the listeners and the lock only: the state comes
+	// from the log, as at a restart.
+	carried := s.cfg.Handoff != nil && !s.cfg.Handoff.Drain
 	if s.cfg.DataDir == "" {
-		if s.cfg.Handoff != nil {
+		if carried {
 			s.handoffKicks, err = s.importState(s.cfg.Handoff)
 		}
 		return err
@@ -292,7 +295,7 @@ func (s *Server) openStore() (err error) {
 	}
 	var rs replayState
 	apply := func(r wal.Record) error { return s.apply(&rs, r) }
-	if s.cfg.Handoff != nil {
+	if carried {
 		// The state comes whole with the handoff: the log is read only
 		// to check it and find where to append.
 		apply = func(wal.Record) error { return nil }
@@ -303,7 +306,7 @@ func (s *Server) openStore() (err error) {
 		return fmt.Errorf("recover store: %w", err)
 	}
 	inboxes := 0
-	if s.cfg.Handoff == nil {
+	if !carried {
 		inboxes = s.finishReplay()
 	} else if s.handoffKicks, err = s.importState(s.cfg.Handoff); err != nil {
 		l.Close()

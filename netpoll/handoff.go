@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Handing a running engine's connections to another process (a
@@ -83,22 +84,35 @@ func (e *Engine) Thaw() {
 // holds it). Close must not be called afterwards to close connections; it
 // only waits.
 func (e *Engine) Abandon() error {
+	fds, err := e.Detach()
+	for _, fd := range fds {
+		sysClose(fd)
+	}
+	return err
+}
+
+// Detach is Abandon without closing the connections: their descriptors
+// are returned, open and the caller's (to drain them: a handoff to a
+// process that cannot adopt connections, cmd/edged's upgrade).
+func (e *Engine) Detach() ([]int, error) {
 	if !e.unfreeze(true) {
-		return ErrNotFrozen
+		return nil, ErrNotFrozen
 	}
 	e.wg.Wait()
 	e.mu.Lock()
 	e.closed = true
 	e.mu.Unlock()
 	e.closing.Store(true)
+	var fds []int
 	for _, l := range e.loops {
 		l.slab.Range(func(slot uint32, c *Conn) bool {
-			sysClose(int(c.fd))
+			fds = append(fds, int(c.fd))
 			return true
 		})
+		l.sweepDraining(true) // the loop has stopped: its drains end here
 	}
 	e.release()
-	return nil
+	return fds, nil
 }
 
 func (e *Engine) unfreeze(abandon bool) bool {
@@ -205,3 +219,40 @@ func (e *Engine) Restore(loop, fd int, pending, output []byte) (*Conn, error) {
 	}
 	return c, nil
 }
+
+// CloseDetached closes descriptors that Detach returned, at most rate per
+// second (rate <= 0: no bound), so that their clients come back at that
+// rate rather than all at once. Each gets what it is owed written (as much
+// as the kernel takes without blocking), then a half-close: its peer sees
+// the end of the stream. The closes come last, once the peer has
+// acknowledged everything or drainTime after the last half-close, since a
+// close with unread input resets the connection and drops what the kernel
+// still holds (see Loop.drainClose). It returns when all are closed.
+func CloseDetached(fds []int, owed map[int][]byte, rate int) {
+	start := time.Now()
+	for i, fd := range fds {
+		if rate > 0 {
+			if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		for b := owed[fd]; len(b) > 0; {
+			n, err := sysWrite(fd, b)
+			if n <= 0 || err != nil {
+				break
+			}
+			b = b[n:]
+		}
+		sysShutdownWrite(fd)
+	}
+	deadline := time.Now().Add(drainTime)
+	for _, fd := range fds {
+		for outQueued(fd) > 0 && time.Now().Before(deadline) {
+			time.Sleep(drainEvery)
+		}
+		sysClose(fd)
+	}
+}
+
+// CloseFD closes a descriptor that Detach returned.
+func CloseFD(fd int) error { return sysClose(fd) }

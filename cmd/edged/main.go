@@ -45,7 +45,7 @@ type options struct {
 	admin, secretFile, config, logLevel  string
 	adminTokenFile                       string
 	tlsCert, tlsKey, tlsClientCA         string
-	tlsMaxHandshakes                     int
+	tlsMaxHandshakes, drainRate          int
 	listen                               listenFlag
 	insecure, version                    bool
 	maxPacket, inboxMessages, inboxBytes int
@@ -81,6 +81,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.secretFile, "secret-file", "", "`file` holding the token HMAC secret (required off loopback unless --insecure)")
 	fs.BoolVar(&o.insecure, "insecure", false, "let clients in without a token on any address")
 	fs.StringVar(&o.config, "config", "", "key=value config `file`; keys are the flag names, flags override it")
+	fs.IntVar(&o.drainRate, "upgrade-drain-rate", defaultDrainRate, "at an upgrade, connections the new binary does not take over (all of them when its handoff format differs; TLS sessions) are closed at most this many per `second`, so their clients reconnect to it gradually; 0 closes them at once")
 	fs.IntVar(&o.maxPacket, "max-packet-size", edge.DefaultMaxPacketSize, "largest accepted packet in `bytes`")
 	fs.IntVar(&o.inboxMessages, "inbox-messages", edge.DefaultInboxMessages, "inbox bound per user in `messages`")
 	fs.IntVar(&o.inboxBytes, "inbox-bytes", edge.DefaultInboxBytes, "inbox bound per user in `bytes`")
@@ -274,7 +275,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	for waitReload(ctx, hup, usr2, upgradeReq, cfg.TLS, log) {
 		log.Info("upgrade: starting the new binary", "exe", exe)
 		ust.begin()
-		pid, err := upgrade(s, ops, exe, args, log)
+		pid, err := upgrade(s, ops, exe, args, o.drainRate, log)
 		ust.end(err)
 		if err != nil {
 			log.Error("upgrade failed; still serving", "err", err)

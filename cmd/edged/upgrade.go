@@ -5,16 +5,27 @@ package main
 // with its own flags and the environment variable below naming one end of
 // a unix socket pair. The two speak a line protocol over it:
 //
-//	new -> old  "edged-handoff <version> <pid>\n"
-//	old -> new  "refuse <why>\n"                      (versions differ: the old goes on)
-//	old -> new  "state <listeners> <conns> <lock 0|1> <state bytes> <groups>\n",
+//	new -> old  "edged-handoff <version> <pid> drain\n"
+//	old -> new  "refuse <why>\n"                      (the old goes on)
+//	old -> new  "state <listeners> <lock 0|1> <conns> <state bytes>\n",
 //	            the descriptors (SCM_RIGHTS, in batches), then the state bytes
+//	old -> new  "drain <listeners> <lock 0|1>\n", the descriptors
+//	            (versions differ: listeners and the store's lock only)
 //	new -> old  "ok\n" once it serves, or "fail <why>\n"
 //
-// The old process freezes its loops before it sends the state and, on "ok",
-// exits without closing a connection; on anything else (a refusal, a
-// failure, a timeout, the new process dying) it thaws and goes on serving,
-// and logs why.
+// <listeners> is the number of listening sockets per address group,
+// comma-separated. The old process freezes its loops before it sends the
+// state and, on "ok", exits without closing a carried connection; on
+// anything else (a refusal, a failure, a timeout, the new process dying)
+// it thaws and goes on serving, and logs why.
+//
+// The hello, "refuse" and "drain" lines are the part every version keeps:
+// a binary whose handoff format differs (it cannot read this one's state)
+// but says "drain" takes the listeners and the store's lock and recovers
+// from the log, as at a restart; the old process then closes its
+// connections at --upgrade-drain-rate, and their clients reconnect to the
+// new one. TLS sessions, which no format carries, are closed the same way
+// after an ordinary handoff.
 
 import (
 	"bufio"
@@ -27,6 +38,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +50,23 @@ import (
 )
 
 const handoffEnv = "EDGED_HANDOFF_FD"
+
+// defaultDrainRate is --upgrade-drain-rate's default: reconnects per
+// second a new process takes without a storm (a TLS handshake costs a
+// loop about 0.5 ms; see BENCHMARKS.md, "Handshakes per second").
+const defaultDrainRate = 2000
+
+// handoffFormat, set with -ldflags "-X main.handoffFormat=N", makes the
+// binary announce another handoff format than edge.HandoffVersion: the
+// tests build a "future" binary with it to exercise the drain.
+var handoffFormat string
+
+func announcedFormat() int {
+	if v, err := strconv.Atoi(handoffFormat); err == nil {
+		return v
+	}
+	return edge.HandoffVersion
+}
 
 // upgradeStatus is what GET /upgrade tells (edgectl upgrade polls it).
 type upgradeStatus struct {
@@ -86,7 +115,7 @@ const fdBatch = 250
 // Socket steering is detached before the freeze (a socket can be in one
 // socket array only: the new process attaches its own) and attached again
 // by resume if the new process does not take over.
-func upgrade(s *edge.Server, p *ops, exe string, args []string, log *slog.Logger) (int, error) {
+func upgrade(s *edge.Server, p *ops, exe string, args []string, drainRate int, log *slog.Logger) (int, error) {
 	// SOCK_CLOEXEC is not on every OS (darwin): close-on-exec is set
 	// after; the child's end reaches it through ExtraFiles anyway.
 	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
@@ -134,10 +163,14 @@ func upgrade(s *edge.Server, p *ops, exe string, args []string, log *slog.Logger
 	if _, err := fmt.Sscanf(hello, "edged-handoff %d %d", &version, &pid); err != nil {
 		return fail(fmt.Errorf("upgrade: bad hello %q", strings.TrimSpace(hello)))
 	}
-	if version != edge.HandoffVersion {
+	drain := version != edge.HandoffVersion
+	if drain && !slices.Contains(strings.Fields(hello)[3:], "drain") {
 		fmt.Fprintf(uc, "refuse handoff format %d, the running edged speaks %d: restart it instead (clients reconnect)\n", version, edge.HandoffVersion)
 		<-exited
-		return 0, fmt.Errorf("upgrade: the new binary speaks handoff format %d, this one %d: refused", version, edge.HandoffVersion)
+		return 0, fmt.Errorf("upgrade: the new binary speaks handoff format %d, this one %d, and cannot drain: refused", version, edge.HandoffVersion)
+	}
+	if drain {
+		log.Warn("upgrade: the new binary speaks another handoff format: it takes the listeners and the store, and this process closes its connections gradually", "new_format", version, "format", edge.HandoffVersion, "drain_rate", drainRate)
 	}
 	t0 := time.Now()
 	p.detach()
@@ -172,8 +205,14 @@ func upgrade(s *edge.Server, p *ops, exe string, args []string, log *slog.Logger
 		fds = append(fds, int(h.Lock.Fd()))
 		lock = 1
 	}
-	fds = append(fds, h.Conns...)
-	if _, err := fmt.Fprintf(uc, "state %s %d %d %d\n", strings.Join(shape, ","), len(h.Conns), lock, len(h.State)); err != nil {
+	header := fmt.Sprintf("drain %s %d\n", strings.Join(shape, ","), lock)
+	if drain {
+		h.Drain, h.State = true, nil
+	} else {
+		fds = append(fds, h.Conns...)
+		header = fmt.Sprintf("state %s %d %d %d\n", strings.Join(shape, ","), lock, len(h.Conns), len(h.State))
+	}
+	if _, err := io.WriteString(uc, header); err != nil {
 		return resume(fmt.Errorf("upgrade: %w", err))
 	}
 	for len(fds) > 0 {
@@ -195,10 +234,15 @@ func upgrade(s *edge.Server, p *ops, exe string, args []string, log *slog.Logger
 		return resume(fmt.Errorf("upgrade: the new process did not take over: %w", err))
 	}
 	pause := time.Since(t0)
-	if err := s.Finish(); err != nil {
+	log.Info("handed over", "new_pid", pid, "connections", len(h.Conns), "state_bytes", len(h.State), "frozen_ms", pause.Milliseconds(), "drain", drain)
+	t1 := time.Now()
+	n, err := s.FinishDrain(h, drainRate)
+	if err != nil {
 		log.Error("upgrade: finishing the old process", "err", err)
 	}
-	log.Info("handed over", "new_pid", pid, "connections", len(h.Conns), "state_bytes", len(h.State), "frozen_ms", pause.Milliseconds())
+	if n > 0 {
+		log.Info("upgrade: drained the connections the new process did not take", "connections", n, "took_ms", time.Since(t1).Milliseconds(), "rate", drainRate)
+	}
 	return pid, nil
 }
 
@@ -230,7 +274,7 @@ func takeHandoff(fdEnv string) (h *edge.Handoff, reply func(error), err error) {
 		}
 	}()
 	uc.SetDeadline(time.Now().Add(handoffTimeout))
-	if _, err := fmt.Fprintf(uc, "edged-handoff %d %d\n", edge.HandoffVersion, os.Getpid()); err != nil {
+	if _, err := fmt.Fprintf(uc, "edged-handoff %d %d drain\n", announcedFormat(), os.Getpid()); err != nil {
 		return nil, nil, fmt.Errorf("take handoff: %w", err)
 	}
 	// The header line and the descriptors are read without a buffered
@@ -245,7 +289,13 @@ func takeHandoff(fdEnv string) (h *edge.Handoff, reply func(error), err error) {
 	}
 	var shape string
 	var nconns, lock, nstate int
-	if _, err := fmt.Sscanf(line, "state %s %d %d %d", &shape, &nconns, &lock, &nstate); err != nil {
+	drain := strings.HasPrefix(line, "drain ")
+	if drain {
+		_, err = fmt.Sscanf(line, "drain %s %d", &shape, &lock)
+	} else {
+		_, err = fmt.Sscanf(line, "state %s %d %d %d", &shape, &lock, &nconns, &nstate)
+	}
+	if err != nil || lock < 0 || lock > 1 || nconns < 0 || nstate < 0 {
 		return nil, nil, fmt.Errorf("take handoff: bad header %q", line)
 	}
 	var groups []int
@@ -281,7 +331,7 @@ func takeHandoff(fdEnv string) (h *edge.Handoff, reply func(error), err error) {
 			fds = append(fds, got...)
 		}
 	}
-	h = &edge.Handoff{Version: edge.HandoffVersion}
+	h = &edge.Handoff{Version: edge.HandoffVersion, Drain: drain}
 	for _, n := range groups {
 		h.Listeners = append(h.Listeners, fds[:n])
 		fds = fds[n:]

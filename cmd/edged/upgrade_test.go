@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -170,4 +172,165 @@ func TestUpgradeNewBinaryFails(t *testing.T) {
 		t.Fatal("the old edged exited")
 	}
 	_ = exec.ErrNotFound
+}
+
+// TestUpgradeOtherFormatDrains: a new binary whose handoff format differs
+// (built with -X main.handoffFormat) cannot take the connections; it takes
+// the listeners and the store, and the old process closes its connections
+// at --upgrade-drain-rate. The clients (Paho, reconnecting on their own)
+// come back to the new PID one by one, not all at once, and every QoS 1
+// message the server acknowledged, before, during or after, is delivered.
+func TestUpgradeOtherFormatDrains(t *testing.T) {
+	bin := buildEdged(t)
+	future := filepath.Join(t.TempDir(), "edged-future")
+	if out, err := exec.Command("go", "build", "-ldflags", "-X main.handoffFormat=99", "-o", future, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	const rate = 10
+	cmd, errb := startBinary(t, bin, "--listen", addr, "--admin", "off", "--data-dir", dir, "--upgrade-drain-rate", strconv.Itoa(rate))
+	oldPID := cmd.Process.Pid
+	var newPID int
+	defer func() {
+		if newPID != 0 {
+			syscall.Kill(newPID, syscall.SIGKILL)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+
+	const pairs = 10
+	var (
+		mu     sync.Mutex
+		acked  = map[string]bool{} // topics PUBACKed
+		got    = map[string]int{}  // topics delivered
+		lostAt []time.Time
+		stop   atomic.Bool
+		wg     sync.WaitGroup
+	)
+	lost := func(paho.Client, error) {
+		mu.Lock()
+		lostAt = append(lostAt, time.Now())
+		mu.Unlock()
+	}
+	connect := func(id string, h paho.MessageHandler) paho.Client {
+		o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetCleanSession(true).
+			SetAutoReconnect(false).SetConnectTimeout(2 * time.Second).SetKeepAlive(30 * time.Second).
+			SetConnectionLostHandler(lost)
+		if h != nil {
+			o.SetDefaultPublishHandler(h)
+		}
+		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			c := paho.NewClient(o)
+			if tok := c.Connect(); tok.WaitTimeout(3*time.Second) && tok.Error() == nil {
+				return c
+			}
+			c.Disconnect(0)
+		}
+		t.Errorf("%s could not connect again", id)
+		return nil
+	}
+	onMsg := func(_ paho.Client, m paho.Message) {
+		mu.Lock()
+		got[m.Topic()]++
+		mu.Unlock()
+	}
+	for i := range pairs {
+		rid, sid := fmt.Sprintf("r%d", i), fmt.Sprintf("s%d", i)
+		wg.Add(2)
+		go func() { // receiver: reconnects when dropped
+			defer wg.Done()
+			c := connect(rid, onMsg)
+			for c != nil && !stop.Load() {
+				if !c.IsConnectionOpen() {
+					c.Disconnect(0)
+					c = connect(rid, onMsg)
+					continue
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if c != nil {
+				c.Disconnect(50)
+			}
+		}()
+		go func() { // sender: QoS 1 direct messages, reconnecting when dropped
+			defer wg.Done()
+			c := connect(sid, nil)
+			for seq := 1; c != nil && !stop.Load(); seq++ {
+				if !c.IsConnectionOpen() {
+					c.Disconnect(0)
+					c = connect(sid, nil)
+					continue
+				}
+				topic := fmt.Sprintf("u/%s/%d", rid, seq)
+				if tok := c.Publish(topic, 1, false, "x"); tok.WaitTimeout(2*time.Second) && tok.Error() == nil {
+					mu.Lock()
+					acked[fmt.Sprintf("u/%s/m/%s/%d", rid, sid, seq)] = true
+					mu.Unlock()
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if c != nil {
+				c.Disconnect(50)
+			}
+		}()
+	}
+	time.Sleep(700 * time.Millisecond)
+	os.Rename(future, bin) // the binary at edged's path is now the future one
+	t0 := time.Now()
+	cmd.Process.Signal(syscall.SIGUSR2)
+	pid := waitLog(t, errb, handedRE, 60*time.Second)
+	newPID, _ = strconv.Atoi(pid)
+	if st, err := cmd.Process.Wait(); err != nil || !st.Success() {
+		t.Fatalf("old edged after the drain: %v %v\n%s", st, err, errb.String())
+	}
+	took := time.Since(t0)
+	if newPID == 0 || newPID == oldPID {
+		t.Fatalf("new pid %d (old %d)", newPID, oldPID)
+	}
+	if !strings.Contains(errb.String(), "new_format=99") || !strings.Contains(errb.String(), `drained the connections the new process did not take" connections=20`) {
+		t.Fatalf("no drain of the 20 connections in the log:\n%s", errb.String())
+	}
+	time.Sleep(time.Second) // traffic through the new process
+	stop.Store(true)
+	wg.Wait()
+	if err := syscall.Kill(newPID, 0); err != nil {
+		t.Fatalf("the new edged (pid %d) is not running: %v", newPID, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lostAt) != 2*pairs {
+		t.Fatalf("%d connections lost, want each of the %d once", len(lostAt), 2*pairs)
+	}
+	slices.SortFunc(lostAt, func(a, b time.Time) int { return a.Compare(b) })
+	spread := lostAt[len(lostAt)-1].Sub(lostAt[0])
+	if min := time.Duration(2*pairs-2) * time.Second / rate; spread < min {
+		t.Fatalf("the %d connections were closed within %v: want them spread over at least %v (%d per second)", len(lostAt), spread, min, rate)
+	}
+	// Every acknowledged message arrives (at least once: a delivery the
+	// receiver did not acknowledge before its close is sent again).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		missing := 0
+		for topic := range acked {
+			if got[topic] == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d acknowledged messages never delivered\n%s", missing, len(acked), errb.String())
+		}
+		mu.Unlock()
+		time.Sleep(50 * time.Millisecond)
+		mu.Lock()
+	}
+	dups := 0
+	for _, n := range got {
+		dups += n - 1
+	}
+	t.Logf("drain: %d acknowledged, %d delivered twice, closes spread over %v, SIGUSR2 to old exit %v", len(acked), dups, spread, took)
 }
