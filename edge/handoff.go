@@ -14,9 +14,8 @@ package edge
 // everything, logged or not (clean sessions' subscriptions, QoS 0 entries,
 // wills), so the new process's memory is exactly the old one's.
 //
-// Not carried: TLS sessions (their record state is the transport's; they
-// are closed and their clients reconnect, sessions and inboxes intact),
-// push notifications queued for the webhook (dropped and
+// TLS sessions are carried with their record state (edgetls.ExportState)
+// and the ticket key. Not carried: push notifications queued for the webhook (dropped and
 // counted as at a shutdown), retained scans in progress (a wildcard subscription's
 // retained messages still being delivered are not resent), cross-loop
 // messages in flight (every connected client is pumped after the takeover
@@ -39,7 +38,10 @@ import (
 
 // HandoffVersion is the state format version; a new binary refuses a
 // handoff of another version (it is started with a clean restart instead).
-const HandoffVersion = 1
+//
+// 2: TLS sessions are carried (hConn's record state and partial-payload
+// count, hTicket).
+const HandoffVersion = 2
 
 // Handoff-only record types (the store's are below 64).
 const (
@@ -47,7 +49,8 @@ const (
 	hEntry                   // id, flags, pid, packet; seq in the record
 	hSent                    // id, nsent
 	hWill                    // id, topic, qos, retain, payload
-	hConn                    // fd index, loop, client id ("" before CONNECT), session, pending, output
+	hConn                    // fd index, loop, client id ("" before CONNECT), session, pending, output[, TLS record state, pending's payload bytes]
+	hTicket                  // the TLS session ticket key
 )
 
 // Handoff is what the old process gives the new one.
@@ -166,14 +169,15 @@ func (s *Server) detach() ([]int, error) {
 
 // FinishDrain is Finish for a handoff where the new process does not take
 // every connection: all of them when h.Drain (its binary cannot read the
-// state), TLS sessions otherwise. Closing those at once would bring all
-// their clients back in the same second (a reconnect storm, TLS handshakes
-// first of all); instead each is written what it was owed, half-closed
-// (its client sees the end of the stream and reconnects, to the new
-// process, which holds the listeners) and closed, at most rate per second
-// (rate <= 0: no bound). The will of a client drained this way is not
-// published: it is coming back. FinishDrain returns how many connections
-// it drained, once all are closed.
+// state), otherwise those the state does not carry (a TLS session without
+// a TLS listener in this process's config: none today). Closing those at
+// once would bring all their clients back in the same second (a reconnect
+// storm, TLS handshakes first of all); instead each is written what it was
+// owed, half-closed (its client sees the end of the stream and reconnects,
+// to the new process, which holds the listeners) and closed, at most rate
+// per second (rate <= 0: no bound). The will of a client drained this way
+// is not published: it is coming back. FinishDrain returns how many
+// connections it drained, once all are closed.
 func (s *Server) FinishDrain(h *Handoff, rate int) (int, error) {
 	fds, err := s.detach()
 	if err != nil {
@@ -182,9 +186,9 @@ func (s *Server) FinishDrain(h *Handoff, rate int) (int, error) {
 	owed := make(map[int][]byte, len(h.exported))
 	for _, x := range h.exported {
 		if h.Drain || !h.carried[x.FD] {
-			if x.Transport {
-				x.Output = nil // it may end in payload not yet wrapped: not written
-			}
+			// A TLS session's output is sealed already (Export), but
+			// the acknowledgements held for it are not: its client
+			// sends those messages again, and gets them acknowledged.
 			owed[x.FD] = x.Output
 		}
 	}
@@ -331,13 +335,21 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 			held[a.h] = append(held[a.h], ackPacket(a.typ, a.pid)...)
 		}
 	}
+	if s.cfg.TLS != nil {
+		k := s.cfg.TLS.TicketKey()
+		put(hTicket, 0, k[:])
+	}
 	for i := range conns {
 		x := &conns[i]
-		if !x.Transport {
-			x.Output = append(x.Output, held[x.Handle]...)
-		}
+		var tlsState []byte
 		if x.Transport {
-			continue // a TLS session's record state is not carried: closed, its client reconnects
+			c := s.eng.Conn(x.Handle)
+			if c == nil || s.cfg.TLS == nil {
+				continue
+			}
+			tlsState = s.cfg.TLS.ExportState(c)
+		} else {
+			x.Output = append(x.Output, held[x.Handle]...)
 		}
 		ss := s.loops[x.Loop].sess.get(uint32(x.Handle))
 		var id []byte
@@ -351,7 +363,15 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 		}
 		*fds = append(*fds, x.FD)
 		binary.LittleEndian.PutUint32(b4[:], uint32(len(*fds)-1))
-		put(hConn, 0, b4[:], []byte{byte(x.Loop)}, id, encodeSession(ss), x.Pending, x.Output)
+		if tlsState == nil {
+			put(hConn, 0, b4[:], []byte{byte(x.Loop)}, id, encodeSession(ss), x.Pending, x.Output)
+			continue
+		}
+		var plain [4]byte
+		binary.LittleEndian.PutUint32(plain[:], uint32(x.PendingPlain))
+		// The acknowledgements held for the fsync go as payload: the new
+		// process seals them after the output, which is sealed already.
+		put(hConn, 0, b4[:], []byte{byte(x.Loop)}, id, encodeSession(ss), x.Pending, x.Output, tlsState, plain[:], held[x.Handle])
 	}
 	return b
 }
@@ -385,7 +405,7 @@ func decodeSession(b []byte, ss *session) bool {
 // connections. It returns the handles to pump once the loops run.
 func (s *Server) importState(h *Handoff) (kick []netpoll.Handle, err error) {
 	var rs replayState
-	var fields [6][]byte
+	var fields [9][]byte
 	err = wal.DecodeRecords(h.State, func(r wal.Record) error {
 		f := r.Fields()
 		n := 0
@@ -461,13 +481,32 @@ func (s *Server) importState(h *Handoff) (kick []netpoll.Handle, err error) {
 			if i >= len(h.Conns) {
 				return fmt.Errorf("connection %d of %d descriptors: %w", i, len(h.Conns), errBadRecord)
 			}
-			hd, err := s.adoptConn(h.Conns[i], int(firstByte(fields[1])), fields[2], fields[3], fields[4], fields[5])
+			var tlsState any
+			plain := 0
+			var owed []byte
+			if n >= 8 {
+				if s.cfg.TLS == nil || len(fields[7]) != 4 || n < 9 {
+					return fmt.Errorf("a TLS connection, and no TLS here: %w", errBadRecord)
+				}
+				var err error
+				if tlsState, err = s.cfg.TLS.ImportState(fields[6]); err != nil {
+					return err
+				}
+				plain = int(binary.LittleEndian.Uint32(fields[7]))
+				owed = fields[8]
+			}
+			hd, err := s.adoptConn(h.Conns[i], int(firstByte(fields[1])), fields[2], fields[3], fields[4], fields[5], tlsState, plain, owed)
 			if err != nil {
 				return err
 			}
 			if hd != 0 {
 				kick = append(kick, hd)
 			}
+		case hTicket:
+			if s.cfg.TLS == nil || len(a) != 32 {
+				return nil // no TLS listener any more, or not a key: new tickets only
+			}
+			s.cfg.TLS.SetTicketKey([32]byte(a))
 		default:
 			return fmt.Errorf("record type %d: %w", r.Type, errBadRecord)
 		}
@@ -476,7 +515,8 @@ func (s *Server) importState(h *Handoff) (kick []netpoll.Handle, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: load state: %w", ErrHandoff, err)
 	}
-	// A client whose connection was not carried (TLS, or taken over) is
+	// A client whose connection was not carried (taken over, or a TLS
+	// session with acknowledgements held) is
 	// offline now: what was in flight goes again, with DUP.
 	for idx := uint32(1); idx < s.reg.next; idx++ {
 		if cl := s.reg.at(idx); cl != nil && !cl.dead && cl.handle == 0 {
@@ -487,11 +527,19 @@ func (s *Server) importState(h *Handoff) (kick []netpoll.Handle, err error) {
 }
 
 // adoptConn adopts one handed-over connection and ties it to its client.
-func (s *Server) adoptConn(fd, loop int, id, sess, pending, output []byte) (netpoll.Handle, error) {
+func (s *Server) adoptConn(fd, loop int, id, sess, pending, output []byte, tlsState any, plain int, owed []byte) (netpoll.Handle, error) {
 	if loop >= len(s.loops) {
 		return 0, fmt.Errorf("%w: connection on loop %d of %d (the loop count must not change)", ErrHandoff, loop, len(s.loops))
 	}
-	c, err := s.eng.Restore(loop, fd, pending, output)
+	var c *netpoll.Conn
+	var err error
+	if tlsState != nil {
+		if c, err = s.eng.RestoreTransport(loop, fd, tlsState, pending, plain, output); err == nil && len(owed) > 0 {
+			c.Write(owed)
+		}
+	} else {
+		c, err = s.eng.Restore(loop, fd, pending, output)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrHandoff, err)
 	}

@@ -15,8 +15,9 @@ import (
 // connection: the new process holds them). The new engine is made with
 // Config.Listeners (the inherited listening sockets) and Restores each
 // connection before Start. A connection with a Transport (TLS) is exported
-// with Transport set: its record state is the transport's, not carried, so
-// the caller does not hand it over (Abandon closes it).
+// with Transport set and its output wrapped: its record state is the
+// transport's, which the caller exports beside it and gives to
+// RestoreTransport.
 
 // ErrNotFrozen is returned by Export and Abandon on an engine that is not
 // frozen; ErrFrozen by Freeze on one that is.
@@ -137,7 +138,10 @@ type Exported struct {
 	Handle  Handle
 	User    uint64 // Conn.User
 	Pending []byte // partial input not yet consumed by OnData
-	Output  []byte // output the kernel has not taken
+	// PendingPlain: with a Transport, Pending's first PendingPlain bytes
+	// are payload already unwrapped, the rest wire bytes.
+	PendingPlain int
+	Output       []byte // output the kernel has not taken (wire bytes: a Transport's is wrapped first)
 	// Transport: the connection's bytes pass through Config.Transport.
 	Transport bool
 }
@@ -157,6 +161,13 @@ func (e *Engine) Export() ([]Exported, error) {
 			x := Exported{Loop: l.id, FD: int(c.fd), Handle: c.Handle(), User: c.user, Transport: c.flags&flagTransport != 0}
 			if c.pend != 0 {
 				x.Pending = append([]byte(nil), l.bufs[c.pend-1].b...)
+				x.PendingPlain = l.bufs[c.pend-1].plain
+			}
+			if x.Transport && c.out != 0 {
+				// The loop is parked: wrapping here, off it, races
+				// with nothing. A failed wrap leaves a connection that
+				// closes anyway; its output goes as it is.
+				l.wrapPending(c)
 			}
 			if c.out != 0 {
 				b := &l.bufs[c.out-1]
@@ -183,6 +194,23 @@ func (e *Engine) Conn(h Handle) *Conn {
 // output still to write. It returns the connection (valid until Start) for
 // the handler to restore its own state; OnOpen is not called.
 func (e *Engine) Restore(loop, fd int, pending, output []byte) (*Conn, error) {
+	return e.restore(loop, fd, nil, pending, 0, output)
+}
+
+// RestoreTransport is Restore for a connection of Config.Transport:
+// Transport.Attach gets state first (as with Adopt), pending's first plain
+// bytes are payload already unwrapped and output is wire bytes.
+func (e *Engine) RestoreTransport(loop, fd int, state any, pending []byte, plain int, output []byte) (*Conn, error) {
+	if e.cfg.Transport == nil || state == nil {
+		return nil, errors.New("netpoll: restore: no transport")
+	}
+	if plain < 0 || plain > len(pending) {
+		return nil, fmt.Errorf("netpoll: restore: %d payload bytes in %d of partial input", plain, len(pending))
+	}
+	return e.restore(loop, fd, state, pending, plain, output)
+}
+
+func (e *Engine) restore(loop, fd int, state any, pending []byte, plain int, output []byte) (*Conn, error) {
 	e.mu.Lock()
 	started := e.started
 	e.mu.Unlock()
@@ -198,7 +226,18 @@ func (e *Engine) Restore(loop, fd int, pending, output []byte) (*Conn, error) {
 		return nil, fmt.Errorf("netpoll: restore: %w", err)
 	}
 	*c = Conn{fd: int32(fd), slot: slot, gen: gen, loop: l.gid}
+	if state != nil {
+		c.flags |= flagTransport
+		if err := e.cfg.Transport.Attach(c, state); err != nil {
+			e.cfg.Transport.Closed(c)
+			l.slab.Free(slot)
+			return nil, fmt.Errorf("netpoll: restore fd %d: %w", fd, err)
+		}
+	}
 	if err := l.p.addConn(fd, cookieOf(slot, gen)); err != nil {
+		if state != nil {
+			e.cfg.Transport.Closed(c)
+		}
 		l.slab.Free(slot)
 		return nil, fmt.Errorf("netpoll: restore fd %d: %w", fd, err)
 	}
@@ -208,6 +247,7 @@ func (e *Engine) Restore(loop, fd int, pending, output []byte) (*Conn, error) {
 		c.pend = l.takeBuf(len(pending)) + 1
 		pb := &l.bufs[c.pend-1]
 		pb.b = append(pb.b, pending...)
+		pb.plain = plain
 		pb.since = 0
 		if l.partials == nil {
 			l.partials = make(map[uint32]struct{})
@@ -215,7 +255,7 @@ func (e *Engine) Restore(loop, fd int, pending, output []byte) (*Conn, error) {
 		l.partials[c.slot] = struct{}{}
 	}
 	if len(output) > 0 {
-		c.Write(output) // flushed in the first iteration
+		c.WriteWire(output) // flushed in the first iteration
 	}
 	return c, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgedhq/edged/internal/testenv"
 )
 
 var handedRE = regexp.MustCompile(`edged handed over" new_pid=(\d+)`)
@@ -142,6 +145,16 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 }
 
+// killUpgraded ends a test's edged and, once known, the process it
+// upgraded to (first: it holds the old one's stderr pipe).
+func killUpgraded(cmd *exec.Cmd, newPID *int) {
+	if *newPID != 0 {
+		syscall.Kill(*newPID, syscall.SIGKILL)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+}
+
 // TestUpgradeNewBinaryFails: when the binary at edged's path exits at
 // start, the old process logs why and goes on serving its connections.
 func TestUpgradeNewBinaryFails(t *testing.T) {
@@ -192,13 +205,7 @@ func TestUpgradeOtherFormatDrains(t *testing.T) {
 	cmd, errb := startBinary(t, bin, "--listen", addr, "--admin", "off", "--data-dir", dir, "--upgrade-drain-rate", strconv.Itoa(rate))
 	oldPID := cmd.Process.Pid
 	var newPID int
-	defer func() {
-		if newPID != 0 {
-			syscall.Kill(newPID, syscall.SIGKILL)
-		}
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
+	defer killUpgraded(cmd, &newPID)
 
 	const pairs = 10
 	var (
@@ -333,4 +340,58 @@ func TestUpgradeOtherFormatDrains(t *testing.T) {
 		dups += n - 1
 	}
 	t.Logf("drain: %d acknowledged, %d delivered twice, closes spread over %v, SIGUSR2 to old exit %v", len(acked), dups, spread, took)
+}
+
+// TestUpgradeCarriesTLS: Paho clients over TLS keep their sessions across
+// an upgrade of a real edged: the same TLS connections carry messages
+// before and after, and neither client is disconnected.
+func TestUpgradeCarriesTLS(t *testing.T) {
+	bin := buildEdged(t)
+	files := testenv.MakeTLSFiles(t)
+	addr := freeAddr(t)
+	cmd, errb := startBinary(t, bin, "--listen", "tls://"+addr, "--admin", "off", "--tls-cert", files.ECDSACert, "--tls-key", files.ECDSAKey)
+	var newPID int
+	defer killUpgraded(cmd, &newPID)
+	got := make(chan string, 10)
+	connect := func(id string, h paho.MessageHandler) paho.Client {
+		o := paho.NewClientOptions().AddBroker("ssl://" + addr).SetClientID(id).SetCleanSession(true).
+			SetAutoReconnect(false).SetConnectTimeout(3 * time.Second).SetKeepAlive(30 * time.Second).
+			SetTLSConfig(&tls.Config{RootCAs: files.Pool, ServerName: "127.0.0.1"})
+		if h != nil {
+			o.SetDefaultPublishHandler(h)
+		}
+		c := paho.NewClient(o)
+		if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect %s over TLS: %v", id, tok.Error())
+		}
+		return c
+	}
+	bob := connect("bob", func(_ paho.Client, m paho.Message) { got <- m.Topic() })
+	alice := connect("alice", func(paho.Client, paho.Message) {}) // receipts
+	send := func(mid string) {
+		t.Helper()
+		if tok := alice.Publish("u/bob/"+mid, 1, false, "over TLS"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", mid, tok.Error())
+		}
+		select {
+		case topic := <-got:
+			if topic != "u/bob/m/alice/"+mid {
+				t.Fatalf("bob got %s, want %s", topic, mid)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("bob did not get %s", mid)
+		}
+	}
+	send("before")
+	cmd.Process.Signal(syscall.SIGUSR2)
+	newPID, _ = strconv.Atoi(waitLog(t, errb, handedRE, 30*time.Second))
+	if st, err := cmd.Process.Wait(); err != nil || !st.Success() {
+		t.Fatalf("old edged after the handoff: %v %v\n%s", st, err, errb.String())
+	}
+	send("after")
+	if !alice.IsConnectionOpen() || !bob.IsConnectionOpen() {
+		t.Fatal("a TLS client was disconnected by the upgrade")
+	}
+	alice.Disconnect(50)
+	bob.Disconnect(50)
 }

@@ -1,0 +1,82 @@
+package edgetls
+
+import (
+	"encoding/binary"
+	"errors"
+
+	"github.com/edgedhq/edged/netpoll"
+)
+
+// A zero-downtime upgrade carries established TLS sessions: their record
+// state is the connState in the loop's table (the traffic secrets and
+// sequence numbers, no expanded keys), which goes to the new process as
+// bytes and comes back as the state of netpoll.Engine.RestoreTransport.
+// The session ticket key goes too, so that tickets issued before the
+// upgrade still resume after it.
+
+// exportLen is the size of an exported connState: versions, flags, and per
+// direction the sequence number, epoch, secret length and secret.
+const exportLen = 2 + 2 + 1 + 2*(8+4+1+48)
+
+// ErrBadState is returned by ImportState for bytes ExportState did not make.
+var ErrBadState = errors.New("edgetls: bad exported session state")
+
+// ExportState returns c's record state as bytes, for a handoff (the
+// engine frozen: called off the loop, which is parked).
+func (s *Server) ExportState(c *netpoll.Conn) []byte {
+	st := s.loopOf(c).get(c.Slot())
+	b := make([]byte, 0, exportLen)
+	b = binary.LittleEndian.AppendUint16(b, st.vers)
+	b = binary.LittleEndian.AppendUint16(b, st.suite)
+	b = append(b, st.flags&^stLive)
+	for _, h := range [2]*half{&st.in, &st.out} {
+		b = binary.LittleEndian.AppendUint64(b, h.seq)
+		b = binary.LittleEndian.AppendUint32(b, h.epoch)
+		b = append(b, h.secretLen)
+		b = append(b, h.secret[:]...)
+	}
+	return b
+}
+
+// ImportState turns ExportState's bytes back into a record state for
+// netpoll.Engine.RestoreTransport.
+func (s *Server) ImportState(b []byte) (any, error) {
+	if len(b) != exportLen {
+		return nil, ErrBadState
+	}
+	st := &connState{vers: binary.LittleEndian.Uint16(b), suite: binary.LittleEndian.Uint16(b[2:]), flags: b[4] &^ stLive}
+	if _, err := paramsOf(st.vers, st.suite); err != nil {
+		return nil, ErrBadState
+	}
+	b = b[5:]
+	for _, h := range [2]*half{&st.in, &st.out} {
+		h.seq = binary.LittleEndian.Uint64(b)
+		h.epoch = binary.LittleEndian.Uint32(b[8:])
+		h.secretLen = b[12]
+		copy(h.secret[:], b[13:13+48])
+		if int(h.secretLen) > len(h.secret) {
+			return nil, ErrBadState
+		}
+		b = b[13+48:]
+	}
+	return st, nil
+}
+
+// TicketKey returns the key session tickets are sealed with.
+func (s *Server) TicketKey() [32]byte {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	return s.ticketKey
+}
+
+// SetTicketKey makes k the key session tickets are sealed with (the one
+// the process before an upgrade used), for the handshakes that start
+// afterwards.
+func (s *Server) SetTicketKey(k [32]byte) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.ticketKey = k
+	tc := s.tlsConf.Load().Clone()
+	tc.SetSessionTicketKeys([][32]byte{k})
+	s.tlsConf.Store(tc)
+}
