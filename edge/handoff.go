@@ -98,7 +98,9 @@ func (s *Server) Freeze() (*Handoff, error) {
 	s.stopSweeper()
 	s.stopCompactor()
 	s.stopSys() // it publishes retained messages: nothing may change the state now
+	s.finishHandshakes()
 	if err := s.eng.Freeze(); err != nil {
+		s.eng.PauseAccepts(s.acceptsPaused)
 		s.restartBackground()
 		return nil, fmt.Errorf("freeze: %w", err)
 	}
@@ -127,10 +129,36 @@ func (s *Server) Freeze() (*Handoff, error) {
 	return h, nil
 }
 
+// handshakeWait bounds how long a Freeze waits for the TLS handshakes in
+// progress (see finishHandshakes).
+const handshakeWait = 2 * time.Second
+
+// finishHandshakes stops accepting (new connections wait in the listen
+// backlog, which the new process inherits) and waits, up to handshakeWait,
+// for the TLS handshakes in progress to end: a handshake runs on a
+// goroutine of this process and is not carried, so one cut by the handoff
+// fails (measured: ~700 of 10,000 clients connecting at 700/s got an error
+// before this wait). Their connections reach the loops before the freeze:
+// a loop adopts what was posted to it before it parks.
+func (s *Server) finishHandshakes() {
+	s.acceptsPaused = s.eng.AcceptsPaused()
+	if s.cfg.TLS == nil {
+		return
+	}
+	s.eng.PauseAccepts(true)
+	for end := time.Now().Add(handshakeWait); s.cfg.TLS.InProgress() > 0 && time.Now().Before(end); {
+		time.Sleep(2 * time.Millisecond)
+	}
+	if n := s.cfg.TLS.InProgress(); n > 0 {
+		s.cfg.Logger.Warn("handoff: TLS handshakes still in progress are cut", "handshakes", n)
+	}
+}
+
 // Resume undoes Freeze: the loops go on, the admin listener and the
 // background work start again.
 func (s *Server) Resume() error {
 	s.eng.Thaw()
+	s.eng.PauseAccepts(s.acceptsPaused)
 	s.restartBackground()
 	if s.cfg.AdminAddr == "" {
 		return nil

@@ -85,6 +85,9 @@ type Server struct {
 	// handoffKicks are the connections adopted from a handoff, pumped
 	// once the loops run.
 	handoffKicks []netpoll.Handle
+	// acceptsPaused is PauseAccepts' state before a Freeze paused
+	// accepting, for Resume.
+	acceptsPaused bool
 }
 
 // msgCounters count messages; the observability work exports them.

@@ -80,3 +80,6 @@ func (s *Server) SetTicketKey(k [32]byte) {
 	tc.SetSessionTicketKeys([][32]byte{k})
 	s.tlsConf.Store(tc)
 }
+
+// InProgress returns the number of handshakes running now.
+func (s *Server) InProgress() int64 { return s.inProgress.Load() }
