@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -454,5 +456,59 @@ func TestTLSOpenSSLKeyUpdate(t *testing.T) {
 			in.Write(mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, ClientID: []byte("ossl"), CleanSession: true}))
 			waitFor(t, "the CONNACK under the new keys", func() bool { return strings.Contains(out.String(), "\x20\x02\x00\x00") })
 		})
+	}
+}
+
+// countingConn counts the bytes read through it.
+type countingConn struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestTLSCloseNotifyAtShutdown: a server shutting down ends each TLS
+// session with close_notify. crypto/tls reads a bare FIN at a record
+// boundary as io.EOF too, so the test counts the wire bytes that arrive
+// after the CONNACK: one sealed alert record (31 bytes with TLS 1.2's
+// AES-GCM, 24 with TLS 1.3's).
+func TestTLSCloseNotifyAtShutdown(t *testing.T) {
+	s := startTLSServer(t, nil, nil)
+	type client struct {
+		raw *countingConn
+		tc  *tls.Conn
+		at  int64
+	}
+	var clients []client
+	for i, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		nc, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := &countingConn{Conn: nc}
+		tc := tls.Client(raw, s.clientConfig(v))
+		t.Cleanup(func() { tc.Close() })
+		c := &rawClient{t: t, conn: tc}
+		c.connect(fmt.Sprint("shut", i), false)
+		clients = append(clients, client{raw, tc, raw.n.Load()})
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range clients {
+		c.tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 16)
+		n, err := c.tc.Read(buf)
+		name := tls.VersionName(c.tc.ConnectionState().Version)
+		if err != io.EOF {
+			t.Fatalf("%s: read at shutdown: %d bytes, %v; want EOF", name, n, err)
+		}
+		if got := c.raw.n.Load() - c.at; got < 5+2 {
+			t.Fatalf("%s: %d wire bytes after the CONNACK, want a close_notify record", name, got)
+		}
 	}
 }

@@ -902,6 +902,17 @@ func (l *Loop) closeListeners() {
 // shutdown closes every connection with reason and releases the loop.
 func (l *Loop) shutdown(reason error) {
 	l.closeListeners()
+	if t := l.e.cfg.Transport; t != nil && reason == ErrShutdown {
+		// A transport's goodbye (TLS close_notify) goes into the output
+		// flushed below, so that its clients see a clean end, not a
+		// truncation. Not after a poller failure: nothing is sent then.
+		l.slab.Range(func(slot uint32, c *Conn) bool {
+			if c.flags&(flagTransport|flagClosing) == flagTransport {
+				t.Close(c, reason) // writes: c goes on the dirty list
+			}
+			return true
+		})
+	}
 	l.flushDirty()
 	l.slab.Range(func(slot uint32, c *Conn) bool {
 		l.closeNow(c, reason)
