@@ -50,7 +50,7 @@ const (
 	hSent                    // id, nsent
 	hWill                    // id, topic, qos, retain, payload
 	hConn                    // fd index, loop, client id ("" before CONNECT), session, pending, output[, TLS record state, pending's payload bytes]
-	hTicket                  // the TLS session ticket key
+	hTicket                  // the TLS session ticket keys, the current one first
 )
 
 // Handoff is what the old process gives the new one.
@@ -364,8 +364,11 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 		}
 	}
 	if s.cfg.TLS != nil {
-		k := s.cfg.TLS.TicketKey()
-		put(hTicket, 0, k[:])
+		var keys [][]byte
+		for _, k := range s.cfg.TLS.TicketKeys() {
+			keys = append(keys, bytes.Clone(k[:]))
+		}
+		put(hTicket, 0, keys...)
 	}
 	for i := range conns {
 		x := &conns[i]
@@ -531,10 +534,21 @@ func (s *Server) importState(h *Handoff) (kick []netpoll.Handle, err error) {
 				kick = append(kick, hd)
 			}
 		case hTicket:
-			if s.cfg.TLS == nil || len(a) != 32 {
-				return nil // no TLS listener any more, or not a key: new tickets only
+			if s.cfg.TLS == nil {
+				return nil // no TLS listener any more
 			}
-			s.cfg.TLS.SetTicketKey([32]byte(a))
+			var keys [][32]byte
+			for f := r.Fields(); ; {
+				k, ok := f.Next()
+				if !ok {
+					break
+				}
+				if len(k) != 32 {
+					return fmt.Errorf("ticket key record: %w", errBadRecord)
+				}
+				keys = append(keys, [32]byte(k))
+			}
+			s.cfg.TLS.SetTicketKeys(keys)
 		default:
 			return fmt.Errorf("record type %d: %w", r.Type, errBadRecord)
 		}

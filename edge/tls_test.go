@@ -512,3 +512,44 @@ func TestTLSCloseNotifyAtShutdown(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSTicketRotation: after a ticket key rotation a ticket sealed with
+// the key before still resumes (keysKept keys open tickets); once its key
+// has rotated out, the client falls back to a full handshake.
+func TestTLSTicketRotation(t *testing.T) {
+	s := startTLSServer(t, nil, nil)
+	cfg := s.clientConfig(tls.VersionTLS13)
+	dial := func() bool {
+		t.Helper()
+		c, tc := dialTLS(t, s, cfg)
+		c.connect("rot", false) // reads the CONNACK, and the ticket before it
+		resumed := tc.ConnectionState().DidResume
+		tc.Close()
+		return resumed
+	}
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	dial()
+	if !dial() {
+		t.Fatal("no resumption before any rotation")
+	}
+	for i := range 2 {
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+		dial() // a ticket under the current key
+		for range i + 1 {
+			if err := s.tls.RotateTicketKey(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !dial() {
+			t.Fatalf("a ticket %d rotation(s) old did not resume", i+1)
+		}
+	}
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	dial()
+	for range 3 {
+		s.tls.RotateTicketKey()
+	}
+	if dial() {
+		t.Fatal("a ticket whose key rotated out resumed")
+	}
+}

@@ -37,9 +37,10 @@
 // defaults minus CBC and ChaCha20 in 1.2); renegotiation is refused (as
 // crypto/tls's server does); a post-handshake handshake message split
 // across records is refused (only KeyUpdate is legal from a client, 5
-// bytes). Session tickets are sealed with one key made at start-up and kept
-// across certificate reloads, so resumption survives SIGHUP but not a
-// restart.
+// bytes). Session tickets are sealed with a key made at start-up and replaced
+// every Config.TicketRotate, the previous two still opening tickets; the
+// keys survive certificate reloads and upgrades (TicketKeys,
+// SetTicketKeys), not a restart.
 //
 // Concurrency: Server's exported methods are safe for concurrent use; its
 // netpoll.Transport methods are called by the engine on each connection's

@@ -1,8 +1,10 @@
 package edgetls
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 
 	"github.com/edgedhq/edged/netpoll"
 )
@@ -62,22 +64,57 @@ func (s *Server) ImportState(b []byte) (any, error) {
 	return st, nil
 }
 
-// TicketKey returns the key session tickets are sealed with.
-func (s *Server) TicketKey() [32]byte {
+// keysKept is how many session ticket keys open tickets: the current one
+// and those it replaced most recently.
+const keysKept = 3
+
+// TicketKeys returns the session ticket keys, the current one first.
+func (s *Server) TicketKeys() [][32]byte {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	return s.ticketKey
+	return append([][32]byte(nil), s.ticketKeys...)
 }
 
-// SetTicketKey makes k the key session tickets are sealed with (the one
-// the process before an upgrade used), for the handshakes that start
-// afterwards.
-func (s *Server) SetTicketKey(k [32]byte) {
+// SetTicketKeys makes keys (the current one first, as TicketKeys gives
+// them: those of the process before an upgrade) the session ticket keys,
+// for the handshakes that start afterwards.
+func (s *Server) SetTicketKeys(keys [][32]byte) {
+	if len(keys) == 0 {
+		return
+	}
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	s.ticketKey = k
+	s.setKeysLocked(append([][32]byte(nil), keys[:min(len(keys), keysKept)]...))
+}
+
+// RotateTicketKey seals new tickets with a new random key; tickets sealed
+// with the previous keysKept-1 keys still resume. Config.TicketRotate
+// calls it on a timer.
+func (s *Server) RotateTicketKey() error {
+	var k [32]byte
+	if _, err := rand.Read(k[:]); err != nil {
+		return fmt.Errorf("edgetls: ticket key: %w", err)
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	keys := append([][32]byte{k}, s.ticketKeys...)
+	s.setKeysLocked(keys[:min(len(keys), keysKept)])
+	return nil
+}
+
+func (s *Server) rotateTick() {
+	s.RotateTicketKey() // on an error (no randomness) the keys stay: tickets still work
+	s.reloadMu.Lock()
+	if s.rotate != nil {
+		s.rotate.Reset(s.conf.TicketRotate)
+	}
+	s.reloadMu.Unlock()
+}
+
+func (s *Server) setKeysLocked(keys [][32]byte) {
+	s.ticketKeys = keys
 	tc := s.tlsConf.Load().Clone()
-	tc.SetSessionTicketKeys([][32]byte{k})
+	tc.SetSessionTicketKeys(keys)
 	s.tlsConf.Store(tc)
 }
 

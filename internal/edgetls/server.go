@@ -38,6 +38,11 @@ type Config struct {
 	// 1.3 key before it updates it with a KeyUpdate (default 2^24, under
 	// AES-GCM's limit of 2^24.5 full records: RFC 8446 5.5).
 	KeyUpdateAfter uint64
+	// TicketRotate, if positive, is how often a new session ticket key
+	// replaces the current one; the previous keysKept-1 keys still open
+	// tickets, so a ticket resumes for at least (keysKept-1)*TicketRotate
+	// (and crypto/tls's own 7-day limit).
+	TicketRotate time.Duration
 	// OnFail, if set, is told of each connection closed during its
 	// handshake, with the reason (edge counts them as close reasons).
 	OnFail func(Fail)
@@ -68,12 +73,13 @@ func (f Fail) String() string {
 // Server terminates TLS for a netpoll engine: its Accept runs handshakes
 // (as the engine's Config.Handoff), and it is the engine's Transport.
 type Server struct {
-	conf      Config
-	tlsConf   atomic.Pointer[tls.Config] // the current certificates; swapped by Reload
-	ticketKey [32]byte
-	sem       chan struct{} // CryptoWorkers tokens
-	eng       atomic.Pointer[netpoll.Engine]
-	loops     [256]*loopState // by loop index; each written and read by its loop only
+	conf       Config
+	tlsConf    atomic.Pointer[tls.Config] // the current certificates; swapped by Reload
+	ticketKeys [][32]byte                 // the current key first; guarded by reloadMu
+	rotate     *time.Timer                // TicketRotate's; guarded by reloadMu
+	sem        chan struct{}              // CryptoWorkers tokens
+	eng        atomic.Pointer[netpoll.Engine]
+	loops      [256]*loopState // by loop index; each written and read by its loop only
 
 	reloadMu sync.Mutex // serializes Reload
 
@@ -113,11 +119,18 @@ func New(conf Config) (*Server, error) {
 		conf.CryptoWorkers = max(1, runtime.GOMAXPROCS(0)/2)
 	}
 	s := &Server{conf: conf, sem: make(chan struct{}, conf.CryptoWorkers)}
-	if _, err := rand.Read(s.ticketKey[:]); err != nil {
+	var k [32]byte
+	if _, err := rand.Read(k[:]); err != nil {
 		return nil, fmt.Errorf("edgetls: ticket key: %w", err)
 	}
+	s.ticketKeys = [][32]byte{k}
 	if err := s.Reload(); err != nil {
 		return nil, err
+	}
+	if conf.TicketRotate > 0 {
+		s.reloadMu.Lock()
+		s.rotate = time.AfterFunc(conf.TicketRotate, s.rotateTick)
+		s.reloadMu.Unlock()
 	}
 	return s, nil
 }
@@ -148,7 +161,7 @@ func (s *Server) Reload() error {
 		}
 		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
-	tc.SetSessionTicketKeys([][32]byte{s.ticketKey})
+	tc.SetSessionTicketKeys(s.ticketKeys)
 	s.tlsConf.Store(tc)
 	return nil
 }
@@ -157,6 +170,12 @@ func (s *Server) Reload() error {
 // as failed handshakes) and waits for their goroutines; later Accepts close
 // their socket at once. Established sessions belong to the engine.
 func (s *Server) Shutdown() {
+	s.reloadMu.Lock()
+	if s.rotate != nil {
+		s.rotate.Stop()
+		s.rotate = nil
+	}
+	s.reloadMu.Unlock()
 	s.mu.Lock()
 	s.closed = true
 	for nc := range s.active {
