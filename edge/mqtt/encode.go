@@ -12,15 +12,7 @@ func appendHeader(dst []byte, first byte, rl int) []byte {
 	if rl < 0 || rl > MaxRemainingLength {
 		panic("mqtt: remaining length out of range")
 	}
-	dst = append(dst, first)
-	for {
-		c := byte(rl & 0x7F)
-		rl >>= 7
-		if rl == 0 {
-			return append(dst, c)
-		}
-		dst = append(dst, c|0x80)
-	}
+	return AppendVBI(append(dst, first), rl)
 }
 
 func appendUint16(dst []byte, v uint16) []byte {

@@ -99,6 +99,9 @@ type Connect struct {
 	Username     []byte
 	PasswordFlag bool
 	Password     []byte
+
+	// WillProps are the will's properties (MQTT 5.0 only, 3.1.3.2).
+	WillProps Properties
 }
 
 // Packet is one decoded control packet. Only the fields of its Type are set;
@@ -131,8 +134,16 @@ type Packet struct {
 	RawFilters []byte
 	NumFilters int
 
-	// SUBACK: one return code per filter (0, 1, 2 or SubackFailure).
+	// SUBACK: one return code per filter (0, 1, 2 or SubackFailure);
+	// MQTT 5.0 SUBACK and UNSUBACK: one reason code per filter.
 	ReturnCodes []byte
+
+	// MQTT 5.0 only (Decode5): the reason code of PUBACK, PUBREC,
+	// PUBREL, PUBCOMP, DISCONNECT, AUTH and CONNACK (0 when left out),
+	// and the packet's properties (for CONNECT, the CONNECT properties;
+	// the will's are in Connect.WillProps).
+	ReasonCode byte
+	Props      Properties
 }
 
 // FilterIter walks the topic filters of a decoded SUBSCRIBE or UNSUBSCRIBE
@@ -177,7 +188,7 @@ func (it *FilterIter) Next() (filter []byte, qos byte, ok bool) {
 		}
 		it.rest = b[end:]
 	}
-	return b[2:end:end], qos, true
+	return b[2:end:end], qos & 3, true
 }
 
 // Filters yields p's topic filters with their requested QoS:
