@@ -274,6 +274,13 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 			continue // a TLS session's record state is not carried: closed, its client reconnects
 		}
 		ss := s.loops[x.Loop].sess.get(uint32(x.Handle))
+		if ss.flags&sV5 != 0 {
+			// An MQTT 5.0 connection's negotiated state (conn5) is not
+			// in the handoff format: like a TLS one it is not carried,
+			// its socket closes with the old process and its client
+			// reconnects to a session the records carried.
+			continue
+		}
 		var id []byte
 		if ss.client != 0 {
 			if cl := s.reg.at(ss.client); cl != nil && !cl.dead && cl.handle == x.Handle && cl.epoch == ss.epoch {

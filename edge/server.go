@@ -101,6 +101,7 @@ type msgCounters struct {
 	purged       atomic.Uint64 // entries removed by an operator's purge
 	overPacket   atomic.Uint64 // SUBSCRIBE filters refused (0x80): past Config.MaxFiltersPerSubscribe
 	overClient   atomic.Uint64 // SUBSCRIBE filters refused (0x80): past Config.MaxSubscriptions
+	tooBig       atomic.Uint64 // deliveries not sent: over a v5 client's Maximum Packet Size
 }
 
 // loopState is a loop's private state: its session slab and scratch space.
@@ -137,6 +138,17 @@ type loopState struct {
 	// storeWake: a msgStoreWake is queued for this loop.
 	acks      []heldAck
 	storeWake bool
+	// v5 are the MQTT 5.0 connections' states by slot (v5.go); props and
+	// pub5 are scratch for v5 properties and PUBLISH headers; discSent: a
+	// DISCONNECT went out for the packet being handled; noNotice: the
+	// publisher speaks v5, so a full inbox is PUBACK 0x97 rather than a
+	// notice, and quota says that happened.
+	v5       map[uint32]*conn5
+	props    []byte
+	pub5     []byte
+	discSent bool
+	noNotice bool
+	quota    bool
 	// sent counts the PUBLISH packets this loop wrote ($SYS messages/sent);
 	// per loop, so that counting costs no shared cache line.
 	sent atomic.Uint64
@@ -381,8 +393,14 @@ func (s *Server) OnData(c *netpoll.Conn, data []byte) (int, error) {
 	ss := ls.sess.get(c.Slot())
 	n := 0
 	for n < len(data) {
-		k, err := mqtt.Decode(data[n:], s.cfg.MaxPacketSize, &ls.pkt)
+		k, err := decodePacket(ss, data[n:], s.cfg.MaxPacketSize, &ls.pkt)
 		if err != nil {
+			if ss.client == 0 && isV5Connect(data[n:]) {
+				c.Write(mqtt.AppendConnack5(ls.out[:0], false, connackCode5(err), nil))
+				return len(data), closeErr(ReasonConnRefused)
+			}
+			s.disconnect5(c, ls, ss, 0, mqtt.ReasonCode(err))
+			ls.discSent = false
 			if err == mqtt.ErrProtocolLevel && ss.client == 0 {
 				c.Write(mqtt.AppendConnack(ls.out[:0], false, mqtt.ConnRefusedProtocolVersion))
 				return len(data), closeErr(ReasonConnRefused)
@@ -393,6 +411,8 @@ func (s *Server) OnData(c *netpoll.Conn, data []byte) (int, error) {
 			break
 		}
 		if r := s.handle(c, ls, ss, &ls.pkt); r != reasonOK {
+			s.disconnect5(c, ls, ss, r, 0)
+			ls.discSent = false
 			return len(data), closeErr(r)
 		}
 		n += k
@@ -420,7 +440,7 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 		if p.Type != mqtt.TypeConnect {
 			return ReasonProtocol
 		}
-		return s.connect(c, ls, ss, &p.Connect)
+		return s.connect(c, ls, ss, p)
 	}
 	cl := s.reg.at(ss.client)
 	if cl == nil || netpoll.Handle(cl.owner.Load()) != c.Handle() {
@@ -428,9 +448,19 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 		// connection no longer speaks for the client.
 		return ReasonTakeover
 	}
+	if ss.flags&sV5 != 0 {
+		if r, done := s.handle5(c, ls, ss, cl, p); done {
+			return r
+		}
+	}
 	switch p.Type {
 	case mqtt.TypePublish:
-		return s.publish(c, ls, ss, cl, p)
+		r := s.publish(c, ls, ss, cl, p)
+		if r != reasonOK && ss.flags&sV5 != 0 && (r == ReasonNotAuthorized || r == ReasonStoreFull || r == ReasonNewInboxRate) &&
+			s.refusePublish5(c, ls, ss, p, r) {
+			return reasonOK // 5.0: a reason code in the acknowledgement, not a close
+		}
+		return r
 	case mqtt.TypePuback, mqtt.TypePubrec, mqtt.TypePubcomp:
 		s.ack(c, ls, ss, cl, p.Type, p.PacketID)
 	case mqtt.TypePubrel:
@@ -479,39 +509,57 @@ func (s *Server) anonymousOK(peer netip.Addr) bool {
 	return false
 }
 
-func (s *Server) refuse(c *netpoll.Conn, ls *loopState, code byte) Reason {
+func (s *Server) refuse(c *netpoll.Conn, ls *loopState, ss *session, code byte) Reason {
+	if ss.flags&sV5 != 0 {
+		c.Write(mqtt.AppendConnack5(ls.out[:0], false, refuseCode5(code), nil))
+		return ReasonConnRefused
+	}
 	c.Write(mqtt.AppendConnack(ls.out[:0], false, code))
 	return ReasonConnRefused
 }
 
-func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.Connect) Reason {
+func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Packet) Reason {
+	cp := &p.Connect
+	v5 := cp.ProtocolLevel == mqtt.Level5
+	// fresh: drop what the record holds; keep: the session outlives the
+	// connection (3.1.1: both from the clean-session flag).
+	fresh, keep := cp.CleanSession, !cp.CleanSession
+	if v5 {
+		if code := s.connect5(c, ls, ss, p); code != 0 {
+			c.Write(mqtt.AppendConnack5(ls.out[:0], false, code, nil))
+			return ReasonConnRefused
+		}
+		fresh, keep = sessionFlags5(ls.conn5(c), cp.CleanSession)
+	}
+	var assigned []byte
 	id := cp.ClientID
 	peer := c.RemoteAddr().Addr().Unmap()
 	if s.anonymousOK(peer) && (!cp.PasswordFlag || len(s.cfg.Secret) == 0) {
 		if len(id) == 0 {
-			if !cp.CleanSession {
-				return s.refuse(c, ls, mqtt.ConnRefusedIdentifierRejected)
+			if !cp.CleanSession && !v5 {
+				return s.refuse(c, ls, ss, mqtt.ConnRefusedIdentifierRejected)
 			}
 			id = strconv.AppendUint(append(ls.topic[:0], "anon-"...), s.anonSeq.Add(1), 10)
+			assigned = id // 5.0 (3.2.2.3.7): the client learns it
 		}
 		// Any client id the codec accepted (valid UTF-8 without U+0000,
 		// 1-65,535 bytes) is a plain MQTT client; only a profile id
 		// ([0-9A-Za-z_.-], 1-64) also has an inbox and presence.
 	} else {
 		if !cp.UsernameFlag || !cp.PasswordFlag {
-			return s.refuse(c, ls, mqtt.ConnRefusedBadUsernamePassword)
+			return s.refuse(c, ls, ss, mqtt.ConnRefusedBadUsernamePassword)
 		}
 		if len(id) == 0 {
 			id = cp.Username
 		}
 		if !validIDBytes(id) {
-			return s.refuse(c, ls, mqtt.ConnRefusedIdentifierRejected)
+			return s.refuse(c, ls, ss, mqtt.ConnRefusedIdentifierRejected)
 		}
 		if !bytes.Equal(id, cp.Username) {
-			return s.refuse(c, ls, mqtt.ConnRefusedBadUsernamePassword)
+			return s.refuse(c, ls, ss, mqtt.ConnRefusedBadUsernamePassword)
 		}
 		if len(s.cfg.Secret) == 0 || VerifyToken(s.cfg.Secret, string(id), string(cp.Password), s.cfg.Now()) != nil {
-			return s.refuse(c, ls, mqtt.ConnRefusedNotAuthorized)
+			return s.refuse(c, ls, ss, mqtt.ConnRefusedNotAuthorized)
 		}
 	}
 	var w *will
@@ -521,7 +569,7 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 		// topic starting with '$' (MQTT 3.1.1 section 4.7.2; a retained
 		// will on $SYS/ would forge what later $SYS subscribers read).
 		if profileTopic(cp.WillTopic) || (len(cp.WillTopic) > 0 && cp.WillTopic[0] == '$') || tooDeep(cp.WillTopic) {
-			return s.refuse(c, ls, mqtt.ConnRefusedNotAuthorized)
+			return s.refuse(c, ls, ss, mqtt.ConnRefusedNotAuthorized)
 		}
 		w = &will{topic: string(cp.WillTopic), payload: bytes.Clone(cp.WillMessage), qos: cp.WillQoS, retain: cp.WillRetain}
 	}
@@ -530,17 +578,17 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 		// The user table is full, or a long id does not fit the store
 		// cap (longIDCost).
 		s.stats.storeFull.Add(1)
-		return s.refuse(c, ls, mqtt.ConnRefusedServerUnavailable)
+		return s.refuse(c, ls, ss, mqtt.ConnRefusedServerUnavailable)
 	}
-	if cp.CleanSession == cl.persistent && s.wal != nil && s.wal.Failed() {
+	if (keep != cl.persistent || fresh && cl.persistent) && s.wal != nil && s.wal.Failed() {
 		// A session begins or ends: that needs a record, and the store
 		// cannot write (CONNACK 3, like a full store).
 		gen := cl.gen
 		cl.mu.Unlock()
 		s.reg.release(cl, gen)
-		return s.refuse(c, ls, mqtt.ConnRefusedServerUnavailable)
+		return s.refuse(c, ls, ss, mqtt.ConnRefusedServerUnavailable)
 	}
-	if !cp.CleanSession && !cl.persistent {
+	if keep && !cl.persistent {
 		// A new persistent session holds its record and extension until
 		// a clean-session CONNECT ends it: counted in the store total.
 		if s.held.Add(sessionOverhead) > s.cfg.StoreMaxBytes {
@@ -549,9 +597,9 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 			cl.mu.Unlock()
 			s.reg.release(cl, gen)
 			s.stats.storeFull.Add(1)
-			return s.refuse(c, ls, mqtt.ConnRefusedServerUnavailable)
+			return s.refuse(c, ls, ss, mqtt.ConnRefusedServerUnavailable)
 		}
-	} else if cp.CleanSession && cl.persistent {
+	} else if !keep && cl.persistent {
 		s.held.Add(-sessionOverhead)
 	}
 	old := cl.handle
@@ -567,7 +615,7 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	cl.box().unsend()
 	s.cancelScans(cl) // the previous connection's retained deliveries
 	present := false
-	if cp.CleanSession {
+	if fresh {
 		s.dropSubs(cl)
 		if cl.persistent {
 			cl.persistent = false
@@ -587,9 +635,11 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 			if cl.xp() != nil {
 				cl.xp().qos2in = nil
 			}
-			cl.persistent = true
-			s.logSession(cl)
 		}
+	}
+	if keep != cl.persistent {
+		cl.persistent = keep
+		s.logSession(cl)
 	}
 	ss.client = cl.idx
 	ss.epoch = cl.epoch
@@ -598,7 +648,11 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	ss.newInbox = float32(s.cfg.NewInboxBurst)
 	ss.src = srcSlot(peer)
 	ss.last = c.Loop().Now().UnixNano()
-	c.Write(mqtt.AppendConnack(ls.out[:0], present, mqtt.ConnAccepted))
+	if v5 {
+		c.Write(s.connack5(ls, present, assigned, ls.conn5(c)))
+	} else {
+		c.Write(mqtt.AppendConnack(ls.out[:0], present, mqtt.ConnAccepted))
+	}
 	s.pump(c, cl)
 	cl.trimExt()
 	profile := cl.profileID()
@@ -741,7 +795,10 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 			if topic[0] == 'r' {
 				kind = 'r'
 			}
-			switch s.storeDirect(ls, ss, kind, to, from, nil, mid, p.Payload) {
+			ls.noNotice = ss.flags&sV5 != 0
+			res := s.storeDirect(ls, ss, kind, to, from, nil, mid, p.Payload)
+			ls.noNotice = false
+			switch res {
 			case storeNoRoom:
 				return ReasonStoreFull // not acknowledged: the client sends it again later
 			case storeRateLimited:
@@ -769,6 +826,12 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		s.publishGeneric(ls, topic, p.Payload, p.QoS, p.Retain)
 	}
 	s.stats.published.Add(1)
+	if ls.quota {
+		// 5.0: the recipient's inbox is full; no notice was stored.
+		ls.quota = false
+		s.refusePublish5(c, ls, ss, p, ReasonStoreFull)
+		return reasonOK
+	}
 	switch p.QoS {
 	case 1:
 		s.ackAfter(c, ls, mqtt.TypePuback, p.PacketID)
@@ -921,6 +984,12 @@ func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, gr
 	case res == storeNoRoom && kind != 'g':
 		s.stats.storeFull.Add(1)
 		return storeNoRoom
+	}
+	if ls.noNotice && res == storeNotified {
+		// A v5 sender hears it in its PUBACK (0x97) instead.
+		s.stats.inboxFull.Add(1)
+		ls.quota = true
+		return storeNotified
 	}
 	// The notice goes to the sender: u/<from>/e/<to>/<mid>. For m and r
 	// it must fit, or the message is not acknowledged; for g storeGroup
@@ -1166,17 +1235,30 @@ func (s *Server) pump(c *netpoll.Conn, cl *client) {
 	if q == nil {
 		return
 	}
+	ls := s.loops[c.LoopID()]
+	window := int(s.inflight.Load())
+	var c5 *conn5
+	if ls.sess.get(c.Slot()).flags&sV5 != 0 {
+		c5 = ls.v5[c.Slot()]
+		window = min(window, int(c5.recvMax)) // the client's Receive Maximum
+	}
 	for q.nsent < q.len() {
 		e := q.at(q.nsent)
 		if e.pidOff == 0 { // QoS 0: fire and forget
-			if c.Write(*e.buf) != nil {
+			if c5 != nil {
+				if dropped, err := s.writePublish5(c, c5, *e.buf, 0); err != nil {
+					return
+				} else if dropped {
+					s.stats.tooBig.Add(1)
+				}
+			} else if c.Write(*e.buf) != nil {
 				return
 			}
 			s.loops[c.LoopID()].sent.Add(1)
 			q.remove(q.nsent)
 			continue
 		}
-		if q.nsent >= int(s.inflight.Load()) {
+		if q.nsent >= window {
 			return
 		}
 		if e.pid == 0 {
@@ -1198,7 +1280,20 @@ func (s *Server) pump(c *netpoll.Conn, cl *client) {
 			if e.flags&fDup != 0 {
 				b[0] |= 0x08
 			}
-			if c.Write(b) != nil {
+			if c5 != nil {
+				dropped, err := s.writePublish5(c, c5, b, e.pidOff)
+				if err != nil {
+					return
+				}
+				if dropped {
+					// 3.1.2.25: over the client's Maximum Packet Size it
+					// is not sent, as if it had been delivered.
+					s.stats.tooBig.Add(1)
+					s.logEntry(recDel, cl, e)
+					q.remove(q.nsent)
+					continue
+				}
+			} else if c.Write(b) != nil {
 				return
 			}
 			s.loops[c.LoopID()].sent.Add(1)
@@ -1282,9 +1377,22 @@ func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *clie
 			codes = append(codes, mqtt.SubackFailure)
 			continue
 		}
-		codes = append(codes, s.subscribeOne(c, ss, cl, filter, qos))
+		code := mqtt.SubackFailure
+		if _, _, shared := mqtt.SplitShared(filter); !shared || ss.flags&sV5 == 0 {
+			code = s.subscribeOne(c, ss, cl, filter, qos)
+		}
+		if ss.flags&sV5 != 0 {
+			code = subCode5(code, filter, code == mqtt.RCQuotaExceeded)
+		} else if code >= 0x80 {
+			code = mqtt.SubackFailure
+		}
+		codes = append(codes, code)
 	}
-	c.Write(mqtt.AppendSuback(ls.out[:0], p.PacketID, codes))
+	if ss.flags&sV5 != 0 {
+		c.Write(mqtt.AppendSuback5(ls.out[:0], p.PacketID, codes, nil))
+	} else {
+		c.Write(mqtt.AppendSuback(ls.out[:0], p.PacketID, codes))
+	}
 	ls.codes = codes[:0]
 	// Retained messages (and presence) for the new subscriptions, after
 	// SUBACK: an exact filter's at once, a wildcard filter's by a scan that
@@ -1294,7 +1402,7 @@ func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *clie
 	for filter := range p.Filters() {
 		code := codes[i]
 		i++
-		if code == mqtt.SubackFailure || filter[0] == 'u' && len(filter) > 1 && filter[1] == '/' {
+		if code >= 0x80 || filter[0] == 'u' && len(filter) > 1 && filter[1] == '/' {
 			continue
 		}
 		if len(filter) > 1 && filter[0] == 'p' && filter[1] == '/' {
@@ -1393,7 +1501,7 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 	if !s.addSubLocked(cl, f, qos, false) {
 		s.stats.overClient.Add(1)
 		cl.trimExt()
-		return mqtt.SubackFailure
+		return mqtt.RCQuotaExceeded // 3.1.1: 0x80
 	}
 	if cl.persistent {
 		s.logClient(recSub, cl, filter, []byte{qos})
@@ -1438,18 +1546,29 @@ func (s *Server) removeSubLocked(cl *client, filter []byte) bool {
 }
 
 func (s *Server) unsubscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *client, p *mqtt.Packet) {
+	codes := ls.codes[:0]
 	cl.mu.Lock()
 	for filter := range p.Filters() {
+		code := mqtt.RCNoSubscriptionExisted
 		if !ownedLocked(c, ss, cl) {
 			break
 		}
-		if s.removeSubLocked(cl, filter) && cl.persistent {
-			s.logClient(recUnsub, cl, filter)
+		if s.removeSubLocked(cl, filter) {
+			code = mqtt.RCSuccess
+			if cl.persistent {
+				s.logClient(recUnsub, cl, filter)
+			}
 		}
+		codes = append(codes, code)
 	}
 	cl.trimExt()
 	cl.mu.Unlock()
-	c.Write(mqtt.AppendUnsuback(ls.out[:0], p.PacketID))
+	if ss.flags&sV5 != 0 && len(codes) == p.NumFilters {
+		c.Write(mqtt.AppendUnsuback5(ls.out[:0], p.PacketID, codes, nil))
+	} else {
+		c.Write(mqtt.AppendUnsuback(ls.out[:0], p.PacketID))
+	}
+	ls.codes = codes[:0]
 }
 
 // OnTimer implements netpoll.Handler: handshake and keepalive timeouts.
@@ -1458,6 +1577,9 @@ func (s *Server) OnTimer(c *netpoll.Conn) {
 		c.Close(closeErr(ReasonHandshakeTimeout))
 		return
 	}
+	ls := s.loop(c)
+	s.disconnect5(c, ls, ls.sess.get(c.Slot()), ReasonKeepalive, 0)
+	ls.discSent = false
 	c.Close(closeErr(ReasonKeepalive))
 }
 
@@ -1466,6 +1588,9 @@ func (s *Server) OnMessage(c *netpoll.Conn, m *netpoll.Message) {
 	ss := s.loop(c).sess.get(c.Slot())
 	switch m.Kind {
 	case msgTakeover:
+		ls := s.loop(c)
+		s.disconnect5(c, ls, ss, ReasonTakeover, 0)
+		ls.discSent = false
 		c.Close(closeErr(ReasonTakeover))
 	case msgKick:
 		if ss.client == 0 {
@@ -1496,6 +1621,11 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 		s.cfg.Logger.Debug("connection closed", "reason", r.String(), "peer", c.RemoteAddr().String())
 	}
 	idx, epoch := ss.client, ss.epoch
+	sendWill := false
+	if ss.flags&sV5 != 0 {
+		sendWill = ls.v5[c.Slot()].sendWill
+		delete(ls.v5, c.Slot())
+	}
 	*ss = session{}
 	if idx == 0 {
 		return
@@ -1536,7 +1666,7 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 	cl.trimExt()
 	id, gen, profile := cl.name(), cl.gen, cl.profileID()
 	cl.mu.Unlock()
-	if w != nil && r != ReasonDisconnect {
+	if w != nil && (r != ReasonDisconnect || sendWill) {
 		s.publishGeneric(ls, []byte(w.topic), w.payload, w.qos, w.retain)
 	}
 	if profile {

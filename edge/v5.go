@@ -1,0 +1,311 @@
+package edge
+
+import (
+	"github.com/edgedhq/edged/edge/mqtt"
+	"github.com/edgedhq/edged/netpoll"
+)
+
+// MQTT 5.0 beside 3.1.1. A connection speaks the version of its CONNECT
+// (session flag sV5); everything version-specific is here so that the
+// 3.1.1 path in server.go keeps its shape:
+//
+//   - decoding: a v5 connection's packets go through mqtt.Decode5; a codec
+//     error becomes a DISCONNECT with its reason code, then the close;
+//   - CONNECT/CONNACK: reason codes instead of 3.1.1 return codes, the
+//     CONNACK properties (limits, Assigned Client Identifier), Clean Start
+//     plus Session Expiry Interval mapped onto the persistent session;
+//   - acknowledgements with reason codes where 3.1.1 closes or stores a
+//     notice (PROTOCOL.md: 0x87 not authorized, 0x97 quota exceeded);
+//   - a DISCONNECT with a reason before every close the server decides;
+//   - outbound PUBLISH in the v5 form, within the client's Maximum Packet
+//     Size and Receive Maximum.
+//
+// The per-connection v5 state is a small pointer-free conn5 in a per-loop
+// map keyed by slot, made at CONNECT: a 3.1.1 connection pays nothing.
+
+// sV5: the connection speaks MQTT 5.0 (its conn5 is in loopState.v5).
+const sV5 uint16 = 1 << 15
+
+// conn5 is a v5 connection's negotiated state.
+type conn5 struct {
+	recvMax   uint16 // the client's Receive Maximum (65,535 if it sent none)
+	maxPacket uint32 // the client's Maximum Packet Size; 0: the protocol limit
+	expiry    uint32 // Session Expiry Interval in force (seconds; 0: ends at close)
+	sendWill  bool   // DISCONNECT 0x04: publish the will all the same
+}
+
+// v5 connection limits the server advertises in CONNACK.
+const (
+	// receiveMax5 is the Receive Maximum the server advertises: inbound
+	// QoS 2 messages awaiting PUBREL past it are a DISCONNECT 0x93.
+	receiveMax5 = 1024
+)
+
+func (ls *loopState) conn5(c *netpoll.Conn) *conn5 { return ls.v5[c.Slot()] }
+
+// decodePacket decodes a packet of a connection that has not sent CONNECT
+// yet, or of a v5 one: 3.1.1 first, a level-5 CONNECT with Decode5.
+func decodePacket(ss *session, data []byte, max int, p *mqtt.Packet) (int, error) {
+	if ss.flags&sV5 != 0 {
+		return mqtt.Decode5(data, max, p)
+	}
+	n, err := mqtt.Decode(data, max, p)
+	if err == mqtt.ErrProtocolLevel && ss.client == 0 {
+		if n5, err5 := mqtt.Decode5(data, max, p); err5 == nil || isV5Connect(data) {
+			return n5, err5
+		}
+	}
+	return n, err
+}
+
+// isV5Connect reports whether data starts a CONNECT whose protocol level
+// is 5, so that its decode error is answered in the v5 form.
+func isV5Connect(data []byte) bool {
+	if len(data) < 2 || data[0] != 0x10 {
+		return false
+	}
+	i := 1
+	for i < len(data) && i < 5 && data[i]&0x80 != 0 {
+		i++
+	}
+	i++
+	return len(data) > i+6 && string(data[i:i+6]) == "\x00\x04MQTT" && data[i+6] == mqtt.Level5
+}
+
+// v5Code maps a close reason to the DISCONNECT reason code (0 for the
+// closes that send none: EOF, the client's own DISCONNECT, socket errors).
+var v5Code = [numReasons]byte{
+	ReasonShutdown:         mqtt.RCServerShuttingDown,
+	ReasonMalformed:        mqtt.RCMalformed,
+	ReasonOversize:         mqtt.RCPacketTooLarge,
+	ReasonBadUTF8:          mqtt.RCMalformed,
+	ReasonProtocol:         mqtt.RCProtocolError,
+	ReasonKeepalive:        mqtt.RCKeepAliveTimeout,
+	ReasonBacklog:          mqtt.RCQuotaExceeded,
+	ReasonFlood:            mqtt.RCMessageRateTooHigh,
+	ReasonNotAuthorized:    mqtt.RCNotAuthorized,
+	ReasonTakeover:         mqtt.RCSessionTakenOver,
+	ReasonStoreFull:        mqtt.RCQuotaExceeded,
+	ReasonNewInboxRate:     mqtt.RCMessageRateTooHigh,
+	ReasonPartialTimeout:   mqtt.RCMalformed,
+	ReasonPartialBudget:    mqtt.RCServerBusy,
+	ReasonStoreUnavailable: mqtt.RCServerBusy,
+}
+
+// disconnect5 writes a DISCONNECT with r's reason code to a v5 connection
+// (nothing for a 3.1.1 one or a reason without a code) before it closes.
+func (s *Server) disconnect5(c *netpoll.Conn, ls *loopState, ss *session, r Reason, code byte) {
+	if ss.flags&sV5 == 0 || ss.client == 0 {
+		return
+	}
+	if code == 0 && r < numReasons {
+		code = v5Code[r]
+	}
+	if code != 0 && !ls.discSent {
+		c.Write(mqtt.AppendDisconnect5(ls.out[:0], code, nil))
+		ls.discSent = true
+	}
+}
+
+// refuseCode5 maps a 3.1.1 CONNACK return code to its v5 reason code.
+func refuseCode5(code byte) byte {
+	switch code {
+	case mqtt.ConnRefusedProtocolVersion:
+		return mqtt.RCUnsupportedProtocolVersion
+	case mqtt.ConnRefusedIdentifierRejected:
+		return mqtt.RCClientIDNotValid
+	case mqtt.ConnRefusedServerUnavailable:
+		return mqtt.RCServerUnavailable
+	case mqtt.ConnRefusedBadUsernamePassword:
+		return mqtt.RCBadUsernamePassword
+	case mqtt.ConnRefusedNotAuthorized:
+		return mqtt.RCNotAuthorized
+	}
+	return mqtt.RCUnspecified
+}
+
+// connect5 checks what a v5 CONNECT adds before the common path: enhanced
+// authentication is refused (0x8C, 4.12: the server does not support the
+// method), and the connection's conn5 is made. It returns 0 to go on, or
+// the CONNACK reason code to refuse with.
+func (s *Server) connect5(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Packet) byte {
+	if p.Props.HasProp(mqtt.PropAuthMethod) {
+		return mqtt.RCBadAuthMethod
+	}
+	ss.flags |= sV5
+	if ls.v5 == nil {
+		ls.v5 = make(map[uint32]*conn5)
+	}
+	c5 := &conn5{recvMax: 65535, maxPacket: p.Props.MaximumPacketSize, expiry: p.Props.SessionExpiry}
+	if p.Props.HasProp(mqtt.PropReceiveMaximum) {
+		c5.recvMax = p.Props.ReceiveMaximum
+	}
+	ls.v5[c.Slot()] = c5
+	return 0
+}
+
+// sessionFlags5 maps v5 Clean Start and Session Expiry Interval onto the
+// 3.1.1 session model: fresh drops what the record holds, persistent
+// keeps the subscriptions and generic messages past the connection.
+// A finite expiry interval is kept as a persistent session with no
+// deadline (the profile's inbox outlives any session anyway).
+func sessionFlags5(c5 *conn5, cleanStart bool) (fresh, persistent bool) {
+	return cleanStart, c5.expiry > 0
+}
+
+// connack5 appends the v5 CONNACK for an accepted connection.
+func (s *Server) connack5(ls *loopState, present bool, assigned []byte, c5 *conn5) []byte {
+	props := ls.props[:0]
+	props = mqtt.AppendU16Prop(props, mqtt.PropReceiveMaximum, receiveMax5)
+	props = mqtt.AppendU32Prop(props, mqtt.PropMaximumPacketSize, uint32(s.cfg.MaxPacketSize))
+	// No Topic Alias Maximum: 0, the client may not use aliases.
+	props = mqtt.AppendByteProp(props, mqtt.PropSubIDAvailable, 0)
+	props = mqtt.AppendByteProp(props, mqtt.PropSharedSubAvailable, 0)
+	if assigned != nil {
+		props = mqtt.AppendStringProp(props, mqtt.PropAssignedClientID, assigned)
+	}
+	if c5.expiry > 0 {
+		props = mqtt.AppendU32Prop(props, mqtt.PropSessionExpiry, c5.expiry)
+	}
+	ls.props = props
+	return mqtt.AppendConnack5(ls.out[:0], present, mqtt.RCSuccess, props)
+}
+
+// handle5 handles what only v5 has, or has in another form, before the
+// common dispatch: AUTH (no enhanced authentication was begun: a protocol
+// error), a client's DISCONNECT with a reason and a Session Expiry, a
+// PUBLISH with a Topic Alias or a Subscription Identifier, a SUBSCRIBE
+// with a Subscription Identifier. done means handled; r is then the
+// outcome.
+func (s *Server) handle5(c *netpoll.Conn, ls *loopState, ss *session, cl *client, p *mqtt.Packet) (r Reason, done bool) {
+	switch p.Type {
+	case mqtt.TypeAuth:
+		return ReasonProtocol, true
+	case mqtt.TypeDisconnect:
+		c5 := ls.conn5(c)
+		if p.Props.HasProp(mqtt.PropSessionExpiry) {
+			if c5.expiry == 0 && p.Props.SessionExpiry != 0 {
+				return ReasonProtocol, true // 3.14.2.2.2
+			}
+			c5.expiry = p.Props.SessionExpiry
+			if c5.expiry == 0 {
+				cl.mu.Lock()
+				if ownedLocked(c, ss, cl) && cl.persistent {
+					cl.persistent = false
+					s.held.Add(-sessionOverhead)
+					s.logSession(cl)
+				}
+				cl.mu.Unlock()
+			}
+		}
+		if p.ReasonCode == mqtt.RCDisconnectWithWill {
+			c5.sendWill = true
+			return ReasonDisconnect, true // the will stays: OnClose sends it
+		}
+		return reasonOK, false
+	case mqtt.TypePublish:
+		if p.Props.TopicAlias != 0 {
+			// The CONNACK advertised no Topic Alias Maximum (0).
+			s.disconnect5(c, ls, ss, 0, mqtt.RCTopicAliasInvalid)
+			return ReasonProtocol, true
+		}
+		if p.Props.HasProp(mqtt.PropSubscriptionID) {
+			return ReasonProtocol, true // 3.3.4: client to server, never
+		}
+		if p.QoS == 2 {
+			cl.mu.Lock()
+			n := 0
+			if x := cl.xp(); x != nil {
+				n = len(x.qos2in)
+			}
+			cl.mu.Unlock()
+			if n >= receiveMax5 {
+				s.disconnect5(c, ls, ss, 0, mqtt.RCReceiveMaximumExceeded)
+				return ReasonProtocol, true
+			}
+		}
+	case mqtt.TypeSubscribe:
+		if p.Props.HasProp(mqtt.PropSubscriptionID) {
+			// Advertised unavailable (CONNACK): 3.2.2.3.12.
+			s.disconnect5(c, ls, ss, 0, mqtt.RCSubIDsNotSupported)
+			return ReasonProtocol, true
+		}
+	}
+	return reasonOK, false
+}
+
+// refusePublish5 answers a v5 PUBLISH the server will not take with the
+// reason code in its acknowledgement instead of a close (QoS 1 and 2);
+// a QoS 0 one gets a DISCONNECT with the code. It reports whether the
+// connection stays.
+func (s *Server) refusePublish5(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Packet, r Reason) bool {
+	code := v5Code[r]
+	if code == 0 || p.QoS == 0 {
+		return false
+	}
+	typ := mqtt.TypePuback
+	if p.QoS == 2 {
+		typ = mqtt.TypePubrec
+	}
+	c.Write(mqtt.AppendAck5(ls.out[:0], typ, p.PacketID, code, nil))
+	return true
+}
+
+// subCode5 turns a 3.1.1 SUBACK return code into the v5 reason code: a
+// refused filter is not authorized (the profile's ACLs, $SYS off
+// loopback), over a cap quota exceeded, a shared one unsupported.
+func subCode5(code byte, filter []byte, over bool) byte {
+	switch {
+	case code != mqtt.SubackFailure:
+		return code
+	case over:
+		return mqtt.RCQuotaExceeded
+	}
+	if _, _, ok := mqtt.SplitShared(filter); ok {
+		return mqtt.RCSharedSubNotSupported
+	}
+	return mqtt.RCNotAuthorized
+}
+
+// writePublish5 writes the stored 3.1.1 PUBLISH b to a v5 connection in
+// the v5 form (an empty property block after the packet id), unless it is
+// over the client's Maximum Packet Size: then it is not sent (3.1.2.25)
+// and dropped reports true.
+func (s *Server) writePublish5(c *netpoll.Conn, c5 *conn5, b []byte, pidOff uint32) (dropped bool, err error) {
+	i := 1
+	for b[i]&0x80 != 0 {
+		i++
+	}
+	i++
+	n := int(b[i])<<8 | int(b[i+1])
+	head := i + 2 + n // after the topic
+	if pidOff != 0 {
+		head += 2
+	}
+	rl := len(b) - i + 1 // the 3.1.1 remaining length plus the property length byte
+	ls := s.loops[c.LoopID()]
+	out := append(ls.pub5[:0], b[0])
+	out = mqtt.AppendVBI(out, rl)
+	if c5.maxPacket != 0 && uint32(len(out)+rl) > c5.maxPacket {
+		ls.pub5 = out[:0]
+		return true, nil
+	}
+	out = append(out, b[i:head]...)
+	out = append(out, 0) // no properties
+	ls.pub5 = out[:0]
+	if err := c.Write(out); err != nil {
+		return false, err
+	}
+	return false, c.Write(b[head:])
+}
+
+// connackCode5 is the CONNACK reason code for a v5 CONNECT the codec
+// refused: its reason code where CONNACK may carry it, else 0x81.
+func connackCode5(err error) byte {
+	switch c := mqtt.ReasonCode(err); c {
+	case mqtt.RCProtocolError, mqtt.RCUnsupportedProtocolVersion, mqtt.RCTopicNameInvalid,
+		mqtt.RCPacketTooLarge, mqtt.RCPayloadFormatInvalid:
+		return c
+	}
+	return mqtt.RCMalformed
+}

@@ -1,0 +1,461 @@
+package edge
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgedhq/edged/edge/mqtt"
+)
+
+// client5 is a raw MQTT 5.0 client over a real socket, built on the codec.
+type client5 struct {
+	t    testing.TB
+	conn net.Conn
+	buf  []byte
+	pid  uint16
+}
+
+// pkt5 is a decoded v5 packet with copies of what tests read.
+type pkt5 struct {
+	Type     mqtt.Type
+	QoS      byte
+	Topic    string
+	Payload  string
+	ID       uint16
+	Code     byte // reason code (CONNACK, acks, DISCONNECT)
+	Present  bool
+	Codes    []byte
+	Assigned string
+	RecvMax  uint16
+	MaxPkt   uint32
+	Props    mqtt.Properties // aliases nothing: Raw is copied, the slices are not kept
+	Raw      []byte
+}
+
+func dial5(t testing.TB, s *Server) *client5 {
+	t.Helper()
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &client5{t: t, conn: c}
+}
+
+func (c *client5) send(b []byte) {
+	c.t.Helper()
+	if _, err := c.conn.Write(b); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// connect sends a v5 CONNECT with props and returns the CONNACK.
+func (c *client5) connect(cp mqtt.Connect, props []byte) pkt5 {
+	c.t.Helper()
+	if cp.KeepAlive == 0 {
+		cp.KeepAlive = 60
+	}
+	c.send(mqtt.AppendConnect5(nil, &cp, props))
+	return c.expect(mqtt.TypeConnack)
+}
+
+// login connects as id with Clean Start and no session expiry.
+func (c *client5) login(id string) {
+	c.t.Helper()
+	if p := c.connect(mqtt.Connect{ClientID: []byte(id), CleanSession: true}, nil); p.Code != 0 {
+		c.t.Fatalf("connect %s: reason %#x", id, p.Code)
+	}
+}
+
+func (c *client5) nextID() uint16 {
+	c.pid++
+	if c.pid == 0 {
+		c.pid = 1
+	}
+	return c.pid
+}
+
+func (c *client5) publish(topic, payload string, qos byte, props []byte) uint16 {
+	c.t.Helper()
+	var id uint16
+	if qos > 0 {
+		id = c.nextID()
+	}
+	c.send(mqtt.AppendPublish5(nil, topic, []byte(payload), qos, false, false, id, props))
+	return id
+}
+
+func (c *client5) subscribe(filter string, qos byte) byte {
+	c.t.Helper()
+	c.send(mqtt.AppendSubscribe5(nil, c.nextID(), nil, mqtt.Subscription5{Filter: filter, QoS: qos}))
+	return c.expect(mqtt.TypeSuback).Codes[0]
+}
+
+func (c *client5) read() pkt5 {
+	c.t.Helper()
+	p, err := c.tryRead(10 * time.Second)
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	return p
+}
+
+func (c *client5) tryRead(d time.Duration) (pkt5, error) {
+	c.conn.SetReadDeadline(time.Now().Add(d))
+	var tmp [4096]byte
+	for {
+		var p mqtt.Packet
+		n, err := mqtt.Decode5(c.buf, 0, &p)
+		if err != nil {
+			return pkt5{}, err
+		}
+		if n > 0 {
+			out := pkt5{Type: p.Type, QoS: p.QoS, Topic: string(p.Topic), Payload: string(p.Payload),
+				ID: p.PacketID, Code: p.ReasonCode, Present: p.SessionPresent, Codes: bytes.Clone(p.ReturnCodes),
+				Assigned: string(p.Props.AssignedClientID), RecvMax: p.Props.ReceiveMaximum,
+				MaxPkt: p.Props.MaximumPacketSize, Props: p.Props, Raw: bytes.Clone(p.Props.Raw)}
+			c.buf = append(c.buf[:0], c.buf[n:]...)
+			return out, nil
+		}
+		k, err := c.conn.Read(tmp[:])
+		c.buf = append(c.buf, tmp[:k]...)
+		if err != nil && k == 0 {
+			return pkt5{}, err
+		}
+	}
+}
+
+func (c *client5) expect(typ mqtt.Type) pkt5 {
+	c.t.Helper()
+	p := c.read()
+	if p.Type != typ {
+		c.t.Fatalf("got %v %+v, want %v", p.Type, p, typ)
+	}
+	return p
+}
+
+// expectDisconnect reads the server's DISCONNECT with code, then the close.
+func (c *client5) expectDisconnect(code byte) {
+	c.t.Helper()
+	p := c.read()
+	if p.Type != mqtt.TypeDisconnect || p.Code != code {
+		c.t.Fatalf("got %v reason %#x, want DISCONNECT %#x", p.Type, p.Code, code)
+	}
+	c.expectClosed()
+}
+
+func (c *client5) expectClosed() {
+	c.t.Helper()
+	for {
+		_, err := c.tryRead(10 * time.Second)
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			c.t.Fatalf("connection still open after 10 s")
+		}
+		return
+	}
+}
+
+// ping checks that the connection is still up.
+func (c *client5) ping() {
+	c.t.Helper()
+	c.send(mqtt.AppendPingreq(nil))
+	c.expect(mqtt.TypePingresp)
+}
+
+func TestV5Connack(t *testing.T) {
+	s := startServer(t, nil)
+	c := dial5(t, s)
+	p := c.connect(mqtt.Connect{CleanSession: true}, nil)
+	if p.Code != 0 || !strings.HasPrefix(p.Assigned, "anon-") || p.RecvMax != receiveMax5 ||
+		p.MaxPkt != uint32(s.cfg.MaxPacketSize) || !p.Props.HasProp(mqtt.PropSharedSubAvailable) ||
+		p.Props.SharedSubAvailable != 0 || p.Props.SubIDAvailable != 0 || p.Props.HasProp(mqtt.PropTopicAliasMaximum) {
+		t.Fatalf("CONNACK %+v", p)
+	}
+	c.ping()
+
+	// 3.1.1 clients beside it are unchanged.
+	r := dial(t, s)
+	r.connect("old", false)
+	if got := r.subscribe("a/b", 1); got != 1 {
+		t.Fatalf("3.1.1 SUBACK %d", got)
+	}
+}
+
+func TestV5PublishSubscribe(t *testing.T) {
+	s := startServer(t, nil)
+	sub := dial5(t, s)
+	sub.login("sub")
+	if code := sub.subscribe("a/+", 1); code != 1 {
+		t.Fatalf("SUBACK %#x", code)
+	}
+	old := dial(t, s) // a 3.1.1 subscriber of the same topic
+	old.connect("old", false)
+	old.subscribe("a/#", 1)
+	pub := dial5(t, s)
+	pub.login("pub")
+	id := pub.publish("a/b", "hello", 1, nil)
+	if a := pub.expect(mqtt.TypePuback); a.ID != id || a.Code != 0 {
+		t.Fatalf("PUBACK %+v", a)
+	}
+	m := sub.expect(mqtt.TypePublish)
+	if m.Topic != "a/b" || m.Payload != "hello" || m.QoS != 1 {
+		t.Fatalf("v5 delivery %+v", m)
+	}
+	sub.send(mqtt.AppendAck5(nil, mqtt.TypePuback, m.ID, 0, nil))
+	if o := old.expect(mqtt.TypePublish); o.Topic != "a/b" || o.Payload != "hello" {
+		t.Fatalf("3.1.1 delivery %+v", o)
+	}
+	// QoS 2 in and out, with v5 acknowledgements.
+	id = pub.publish("a/c", "two", 2, nil)
+	if r := pub.expect(mqtt.TypePubrec); r.ID != id || r.Code != 0 {
+		t.Fatalf("PUBREC %+v", r)
+	}
+	pub.send(mqtt.AppendAck5(nil, mqtt.TypePubrel, id, 0, nil))
+	pub.expect(mqtt.TypePubcomp)
+	if m := sub.expect(mqtt.TypePublish); m.Payload != "two" {
+		t.Fatalf("%+v", m)
+	}
+	// UNSUBACK reason codes: one that existed, one that did not.
+	sub.send(mqtt.AppendUnsubscribe5(nil, 9, nil, "a/+", "x/y"))
+	if u := sub.expect(mqtt.TypeUnsuback); !bytes.Equal(u.Codes, []byte{0, mqtt.RCNoSubscriptionExisted}) {
+		t.Fatalf("UNSUBACK %x", u.Codes)
+	}
+}
+
+// TestV5ProfileReasonCodes: PROTOCOL.md's MQTT 5 behaviour: a refused
+// PUBLISH or SUBSCRIBE gets 0x87 and the connection stays; a full inbox
+// is PUBACK 0x97 instead of an inbox_full notice.
+func TestV5ProfileReasonCodes(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.InboxMessages = 1 })
+	m := dial5(t, s)
+	m.login("mallory")
+	id := m.publish("u/bob/m/alice/fake", "forged", 1, nil)
+	if a := m.expect(mqtt.TypePuback); a.ID != id || a.Code != mqtt.RCNotAuthorized {
+		t.Fatalf("forged PUBLISH: %+v", a)
+	}
+	id = m.publish("$SYS/x", "x", 2, nil)
+	if a := m.expect(mqtt.TypePubrec); a.ID != id || a.Code != mqtt.RCNotAuthorized {
+		t.Fatalf("$SYS PUBLISH: %+v", a)
+	}
+	if code := m.subscribe("u/bob/#", 1); code != mqtt.RCNotAuthorized {
+		t.Fatalf("SUBSCRIBE u/bob/#: %#x", code)
+	}
+	if code := m.subscribe("$share/g/a/b", 1); code != mqtt.RCSharedSubNotSupported {
+		t.Fatalf("SUBSCRIBE $share: %#x", code)
+	}
+	m.ping()
+
+	a := dial5(t, s)
+	a.login("alice")
+	for i, want := range []byte{0, mqtt.RCQuotaExceeded} {
+		id := a.publish("u/bob/m"+string(rune('1'+i)), "hi", 1, nil)
+		if p := a.expect(mqtt.TypePuback); p.ID != id || p.Code != want {
+			t.Fatalf("message %d: PUBACK %+v, want reason %#x", i+1, p, want)
+		}
+	}
+	if n := s.InboxLen("alice"); n != 0 {
+		t.Fatalf("alice's inbox holds %d entries: a notice was stored beside the 0x97", n)
+	}
+	if n := s.InboxLen("bob"); n != 1 {
+		t.Fatalf("bob's inbox holds %d", n)
+	}
+	// bob, a v5 client, receives it in the v5 form and acknowledges it.
+	b := dial5(t, s)
+	b.login("bob")
+	p := b.expect(mqtt.TypePublish)
+	if p.Topic != "u/bob/m/alice/m1" {
+		t.Fatalf("%+v", p)
+	}
+	b.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
+	if r := a.expect(mqtt.TypePublish); r.Topic != "u/alice/d/bob/m1" {
+		t.Fatalf("receipt %+v", r)
+	}
+}
+
+// TestV5BadInput: every bad v5 field has its reason code, then the close;
+// bystanders are unaffected.
+func TestV5BadInput(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxPacketSize = 1024 })
+	check := bystanders(t, s)
+	pubProps := func(props ...byte) []byte {
+		return mqtt.AppendPublish5(nil, "a/b", []byte("x"), 0, false, false, 0, props)
+	}
+	tests := []struct {
+		name string
+		pkt  []byte
+		code byte
+	}{
+		{"property twice", pubProps(mqtt.PropPayloadFormat, 0, mqtt.PropPayloadFormat, 0), mqtt.RCProtocolError},
+		{"unknown property", pubProps(0x05, 0), mqtt.RCMalformed},
+		{"topic alias", pubProps(mqtt.PropTopicAlias, 0, 1), mqtt.RCTopicAliasInvalid},
+		{"topic alias 0", pubProps(mqtt.PropTopicAlias, 0, 0), mqtt.RCTopicAliasInvalid},
+		{"subscription id in PUBLISH", pubProps(mqtt.PropSubscriptionID, 1), mqtt.RCProtocolError},
+		{"over maximum packet size", mqtt.AppendPublish5(nil, "a/b", make([]byte, 2000), 0, false, false, 0, nil), mqtt.RCPacketTooLarge},
+		{"AUTH", mqtt.AppendAuth(nil, mqtt.RCContinueAuth, nil), mqtt.RCProtocolError},
+		{"subscription identifier", mqtt.AppendSubscribe5(nil, 1, mqtt.AppendVBIProp(nil, mqtt.PropSubscriptionID, 3),
+			mqtt.Subscription5{Filter: "a/b"}), mqtt.RCSubIDsNotSupported},
+		{"retain handling 3", []byte{0x82, 7, 0, 1, 0, 0, 1, 'a', 0x30}, mqtt.RCProtocolError},
+		{"second CONNECT", mqtt.AppendConnect5(nil, &mqtt.Connect{ClientID: []byte("z")}, nil), mqtt.RCProtocolError},
+		{"puback bad reason", []byte{0x40, 3, 0, 1, 0x05}, mqtt.RCMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dial5(t, s)
+			c.login("bad-" + strings.ReplaceAll(tt.name, " ", "-"))
+			c.send(tt.pkt)
+			c.expectDisconnect(tt.code)
+		})
+	}
+	// CONNECT-time errors: a CONNACK with the reason code.
+	for _, tt := range []struct {
+		name  string
+		props []byte
+		code  byte
+	}{
+		{"receive maximum 0", mqtt.AppendU16Prop(nil, mqtt.PropReceiveMaximum, 0), mqtt.RCProtocolError},
+		{"maximum packet size 0", mqtt.AppendU32Prop(nil, mqtt.PropMaximumPacketSize, 0), mqtt.RCProtocolError},
+		{"session expiry twice", append(mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 1), mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 2)...), mqtt.RCProtocolError},
+		{"unknown property", []byte{0x7E, 0}, mqtt.RCMalformed},
+		{"enhanced auth", mqtt.AppendStringProp(nil, mqtt.PropAuthMethod, "SCRAM-SHA-1"), mqtt.RCBadAuthMethod},
+	} {
+		t.Run("connect "+tt.name, func(t *testing.T) {
+			c := dial5(t, s)
+			p := c.connect(mqtt.Connect{ClientID: []byte("x"), CleanSession: true}, tt.props)
+			if p.Code != tt.code {
+				t.Fatalf("CONNACK reason %#x, want %#x", p.Code, tt.code)
+			}
+			c.expectClosed()
+		})
+	}
+	// A v5 packet on a 3.1.1 connection is malformed there: closed.
+	r := dial(t, s)
+	r.connect("old", false)
+	r.send(mqtt.AppendAck5(nil, mqtt.TypePuback, 1, mqtt.RCQuotaExceeded, nil))
+	r.expectClosed()
+	r2 := dial(t, s)
+	r2.connect("old2", false)
+	r2.send(mqtt.AppendAuth(nil, 0x18, nil))
+	r2.expectClosed()
+	check()
+}
+
+// TestV5ClientLimits: the server keeps to the client's Receive Maximum and
+// Maximum Packet Size.
+func TestV5ClientLimits(t *testing.T) {
+	s := startServer(t, nil)
+	c := dial5(t, s)
+	props := append(mqtt.AppendU16Prop(nil, mqtt.PropReceiveMaximum, 2), mqtt.AppendU32Prop(nil, mqtt.PropMaximumPacketSize, 100)...)
+	if p := c.connect(mqtt.Connect{ClientID: []byte("small"), CleanSession: true}, props); p.Code != 0 {
+		t.Fatal(p.Code)
+	}
+	c.subscribe("t/#", 1)
+	pub := dial5(t, s)
+	pub.login("pub")
+	pub.publish("t/big", strings.Repeat("x", 200), 1, nil) // over 100 bytes: not sent
+	pub.expect(mqtt.TypePuback)
+	for i := range 4 {
+		pub.publish("t/small", string(rune('a'+i)), 1, nil)
+		pub.expect(mqtt.TypePuback)
+	}
+	var got []string
+	for range 2 {
+		got = append(got, c.expect(mqtt.TypePublish).Payload)
+	}
+	if _, err := c.tryRead(300 * time.Millisecond); err == nil {
+		t.Fatal("a third PUBLISH past Receive Maximum 2")
+	}
+	if got[0] != "a" || got[1] != "b" {
+		t.Fatalf("got %q (the big one must be dropped)", got)
+	}
+	if s.stats.tooBig.Load() != 1 {
+		t.Fatalf("tooBig = %d", s.stats.tooBig.Load())
+	}
+}
+
+// TestV5DisconnectWill: DISCONNECT 0x04 sends the will, 0x00 does not.
+func TestV5DisconnectWill(t *testing.T) {
+	s := startServer(t, nil)
+	w := dial5(t, s)
+	w.login("watcher")
+	w.subscribe("will/#", 0)
+	for _, tt := range []struct {
+		code byte
+		sent bool
+	}{{mqtt.RCDisconnectWithWill, true}, {mqtt.RCSuccess, false}} {
+		c := dial5(t, s)
+		cp := mqtt.Connect{ClientID: []byte("dying"), CleanSession: true, WillFlag: true,
+			WillTopic: []byte("will/dying"), WillMessage: []byte{'0' + tt.code}}
+		if p := c.connect(cp, nil); p.Code != 0 {
+			t.Fatal(p.Code)
+		}
+		c.send(mqtt.AppendDisconnect5(nil, tt.code, nil))
+		c.expectClosed()
+		p, err := w.tryRead(500 * time.Millisecond)
+		if tt.sent && (err != nil || p.Topic != "will/dying") {
+			t.Fatalf("DISCONNECT %#x: will not sent (%v %+v)", tt.code, err, p)
+		}
+		if !tt.sent && err == nil {
+			t.Fatalf("DISCONNECT %#x: will sent: %+v", tt.code, p)
+		}
+	}
+}
+
+// TestV5SessionExpiry: a Session Expiry Interval keeps the session (its
+// subscription and queued QoS 1 messages) past the connection; Clean
+// Start with no expiry does not.
+func TestV5SessionExpiry(t *testing.T) {
+	s := startServer(t, nil)
+	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 3600)
+	c := dial5(t, s)
+	if p := c.connect(mqtt.Connect{ClientID: []byte("dev"), CleanSession: true}, expiry); p.Code != 0 || p.Present {
+		t.Fatalf("%+v", p)
+	}
+	c.subscribe("s/#", 1)
+	c.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	c.expectClosed()
+	pub := dial5(t, s)
+	pub.login("pub")
+	pub.publish("s/1", "queued", 1, nil)
+	pub.expect(mqtt.TypePuback)
+	c = dial5(t, s)
+	p := c.connect(mqtt.Connect{ClientID: []byte("dev")}, expiry)
+	if !p.Present {
+		t.Fatalf("session not present: %+v", p)
+	}
+	if m := c.expect(mqtt.TypePublish); m.Payload != "queued" {
+		t.Fatalf("%+v", m)
+	}
+	// DISCONNECT with Session Expiry 0 ends it.
+	c.send(mqtt.AppendDisconnect5(nil, 0, mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 0)))
+	c.expectClosed()
+	c = dial5(t, s)
+	if p := c.connect(mqtt.Connect{ClientID: []byte("dev")}, nil); p.Present {
+		t.Fatal("session present after DISCONNECT with expiry 0")
+	}
+	// Raising the expiry from 0 at DISCONNECT is a protocol error.
+	c.send(mqtt.AppendDisconnect5(nil, 0, expiry))
+	c.expectDisconnect(mqtt.RCProtocolError)
+}
+
+// TestV5ServerDisconnects: takeover and keepalive closes carry their code.
+func TestV5ServerDisconnects(t *testing.T) {
+	s := startServer(t, nil)
+	a := dial5(t, s)
+	a.login("dup")
+	b := dial5(t, s)
+	b.login("dup")
+	a.expectDisconnect(mqtt.RCSessionTakenOver)
+	k := dial5(t, s)
+	if p := k.connect(mqtt.Connect{ClientID: []byte("idle"), CleanSession: true, KeepAlive: 1}, nil); p.Code != 0 {
+		t.Fatal(p.Code)
+	}
+	k.expectDisconnect(mqtt.RCKeepAliveTimeout)
+}
