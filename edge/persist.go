@@ -73,7 +73,7 @@ const (
 const msgStoreWake uint32 = 100
 
 // entry flags that are state (the rest are per connection).
-const persistFlags = fDurable | fReceipt | fReleased
+const persistFlags = fDurable | fReceipt | fReleased | fProps
 
 // heldAck is a PUBACK or PUBREC waiting until the store holds seq.
 type heldAck struct {

@@ -555,6 +555,10 @@ const (
 	fDup                  // sent before: set DUP when sent again
 	fReleased             // outbound QoS 2: PUBREC received, PUBREL sent
 	fReceipt              // u/<me>/m/<from>/<mid>: its PUBACK sends a delivered receipt
+	// fProps: *buf is a v5 PUBLISH with the publisher's properties (its
+	// Message Expiry Interval holds the absolute unix deadline), sent
+	// without them to a 3.1.1 client (v5.go: writeStored).
+	fProps
 )
 
 // entry is one stored message: a complete PUBLISH packet in a pooled buffer

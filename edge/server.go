@@ -102,6 +102,7 @@ type msgCounters struct {
 	overPacket   atomic.Uint64 // SUBSCRIBE filters refused (0x80): past Config.MaxFiltersPerSubscribe
 	overClient   atomic.Uint64 // SUBSCRIBE filters refused (0x80): past Config.MaxSubscriptions
 	tooBig       atomic.Uint64 // deliveries not sent: over a v5 client's Maximum Packet Size
+	expired5     atomic.Uint64 // deliveries dropped: their v5 Message Expiry Interval passed
 }
 
 // loopState is a loop's private state: its session slab and scratch space.
@@ -149,6 +150,9 @@ type loopState struct {
 	discSent bool
 	noNotice bool
 	quota    bool
+	// fwd are the v5 properties of the PUBLISH being routed (v5.go:
+	// forwardProps), stored with each copy; nil outside a v5 publish.
+	fwd []byte
 	// sent counts the PUBLISH packets this loop wrote ($SYS messages/sent);
 	// per loop, so that counting costs no shared cache line.
 	sent atomic.Uint64
@@ -768,6 +772,10 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		return ReasonStoreUnavailable
 	}
 	topic := p.Topic
+	if ss.flags&sV5 != 0 {
+		ls.fwd = s.forwardProps(ls, &p.Props)
+		defer func() { ls.fwd = nil }()
+	}
 	cl.mu.Lock()
 	if !ownedLocked(c, ss, cl) {
 		cl.mu.Unlock()
@@ -966,7 +974,11 @@ func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, gr
 	}
 	if res == storeOK {
 		offline := cl.handle == 0
-		s.deliverLocked(cl, t, payload, flags)
+		var props []byte
+		if kind == 'm' || kind == 'r' || kind == 'g' {
+			props = ls.fwd
+		}
+		s.deliverLocked(cl, t, payload, flags, props)
 		if offline {
 			s.notifyOffline(kind, to, from, group, mid)
 		}
@@ -1022,17 +1034,17 @@ func (s *Server) notice(ls *loopState, to, about, mid, why []byte, force bool) b
 		s.reg.release(cl, gen)
 		return false
 	}
-	s.deliverLocked(cl, t, why, fDurable)
+	s.deliverLocked(cl, t, why, fDurable, nil)
 	return true
 }
 
 // deliverLocked puts a QoS 1 profile message into cl's inbox, dating the
 // inbox if it is new (for its expiry), unlocks cl and kicks its connection.
-func (s *Server) deliverLocked(cl *client, topic, payload []byte, flags uint8) {
+func (s *Server) deliverLocked(cl *client, topic, payload []byte, flags uint8, props []byte) {
 	if cl.made == 0 {
 		cl.made = uint32(s.cfg.Now().Unix())
 	}
-	h := s.pushLocked(cl, topic, payload, 1, false, flags)
+	h := s.pushProps(cl, topic, payload, 1, false, flags, props)
 	cl.mu.Unlock()
 	s.kick(h)
 }
@@ -1175,11 +1187,21 @@ func (sb *srcBuckets) take(slot uint32, now int64, rate, burst float64) bool {
 // pushLocked appends a PUBLISH to cl's inbox (cl locked) and returns the
 // handle to kick, or 0.
 func (s *Server) pushLocked(cl *client, topic, payload []byte, qos byte, retain bool, flags uint8) netpoll.Handle {
-	buf := getBuf(len(topic) + len(payload) + 9)
-	*buf = mqtt.AppendPublish(*buf, topic, payload, qos, retain, false, 1)
-	e := entry{buf: buf, flags: flags}
-	if qos > 0 {
-		e.pidOff = uint32(len(*buf) - len(payload) - 2)
+	return s.pushProps(cl, topic, payload, qos, retain, flags, nil)
+}
+
+// pushProps is pushLocked for a message with v5 properties (nil: none).
+func (s *Server) pushProps(cl *client, topic, payload []byte, qos byte, retain bool, flags uint8, props []byte) netpoll.Handle {
+	var e entry
+	if props != nil {
+		e = storedProps(topic, payload, qos, retain, flags, props)
+	} else {
+		buf := getBuf(len(topic) + len(payload) + 9)
+		*buf = mqtt.AppendPublish(*buf, topic, payload, qos, retain, false, 1)
+		e = entry{buf: buf, flags: flags}
+		if qos > 0 {
+			e.pidOff = uint32(len(*buf) - len(payload) - 2)
+		}
 	}
 	q := &cl.x().q
 	if q.acct == nil {
@@ -1221,7 +1243,7 @@ func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, 
 			s.stats.dropped.Add(1)
 			continue
 		}
-		h := s.pushLocked(cl, topic, payload, q, false, 0)
+		h := s.pushProps(cl, topic, payload, q, false, 0, ls.fwd)
 		cl.mu.Unlock()
 		s.kick(h)
 	}
@@ -1244,8 +1266,21 @@ func (s *Server) pump(c *netpoll.Conn, cl *client) {
 	}
 	for q.nsent < q.len() {
 		e := q.at(q.nsent)
+		if e.flags&fProps != 0 {
+			if s.expired(e) {
+				s.logEntry(recDel, cl, e)
+				q.remove(q.nsent)
+				continue
+			}
+		}
 		if e.pidOff == 0 { // QoS 0: fire and forget
-			if c5 != nil {
+			if e.flags&fProps != 0 {
+				if dropped, err := s.writeStored(c, c5, *e.buf, 0); err != nil {
+					return
+				} else if dropped {
+					s.stats.tooBig.Add(1)
+				}
+			} else if c5 != nil {
 				if dropped, err := s.writePublish5(c, c5, *e.buf, 0); err != nil {
 					return
 				} else if dropped {
@@ -1280,8 +1315,12 @@ func (s *Server) pump(c *netpoll.Conn, cl *client) {
 			if e.flags&fDup != 0 {
 				b[0] |= 0x08
 			}
-			if c5 != nil {
-				dropped, err := s.writePublish5(c, c5, b, e.pidOff)
+			if c5 != nil || e.flags&fProps != 0 {
+				write := s.writePublish5
+				if e.flags&fProps != 0 {
+					write = s.writeStored
+				}
+				dropped, err := write(c, c5, b, e.pidOff)
 				if err != nil {
 					return
 				}

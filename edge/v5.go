@@ -309,3 +309,119 @@ func connackCode5(err error) byte {
 	}
 	return mqtt.RCMalformed
 }
+
+// forwardProps returns the properties of a v5 PUBLISH that travel with it
+// to subscribers (3.3.2.3: payload format, content type, response topic,
+// correlation data, user properties, the message expiry), in ls.props;
+// nil if there are none. The Message Expiry Interval is stored as the
+// absolute unix deadline and turned back into what remains when sent
+// (3.3.2.3.3). The Topic Alias is the connection's, never forwarded.
+func (s *Server) forwardProps(ls *loopState, pr *mqtt.Properties) []byte {
+	if len(pr.Raw) == 0 {
+		return nil
+	}
+	out := ls.props[:0]
+	it := mqtt.Props(pr.Raw)
+	for id, v, ok := it.Next(); ok; id, v, ok = it.Next() {
+		switch id {
+		case mqtt.PropTopicAlias, mqtt.PropSubscriptionID:
+		case mqtt.PropMessageExpiry:
+			out = mqtt.AppendU32Prop(out, id, uint32(s.cfg.Now().Unix())+pr.MessageExpiry)
+		case mqtt.PropContentType, mqtt.PropResponseTopic, mqtt.PropCorrelationData:
+			out = mqtt.AppendStringProp(out, id, v)
+		default: // payload format (a byte), user properties (a pair, as on the wire)
+			out = append(append(out, id), v...)
+		}
+	}
+	ls.props = out
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// storedProps encodes a PUBLISH with forwarded properties for an inbox.
+func storedProps(topic, payload []byte, qos byte, retain bool, flags uint8, props []byte) entry {
+	buf := getBuf(len(topic) + len(payload) + len(props) + 13)
+	var pidOff int
+	*buf, pidOff = mqtt.AppendPublish5Header(*buf, topic, len(payload), qos, retain, false, 1, props)
+	*buf = append(*buf, payload...)
+	return entry{buf: buf, flags: flags | fProps, pidOff: uint32(pidOff)}
+}
+
+// storedLayout splits a stored v5 PUBLISH b: the header length, the start
+// of its property block (after the topic and packet id), the block's
+// length byte count and its properties.
+func storedLayout(b []byte, pidOff uint32) (hdr, propsAt, lenLen int, props []byte) {
+	hdr = 1
+	for b[hdr]&0x80 != 0 {
+		hdr++
+	}
+	hdr++
+	propsAt = hdr + 2 + (int(b[hdr])<<8 | int(b[hdr+1]))
+	if pidOff != 0 {
+		propsAt += 2
+	}
+	n, k := 0, 0
+	for ; b[propsAt+k]&0x80 != 0; k++ {
+		n |= int(b[propsAt+k]&0x7F) << (7 * k)
+	}
+	n |= int(b[propsAt+k]) << (7 * k)
+	lenLen = k + 1
+	return hdr, propsAt, lenLen, b[propsAt+lenLen : propsAt+lenLen+n]
+}
+
+// expired reports whether a stored message's Message Expiry has passed:
+// it is then dropped instead of sent (3.3.2.3.3).
+func (s *Server) expired(e *entry) bool {
+	_, _, _, props := storedLayout(*e.buf, e.pidOff)
+	it := mqtt.Props(props)
+	for id, v, ok := it.Next(); ok; id, v, ok = it.Next() {
+		if id == mqtt.PropMessageExpiry {
+			at := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3])
+			if int64(at) <= s.cfg.Now().Unix() {
+				s.stats.expired5.Add(1)
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// writeStored writes a stored PUBLISH with properties: to a v5 client
+// (c5 != nil) with them, the expiry deadline turned into the seconds left;
+// to a 3.1.1 client without the property block. Over the v5 client's
+// Maximum Packet Size it is not sent (dropped).
+func (s *Server) writeStored(c *netpoll.Conn, c5 *conn5, b []byte, pidOff uint32) (dropped bool, err error) {
+	hdr, propsAt, lenLen, props := storedLayout(b, pidOff)
+	ls := s.loops[c.LoopID()]
+	payloadAt := propsAt + lenLen + len(props)
+	if c5 == nil {
+		out := append(ls.pub5[:0], b[0])
+		out = mqtt.AppendVBI(out, len(b)-hdr-lenLen-len(props))
+		out = append(out, b[hdr:propsAt]...)
+		ls.pub5 = out[:0]
+		if err := c.Write(out); err != nil {
+			return false, err
+		}
+		return false, c.Write(b[payloadAt:])
+	}
+	if c5.maxPacket != 0 && uint32(len(b)) > c5.maxPacket {
+		return true, nil
+	}
+	out := append(ls.pub5[:0], b[:payloadAt]...)
+	it := mqtt.Props(out[propsAt+lenLen:])
+	now := uint32(s.cfg.Now().Unix())
+	for id, v, ok := it.Next(); ok; id, v, ok = it.Next() {
+		if id == mqtt.PropMessageExpiry {
+			at := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3])
+			left := at - now // expired() ran just before: at > now
+			v[0], v[1], v[2], v[3] = byte(left>>24), byte(left>>16), byte(left>>8), byte(left)
+		}
+	}
+	ls.pub5 = out[:0]
+	if err := c.Write(out); err != nil {
+		return false, err
+	}
+	return false, c.Write(b[payloadAt:])
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -458,4 +459,126 @@ func TestV5ServerDisconnects(t *testing.T) {
 		t.Fatal(p.Code)
 	}
 	k.expectDisconnect(mqtt.RCKeepAliveTimeout)
+}
+
+// TestV5PropertiesPassThrough: a v5 PUBLISH's properties reach v5
+// subscribers (generic and profile), the Message Expiry as what remains;
+// a 3.1.1 subscriber gets the plain message; an expired message is
+// dropped instead of delivered.
+func TestV5PropertiesPassThrough(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().Unix())
+	s := startServer(t, func(c *Config) { c.Now = func() time.Time { return time.Unix(now.Load(), 0) } })
+	sub := dial5(t, s)
+	sub.login("sub5")
+	sub.subscribe("pp/#", 1)
+	old := dial(t, s)
+	old.connect("old", false)
+	old.subscribe("pp/#", 1)
+	props := bytes.Join([][]byte{
+		mqtt.AppendByteProp(nil, mqtt.PropPayloadFormat, 1),
+		mqtt.AppendU32Prop(nil, mqtt.PropMessageExpiry, 60),
+		mqtt.AppendStringProp(nil, mqtt.PropContentType, "text/plain"),
+		mqtt.AppendStringProp(nil, mqtt.PropResponseTopic, "pp/reply"),
+		mqtt.AppendStringProp(nil, mqtt.PropCorrelationData, []byte{7, 8}),
+		mqtt.AppendUserProp(nil, "k", "v1"),
+		mqtt.AppendUserProp(nil, "k", "v2"),
+	}, nil)
+	pub := dial5(t, s)
+	pub.login("pub")
+	pub.publish("pp/a", "body", 1, props)
+	pub.expect(mqtt.TypePuback)
+	check := func(p pkt5) {
+		t.Helper()
+		pr := p.Props
+		var kv []string
+		for k, v := range mqtt.UserProps(p.Raw) {
+			kv = append(kv, string(k)+"="+string(v))
+		}
+		if p.Payload != "body" || pr.PayloadFormat != 1 || pr.MessageExpiry == 0 || pr.MessageExpiry > 60 ||
+			string(pr.ContentType) != "text/plain" || string(pr.ResponseTopic) != "pp/reply" ||
+			!bytes.Equal(pr.CorrelationData, []byte{7, 8}) || strings.Join(kv, ",") != "k=v1,k=v2" {
+			t.Fatalf("delivered %+v user props %q", p, kv)
+		}
+	}
+	m := sub.expect(mqtt.TypePublish)
+	check(m)
+	sub.send(mqtt.AppendAck5(nil, mqtt.TypePuback, m.ID, 0, nil))
+	if o := old.expect(mqtt.TypePublish); o.Topic != "pp/a" || o.Payload != "body" {
+		t.Fatalf("3.1.1 delivery %+v", o)
+	}
+
+	// Profile: a direct message keeps its properties.
+	b := dial5(t, s)
+	b.login("bob")
+	a := dial5(t, s)
+	a.login("alice")
+	a.publish("u/bob/m1", "body", 1, props)
+	a.expect(mqtt.TypePuback)
+	d := b.expect(mqtt.TypePublish)
+	if d.Topic != "u/bob/m/alice/m1" {
+		t.Fatalf("%+v", d)
+	}
+	check(d)
+
+	// Expiry: 60 s after, a queued message is dropped, not sent.
+	sub.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	sub.expectClosed()
+	c := dial5(t, s)
+	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 3600)
+	c.connect(mqtt.Connect{ClientID: []byte("later"), CleanSession: true}, expiry)
+	c.subscribe("ex/#", 1)
+	c.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	c.expectClosed()
+	pub.publish("ex/1", "stale", 1, mqtt.AppendU32Prop(nil, mqtt.PropMessageExpiry, 30))
+	pub.expect(mqtt.TypePuback)
+	pub.publish("ex/2", "fresh", 1, mqtt.AppendU32Prop(nil, mqtt.PropMessageExpiry, 300))
+	pub.expect(mqtt.TypePuback)
+	now.Add(60)
+	c = dial5(t, s)
+	if p := c.connect(mqtt.Connect{ClientID: []byte("later")}, expiry); !p.Present {
+		t.Fatal("no session")
+	}
+	p := c.expect(mqtt.TypePublish)
+	if p.Payload != "fresh" || p.Props.MessageExpiry != 240 {
+		t.Fatalf("after 60 s got %+v (expiry %d)", p, p.Props.MessageExpiry)
+	}
+	if s.stats.expired5.Load() != 1 {
+		t.Fatalf("expired5 = %d", s.stats.expired5.Load())
+	}
+}
+
+// TestV5SessionSurvivesRestart: a v5 session (Session Expiry Interval),
+// its subscription and a queued message with its properties come back
+// after a stop and start on the same data dir.
+func TestV5SessionSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	s := startDurable(t, dir, nil)
+	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 3600)
+	c := dial5(t, s)
+	c.connect(mqtt.Connect{ClientID: []byte("dev"), CleanSession: true}, expiry)
+	c.subscribe("r/x/#", 1) // r/ is the profile's: refused
+	c.subscribe("dev/#", 1)
+	c.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	c.expectClosed()
+	waitFor(t, "dev offline", func() bool { return s.Connections() == 0 })
+	pub := dial5(t, s)
+	pub.login("pub")
+	pub.publish("dev/1", "kept", 1, mqtt.AppendUserProp(nil, "trace", "abc"))
+	pub.expect(mqtt.TypePuback)
+	s.Close()
+
+	s = startDurable(t, dir, nil)
+	c = dial5(t, s)
+	if p := c.connect(mqtt.Connect{ClientID: []byte("dev")}, expiry); !p.Present {
+		t.Fatal("v5 session not present after restart")
+	}
+	m := c.expect(mqtt.TypePublish)
+	var kv []string
+	for k, v := range mqtt.UserProps(m.Raw) {
+		kv = append(kv, string(k)+"="+string(v))
+	}
+	if m.Payload != "kept" || strings.Join(kv, ",") != "trace=abc" {
+		t.Fatalf("after restart %+v %q", m, kv)
+	}
 }
