@@ -145,6 +145,7 @@ type loopState struct {
 	// publisher speaks v5, so a full inbox is PUBACK 0x97 rather than a
 	// notice, and quota says that happened.
 	v5       map[uint32]*conn5
+	alias5   map[uint32]*aliases5
 	props    []byte
 	pub5     []byte
 	discSent bool
@@ -1664,6 +1665,7 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 	if ss.flags&sV5 != 0 {
 		sendWill = ls.v5[c.Slot()].sendWill
 		delete(ls.v5, c.Slot())
+		delete(ls.alias5, c.Slot())
 	}
 	*ss = session{}
 	if idx == 0 {

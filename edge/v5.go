@@ -17,6 +17,8 @@ import (
 //   - acknowledgements with reason codes where 3.1.1 closes or stores a
 //     notice (PROTOCOL.md: 0x87 not authorized, 0x97 quota exceeded);
 //   - a DISCONNECT with a reason before every close the server decides;
+//   - inbound Topic Aliases (up to aliasMax5), in a side table made when
+//     a connection first uses one;
 //   - outbound PUBLISH in the v5 form, within the client's Maximum Packet
 //     Size and Receive Maximum.
 //
@@ -39,7 +41,41 @@ const (
 	// receiveMax5 is the Receive Maximum the server advertises: inbound
 	// QoS 2 messages awaiting PUBREL past it are a DISCONNECT 0x93.
 	receiveMax5 = 1024
+	// aliasMax5 is the Topic Alias Maximum the server advertises: a
+	// client's aliases 1..aliasMax5 name topics for its later PUBLISHes.
+	aliasMax5 = 16
 )
+
+// aliases5 is a connection's inbound topic alias table (3.3.2.3.4),
+// indexed by alias - 1; in loopState.alias5 only once the client uses one.
+type aliases5 [aliasMax5][]byte
+
+// resolveAlias applies a PUBLISH's Topic Alias: a topic sets the alias, an
+// empty topic takes it. It returns 0, or the reason code to disconnect
+// with: 0x94 for an alias past the maximum, 0x82 for an unset one.
+func (ls *loopState) resolveAlias(c *netpoll.Conn, p *mqtt.Packet) byte {
+	a := int(p.Props.TopicAlias)
+	if a > aliasMax5 {
+		return mqtt.RCTopicAliasInvalid
+	}
+	t := ls.alias5[c.Slot()]
+	if len(p.Topic) > 0 {
+		if t == nil {
+			if ls.alias5 == nil {
+				ls.alias5 = make(map[uint32]*aliases5)
+			}
+			t = new(aliases5)
+			ls.alias5[c.Slot()] = t
+		}
+		t[a-1] = append(t[a-1][:0], p.Topic...)
+		return 0
+	}
+	if t == nil || len(t[a-1]) == 0 {
+		return mqtt.RCProtocolError // 3.3.4: an alias the client never set
+	}
+	p.Topic = t[a-1]
+	return 0
+}
 
 func (ls *loopState) conn5(c *netpoll.Conn) *conn5 { return ls.v5[c.Slot()] }
 
@@ -158,7 +194,7 @@ func (s *Server) connack5(ls *loopState, present bool, assigned []byte, c5 *conn
 	props := ls.props[:0]
 	props = mqtt.AppendU16Prop(props, mqtt.PropReceiveMaximum, receiveMax5)
 	props = mqtt.AppendU32Prop(props, mqtt.PropMaximumPacketSize, uint32(s.cfg.MaxPacketSize))
-	// No Topic Alias Maximum: 0, the client may not use aliases.
+	props = mqtt.AppendU16Prop(props, mqtt.PropTopicAliasMaximum, aliasMax5)
 	props = mqtt.AppendByteProp(props, mqtt.PropSubIDAvailable, 0)
 	props = mqtt.AppendByteProp(props, mqtt.PropSharedSubAvailable, 0)
 	if assigned != nil {
@@ -205,9 +241,10 @@ func (s *Server) handle5(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		return reasonOK, false
 	case mqtt.TypePublish:
 		if p.Props.TopicAlias != 0 {
-			// The CONNACK advertised no Topic Alias Maximum (0).
-			s.disconnect5(c, ls, ss, 0, mqtt.RCTopicAliasInvalid)
-			return ReasonProtocol, true
+			if code := ls.resolveAlias(c, p); code != 0 {
+				s.disconnect5(c, ls, ss, 0, code)
+				return ReasonProtocol, true
+			}
 		}
 		if p.Props.HasProp(mqtt.PropSubscriptionID) {
 			return ReasonProtocol, true // 3.3.4: client to server, never

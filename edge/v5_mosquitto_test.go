@@ -55,6 +55,19 @@ func TestMosquittoV5(t *testing.T) {
 		t.Fatalf("alice got %q", got)
 	}
 
+	// Topic aliases: mosquitto_pub -l sends every line on alias 1.
+	wait = mosqSub(t, s, "-V", "mqttv5", "-t", "ta/#", "-v", "-C", "3")
+	waitSubscribed(t, s, "ta/x")
+	h, p := hostPort(s)
+	pub := exec.Command("mosquitto_pub", "-h", h, "-p", p, "-V", "mqttv5", "-t", "ta/x", "-l", "-D", "publish", "topic-alias", "1")
+	pub.Stdin = strings.NewReader("a\nb\nc\n")
+	if out, err := pub.CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub -l topic-alias: %v: %s", err, out)
+	}
+	if got := wait(); got != "ta/x a\nta/x b\nta/x c\n" {
+		t.Fatalf("topic alias: got %q", got)
+	}
+
 	// Refusals carry their reason codes.
 	for _, tt := range []struct {
 		prog string

@@ -177,7 +177,7 @@ func TestV5Connack(t *testing.T) {
 	p := c.connect(mqtt.Connect{CleanSession: true}, nil)
 	if p.Code != 0 || !strings.HasPrefix(p.Assigned, "anon-") || p.RecvMax != receiveMax5 ||
 		p.MaxPkt != uint32(s.cfg.MaxPacketSize) || !p.Props.HasProp(mqtt.PropSharedSubAvailable) ||
-		p.Props.SharedSubAvailable != 0 || p.Props.SubIDAvailable != 0 || p.Props.HasProp(mqtt.PropTopicAliasMaximum) {
+		p.Props.SharedSubAvailable != 0 || p.Props.SubIDAvailable != 0 || p.Props.TopicAliasMaximum != aliasMax5 {
 		t.Fatalf("CONNACK %+v", p)
 	}
 	c.ping()
@@ -296,7 +296,9 @@ func TestV5BadInput(t *testing.T) {
 	}{
 		{"property twice", pubProps(mqtt.PropPayloadFormat, 0, mqtt.PropPayloadFormat, 0), mqtt.RCProtocolError},
 		{"unknown property", pubProps(0x05, 0), mqtt.RCMalformed},
-		{"topic alias", pubProps(mqtt.PropTopicAlias, 0, 1), mqtt.RCTopicAliasInvalid},
+		{"topic alias past the maximum", pubProps(mqtt.PropTopicAlias, 0, aliasMax5+1), mqtt.RCTopicAliasInvalid},
+		{"topic alias never set", mqtt.AppendPublish5(nil, "", []byte("x"), 0, false, false, 0,
+			mqtt.AppendU16Prop(nil, mqtt.PropTopicAlias, 2)), mqtt.RCProtocolError},
 		{"topic alias 0", pubProps(mqtt.PropTopicAlias, 0, 0), mqtt.RCTopicAliasInvalid},
 		{"subscription id in PUBLISH", pubProps(mqtt.PropSubscriptionID, 1), mqtt.RCProtocolError},
 		{"over maximum packet size", mqtt.AppendPublish5(nil, "a/b", make([]byte, 2000), 0, false, false, 0, nil), mqtt.RCPacketTooLarge},
@@ -581,4 +583,33 @@ func TestV5SessionSurvivesRestart(t *testing.T) {
 	if m.Payload != "kept" || strings.Join(kv, ",") != "trace=abc" {
 		t.Fatalf("after restart %+v %q", m, kv)
 	}
+}
+
+// TestV5TopicAlias: a client sets an alias with a topic and then publishes
+// with the alias alone; aliases are per connection.
+func TestV5TopicAlias(t *testing.T) {
+	s := startServer(t, nil)
+	sub := dial5(t, s)
+	sub.login("sub")
+	sub.subscribe("al/#", 0)
+	pub := dial5(t, s)
+	pub.login("pub")
+	alias := func(a uint16) []byte { return mqtt.AppendU16Prop(nil, mqtt.PropTopicAlias, a) }
+	pub.publish("al/one", "1", 0, alias(1))
+	pub.publish("al/two", "2", 0, alias(aliasMax5))
+	pub.publish("", "3", 0, alias(1))
+	pub.publish("", "4", 1, alias(aliasMax5))
+	pub.expect(mqtt.TypePuback)
+	pub.publish("al/three", "5", 0, alias(1)) // re-pointed
+	pub.publish("", "6", 0, alias(1))
+	want := []string{"al/one 1", "al/two 2", "al/one 3", "al/two 4", "al/three 5", "al/three 6"}
+	for _, w := range want {
+		if p := sub.expect(mqtt.TypePublish); p.Topic+" "+p.Payload != w || p.Props.TopicAlias != 0 {
+			t.Fatalf("got %q (alias %d), want %q", p.Topic+" "+p.Payload, p.Props.TopicAlias, w)
+		}
+	}
+	other := dial5(t, s)
+	other.login("other")
+	other.publish("", "x", 0, alias(1))
+	other.expectDisconnect(mqtt.RCProtocolError)
 }
