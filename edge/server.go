@@ -154,6 +154,11 @@ type loopState struct {
 	// fwd are the v5 properties of the PUBLISH being routed (v5.go:
 	// forwardProps), stored with each copy; nil outside a v5 publish.
 	fwd []byte
+	// self is the publishing client while a v5 PUBLISH is routed (No
+	// Local); skipRet marks the SUBSCRIBE filters whose Retain Handling
+	// says no retained messages.
+	self    *client
+	skipRet []bool
 	// sent counts the PUBLISH packets this loop wrote ($SYS messages/sent);
 	// per loop, so that counting costs no shared cache line.
 	sent atomic.Uint64
@@ -775,7 +780,8 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 	topic := p.Topic
 	if ss.flags&sV5 != 0 {
 		ls.fwd = s.forwardProps(ls, &p.Props)
-		defer func() { ls.fwd = nil }()
+		ls.self = cl
+		defer func() { ls.fwd, ls.self = nil, nil }()
 	}
 	cl.mu.Lock()
 	if !ownedLocked(c, ss, cl) {
@@ -1236,6 +1242,9 @@ func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, 
 	for _, sub := range ls.subs {
 		q := min(qos, sub.qos)
 		cl := sub.cl
+		if sub.opts&mqtt.SubNoLocal != 0 && cl == ls.self {
+			continue // 3.8.3.1: not to the publisher's own subscription
+		}
 		cl.mu.Lock()
 		n := len(topic) + len(payload) + 9
 		if cl.dead || cl.gen != sub.gen || cl.handle == 0 && (q == 0 || !cl.persistent) ||
@@ -1244,7 +1253,7 @@ func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, 
 			s.stats.dropped.Add(1)
 			continue
 		}
-		h := s.pushProps(cl, topic, payload, q, false, 0, ls.fwd)
+		h := s.pushProps(cl, topic, payload, q, retain && sub.opts&mqtt.SubRetainAsPublished != 0, 0, ls.fwd)
 		cl.mu.Unlock()
 		s.kick(h)
 	}
@@ -1411,14 +1420,40 @@ func splitDelivered(t []byte) (me, from, mid []byte, ok bool) {
 
 func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *client, p *mqtt.Packet) {
 	codes := ls.codes[:0]
-	for filter, qos := range p.Filters() {
+	skip := ls.skipRet[:0]
+	v5 := ss.flags&sV5 != 0
+	it := p.NewFilterIter()
+	for {
+		var filter []byte
+		var qos byte
+		var ok bool
+		if v5 {
+			// The options byte: QoS, No Local, Retain As Published
+			// (kept with the subscription), Retain Handling (now).
+			filter, qos, ok = it.NextOptions()
+		} else {
+			filter, qos, ok = it.Next()
+		}
+		if !ok {
+			break
+		}
+		rh := mqtt.RetainHandling(qos)
+		qos &^= 3 << 4
 		if len(codes) >= s.cfg.MaxFiltersPerSubscribe {
 			s.stats.overPacket.Add(1)
 			codes = append(codes, mqtt.SubackFailure)
+			skip = append(skip, true)
 			continue
 		}
+		skipRet := rh == 2
+		if rh == 1 {
+			cl.mu.Lock()
+			skipRet = cl.xp() != nil && cl.xp().subs.find(string(filter)) >= 0 // only for a new subscription
+			cl.mu.Unlock()
+		}
+		skip = append(skip, skipRet)
 		code := mqtt.SubackFailure
-		if _, _, shared := mqtt.SplitShared(filter); !shared || ss.flags&sV5 == 0 {
+		if _, _, shared := mqtt.SplitShared(filter); !shared || !v5 {
 			code = s.subscribeOne(c, ss, cl, filter, qos)
 		}
 		if ss.flags&sV5 != 0 {
@@ -1439,10 +1474,11 @@ func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *clie
 	// OnTick runs in slices.
 	i := 0
 	scans := false
+	ls.skipRet = skip[:0]
 	for filter := range p.Filters() {
 		code := codes[i]
 		i++
-		if code >= 0x80 || filter[0] == 'u' && len(filter) > 1 && filter[1] == '/' {
+		if code >= 0x80 || skip[i-1] || filter[0] == 'u' && len(filter) > 1 && filter[1] == '/' {
 			continue
 		}
 		if len(filter) > 1 && filter[0] == 'p' && filter[1] == '/' {
@@ -1517,7 +1553,7 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 			if !own {
 				return mqtt.SubackFailure
 			}
-			return min(qos, 1)
+			return min(qos&3, 1)
 		case 'r', 'g': // nothing is ever published there to subscribers
 			return mqtt.SubackFailure
 		case 'p':
@@ -1544,9 +1580,9 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 		return mqtt.RCQuotaExceeded // 3.1.1: 0x80
 	}
 	if cl.persistent {
-		s.logClient(recSub, cl, filter, []byte{qos})
+		s.logClient(recSub, cl, filter, []byte{qos}) // with its v5 options
 	}
-	return qos
+	return qos & 3
 }
 
 // addSubLocked subscribes cl (locked) to f, replacing a subscription to

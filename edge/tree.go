@@ -14,6 +14,9 @@ type tsub struct {
 	cl  *client
 	gen uint32 // cl.gen when subscribed: a mismatch means the record was reused
 	qos byte
+	// opts are the MQTT 5.0 subscription options kept for delivery
+	// (mqtt.SubNoLocal, mqtt.SubRetainAsPublished); 0 for 3.1.1.
+	opts byte
 }
 
 func (s tsub) key() uint32 { return s.cl.idx }
@@ -82,7 +85,12 @@ func matchFilter(filter, topic string) bool {
 }
 
 // subscribe adds or updates cl's subscription to filter; cl is locked.
+//
+// qos may carry v5 option bits above the QoS (mqtt.SubNoLocal,
+// mqtt.SubRetainAsPublished): they go to tsub.opts.
 func (t *topicTree) subscribe(filter string, cl *client, qos byte) {
+	opts := qos & (mqtt.SubNoLocal | mqtt.SubRetainAsPublished)
+	qos &= 3
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := &t.root
@@ -98,10 +106,10 @@ func (t *topicTree) subscribe(filter string, cl *client, qos byte) {
 		n = c
 	}
 	if i := n.subs.find(cl.idx); i >= 0 {
-		n.subs.items[i] = tsub{cl: cl, gen: cl.gen, qos: qos}
+		n.subs.items[i] = tsub{cl: cl, gen: cl.gen, qos: qos, opts: opts}
 		return
 	}
-	n.subs.add(tsub{cl: cl, gen: cl.gen, qos: qos})
+	n.subs.add(tsub{cl: cl, gen: cl.gen, qos: qos, opts: opts})
 }
 
 // unsubscribe removes cl's subscription to filter and prunes empty nodes.
@@ -180,6 +188,9 @@ func (t *topicTree) match(topic []byte, out []tsub) []tsub {
 		for r := 0; r < len(out); r++ {
 			if w > 0 && out[w-1].cl == out[r].cl {
 				out[w-1].qos = max(out[w-1].qos, out[r].qos)
+				// Overlapping v5 subscriptions: No Local and Retain
+				// As Published hold only if every one says so.
+				out[w-1].opts &= out[r].opts
 				continue
 			}
 			out[w] = out[r]

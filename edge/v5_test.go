@@ -24,6 +24,7 @@ type client5 struct {
 type pkt5 struct {
 	Type     mqtt.Type
 	QoS      byte
+	Retain   bool
 	Topic    string
 	Payload  string
 	ID       uint16
@@ -115,7 +116,7 @@ func (c *client5) tryRead(d time.Duration) (pkt5, error) {
 			return pkt5{}, err
 		}
 		if n > 0 {
-			out := pkt5{Type: p.Type, QoS: p.QoS, Topic: string(p.Topic), Payload: string(p.Payload),
+			out := pkt5{Type: p.Type, QoS: p.QoS, Retain: p.Retain, Topic: string(p.Topic), Payload: string(p.Payload),
 				ID: p.PacketID, Code: p.ReasonCode, Present: p.SessionPresent, Codes: bytes.Clone(p.ReturnCodes),
 				Assigned: string(p.Props.AssignedClientID), RecvMax: p.Props.ReceiveMaximum,
 				MaxPkt: p.Props.MaximumPacketSize, Props: p.Props, Raw: bytes.Clone(p.Props.Raw)}
@@ -612,4 +613,59 @@ func TestV5TopicAlias(t *testing.T) {
 	other.login("other")
 	other.publish("", "x", 0, alias(1))
 	other.expectDisconnect(mqtt.RCProtocolError)
+}
+
+// TestV5SubscriptionOptions: No Local, Retain As Published and Retain
+// Handling 0/1/2 (3.8.3.1).
+func TestV5SubscriptionOptions(t *testing.T) {
+	s := startServer(t, nil)
+	c := dial5(t, s)
+	c.login("me")
+	sub := func(f string, o mqtt.Subscription5) byte {
+		o.Filter = f
+		c.send(mqtt.AppendSubscribe5(nil, c.nextID(), nil, o))
+		return c.expect(mqtt.TypeSuback).Codes[0]
+	}
+	// No Local: my own publish does not come back; another's does.
+	sub("nl/#", mqtt.Subscription5{QoS: 0, NoLocal: true})
+	c.publish("nl/a", "mine", 0, nil)
+	other := dial5(t, s)
+	other.login("other")
+	other.publish("nl/a", "theirs", 0, nil)
+	if p := c.expect(mqtt.TypePublish); p.Payload != "theirs" {
+		t.Fatalf("No Local: got %+v", p)
+	}
+	// Retain As Published: the live copy keeps RETAIN; without it, not.
+	r := dial(t, s)
+	r.connect("r311", false)
+	sub("rap/#", mqtt.Subscription5{QoS: 0, RetainAsPublished: true})
+	r.subscribe("rap/#", 0)
+	other.send(mqtt.AppendPublish5(nil, "rap/x", []byte("kept"), 0, true, false, 0, nil))
+	if p := c.expect(mqtt.TypePublish); p.Payload != "kept" || !p.Retain {
+		t.Fatalf("Retain As Published: %+v", p)
+	}
+	if p := r.expect(mqtt.TypePublish); p.Retain {
+		t.Fatal("3.1.1 live delivery with RETAIN set")
+	}
+	// Retain Handling: 0 sends the retained message, 1 only for a new
+	// subscription, 2 never.
+	rh := dial5(t, s)
+	rh.login("rh")
+	get := func(f string, h byte) bool {
+		rh.send(mqtt.AppendSubscribe5(nil, rh.nextID(), nil, mqtt.Subscription5{Filter: f, RetainHandling: h}))
+		rh.expect(mqtt.TypeSuback)
+		p, err := rh.tryRead(300 * time.Millisecond)
+		return err == nil && p.Type == mqtt.TypePublish && p.Payload == "kept"
+	}
+	for _, tt := range []struct {
+		h    byte
+		want bool
+	}{{2, false}, {1, false}, {0, true}} { // rap/x exists after the first
+		if got := get("rap/x", tt.h); got != tt.want {
+			t.Fatalf("Retain Handling %d on an existing subscription: retained sent = %v", tt.h, got)
+		}
+	}
+	if !get("rap/+", 1) {
+		t.Fatal("Retain Handling 1 on a new subscription: no retained message")
+	}
 }
