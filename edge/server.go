@@ -1452,12 +1452,12 @@ func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *clie
 			cl.mu.Unlock()
 		}
 		skip = append(skip, skipRet)
-		code := mqtt.SubackFailure
-		if _, _, shared := mqtt.SplitShared(filter); !shared || !v5 {
-			code = s.subscribeOne(c, ss, cl, filter, qos)
+		if _, _, shared := mqtt.SplitShared(filter); shared {
+			skip[len(skip)-1] = true // 4.8.2: no retained messages for a shared subscription
 		}
+		code := s.subscribeOne(c, ss, cl, filter, qos)
 		if ss.flags&sV5 != 0 {
-			code = subCode5(code, filter, code == mqtt.RCQuotaExceeded)
+			code = subCode5(code, code == mqtt.RCQuotaExceeded)
 		} else if code >= 0x80 {
 			code = mqtt.SubackFailure
 		}
@@ -1541,6 +1541,15 @@ func (s *Server) sendPresence(ls *loopState, cl *client, filter []byte, qos byte
 
 // subscribeOne applies the ACLs of PROTOCOL.md and subscribes.
 func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter []byte, qos byte) byte {
+	full := filter
+	if _, f, ok := mqtt.SplitShared(filter); ok {
+		// The ACLs apply to the filter shared; the profile's topics are
+		// never shared (an inbox has one reader).
+		if profileTopic(f) || len(f) == 1 && reservedTopic(f) {
+			return mqtt.SubackFailure
+		}
+		filter = f
+	}
 	if len(filter) >= 2 && filter[1] == '/' {
 		rest := filter[2:]
 		switch filter[0] {
@@ -1565,6 +1574,7 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 	if tooDeep(filter) || sysFilter(filter) && !sysAllowed(c.RemoteAddr().Addr()) {
 		return mqtt.SubackFailure
 	}
+	filter = full
 	f := string(filter)
 	cl.mu.Lock()
 	defer cl.mu.Unlock()

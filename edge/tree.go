@@ -36,8 +36,11 @@ type tnode struct {
 // live in their own trie (retained.go) under their own lock, so that a
 // retained scan never holds up routing.
 type topicTree struct {
-	mu   sync.RWMutex // guards root
+	mu   sync.RWMutex // guards root and shares
 	root tnode
+	// shares are the shared subscriptions' groups by their whole
+	// $share/<group>/<filter> (shared.go).
+	shares map[string]*shareGroup
 
 	rmu   sync.RWMutex // guards rroot, nretained, rbytes; lock order: client.mu, then rmu
 	rroot rnode
@@ -93,6 +96,10 @@ func (t *topicTree) subscribe(filter string, cl *client, qos byte) {
 	qos &= 3
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if _, f, ok := mqtt.SplitShared(filter); ok {
+		t.subscribeShared(filter, f, cl, qos, opts)
+		return
+	}
 	n := &t.root
 	for level := range splitLevels(filter) {
 		if n.children == nil {
@@ -117,6 +124,9 @@ func (t *topicTree) subscribe(filter string, cl *client, qos byte) {
 func (t *topicTree) unsubscribe(filter string, cl *client) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if _, _, ok := mqtt.SplitShared(filter); ok {
+		return t.unsubscribeShared(filter, cl)
+	}
 	var path [32]*tnode
 	var names [32]string
 	depth := 0
@@ -181,6 +191,9 @@ func (t *topicTree) match(topic []byte, out []tsub) []tsub {
 	out = out[:0]
 	t.mu.RLock()
 	out = matchNode(&t.root, topic, !reservedTopic(topic), out)
+	if len(t.shares) > 0 {
+		out = t.matchShared(topic, out)
+	}
 	t.mu.RUnlock()
 	if len(out) > 1 {
 		slices.SortFunc(out, func(a, b tsub) int { return int(a.cl.idx) - int(b.cl.idx) })

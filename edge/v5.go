@@ -196,7 +196,6 @@ func (s *Server) connack5(ls *loopState, present bool, assigned []byte, c5 *conn
 	props = mqtt.AppendU32Prop(props, mqtt.PropMaximumPacketSize, uint32(s.cfg.MaxPacketSize))
 	props = mqtt.AppendU16Prop(props, mqtt.PropTopicAliasMaximum, aliasMax5)
 	props = mqtt.AppendByteProp(props, mqtt.PropSubIDAvailable, 0)
-	props = mqtt.AppendByteProp(props, mqtt.PropSharedSubAvailable, 0)
 	if assigned != nil {
 		props = mqtt.AppendStringProp(props, mqtt.PropAssignedClientID, assigned)
 	}
@@ -290,16 +289,13 @@ func (s *Server) refusePublish5(c *netpoll.Conn, ls *loopState, ss *session, p *
 
 // subCode5 turns a 3.1.1 SUBACK return code into the v5 reason code: a
 // refused filter is not authorized (the profile's ACLs, $SYS off
-// loopback), over a cap quota exceeded, a shared one unsupported.
-func subCode5(code byte, filter []byte, over bool) byte {
+// loopback), over a cap quota exceeded.
+func subCode5(code byte, over bool) byte {
 	switch {
 	case code != mqtt.SubackFailure:
 		return code
 	case over:
 		return mqtt.RCQuotaExceeded
-	}
-	if _, _, ok := mqtt.SplitShared(filter); ok {
-		return mqtt.RCSharedSubNotSupported
 	}
 	return mqtt.RCNotAuthorized
 }

@@ -68,6 +68,23 @@ func TestMosquittoV5(t *testing.T) {
 		t.Fatalf("topic alias: got %q", got)
 	}
 
+	// Shared subscription: two mosquitto_sub in one group share the
+	// messages, two each.
+	w1 := mosqSub(t, s, "-V", "mqttv5", "-i", "lb1", "-t", "$share/g/lb/#", "-C", "2", "-q", "1")
+	w2 := mosqSub(t, s, "-V", "mqttv5", "-i", "lb2", "-t", "$share/g/lb/#", "-C", "2", "-q", "1")
+	waitFor(t, "two group members", func() bool {
+		s.tree.mu.RLock()
+		defer s.tree.mu.RUnlock()
+		g := s.tree.shares["$share/g/lb/#"]
+		return g != nil && g.members.len() == 2
+	})
+	for _, m := range []string{"j1", "j2", "j3", "j4"} {
+		mosqPub(t, s, "-V", "mqttv5", "-t", "lb/x", "-m", m, "-q", "1")
+	}
+	if got := w1() + w2(); len(strings.Fields(got)) != 4 {
+		t.Fatalf("shared subscription: members got %q, want the 4 messages once each", got)
+	}
+
 	// Refusals carry their reason codes.
 	for _, tt := range []struct {
 		prog string
@@ -76,7 +93,7 @@ func TestMosquittoV5(t *testing.T) {
 	}{
 		{"mosquitto_pub", []string{"-i", "mallory", "-q", "1", "-t", "u/bob/m/alice/fake", "-m", "forged"}, "Not authorized"},
 		{"mosquitto_sub", []string{"-i", "mallory", "-t", "u/bob/#", "-C", "1", "-W", "2"}, "All subscription requests were denied"},
-		{"mosquitto_sub", []string{"-t", "$share/g/x", "-C", "1", "-W", "2"}, "All subscription requests were denied"},
+		{"mosquitto_sub", []string{"-t", "$share/g/u/bob/#", "-C", "1", "-W", "2"}, "All subscription requests were denied"},
 		{"mosquitto_pub", []string{"-t", "a", "-m", "x", "-D", "connect", "authentication-method", "SCRAM-SHA-1"}, "Bad authentication method"},
 	} {
 		if out := mosq(t, s, tt.prog, tt.args...); !strings.Contains(out, tt.want) {

@@ -177,8 +177,8 @@ func TestV5Connack(t *testing.T) {
 	c := dial5(t, s)
 	p := c.connect(mqtt.Connect{CleanSession: true}, nil)
 	if p.Code != 0 || !strings.HasPrefix(p.Assigned, "anon-") || p.RecvMax != receiveMax5 ||
-		p.MaxPkt != uint32(s.cfg.MaxPacketSize) || !p.Props.HasProp(mqtt.PropSharedSubAvailable) ||
-		p.Props.SharedSubAvailable != 0 || p.Props.SubIDAvailable != 0 || p.Props.TopicAliasMaximum != aliasMax5 {
+		p.MaxPkt != uint32(s.cfg.MaxPacketSize) || p.Props.HasProp(mqtt.PropSharedSubAvailable) ||
+		p.Props.SubIDAvailable != 0 || p.Props.TopicAliasMaximum != aliasMax5 {
 		t.Fatalf("CONNACK %+v", p)
 	}
 	c.ping()
@@ -250,8 +250,8 @@ func TestV5ProfileReasonCodes(t *testing.T) {
 	if code := m.subscribe("u/bob/#", 1); code != mqtt.RCNotAuthorized {
 		t.Fatalf("SUBSCRIBE u/bob/#: %#x", code)
 	}
-	if code := m.subscribe("$share/g/a/b", 1); code != mqtt.RCSharedSubNotSupported {
-		t.Fatalf("SUBSCRIBE $share: %#x", code)
+	if code := m.subscribe("$share/g/u/bob/#", 1); code != mqtt.RCNotAuthorized {
+		t.Fatalf("SUBSCRIBE $share/g/u/bob/#: %#x", code)
 	}
 	m.ping()
 
@@ -667,5 +667,73 @@ func TestV5SubscriptionOptions(t *testing.T) {
 	}
 	if !get("rap/+", 1) {
 		t.Fatal("Retain Handling 1 on a new subscription: no retained message")
+	}
+}
+
+// TestV5SharedSubscriptions: each message of a $share group goes to one
+// member, in turn; a plain subscriber still gets every one; an offline
+// member is skipped; unsubscribing leaves the group.
+func TestV5SharedSubscriptions(t *testing.T) {
+	s := startServer(t, nil)
+	var members []*client5
+	for _, id := range []string{"w1", "w2", "w3"} {
+		c := dial5(t, s)
+		c.login(id)
+		if code := c.subscribe("$share/workers/jobs/#", 1); code != 1 {
+			t.Fatalf("SUBACK %#x", code)
+		}
+		members = append(members, c)
+	}
+	all := dial5(t, s)
+	all.login("all")
+	all.subscribe("jobs/#", 0)
+	pub := dial5(t, s)
+	pub.login("pub")
+	const n = 30
+	for i := range n {
+		pub.publish("jobs/x", string(rune('A'+i)), 1, nil)
+		pub.expect(mqtt.TypePuback)
+	}
+	counts := map[string]int{}
+	for range n {
+		all.expect(mqtt.TypePublish)
+	}
+	for i, c := range members {
+		for {
+			p, err := c.tryRead(300 * time.Millisecond)
+			if err != nil {
+				break
+			}
+			counts[string(rune('1'+i))]++
+			c.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
+		}
+	}
+	total := 0
+	for k, v := range counts {
+		total += v
+		if v != n/3 {
+			t.Errorf("member w%s got %d of %d, want %d (round robin)", k, v, n, n/3)
+		}
+	}
+	if total != n {
+		t.Fatalf("members got %d messages in all, want %d exactly once each", total, n)
+	}
+	// One member leaves (UNSUBSCRIBE), one goes offline: the last gets all.
+	members[0].send(mqtt.AppendUnsubscribe5(nil, 99, nil, "$share/workers/jobs/#"))
+	if u := members[0].expect(mqtt.TypeUnsuback); u.Codes[0] != 0 {
+		t.Fatalf("UNSUBACK %#x", u.Codes[0])
+	}
+	members[1].conn.Close()
+	waitFor(t, "w2 offline", func() bool { return s.Connections() == 4 })
+	for i := range 4 {
+		pub.publish("jobs/y", string(rune('a'+i)), 0, nil)
+	}
+	for i := range 4 {
+		if p := members[2].expect(mqtt.TypePublish); p.Payload != string(rune('a'+i)) {
+			t.Fatalf("w3 got %+v", p)
+		}
+	}
+	if _, err := members[0].tryRead(200 * time.Millisecond); err == nil {
+		t.Fatal("w1 got a message after leaving the group")
 	}
 }
