@@ -231,7 +231,7 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 			continue
 		}
 		for _, sub := range x.subs.items {
-			put(recSub, 0, id, []byte(sub.filter), []byte{sub.qos})
+			put(recSub, 0, id, []byte(sub.filter), sub.record())
 		}
 		for _, pid := range x.qos2in {
 			put(recQ2Add, 0, id, []byte{byte(pid >> 8), byte(pid)})

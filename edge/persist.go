@@ -441,7 +441,8 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 			}
 		}
 	case recSub:
-		s.addSubLocked(cl, string(b), firstByte(c), true)
+		qos, sid := parseSubField(c)
+		s.addSubLocked(cl, string(b), qos, sid, true)
 	case recUnsub:
 		s.removeSubLocked(cl, b)
 	case recSeen:
@@ -635,7 +636,7 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 			w.Append(recSession, 0, id, []byte{1})
 			if x := cl.xp(); x != nil {
 				for _, sub := range x.subs.items {
-					w.Append(recSub, 0, id, []byte(sub.filter), []byte{sub.qos})
+					w.Append(recSub, 0, id, []byte(sub.filter), sub.record())
 				}
 				for _, pid := range x.qos2in {
 					w.Append(recQ2Add, 0, id, []byte{byte(pid >> 8), byte(pid)})

@@ -159,6 +159,11 @@ type loopState struct {
 	// says no retained messages.
 	self    *client
 	skipRet []bool
+	// subID is the Subscription Identifier of the SUBSCRIBE being
+	// handled (0: none); subProps is scratch for a copy's properties
+	// with its subscription's identifier.
+	subID    uint32
+	subProps []byte
 	// sent counts the PUBLISH packets this loop wrote ($SYS messages/sent);
 	// per loop, so that counting costs no shared cache line.
 	sent atomic.Uint64
@@ -1253,7 +1258,12 @@ func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, 
 			s.stats.dropped.Add(1)
 			continue
 		}
-		h := s.pushProps(cl, topic, payload, q, retain && sub.opts&mqtt.SubRetainAsPublished != 0, 0, ls.fwd)
+		props := ls.fwd
+		if sub.id != 0 {
+			ls.subProps = mqtt.AppendVBIProp(append(ls.subProps[:0], ls.fwd...), mqtt.PropSubscriptionID, int(sub.id))
+			props = ls.subProps
+		}
+		h := s.pushProps(cl, topic, payload, q, retain && sub.opts&mqtt.SubRetainAsPublished != 0, 0, props)
 		cl.mu.Unlock()
 		s.kick(h)
 	}
@@ -1419,6 +1429,8 @@ func splitDelivered(t []byte) (me, from, mid []byte, ok bool) {
 }
 
 func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *client, p *mqtt.Packet) {
+	ls.subID = p.Props.SubscriptionID // 0 for 3.1.1
+	defer func() { ls.subID = 0 }()
 	codes := ls.codes[:0]
 	skip := ls.skipRet[:0]
 	v5 := ss.flags&sV5 != 0
@@ -1584,13 +1596,13 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 	if cl.persistent && s.wal != nil && s.wal.Failed() {
 		return mqtt.SubackFailure // a persistent subscription needs a record: not now
 	}
-	if !s.addSubLocked(cl, f, qos, false) {
+	if !s.addSubLocked(cl, f, qos, s.loop(c).subID, false) {
 		s.stats.overClient.Add(1)
 		cl.trimExt()
 		return mqtt.RCQuotaExceeded // 3.1.1: 0x80
 	}
 	if cl.persistent {
-		s.logClient(recSub, cl, filter, []byte{qos}) // with its v5 options
+		s.logClient(recSub, cl, filter, subField(qos, s.loop(c).subID)) // with its v5 options and identifier
 	}
 	return qos & 3
 }
@@ -1599,19 +1611,19 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 // the same filter (3.8.4: and its retained scan); false if it is new and
 // cl holds MaxSubscriptions already (unless force: a replayed session
 // keeps what it had).
-func (s *Server) addSubLocked(cl *client, f string, qos byte, force bool) bool {
+func (s *Server) addSubLocked(cl *client, f string, qos byte, id uint32, force bool) bool {
 	x := cl.x()
 	i := x.subs.find(f)
 	if i < 0 && x.subs.len() >= s.cfg.MaxSubscriptions && !force {
 		return false
 	}
-	s.tree.subscribe(f, cl, qos)
+	s.tree.subscribeID(f, cl, qos, id)
 	x.subSeq++
 	if i >= 0 {
-		x.subs.items[i].qos, x.subs.items[i].seq = qos, x.subSeq
+		x.subs.items[i].qos, x.subs.items[i].seq, x.subs.items[i].id = qos, x.subSeq, id
 		return true
 	}
-	x.subs.add(subRef{filter: f, seq: x.subSeq, qos: qos})
+	x.subs.add(subRef{filter: f, seq: x.subSeq, qos: qos, id: id})
 	return true
 }
 

@@ -24,7 +24,7 @@ type shareGroup struct {
 
 // subscribeShared adds cl to the group of the whole filter full; t.mu is
 // held for writing.
-func (t *topicTree) subscribeShared(full, filter string, cl *client, qos, opts byte) {
+func (t *topicTree) subscribeShared(full, filter string, cl *client, qos, opts byte, id uint32) {
 	if t.shares == nil {
 		t.shares = make(map[string]*shareGroup)
 	}
@@ -33,7 +33,7 @@ func (t *topicTree) subscribeShared(full, filter string, cl *client, qos, opts b
 		g = &shareGroup{filter: filter}
 		t.shares[full] = g
 	}
-	ts := tsub{cl: cl, gen: cl.gen, qos: qos, opts: opts &^ mqtt.SubNoLocal} // 3.8.3.1: no No Local
+	ts := tsub{cl: cl, gen: cl.gen, qos: qos, opts: opts &^ mqtt.SubNoLocal, id: id} // 3.8.3.1: no No Local
 	if i := g.members.find(cl.idx); i >= 0 {
 		g.members.items[i] = ts
 		return

@@ -17,6 +17,9 @@ type tsub struct {
 	// opts are the MQTT 5.0 subscription options kept for delivery
 	// (mqtt.SubNoLocal, mqtt.SubRetainAsPublished); 0 for 3.1.1.
 	opts byte
+	// id is the v5 Subscription Identifier (0: none), sent with every
+	// message the subscription matches (3.3.4).
+	id uint32
 }
 
 func (s tsub) key() uint32 { return s.cl.idx }
@@ -91,13 +94,16 @@ func matchFilter(filter, topic string) bool {
 //
 // qos may carry v5 option bits above the QoS (mqtt.SubNoLocal,
 // mqtt.SubRetainAsPublished): they go to tsub.opts.
-func (t *topicTree) subscribe(filter string, cl *client, qos byte) {
+func (t *topicTree) subscribe(filter string, cl *client, qos byte) { t.subscribeID(filter, cl, qos, 0) }
+
+// subscribeID is subscribe with a v5 Subscription Identifier.
+func (t *topicTree) subscribeID(filter string, cl *client, qos byte, id uint32) {
 	opts := qos & (mqtt.SubNoLocal | mqtt.SubRetainAsPublished)
 	qos &= 3
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, f, ok := mqtt.SplitShared(filter); ok {
-		t.subscribeShared(filter, f, cl, qos, opts)
+		t.subscribeShared(filter, f, cl, qos, opts, id)
 		return
 	}
 	n := &t.root
@@ -113,10 +119,10 @@ func (t *topicTree) subscribe(filter string, cl *client, qos byte) {
 		n = c
 	}
 	if i := n.subs.find(cl.idx); i >= 0 {
-		n.subs.items[i] = tsub{cl: cl, gen: cl.gen, qos: qos, opts: opts}
+		n.subs.items[i] = tsub{cl: cl, gen: cl.gen, qos: qos, opts: opts, id: id}
 		return
 	}
-	n.subs.add(tsub{cl: cl, gen: cl.gen, qos: qos, opts: opts})
+	n.subs.add(tsub{cl: cl, gen: cl.gen, qos: qos, opts: opts, id: id})
 }
 
 // unsubscribe removes cl's subscription to filter and prunes empty nodes.
@@ -204,6 +210,9 @@ func (t *topicTree) match(topic []byte, out []tsub) []tsub {
 				// Overlapping v5 subscriptions: No Local and Retain
 				// As Published hold only if every one says so.
 				out[w-1].opts &= out[r].opts
+				if out[w-1].id == 0 {
+					out[w-1].id = out[r].id // one identifier per copy (see v5.go)
+				}
 				continue
 			}
 			out[w] = out[r]

@@ -195,7 +195,6 @@ func (s *Server) connack5(ls *loopState, present bool, assigned []byte, c5 *conn
 	props = mqtt.AppendU16Prop(props, mqtt.PropReceiveMaximum, receiveMax5)
 	props = mqtt.AppendU32Prop(props, mqtt.PropMaximumPacketSize, uint32(s.cfg.MaxPacketSize))
 	props = mqtt.AppendU16Prop(props, mqtt.PropTopicAliasMaximum, aliasMax5)
-	props = mqtt.AppendByteProp(props, mqtt.PropSubIDAvailable, 0)
 	if assigned != nil {
 		props = mqtt.AppendStringProp(props, mqtt.PropAssignedClientID, assigned)
 	}
@@ -259,12 +258,6 @@ func (s *Server) handle5(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 				s.disconnect5(c, ls, ss, 0, mqtt.RCReceiveMaximumExceeded)
 				return ReasonProtocol, true
 			}
-		}
-	case mqtt.TypeSubscribe:
-		if p.Props.HasProp(mqtt.PropSubscriptionID) {
-			// Advertised unavailable (CONNACK): 3.2.2.3.12.
-			s.disconnect5(c, ls, ss, 0, mqtt.RCSubIDsNotSupported)
-			return ReasonProtocol, true
 		}
 	}
 	return reasonOK, false

@@ -178,7 +178,7 @@ func TestV5Connack(t *testing.T) {
 	p := c.connect(mqtt.Connect{CleanSession: true}, nil)
 	if p.Code != 0 || !strings.HasPrefix(p.Assigned, "anon-") || p.RecvMax != receiveMax5 ||
 		p.MaxPkt != uint32(s.cfg.MaxPacketSize) || p.Props.HasProp(mqtt.PropSharedSubAvailable) ||
-		p.Props.SubIDAvailable != 0 || p.Props.TopicAliasMaximum != aliasMax5 {
+		p.Props.HasProp(mqtt.PropSubIDAvailable) || p.Props.TopicAliasMaximum != aliasMax5 {
 		t.Fatalf("CONNACK %+v", p)
 	}
 	c.ping()
@@ -304,8 +304,7 @@ func TestV5BadInput(t *testing.T) {
 		{"subscription id in PUBLISH", pubProps(mqtt.PropSubscriptionID, 1), mqtt.RCProtocolError},
 		{"over maximum packet size", mqtt.AppendPublish5(nil, "a/b", make([]byte, 2000), 0, false, false, 0, nil), mqtt.RCPacketTooLarge},
 		{"AUTH", mqtt.AppendAuth(nil, mqtt.RCContinueAuth, nil), mqtt.RCProtocolError},
-		{"subscription identifier", mqtt.AppendSubscribe5(nil, 1, mqtt.AppendVBIProp(nil, mqtt.PropSubscriptionID, 3),
-			mqtt.Subscription5{Filter: "a/b"}), mqtt.RCSubIDsNotSupported},
+		{"subscription identifier 0", []byte{0x82, 8, 0, 1, 2, mqtt.PropSubscriptionID, 0, 0, 1, 'a', 0}, mqtt.RCProtocolError},
 		{"retain handling 3", []byte{0x82, 7, 0, 1, 0, 0, 1, 'a', 0x30}, mqtt.RCProtocolError},
 		{"second CONNECT", mqtt.AppendConnect5(nil, &mqtt.Connect{ClientID: []byte("z")}, nil), mqtt.RCProtocolError},
 		{"puback bad reason", []byte{0x40, 3, 0, 1, 0x05}, mqtt.RCMalformed},
@@ -735,5 +734,57 @@ func TestV5SharedSubscriptions(t *testing.T) {
 	}
 	if _, err := members[0].tryRead(200 * time.Millisecond); err == nil {
 		t.Fatal("w1 got a message after leaving the group")
+	}
+}
+
+// TestV5SubscriptionIdentifiers: a message carries the identifier of the
+// subscription it matched; it survives a restart with the session.
+func TestV5SubscriptionIdentifiers(t *testing.T) {
+	dir := t.TempDir()
+	s := startDurable(t, dir, nil)
+	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 3600)
+	c := dial5(t, s)
+	c.connect(mqtt.Connect{ClientID: []byte("ids"), CleanSession: true}, expiry)
+	for _, sub := range []struct {
+		f  string
+		id int
+	}{{"a/#", 7}, {"b/+", 300000}} {
+		c.send(mqtt.AppendSubscribe5(nil, c.nextID(), mqtt.AppendVBIProp(nil, mqtt.PropSubscriptionID, sub.id),
+			mqtt.Subscription5{Filter: sub.f, QoS: 1}))
+		c.expect(mqtt.TypeSuback)
+	}
+	c.subscribe("c/#", 1) // none
+	pub := dial5(t, s)
+	pub.login("pub")
+	ids := func(p pkt5) (out []uint32) {
+		for id := range mqtt.SubIDs(p.Raw) {
+			out = append(out, id)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		topic string
+		want  uint32
+	}{{"a/x", 7}, {"b/y", 300000}, {"c/z", 0}} {
+		pub.publish(tt.topic, "m", 1, mqtt.AppendUserProp(nil, "k", "v"))
+		pub.expect(mqtt.TypePuback)
+		p := c.expect(mqtt.TypePublish)
+		got := ids(p)
+		if tt.want == 0 && len(got) != 0 || tt.want != 0 && (len(got) != 1 || got[0] != tt.want) {
+			t.Fatalf("%s: subscription ids %v, want %d", tt.topic, got, tt.want)
+		}
+		c.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
+	}
+	c.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	c.expectClosed()
+	s.Close()
+	s = startDurable(t, dir, nil)
+	c = dial5(t, s)
+	c.connect(mqtt.Connect{ClientID: []byte("ids")}, expiry)
+	pub = dial5(t, s)
+	pub.login("pub")
+	pub.publish("b/q", "after", 0, nil)
+	if p := c.expect(mqtt.TypePublish); len(ids(p)) != 1 || ids(p)[0] != 300000 {
+		t.Fatalf("after restart: %+v", p)
 	}
 }
