@@ -131,6 +131,10 @@ type will struct {
 	payload []byte
 	qos     byte
 	retain  bool
+	// MQTT 5.0: the will's properties as sent (forwarded like a
+	// PUBLISH's) and its Will Delay Interval in seconds.
+	props []byte
+	delay uint32
 }
 
 // clientExt holds the state an idle client does not have: the inbox, the

@@ -587,6 +587,9 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pa
 			return s.refuse(c, ls, ss, mqtt.ConnRefusedNotAuthorized)
 		}
 		w = &will{topic: string(cp.WillTopic), payload: bytes.Clone(cp.WillMessage), qos: cp.WillQoS, retain: cp.WillRetain}
+		if v5 {
+			w.props, w.delay = bytes.Clone(cp.WillProps.Raw), cp.WillProps.WillDelay
+		}
 	}
 	cl := s.reg.lock(id, true)
 	if cl == nil {
@@ -784,7 +787,7 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 	}
 	topic := p.Topic
 	if ss.flags&sV5 != 0 {
-		ls.fwd = s.forwardProps(ls, &p.Props)
+		ls.fwd = s.forwardProps(ls, p.Props.Raw)
 		ls.self = cl
 		defer func() { ls.fwd, ls.self = nil, nil }()
 	}
@@ -1766,7 +1769,7 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 	id, gen, profile := cl.name(), cl.gen, cl.profileID()
 	cl.mu.Unlock()
 	if w != nil && (r != ReasonDisconnect || sendWill) {
-		s.publishGeneric(ls, []byte(w.topic), w.payload, w.qos, w.retain)
+		s.sendWill(ls, cl, gen, epoch, w)
 	}
 	if profile {
 		s.presence(ls, id, &now)

@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"time"
+
 	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/netpoll"
 )
@@ -342,17 +344,20 @@ func connackCode5(err error) byte {
 // nil if there are none. The Message Expiry Interval is stored as the
 // absolute unix deadline and turned back into what remains when sent
 // (3.3.2.3.3). The Topic Alias is the connection's, never forwarded.
-func (s *Server) forwardProps(ls *loopState, pr *mqtt.Properties) []byte {
-	if len(pr.Raw) == 0 {
+//
+// raw is a PUBLISH's property block (or a will's: its Will Delay stays).
+func (s *Server) forwardProps(ls *loopState, raw []byte) []byte {
+	if len(raw) == 0 {
 		return nil
 	}
 	out := ls.props[:0]
-	it := mqtt.Props(pr.Raw)
+	it := mqtt.Props(raw)
 	for id, v, ok := it.Next(); ok; id, v, ok = it.Next() {
 		switch id {
-		case mqtt.PropTopicAlias, mqtt.PropSubscriptionID:
+		case mqtt.PropTopicAlias, mqtt.PropSubscriptionID, mqtt.PropWillDelay:
 		case mqtt.PropMessageExpiry:
-			out = mqtt.AppendU32Prop(out, id, uint32(s.cfg.Now().Unix())+pr.MessageExpiry)
+			rel := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3])
+			out = mqtt.AppendU32Prop(out, id, uint32(s.cfg.Now().Unix())+rel)
 		case mqtt.PropContentType, mqtt.PropResponseTopic, mqtt.PropCorrelationData:
 			out = mqtt.AppendStringProp(out, id, v)
 		default: // payload format (a byte), user properties (a pair, as on the wire)
@@ -450,4 +455,42 @@ func (s *Server) writeStored(c *netpoll.Conn, c5 *conn5, b []byte, pidOff uint32
 		return false, err
 	}
 	return false, c.Write(b[payloadAt:])
+}
+
+// sendWill publishes cl's will w after its connection (epoch) closed: at
+// once, or with a v5 Will Delay Interval later, and then only if no new
+// connection took the session meanwhile (3.1.3.2.2). The delayed one runs
+// on a runtime timer with its own scratch loopState (a rare event: one
+// timer per will waiting). gen is cl's generation at the close: a record
+// released and reused meanwhile is another client. A reconnect that ended
+// again before the delay and left no record is not seen: the will is sent.
+func (s *Server) sendWill(ls *loopState, cl *client, gen, epoch uint32, w *will) {
+	if w.delay == 0 {
+		ls.fwd = s.forwardProps(ls, w.props)
+		s.publishGeneric(ls, []byte(w.topic), w.payload, w.qos, w.retain)
+		ls.fwd = nil
+		return
+	}
+	id := []byte(cl.name())
+	time.AfterFunc(time.Duration(w.delay)*time.Second, func() {
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return // the server stopped meanwhile: so did the session
+		}
+		// The record the close left, or none (released: nothing kept
+		// it); a record that is connected, or another epoch, means a
+		// new connection took the session: no will.
+		if c := s.reg.lock(id, false); c != nil {
+			reconnected := c != cl || c.gen != gen || c.epoch != epoch || c.handle != 0
+			c.mu.Unlock()
+			if reconnected {
+				return
+			}
+		}
+		ls := &loopState{}
+		ls.fwd = s.forwardProps(ls, w.props)
+		s.publishGeneric(ls, []byte(w.topic), w.payload, w.qos, w.retain)
+	})
 }

@@ -788,3 +788,43 @@ func TestV5SubscriptionIdentifiers(t *testing.T) {
 		t.Fatalf("after restart: %+v", p)
 	}
 }
+
+// TestV5WillDelay: a will with a Will Delay Interval goes out after the
+// delay, with its properties; a reconnect within the delay cancels it.
+func TestV5WillDelay(t *testing.T) {
+	s := startServer(t, nil)
+	w := dial5(t, s)
+	w.login("watcher")
+	w.subscribe("wd/#", 0)
+	connectWill := func(id string) *client5 {
+		c := dial5(t, s)
+		cp := mqtt.Connect{ClientID: []byte(id), CleanSession: true, WillFlag: true,
+			WillTopic: []byte("wd/" + id), WillMessage: []byte("gone")}
+		cp.WillProps.Raw = append(mqtt.AppendU32Prop(nil, mqtt.PropWillDelay, 1), mqtt.AppendUserProp(nil, "why", "test")...)
+		if p := c.connect(cp, nil); p.Code != 0 {
+			t.Fatal(p.Code)
+		}
+		return c
+	}
+	a := connectWill("a")
+	start := time.Now()
+	a.conn.Close() // no DISCONNECT: the will is due, after 1 s
+	if _, err := w.tryRead(500 * time.Millisecond); err == nil {
+		t.Fatal("will sent before its delay")
+	}
+	p := w.expect(mqtt.TypePublish)
+	var kv []string
+	for k, v := range mqtt.UserProps(p.Raw) {
+		kv = append(kv, string(k)+"="+string(v))
+	}
+	if p.Topic != "wd/a" || strings.Join(kv, ",") != "why=test" || time.Since(start) < time.Second {
+		t.Fatalf("will %+v %q after %v", p, kv, time.Since(start))
+	}
+	b := connectWill("b")
+	b.conn.Close()
+	again := dial5(t, s)
+	again.login("b") // back within the delay
+	if p, err := w.tryRead(1500 * time.Millisecond); err == nil {
+		t.Fatalf("will sent although the client reconnected: %+v", p)
+	}
+}
