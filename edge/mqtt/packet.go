@@ -146,6 +146,32 @@ type Packet struct {
 	Props      Properties
 }
 
+// reset zeroes p for a packet with fixed header byte first, as
+// *p = Packet{Type: ..., Flags: ...} would, but field by field and the two
+// property sets only if a v5 decode filled them: they are most of the
+// struct's size, and a 3.1.1 connection's packets never touch them, so
+// its decode does not pay for clearing them (TestReset checks that every
+// field is cleared).
+func (p *Packet) reset(first byte) {
+	if p.Props.Has != 0 || p.Props.Raw != nil {
+		p.Props = Properties{}
+	}
+	c := &p.Connect
+	if c.WillProps.Has != 0 || c.WillProps.Raw != nil {
+		c.WillProps = Properties{}
+	}
+	p.Type, p.Flags = Type(first>>4), first&0x0F
+	p.Dup, p.QoS, p.Retain = false, 0, false
+	p.Topic, p.Payload = nil, nil
+	p.PacketID = 0
+	c.ProtocolName, c.ProtocolLevel, c.CleanSession, c.KeepAlive, c.ClientID = nil, 0, false, 0, nil
+	c.WillFlag, c.WillQoS, c.WillRetain, c.WillTopic, c.WillMessage = false, 0, false, nil, nil
+	c.UsernameFlag, c.Username, c.PasswordFlag, c.Password = false, nil, false, nil
+	p.SessionPresent, p.ReturnCode = false, 0
+	p.RawFilters, p.NumFilters, p.ReturnCodes = nil, 0, nil
+	p.ReasonCode = 0
+}
+
 // FilterIter walks the topic filters of a decoded SUBSCRIBE or UNSUBSCRIBE
 // without allocating. The zero value yields nothing.
 type FilterIter struct {

@@ -202,7 +202,7 @@ func Decode5(buf []byte, maxPacket int, p *Packet) (n int, err error) {
 	if err != nil || total == 0 || total > len(buf) {
 		return 0, err
 	}
-	*p = Packet{Type: Type(buf[0] >> 4), Flags: buf[0] & 0x0F}
+	p.reset(buf[0])
 	body := buf[hdr:total:total]
 	switch p.Type {
 	case TypePublish:

@@ -340,3 +340,35 @@ func TestWriteSeeds5(t *testing.T) {
 }
 
 var updateSeeds = flag.Bool("update-seeds", false, "rewrite the v5 fuzz seeds")
+
+// fill sets every field of v (recursively) to a non-zero value.
+func fill(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := range v.NumField() {
+			fill(v.Field(i))
+		}
+	case reflect.Slice:
+		v.Set(reflect.ValueOf([]byte{1}))
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(1)
+	case reflect.Int:
+		v.SetInt(1)
+	default:
+		panic("fill: " + v.Kind().String())
+	}
+}
+
+// TestReset: Packet.reset clears every field, so that a Packet reused
+// across packets (and versions) never shows a stale one.
+func TestReset(t *testing.T) {
+	var p Packet
+	fill(reflect.ValueOf(&p).Elem())
+	p.Props.Has, p.Connect.WillProps.Has = 1, 1
+	p.reset(0x32)
+	if !reflect.DeepEqual(p, Packet{Type: TypePublish, Flags: 2}) {
+		t.Fatalf("reset left %+v", p)
+	}
+}
