@@ -1664,7 +1664,10 @@ func (s *Server) unsubscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *cl
 	}
 	cl.trimExt()
 	cl.mu.Unlock()
-	if ss.flags&sV5 != 0 && len(codes) == p.NumFilters {
+	if ss.flags&sV5 != 0 {
+		for len(codes) < p.NumFilters { // taken over meanwhile: not done
+			codes = append(codes, mqtt.RCUnspecified)
+		}
 		c.Write(mqtt.AppendUnsuback5(ls.out[:0], p.PacketID, codes, nil))
 	} else {
 		c.Write(mqtt.AppendUnsuback(ls.out[:0], p.PacketID))

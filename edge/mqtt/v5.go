@@ -629,45 +629,7 @@ func AppendUnsubscribe5(dst []byte, id uint16, props []byte, filters ...string) 
 // the flags come from the *Flag fields; unlike 3.1.1 a password may be sent
 // without a username (3.1.2.9). Fields are not validated.
 func AppendConnect5(dst []byte, c *Connect, props []byte) []byte {
-	name := []byte("MQTT")
-	var f byte
-	rl := 2 + len(name) + 1 + 1 + 2 + propsLen(props) + 2 + len(c.ClientID)
-	if c.CleanSession {
-		f |= connClean
-	}
-	if c.WillFlag {
-		f |= connWill | (c.WillQoS&3)<<3
-		if c.WillRetain {
-			f |= connWillRetain
-		}
-		rl += propsLen(c.WillProps.Raw) + 4 + len(c.WillTopic) + len(c.WillMessage)
-	}
-	if c.UsernameFlag {
-		f |= connUsername
-		rl += 2 + len(c.Username)
-	}
-	if c.PasswordFlag {
-		f |= connPassword
-		rl += 2 + len(c.Password)
-	}
-	dst = appendHeader(dst, 0x10, rl)
-	dst = appendField(dst, name)
-	dst = append(dst, Level5, f)
-	dst = appendUint16(dst, c.KeepAlive)
-	dst = appendPropsBlock(dst, props)
-	dst = appendField(dst, c.ClientID)
-	if c.WillFlag {
-		dst = appendPropsBlock(dst, c.WillProps.Raw)
-		dst = appendField(dst, c.WillTopic)
-		dst = appendField(dst, c.WillMessage)
-	}
-	if c.UsernameFlag {
-		dst = appendField(dst, c.Username)
-	}
-	if c.PasswordFlag {
-		dst = appendField(dst, c.Password)
-	}
-	return dst
+	return appendConnect(dst, c, []byte("MQTT"), Level5, props, true)
 }
 
 // AppendPacket5 is AppendPacket for MQTT 5.0: it appends p in its v5 form
