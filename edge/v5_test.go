@@ -828,3 +828,44 @@ func TestV5WillDelay(t *testing.T) {
 		t.Fatalf("will sent although the client reconnected: %+v", p)
 	}
 }
+
+// TestV5Handoff: an upgrade carries the 3.1.1 connections and not the v5
+// ones (their negotiated state is not in the handoff format): a v5
+// client's socket closes with the old process, and it reconnects to the
+// session the records carried.
+func TestV5Handoff(t *testing.T) {
+	dir := t.TempDir()
+	s1 := startDurable(t, dir, nil)
+	old := dial(t, s1)
+	old.connect("old", false)
+	v5 := dial5(t, s1)
+	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 3600)
+	v5.connect(mqtt.Connect{ClientID: []byte("new"), CleanSession: true}, expiry)
+	v5.subscribe("h/#", 1)
+	h, err := s1.Freeze()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Conns) != 1 {
+		t.Fatalf("exported %d connections, want 1 (the 3.1.1 one)", len(h.Conns))
+	}
+	h2 := dupHandoff(t, h)
+	s2 := startServer(t, func(c *Config) { c.DataDir, c.Handoff, c.AdminAddr = dir, h2, "" })
+	if err := s1.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	old.send(mqtt.AppendPingreq(nil))
+	old.expect(mqtt.TypePingresp)
+	s1.Close() // the old process exits: the v5 socket closes
+	v5.expectClosed()
+	again := dial5(t, s2)
+	if p := again.connect(mqtt.Connect{ClientID: []byte("new")}, expiry); !p.Present {
+		t.Fatal("v5 session not carried")
+	}
+	pub := dial5(t, s2)
+	pub.login("pub")
+	pub.publish("h/1", "after", 0, nil)
+	if p := again.expect(mqtt.TypePublish); p.Payload != "after" {
+		t.Fatalf("%+v", p)
+	}
+}
