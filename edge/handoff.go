@@ -32,6 +32,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/internal/wal"
 	"github.com/edgedhq/edged/netpoll"
 )
@@ -39,8 +40,8 @@ import (
 // HandoffVersion is the state format version; a new binary refuses a
 // handoff of another version (it is started with a clean restart instead).
 //
-// 2: TLS sessions are carried (hConn's record state and partial-payload
-// count, hTicket).
+// 2: TLS sessions and MQTT 5.0 connections are carried (hConn's record
+// state, partial-payload count and v5 state; hTicket).
 const HandoffVersion = 2
 
 // Handoff-only record types (the store's are below 64).
@@ -49,7 +50,7 @@ const (
 	hEntry                   // id, flags, pid, packet; seq in the record
 	hSent                    // id, nsent
 	hWill                    // id, topic, qos, retain, payload
-	hConn                    // fd index, loop, client id ("" before CONNECT), session, pending, output[, TLS record state, pending's payload bytes]
+	hConn                    // fd index, loop, client id ("" before CONNECT), session, pending, output[, TLS record state or "", payload bytes of pending, held acks to seal[, conn5, 16 aliases]]
 	hTicket                  // the TLS session ticket keys, the current one first
 )
 
@@ -217,6 +218,11 @@ func (s *Server) FinishDrain(h *Handoff, rate int) (int, error) {
 			// A TLS session's output is sealed already (Export), but
 			// the acknowledgements held for it are not: its client
 			// sends those messages again, and gets them acknowledged.
+			// An MQTT 5.0 client is told why it is closed (3.14.2.1).
+			ss := s.loops[x.Loop].sess.get(uint32(x.Handle))
+			if !x.Transport && ss.flags&sV5 != 0 && ss.client != 0 {
+				x.Output = mqtt.AppendDisconnect5(x.Output, mqtt.RCServerShuttingDown, nil)
+			}
 			owed[x.FD] = x.Output
 		}
 	}
@@ -326,7 +332,7 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 			continue
 		}
 		for _, sub := range x.subs.items {
-			put(recSub, 0, id, []byte(sub.filter), []byte{sub.qos})
+			put(recSub, 0, id, []byte(sub.filter), sub.record())
 		}
 		for _, pid := range x.qos2in {
 			put(recQ2Add, 0, id, []byte{byte(pid >> 8), byte(pid)})
@@ -394,17 +400,71 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 		}
 		*fds = append(*fds, x.FD)
 		binary.LittleEndian.PutUint32(b4[:], uint32(len(*fds)-1))
-		if tlsState == nil {
-			put(hConn, 0, b4[:], []byte{byte(x.Loop)}, id, encodeSession(ss), x.Pending, x.Output)
-			continue
+		f := [][]byte{b4[:], {byte(x.Loop)}, id, encodeSession(ss), x.Pending, x.Output}
+		var tlsOwed, plain []byte
+		if tlsState != nil {
+			// The acknowledgements held for the fsync go as payload: the
+			// new process seals them after the output, sealed already.
+			plain, tlsOwed = binary.LittleEndian.AppendUint32(nil, uint32(x.PendingPlain)), held[x.Handle]
 		}
-		var plain [4]byte
-		binary.LittleEndian.PutUint32(plain[:], uint32(x.PendingPlain))
-		// The acknowledgements held for the fsync go as payload: the new
-		// process seals them after the output, which is sealed already.
-		put(hConn, 0, b4[:], []byte{byte(x.Loop)}, id, encodeSession(ss), x.Pending, x.Output, tlsState, plain[:], held[x.Handle])
+		if ss.flags&sV5 != 0 {
+			f = append(f, tlsState, plain, tlsOwed)
+			f = append(f, s.loops[x.Loop].export5(uint32(x.Handle))...)
+		} else if tlsState != nil {
+			f = append(f, tlsState, plain, tlsOwed)
+		}
+		put(hConn, 0, f...)
 	}
 	return b
+}
+
+// export5 gives an MQTT 5.0 connection's state for its hConn record: its
+// conn5, then its inbound topic aliases (one field each, empty if unset).
+func (ls *loopState) export5(slot uint32) [][]byte {
+	c5 := ls.v5[slot]
+	if c5 == nil {
+		c5 = &conn5{recvMax: 65535}
+	}
+	b := binary.LittleEndian.AppendUint16(nil, c5.recvMax)
+	b = binary.LittleEndian.AppendUint32(b, c5.maxPacket)
+	b = binary.LittleEndian.AppendUint32(b, c5.expiry)
+	if c5.sendWill {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	f := [][]byte{b}
+	if t := ls.alias5[slot]; t != nil {
+		for _, topic := range t {
+			f = append(f, topic)
+		}
+	}
+	return f
+}
+
+// import5 restores what export5 gave, for the connection in slot.
+func (ls *loopState) import5(slot uint32, b []byte, aliases [][]byte) bool {
+	if len(b) != 11 || len(aliases) > aliasMax5 {
+		return false
+	}
+	c5 := &conn5{recvMax: binary.LittleEndian.Uint16(b), maxPacket: binary.LittleEndian.Uint32(b[2:]),
+		expiry: binary.LittleEndian.Uint32(b[6:]), sendWill: b[10] == 1}
+	if ls.v5 == nil {
+		ls.v5 = make(map[uint32]*conn5)
+	}
+	ls.v5[slot] = c5
+	ls.sess.get(slot).flags |= sV5
+	if len(aliases) > 0 {
+		t := new(aliases5)
+		for i, a := range aliases {
+			t[i] = bytes.Clone(a)
+		}
+		if ls.alias5 == nil {
+			ls.alias5 = make(map[uint32]*aliases5)
+		}
+		ls.alias5[slot] = t
+	}
+	return true
 }
 
 // encodeSession packs the session's carried fields (the client index and
@@ -436,7 +496,7 @@ func decodeSession(b []byte, ss *session) bool {
 // connections. It returns the handles to pump once the loops run.
 func (s *Server) importState(h *Handoff) (kick []netpoll.Handle, err error) {
 	var rs replayState
-	var fields [9][]byte
+	var fields [10 + aliasMax5][]byte
 	err = wal.DecodeRecords(h.State, func(r wal.Record) error {
 		f := r.Fields()
 		n := 0
@@ -515,8 +575,8 @@ func (s *Server) importState(h *Handoff) (kick []netpoll.Handle, err error) {
 			var tlsState any
 			plain := 0
 			var owed []byte
-			if n >= 8 {
-				if s.cfg.TLS == nil || len(fields[7]) != 4 || n < 9 {
+			if n >= 9 && len(fields[6]) > 0 {
+				if s.cfg.TLS == nil || len(fields[7]) != 4 {
 					return fmt.Errorf("a TLS connection, and no TLS here: %w", errBadRecord)
 				}
 				var err error
@@ -529,6 +589,14 @@ func (s *Server) importState(h *Handoff) (kick []netpoll.Handle, err error) {
 			hd, err := s.adoptConn(h.Conns[i], int(firstByte(fields[1])), fields[2], fields[3], fields[4], fields[5], tlsState, plain, owed)
 			if err != nil {
 				return err
+			}
+			if n >= 10 { // an MQTT 5.0 connection
+				if hd == 0 {
+					return fmt.Errorf("an MQTT 5.0 connection before its CONNECT: %w", errBadRecord)
+				}
+				if !s.loops[int(hd>>56)].import5(uint32(hd), fields[9], fields[10:n]) {
+					return fmt.Errorf("MQTT 5.0 connection state: %w", errBadRecord)
+				}
 			}
 			if hd != 0 {
 				kick = append(kick, hd)

@@ -73,7 +73,7 @@ const (
 const msgStoreWake uint32 = 100
 
 // entry flags that are state (the rest are per connection).
-const persistFlags = fDurable | fReceipt | fReleased
+const persistFlags = fDurable | fReceipt | fReleased | fProps
 
 // heldAck is a PUBACK or PUBREC waiting until the store holds seq.
 type heldAck struct {
@@ -444,7 +444,8 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 			}
 		}
 	case recSub:
-		s.addSubLocked(cl, string(b), firstByte(c), true)
+		qos, sid := parseSubField(c)
+		s.addSubLocked(cl, string(b), qos, sid, true)
 	case recUnsub:
 		s.removeSubLocked(cl, b)
 	case recSeen:
@@ -638,7 +639,7 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 			w.Append(recSession, 0, id, []byte{1})
 			if x := cl.xp(); x != nil {
 				for _, sub := range x.subs.items {
-					w.Append(recSub, 0, id, []byte(sub.filter), []byte{sub.qos})
+					w.Append(recSub, 0, id, []byte(sub.filter), sub.record())
 				}
 				for _, pid := range x.qos2in {
 					w.Append(recQ2Add, 0, id, []byte{byte(pid >> 8), byte(pid)})

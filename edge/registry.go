@@ -98,7 +98,30 @@ func (c *client) profileID() bool { return c.idn != idLong && validIDBytes(c.idb
 type subRef struct {
 	filter string
 	seq    uint32 // clientExt.subSeq when made: names this subscription for its retained scan
-	qos    byte
+	id     uint32 // v5 Subscription Identifier; 0: none
+	qos    byte   // with the v5 options kept (tsub.opts)
+}
+
+// record is the sub record's second field: the QoS byte, then the v5
+// Subscription Identifier if it has one (4 bytes, big endian).
+func (r subRef) record() []byte { return subField(r.qos, r.id) }
+
+func subField(qos byte, id uint32) []byte {
+	if id == 0 {
+		return []byte{qos}
+	}
+	return []byte{qos, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
+}
+
+// parseSubField splits a sub record's second field.
+func parseSubField(b []byte) (qos byte, id uint32) {
+	if len(b) >= 5 {
+		id = uint32(b[1])<<24 | uint32(b[2])<<16 | uint32(b[3])<<8 | uint32(b[4])
+	}
+	if len(b) > 0 {
+		qos = b[0]
+	}
+	return qos, id
 }
 
 func (r subRef) key() string { return r.filter }
@@ -108,6 +131,10 @@ type will struct {
 	payload []byte
 	qos     byte
 	retain  bool
+	// MQTT 5.0: the will's properties as sent (forwarded like a
+	// PUBLISH's) and its Will Delay Interval in seconds.
+	props []byte
+	delay uint32
 }
 
 // clientExt holds the state an idle client does not have: the inbox, the
@@ -555,6 +582,10 @@ const (
 	fDup                  // sent before: set DUP when sent again
 	fReleased             // outbound QoS 2: PUBREC received, PUBREL sent
 	fReceipt              // u/<me>/m/<from>/<mid>: its PUBACK sends a delivered receipt
+	// fProps: *buf is a v5 PUBLISH with the publisher's properties (its
+	// Message Expiry Interval holds the absolute unix deadline), sent
+	// without them to a 3.1.1 client (v5.go: writeStored).
+	fProps
 )
 
 // entry is one stored message: a complete PUBLISH packet in a pooled buffer

@@ -104,6 +104,8 @@ type msgCounters struct {
 	purged       atomic.Uint64 // entries removed by an operator's purge
 	overPacket   atomic.Uint64 // SUBSCRIBE filters refused (0x80): past Config.MaxFiltersPerSubscribe
 	overClient   atomic.Uint64 // SUBSCRIBE filters refused (0x80): past Config.MaxSubscriptions
+	tooBig       atomic.Uint64 // deliveries not sent: over a v5 client's Maximum Packet Size
+	expired5     atomic.Uint64 // deliveries dropped: their v5 Message Expiry Interval passed
 }
 
 // loopState is a loop's private state: its session slab and scratch space.
@@ -140,6 +142,31 @@ type loopState struct {
 	// storeWake: a msgStoreWake is queued for this loop.
 	acks      []heldAck
 	storeWake bool
+	// v5 are the MQTT 5.0 connections' states by slot (v5.go); props and
+	// pub5 are scratch for v5 properties and PUBLISH headers; discSent: a
+	// DISCONNECT went out for the packet being handled; noNotice: the
+	// publisher speaks v5, so a full inbox is PUBACK 0x97 rather than a
+	// notice, and quota says that happened.
+	v5       map[uint32]*conn5
+	alias5   map[uint32]*aliases5
+	props    []byte
+	pub5     []byte
+	discSent bool
+	noNotice bool
+	quota    bool
+	// fwd are the v5 properties of the PUBLISH being routed (v5.go:
+	// forwardProps), stored with each copy; nil outside a v5 publish.
+	fwd []byte
+	// self is the publishing client while a v5 PUBLISH is routed (No
+	// Local); skipRet marks the SUBSCRIBE filters whose Retain Handling
+	// says no retained messages.
+	self    *client
+	skipRet []bool
+	// subID is the Subscription Identifier of the SUBSCRIBE being
+	// handled (0: none); subProps is scratch for a copy's properties
+	// with its subscription's identifier.
+	subID    uint32
+	subProps []byte
 	// sent counts the PUBLISH packets this loop wrote ($SYS messages/sent);
 	// per loop, so that counting costs no shared cache line.
 	sent atomic.Uint64
@@ -384,8 +411,14 @@ func (s *Server) OnData(c *netpoll.Conn, data []byte) (int, error) {
 	ss := ls.sess.get(c.Slot())
 	n := 0
 	for n < len(data) {
-		k, err := mqtt.Decode(data[n:], s.cfg.MaxPacketSize, &ls.pkt)
+		k, err := decodePacket(ss, data[n:], s.cfg.MaxPacketSize, &ls.pkt)
 		if err != nil {
+			if ss.client == 0 && isV5Connect(data[n:]) {
+				c.Write(mqtt.AppendConnack5(ls.out[:0], false, connackCode5(err), nil))
+				return len(data), closeErr(ReasonConnRefused)
+			}
+			s.disconnect5(c, ls, ss, 0, mqtt.ReasonCode(err))
+			ls.discSent = false
 			if err == mqtt.ErrProtocolLevel && ss.client == 0 {
 				c.Write(mqtt.AppendConnack(ls.out[:0], false, mqtt.ConnRefusedProtocolVersion))
 				return len(data), closeErr(ReasonConnRefused)
@@ -396,6 +429,8 @@ func (s *Server) OnData(c *netpoll.Conn, data []byte) (int, error) {
 			break
 		}
 		if r := s.handle(c, ls, ss, &ls.pkt); r != reasonOK {
+			s.disconnect5(c, ls, ss, r, 0)
+			ls.discSent = false
 			return len(data), closeErr(r)
 		}
 		n += k
@@ -423,7 +458,7 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 		if p.Type != mqtt.TypeConnect {
 			return ReasonProtocol
 		}
-		return s.connect(c, ls, ss, &p.Connect)
+		return s.connect(c, ls, ss, p)
 	}
 	cl := s.reg.at(ss.client)
 	if cl == nil || netpoll.Handle(cl.owner.Load()) != c.Handle() {
@@ -431,9 +466,19 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 		// connection no longer speaks for the client.
 		return ReasonTakeover
 	}
+	if ss.flags&sV5 != 0 {
+		if r, done := s.handle5(c, ls, ss, cl, p); done {
+			return r
+		}
+	}
 	switch p.Type {
 	case mqtt.TypePublish:
-		return s.publish(c, ls, ss, cl, p)
+		r := s.publish(c, ls, ss, cl, p)
+		if r != reasonOK && ss.flags&sV5 != 0 && (r == ReasonNotAuthorized || r == ReasonStoreFull || r == ReasonNewInboxRate) &&
+			s.refusePublish5(c, ls, ss, p, r) {
+			return reasonOK // 5.0: a reason code in the acknowledgement, not a close
+		}
+		return r
 	case mqtt.TypePuback, mqtt.TypePubrec, mqtt.TypePubcomp:
 		s.ack(c, ls, ss, cl, p.Type, p.PacketID)
 	case mqtt.TypePubrel:
@@ -482,39 +527,57 @@ func (s *Server) anonymousOK(peer netip.Addr) bool {
 	return false
 }
 
-func (s *Server) refuse(c *netpoll.Conn, ls *loopState, code byte) Reason {
+func (s *Server) refuse(c *netpoll.Conn, ls *loopState, ss *session, code byte) Reason {
+	if ss.flags&sV5 != 0 {
+		c.Write(mqtt.AppendConnack5(ls.out[:0], false, refuseCode5(code), nil))
+		return ReasonConnRefused
+	}
 	c.Write(mqtt.AppendConnack(ls.out[:0], false, code))
 	return ReasonConnRefused
 }
 
-func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.Connect) Reason {
+func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Packet) Reason {
+	cp := &p.Connect
+	v5 := cp.ProtocolLevel == mqtt.Level5
+	// fresh: drop what the record holds; keep: the session outlives the
+	// connection (3.1.1: both from the clean-session flag).
+	fresh, keep := cp.CleanSession, !cp.CleanSession
+	if v5 {
+		if code := s.connect5(c, ls, ss, p); code != 0 {
+			c.Write(mqtt.AppendConnack5(ls.out[:0], false, code, nil))
+			return ReasonConnRefused
+		}
+		fresh, keep = sessionFlags5(ls.conn5(c), cp.CleanSession)
+	}
+	var assigned []byte
 	id := cp.ClientID
 	peer := c.RemoteAddr().Addr().Unmap()
 	if s.anonymousOK(peer) && (!cp.PasswordFlag || len(s.cfg.Secret) == 0) {
 		if len(id) == 0 {
-			if !cp.CleanSession {
-				return s.refuse(c, ls, mqtt.ConnRefusedIdentifierRejected)
+			if !cp.CleanSession && !v5 {
+				return s.refuse(c, ls, ss, mqtt.ConnRefusedIdentifierRejected)
 			}
 			id = strconv.AppendUint(append(ls.topic[:0], "anon-"...), s.anonSeq.Add(1), 10)
+			assigned = id // 5.0 (3.2.2.3.7): the client learns it
 		}
 		// Any client id the codec accepted (valid UTF-8 without U+0000,
 		// 1-65,535 bytes) is a plain MQTT client; only a profile id
 		// ([0-9A-Za-z_.-], 1-64) also has an inbox and presence.
 	} else {
 		if !cp.UsernameFlag || !cp.PasswordFlag {
-			return s.refuse(c, ls, mqtt.ConnRefusedBadUsernamePassword)
+			return s.refuse(c, ls, ss, mqtt.ConnRefusedBadUsernamePassword)
 		}
 		if len(id) == 0 {
 			id = cp.Username
 		}
 		if !validIDBytes(id) {
-			return s.refuse(c, ls, mqtt.ConnRefusedIdentifierRejected)
+			return s.refuse(c, ls, ss, mqtt.ConnRefusedIdentifierRejected)
 		}
 		if !bytes.Equal(id, cp.Username) {
-			return s.refuse(c, ls, mqtt.ConnRefusedBadUsernamePassword)
+			return s.refuse(c, ls, ss, mqtt.ConnRefusedBadUsernamePassword)
 		}
 		if len(s.cfg.Secret) == 0 || VerifyToken(s.cfg.Secret, string(id), string(cp.Password), s.cfg.Now()) != nil {
-			return s.refuse(c, ls, mqtt.ConnRefusedNotAuthorized)
+			return s.refuse(c, ls, ss, mqtt.ConnRefusedNotAuthorized)
 		}
 	}
 	var w *will
@@ -524,26 +587,29 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 		// topic starting with '$' (MQTT 3.1.1 section 4.7.2; a retained
 		// will on $SYS/ would forge what later $SYS subscribers read).
 		if profileTopic(cp.WillTopic) || (len(cp.WillTopic) > 0 && cp.WillTopic[0] == '$') || tooDeep(cp.WillTopic) {
-			return s.refuse(c, ls, mqtt.ConnRefusedNotAuthorized)
+			return s.refuse(c, ls, ss, mqtt.ConnRefusedNotAuthorized)
 		}
 		w = &will{topic: string(cp.WillTopic), payload: bytes.Clone(cp.WillMessage), qos: cp.WillQoS, retain: cp.WillRetain}
+		if v5 {
+			w.props, w.delay = bytes.Clone(cp.WillProps.Raw), cp.WillProps.WillDelay
+		}
 	}
 	cl := s.reg.lock(id, true)
 	if cl == nil {
 		// The user table is full, or a long id does not fit the store
 		// cap (longIDCost).
 		s.stats.storeFull.Add(1)
-		return s.refuse(c, ls, mqtt.ConnRefusedServerUnavailable)
+		return s.refuse(c, ls, ss, mqtt.ConnRefusedServerUnavailable)
 	}
-	if cp.CleanSession == cl.persistent && s.wal != nil && s.wal.Failed() {
+	if (keep != cl.persistent || fresh && cl.persistent) && s.wal != nil && s.wal.Failed() {
 		// A session begins or ends: that needs a record, and the store
 		// cannot write (CONNACK 3, like a full store).
 		gen := cl.gen
 		cl.mu.Unlock()
 		s.reg.release(cl, gen)
-		return s.refuse(c, ls, mqtt.ConnRefusedServerUnavailable)
+		return s.refuse(c, ls, ss, mqtt.ConnRefusedServerUnavailable)
 	}
-	if !cp.CleanSession && !cl.persistent {
+	if keep && !cl.persistent {
 		// A new persistent session holds its record and extension until
 		// a clean-session CONNECT ends it: counted in the store total.
 		if s.held.Add(sessionOverhead) > s.cfg.StoreMaxBytes {
@@ -552,9 +618,9 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 			cl.mu.Unlock()
 			s.reg.release(cl, gen)
 			s.stats.storeFull.Add(1)
-			return s.refuse(c, ls, mqtt.ConnRefusedServerUnavailable)
+			return s.refuse(c, ls, ss, mqtt.ConnRefusedServerUnavailable)
 		}
-	} else if cp.CleanSession && cl.persistent {
+	} else if !keep && cl.persistent {
 		s.held.Add(-sessionOverhead)
 	}
 	old := cl.handle
@@ -570,7 +636,7 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	cl.box().unsend()
 	s.cancelScans(cl) // the previous connection's retained deliveries
 	present := false
-	if cp.CleanSession {
+	if fresh {
 		s.dropSubs(cl)
 		if cl.persistent {
 			cl.persistent = false
@@ -590,9 +656,11 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 			if cl.xp() != nil {
 				cl.xp().qos2in = nil
 			}
-			cl.persistent = true
-			s.logSession(cl)
 		}
+	}
+	if keep != cl.persistent {
+		cl.persistent = keep
+		s.logSession(cl)
 	}
 	ss.client = cl.idx
 	ss.epoch = cl.epoch
@@ -601,7 +669,11 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, cp *mqtt.C
 	ss.newInbox = float32(s.cfg.NewInboxBurst)
 	ss.src = srcSlot(peer)
 	ss.last = c.Loop().Now().UnixNano()
-	c.Write(mqtt.AppendConnack(ls.out[:0], present, mqtt.ConnAccepted))
+	if v5 {
+		c.Write(s.connack5(ls, present, assigned, ls.conn5(c)))
+	} else {
+		c.Write(mqtt.AppendConnack(ls.out[:0], present, mqtt.ConnAccepted))
+	}
 	s.pump(c, cl)
 	cl.trimExt()
 	profile := cl.profileID()
@@ -717,6 +789,11 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		return ReasonStoreUnavailable
 	}
 	topic := p.Topic
+	if ss.flags&sV5 != 0 {
+		ls.fwd = s.forwardProps(ls, p.Props.Raw)
+		ls.self = cl
+		defer func() { ls.fwd, ls.self = nil, nil }()
+	}
 	cl.mu.Lock()
 	if !ownedLocked(c, ss, cl) {
 		cl.mu.Unlock()
@@ -744,7 +821,10 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 			if topic[0] == 'r' {
 				kind = 'r'
 			}
-			switch s.storeDirect(ls, ss, kind, to, from, nil, mid, p.Payload) {
+			ls.noNotice = ss.flags&sV5 != 0
+			res := s.storeDirect(ls, ss, kind, to, from, nil, mid, p.Payload)
+			ls.noNotice = false
+			switch res {
 			case storeNoRoom:
 				return ReasonStoreFull // not acknowledged: the client sends it again later
 			case storeRateLimited:
@@ -772,6 +852,12 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		s.publishGeneric(ls, topic, p.Payload, p.QoS, p.Retain)
 	}
 	s.stats.published.Add(1)
+	if ls.quota {
+		// 5.0: the recipient's inbox is full; no notice was stored.
+		ls.quota = false
+		s.refusePublish5(c, ls, ss, p, ReasonStoreFull)
+		return reasonOK
+	}
 	switch p.QoS {
 	case 1:
 		s.ackAfter(c, ls, mqtt.TypePuback, p.PacketID)
@@ -906,7 +992,11 @@ func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, gr
 	}
 	if res == storeOK {
 		offline := cl.handle == 0
-		s.deliverLocked(cl, t, payload, flags)
+		var props []byte
+		if kind == 'm' || kind == 'r' || kind == 'g' {
+			props = ls.fwd
+		}
+		s.deliverLocked(cl, t, payload, flags, props)
 		if offline {
 			s.notifyOffline(kind, to, from, group, mid)
 		}
@@ -924,6 +1014,12 @@ func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, gr
 	case res == storeNoRoom && kind != 'g':
 		s.stats.storeFull.Add(1)
 		return storeNoRoom
+	}
+	if ls.noNotice && res == storeNotified {
+		// A v5 sender hears it in its PUBACK (0x97) instead.
+		s.stats.inboxFull.Add(1)
+		ls.quota = true
+		return storeNotified
 	}
 	// The notice goes to the sender: u/<from>/e/<to>/<mid>. For m and r
 	// it must fit, or the message is not acknowledged; for g storeGroup
@@ -956,17 +1052,17 @@ func (s *Server) notice(ls *loopState, to, about, mid, why []byte, force bool) b
 		s.reg.release(cl, gen)
 		return false
 	}
-	s.deliverLocked(cl, t, why, fDurable)
+	s.deliverLocked(cl, t, why, fDurable, nil)
 	return true
 }
 
 // deliverLocked puts a QoS 1 profile message into cl's inbox, dating the
 // inbox if it is new (for its expiry), unlocks cl and kicks its connection.
-func (s *Server) deliverLocked(cl *client, topic, payload []byte, flags uint8) {
+func (s *Server) deliverLocked(cl *client, topic, payload []byte, flags uint8, props []byte) {
 	if cl.made == 0 {
 		cl.made = uint32(s.cfg.Now().Unix())
 	}
-	h := s.pushLocked(cl, topic, payload, 1, false, flags)
+	h := s.pushProps(cl, topic, payload, 1, false, flags, props)
 	cl.mu.Unlock()
 	s.kick(h)
 }
@@ -1109,11 +1205,21 @@ func (sb *srcBuckets) take(slot uint32, now int64, rate, burst float64) bool {
 // pushLocked appends a PUBLISH to cl's inbox (cl locked) and returns the
 // handle to kick, or 0.
 func (s *Server) pushLocked(cl *client, topic, payload []byte, qos byte, retain bool, flags uint8) netpoll.Handle {
-	buf := getBuf(len(topic) + len(payload) + 9)
-	*buf = mqtt.AppendPublish(*buf, topic, payload, qos, retain, false, 1)
-	e := entry{buf: buf, flags: flags}
-	if qos > 0 {
-		e.pidOff = uint32(len(*buf) - len(payload) - 2)
+	return s.pushProps(cl, topic, payload, qos, retain, flags, nil)
+}
+
+// pushProps is pushLocked for a message with v5 properties (nil: none).
+func (s *Server) pushProps(cl *client, topic, payload []byte, qos byte, retain bool, flags uint8, props []byte) netpoll.Handle {
+	var e entry
+	if props != nil {
+		e = storedProps(topic, payload, qos, retain, flags, props)
+	} else {
+		buf := getBuf(len(topic) + len(payload) + 9)
+		*buf = mqtt.AppendPublish(*buf, topic, payload, qos, retain, false, 1)
+		e = entry{buf: buf, flags: flags}
+		if qos > 0 {
+			e.pidOff = uint32(len(*buf) - len(payload) - 2)
+		}
 	}
 	q := &cl.x().q
 	if q.acct == nil {
@@ -1147,6 +1253,9 @@ func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, 
 	for _, sub := range ls.subs {
 		q := min(qos, sub.qos)
 		cl := sub.cl
+		if sub.opts&mqtt.SubNoLocal != 0 && cl == ls.self {
+			continue // 3.8.3.1: not to the publisher's own subscription
+		}
 		cl.mu.Lock()
 		n := len(topic) + len(payload) + 9
 		if cl.dead || cl.gen != sub.gen || cl.handle == 0 && (q == 0 || !cl.persistent) ||
@@ -1155,7 +1264,12 @@ func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, 
 			s.stats.dropped.Add(1)
 			continue
 		}
-		h := s.pushLocked(cl, topic, payload, q, false, 0)
+		props := ls.fwd
+		if sub.id != 0 {
+			ls.subProps = mqtt.AppendVBIProp(append(ls.subProps[:0], ls.fwd...), mqtt.PropSubscriptionID, int(sub.id))
+			props = ls.subProps
+		}
+		h := s.pushProps(cl, topic, payload, q, retain && sub.opts&mqtt.SubRetainAsPublished != 0, 0, props)
 		cl.mu.Unlock()
 		s.kick(h)
 	}
@@ -1169,17 +1283,43 @@ func (s *Server) pump(c *netpoll.Conn, cl *client) {
 	if q == nil {
 		return
 	}
+	ls := s.loops[c.LoopID()]
+	window := int(s.inflight.Load())
+	var c5 *conn5
+	if ls.sess.get(c.Slot()).flags&sV5 != 0 {
+		c5 = ls.v5[c.Slot()]
+		window = min(window, int(c5.recvMax)) // the client's Receive Maximum
+	}
 	for q.nsent < q.len() {
 		e := q.at(q.nsent)
+		if e.flags&fProps != 0 {
+			if s.expired(e) {
+				s.logEntry(recDel, cl, e)
+				q.remove(q.nsent)
+				continue
+			}
+		}
 		if e.pidOff == 0 { // QoS 0: fire and forget
-			if c.Write(*e.buf) != nil {
+			if e.flags&fProps != 0 {
+				if dropped, err := s.writeStored(c, c5, *e.buf, 0); err != nil {
+					return
+				} else if dropped {
+					s.stats.tooBig.Add(1)
+				}
+			} else if c5 != nil {
+				if dropped, err := s.writePublish5(c, c5, *e.buf, 0); err != nil {
+					return
+				} else if dropped {
+					s.stats.tooBig.Add(1)
+				}
+			} else if c.Write(*e.buf) != nil {
 				return
 			}
 			s.loops[c.LoopID()].sent.Add(1)
 			q.remove(q.nsent)
 			continue
 		}
-		if q.nsent >= int(s.inflight.Load()) {
+		if q.nsent >= window {
 			return
 		}
 		if e.pid == 0 {
@@ -1201,7 +1341,24 @@ func (s *Server) pump(c *netpoll.Conn, cl *client) {
 			if e.flags&fDup != 0 {
 				b[0] |= 0x08
 			}
-			if c.Write(b) != nil {
+			if c5 != nil || e.flags&fProps != 0 {
+				write := s.writePublish5
+				if e.flags&fProps != 0 {
+					write = s.writeStored
+				}
+				dropped, err := write(c, c5, b, e.pidOff)
+				if err != nil {
+					return
+				}
+				if dropped {
+					// 3.1.2.25: over the client's Maximum Packet Size it
+					// is not sent, as if it had been delivered.
+					s.stats.tooBig.Add(1)
+					s.logEntry(recDel, cl, e)
+					q.remove(q.nsent)
+					continue
+				}
+			} else if c.Write(b) != nil {
 				return
 			}
 			s.loops[c.LoopID()].sent.Add(1)
@@ -1278,26 +1435,68 @@ func splitDelivered(t []byte) (me, from, mid []byte, ok bool) {
 }
 
 func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *client, p *mqtt.Packet) {
+	ls.subID = p.Props.SubscriptionID // 0 for 3.1.1
+	defer func() { ls.subID = 0 }()
 	codes := ls.codes[:0]
-	for filter, qos := range p.Filters() {
+	skip := ls.skipRet[:0]
+	v5 := ss.flags&sV5 != 0
+	it := p.NewFilterIter()
+	for {
+		var filter []byte
+		var qos byte
+		var ok bool
+		if v5 {
+			// The options byte: QoS, No Local, Retain As Published
+			// (kept with the subscription), Retain Handling (now).
+			filter, qos, ok = it.NextOptions()
+		} else {
+			filter, qos, ok = it.Next()
+		}
+		if !ok {
+			break
+		}
+		rh := mqtt.RetainHandling(qos)
+		qos &^= 3 << 4
 		if len(codes) >= s.cfg.MaxFiltersPerSubscribe {
 			s.stats.overPacket.Add(1)
 			codes = append(codes, mqtt.SubackFailure)
+			skip = append(skip, true)
 			continue
 		}
-		codes = append(codes, s.subscribeOne(c, ss, cl, filter, qos))
+		skipRet := rh == 2
+		if rh == 1 {
+			cl.mu.Lock()
+			skipRet = cl.xp() != nil && cl.xp().subs.find(string(filter)) >= 0 // only for a new subscription
+			cl.mu.Unlock()
+		}
+		skip = append(skip, skipRet)
+		if _, _, shared := mqtt.SplitShared(filter); shared {
+			skip[len(skip)-1] = true // 4.8.2: no retained messages for a shared subscription
+		}
+		code := s.subscribeOne(c, ss, cl, filter, qos)
+		if ss.flags&sV5 != 0 {
+			code = subCode5(code, code == mqtt.RCQuotaExceeded)
+		} else if code >= 0x80 {
+			code = mqtt.SubackFailure
+		}
+		codes = append(codes, code)
 	}
-	c.Write(mqtt.AppendSuback(ls.out[:0], p.PacketID, codes))
+	if ss.flags&sV5 != 0 {
+		c.Write(mqtt.AppendSuback5(ls.out[:0], p.PacketID, codes, nil))
+	} else {
+		c.Write(mqtt.AppendSuback(ls.out[:0], p.PacketID, codes))
+	}
 	ls.codes = codes[:0]
 	// Retained messages (and presence) for the new subscriptions, after
 	// SUBACK: an exact filter's at once, a wildcard filter's by a scan that
 	// OnTick runs in slices.
 	i := 0
 	scans := false
+	ls.skipRet = skip[:0]
 	for filter := range p.Filters() {
 		code := codes[i]
 		i++
-		if code == mqtt.SubackFailure || filter[0] == 'u' && len(filter) > 1 && filter[1] == '/' {
+		if code >= 0x80 || skip[i-1] || filter[0] == 'u' && len(filter) > 1 && filter[1] == '/' {
 			continue
 		}
 		if len(filter) > 1 && filter[0] == 'p' && filter[1] == '/' {
@@ -1360,6 +1559,15 @@ func (s *Server) sendPresence(ls *loopState, cl *client, filter []byte, qos byte
 
 // subscribeOne applies the ACLs of PROTOCOL.md and subscribes.
 func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter []byte, qos byte) byte {
+	full := filter
+	if _, f, ok := mqtt.SplitShared(filter); ok {
+		// The ACLs apply to the filter shared; the profile's topics are
+		// never shared (an inbox has one reader).
+		if profileTopic(f) || len(f) == 1 && reservedTopic(f) {
+			return mqtt.SubackFailure
+		}
+		filter = f
+	}
 	if len(filter) >= 2 && filter[1] == '/' {
 		rest := filter[2:]
 		switch filter[0] {
@@ -1372,7 +1580,7 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 			if !own {
 				return mqtt.SubackFailure
 			}
-			return min(qos, 1)
+			return min(qos&3, 1)
 		case 'r', 'g': // nothing is ever published there to subscribers
 			return mqtt.SubackFailure
 		case 'p':
@@ -1384,6 +1592,7 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 	if tooDeep(filter) || sysFilter(filter) && !sysAllowed(c.RemoteAddr().Addr()) {
 		return mqtt.SubackFailure
 	}
+	filter = full
 	f := string(filter)
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
@@ -1393,34 +1602,34 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 	if cl.persistent && s.wal != nil && s.wal.Failed() {
 		return mqtt.SubackFailure // a persistent subscription needs a record: not now
 	}
-	if !s.addSubLocked(cl, f, qos, false) {
+	if !s.addSubLocked(cl, f, qos, s.loop(c).subID, false) {
 		s.stats.overClient.Add(1)
 		cl.trimExt()
-		return mqtt.SubackFailure
+		return mqtt.RCQuotaExceeded // 3.1.1: 0x80
 	}
 	if cl.persistent {
-		s.logClient(recSub, cl, filter, []byte{qos})
+		s.logClient(recSub, cl, filter, subField(qos, s.loop(c).subID)) // with its v5 options and identifier
 	}
-	return qos
+	return qos & 3
 }
 
 // addSubLocked subscribes cl (locked) to f, replacing a subscription to
 // the same filter (3.8.4: and its retained scan); false if it is new and
 // cl holds MaxSubscriptions already (unless force: a replayed session
 // keeps what it had).
-func (s *Server) addSubLocked(cl *client, f string, qos byte, force bool) bool {
+func (s *Server) addSubLocked(cl *client, f string, qos byte, id uint32, force bool) bool {
 	x := cl.x()
 	i := x.subs.find(f)
 	if i < 0 && x.subs.len() >= s.cfg.MaxSubscriptions && !force {
 		return false
 	}
-	s.tree.subscribe(f, cl, qos)
+	s.tree.subscribeID(f, cl, qos, id)
 	x.subSeq++
 	if i >= 0 {
-		x.subs.items[i].qos, x.subs.items[i].seq = qos, x.subSeq
+		x.subs.items[i].qos, x.subs.items[i].seq, x.subs.items[i].id = qos, x.subSeq, id
 		return true
 	}
-	x.subs.add(subRef{filter: f, seq: x.subSeq, qos: qos})
+	x.subs.add(subRef{filter: f, seq: x.subSeq, qos: qos, id: id})
 	return true
 }
 
@@ -1441,18 +1650,32 @@ func (s *Server) removeSubLocked(cl *client, filter []byte) bool {
 }
 
 func (s *Server) unsubscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *client, p *mqtt.Packet) {
+	codes := ls.codes[:0]
 	cl.mu.Lock()
 	for filter := range p.Filters() {
+		code := mqtt.RCNoSubscriptionExisted
 		if !ownedLocked(c, ss, cl) {
 			break
 		}
-		if s.removeSubLocked(cl, filter) && cl.persistent {
-			s.logClient(recUnsub, cl, filter)
+		if s.removeSubLocked(cl, filter) {
+			code = mqtt.RCSuccess
+			if cl.persistent {
+				s.logClient(recUnsub, cl, filter)
+			}
 		}
+		codes = append(codes, code)
 	}
 	cl.trimExt()
 	cl.mu.Unlock()
-	c.Write(mqtt.AppendUnsuback(ls.out[:0], p.PacketID))
+	if ss.flags&sV5 != 0 {
+		for len(codes) < p.NumFilters { // taken over meanwhile: not done
+			codes = append(codes, mqtt.RCUnspecified)
+		}
+		c.Write(mqtt.AppendUnsuback5(ls.out[:0], p.PacketID, codes, nil))
+	} else {
+		c.Write(mqtt.AppendUnsuback(ls.out[:0], p.PacketID))
+	}
+	ls.codes = codes[:0]
 }
 
 // OnTimer implements netpoll.Handler: handshake and keepalive timeouts.
@@ -1461,6 +1684,9 @@ func (s *Server) OnTimer(c *netpoll.Conn) {
 		c.Close(closeErr(ReasonHandshakeTimeout))
 		return
 	}
+	ls := s.loop(c)
+	s.disconnect5(c, ls, ls.sess.get(c.Slot()), ReasonKeepalive, 0)
+	ls.discSent = false
 	c.Close(closeErr(ReasonKeepalive))
 }
 
@@ -1469,6 +1695,9 @@ func (s *Server) OnMessage(c *netpoll.Conn, m *netpoll.Message) {
 	ss := s.loop(c).sess.get(c.Slot())
 	switch m.Kind {
 	case msgTakeover:
+		ls := s.loop(c)
+		s.disconnect5(c, ls, ss, ReasonTakeover, 0)
+		ls.discSent = false
 		c.Close(closeErr(ReasonTakeover))
 	case msgKick:
 		if ss.client == 0 {
@@ -1499,6 +1728,12 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 		s.cfg.Logger.Debug("connection closed", "reason", r.String(), "peer", c.RemoteAddr().String())
 	}
 	idx, epoch := ss.client, ss.epoch
+	sendWill := false
+	if ss.flags&sV5 != 0 {
+		sendWill = ls.v5[c.Slot()].sendWill
+		delete(ls.v5, c.Slot())
+		delete(ls.alias5, c.Slot())
+	}
 	*ss = session{}
 	if idx == 0 {
 		return
@@ -1539,8 +1774,8 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 	cl.trimExt()
 	id, gen, profile := cl.name(), cl.gen, cl.profileID()
 	cl.mu.Unlock()
-	if w != nil && r != ReasonDisconnect {
-		s.publishGeneric(ls, []byte(w.topic), w.payload, w.qos, w.retain)
+	if w != nil && (r != ReasonDisconnect || sendWill) {
+		s.sendWill(ls, cl, gen, epoch, w)
 	}
 	if profile {
 		s.presence(ls, id, &now)

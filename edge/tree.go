@@ -14,6 +14,12 @@ type tsub struct {
 	cl  *client
 	gen uint32 // cl.gen when subscribed: a mismatch means the record was reused
 	qos byte
+	// opts are the MQTT 5.0 subscription options kept for delivery
+	// (mqtt.SubNoLocal, mqtt.SubRetainAsPublished); 0 for 3.1.1.
+	opts byte
+	// id is the v5 Subscription Identifier (0: none), sent with every
+	// message the subscription matches (3.3.4).
+	id uint32
 }
 
 func (s tsub) key() uint32 { return s.cl.idx }
@@ -33,8 +39,11 @@ type tnode struct {
 // live in their own trie (retained.go) under their own lock, so that a
 // retained scan never holds up routing.
 type topicTree struct {
-	mu   sync.RWMutex // guards root
+	mu   sync.RWMutex // guards root and shares
 	root tnode
+	// shares are the shared subscriptions' groups by their whole
+	// $share/<group>/<filter> (shared.go).
+	shares map[string]*shareGroup
 
 	rmu   sync.RWMutex // guards rroot, nretained, rbytes; lock order: client.mu, then rmu
 	rroot rnode
@@ -82,9 +91,21 @@ func matchFilter(filter, topic string) bool {
 }
 
 // subscribe adds or updates cl's subscription to filter; cl is locked.
-func (t *topicTree) subscribe(filter string, cl *client, qos byte) {
+//
+// qos may carry v5 option bits above the QoS (mqtt.SubNoLocal,
+// mqtt.SubRetainAsPublished): they go to tsub.opts.
+func (t *topicTree) subscribe(filter string, cl *client, qos byte) { t.subscribeID(filter, cl, qos, 0) }
+
+// subscribeID is subscribe with a v5 Subscription Identifier.
+func (t *topicTree) subscribeID(filter string, cl *client, qos byte, id uint32) {
+	opts := qos & (mqtt.SubNoLocal | mqtt.SubRetainAsPublished)
+	qos &= 3
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if _, f, ok := mqtt.SplitShared(filter); ok {
+		t.subscribeShared(filter, f, cl, qos, opts, id)
+		return
+	}
 	n := &t.root
 	for level := range splitLevels(filter) {
 		if n.children == nil {
@@ -98,10 +119,10 @@ func (t *topicTree) subscribe(filter string, cl *client, qos byte) {
 		n = c
 	}
 	if i := n.subs.find(cl.idx); i >= 0 {
-		n.subs.items[i] = tsub{cl: cl, gen: cl.gen, qos: qos}
+		n.subs.items[i] = tsub{cl: cl, gen: cl.gen, qos: qos, opts: opts, id: id}
 		return
 	}
-	n.subs.add(tsub{cl: cl, gen: cl.gen, qos: qos})
+	n.subs.add(tsub{cl: cl, gen: cl.gen, qos: qos, opts: opts, id: id})
 }
 
 // unsubscribe removes cl's subscription to filter and prunes empty nodes.
@@ -109,6 +130,9 @@ func (t *topicTree) subscribe(filter string, cl *client, qos byte) {
 func (t *topicTree) unsubscribe(filter string, cl *client) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if _, _, ok := mqtt.SplitShared(filter); ok {
+		return t.unsubscribeShared(filter, cl)
+	}
 	var path [32]*tnode
 	var names [32]string
 	depth := 0
@@ -173,6 +197,9 @@ func (t *topicTree) match(topic []byte, out []tsub) []tsub {
 	out = out[:0]
 	t.mu.RLock()
 	out = matchNode(&t.root, topic, !reservedTopic(topic), out)
+	if len(t.shares) > 0 {
+		out = t.matchShared(topic, out)
+	}
 	t.mu.RUnlock()
 	if len(out) > 1 {
 		slices.SortFunc(out, func(a, b tsub) int { return int(a.cl.idx) - int(b.cl.idx) })
@@ -180,6 +207,12 @@ func (t *topicTree) match(topic []byte, out []tsub) []tsub {
 		for r := 0; r < len(out); r++ {
 			if w > 0 && out[w-1].cl == out[r].cl {
 				out[w-1].qos = max(out[w-1].qos, out[r].qos)
+				// Overlapping v5 subscriptions: No Local and Retain
+				// As Published hold only if every one says so.
+				out[w-1].opts &= out[r].opts
+				if out[w-1].id == 0 {
+					out[w-1].id = out[r].id // one identifier per copy (see v5.go)
+				}
 				continue
 			}
 			out[w] = out[r]

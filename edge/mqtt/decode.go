@@ -9,11 +9,15 @@ var requiredFlags = [16]byte{
 }
 
 // checkFirstByte validates the type and flags of a fixed header byte.
-func checkFirstByte(b byte) error {
+func checkFirstByte(b byte, v5 bool) error {
 	t, flags := Type(b>>4), b&0x0F
 	switch t {
-	case 0, 15:
+	case 0:
 		return ErrPacketType
+	case TypeAuth: // reserved in 3.1.1; AUTH in 5.0 (3.15.1: flags 0)
+		if !v5 {
+			return ErrPacketType
+		}
 	case TypePublish:
 		qos := flags >> 1 & 3
 		if qos == 3 {
@@ -39,16 +43,22 @@ func checkFirstByte(b byte) error {
 // Errors: ErrPacketType, ErrFlags, ErrQoS, ErrDupQoS0, ErrRemainingLength,
 // ErrPacketTooLarge.
 func PacketLen(buf []byte, maxPacket int) (int, error) {
-	n, _, err := fixedHeader(buf, maxPacket)
+	n, _, err := fixedHeader(buf, maxPacket, false)
+	return n, err
+}
+
+// PacketLen5 is PacketLen on an MQTT 5.0 connection (AUTH is a packet).
+func PacketLen5(buf []byte, maxPacket int) (int, error) {
+	n, _, err := fixedHeader(buf, maxPacket, true)
 	return n, err
 }
 
 // fixedHeader returns the total packet length and the header length.
-func fixedHeader(buf []byte, maxPacket int) (total, hdr int, err error) {
+func fixedHeader(buf []byte, maxPacket int, v5 bool) (total, hdr int, err error) {
 	if len(buf) == 0 {
 		return 0, 0, nil
 	}
-	if err := checkFirstByte(buf[0]); err != nil {
+	if err := checkFirstByte(buf[0], v5); err != nil {
 		return 0, 0, err
 	}
 	rl := 0
@@ -86,11 +96,11 @@ func fixedHeader(buf []byte, maxPacket int) (total, hdr int, err error) {
 // ErrTopicFilter, ErrNoFilters, ErrPacketID. On error p is unspecified.
 // Decode does not allocate.
 func Decode(buf []byte, maxPacket int, p *Packet) (n int, err error) {
-	total, hdr, err := fixedHeader(buf, maxPacket)
+	total, hdr, err := fixedHeader(buf, maxPacket, false)
 	if err != nil || total == 0 || total > len(buf) {
 		return 0, err
 	}
-	*p = Packet{Type: Type(buf[0] >> 4), Flags: buf[0] & 0x0F}
+	p.reset(buf[0])
 	body := buf[hdr:total:total]
 	switch p.Type {
 	case TypePublish:
@@ -108,7 +118,7 @@ func Decode(buf []byte, maxPacket int, p *Packet) (n int, err error) {
 			return 0, ErrMalformed
 		}
 	case TypeConnect:
-		err = decodeConnect(body, &p.Connect)
+		err = decodeConnect(body, p, false)
 	case TypeConnack:
 		err = decodeConnack(body, p)
 	case TypeSubscribe, TypeUnsubscribe:
@@ -137,29 +147,39 @@ func readBytes(b []byte, i int) (s []byte, next int, ok bool) {
 }
 
 func decodePublish(body []byte, p *Packet) error {
+	i, err := decodePublishHead(body, p)
+	if err != nil {
+		return err
+	}
+	if err := ValidTopicName(p.Topic); err != nil {
+		return err
+	}
+	p.Payload = body[i:]
+	return nil
+}
+
+// decodePublishHead reads the flags, the topic (not validated) and the
+// packet id of a PUBLISH of either version; it returns the index after.
+func decodePublishHead(body []byte, p *Packet) (int, error) {
 	p.Dup = p.Flags&0b1000 != 0
 	p.QoS = p.Flags >> 1 & 3
 	p.Retain = p.Flags&1 != 0
 	topic, i, ok := readBytes(body, 0)
 	if !ok {
-		return ErrMalformed
-	}
-	if err := ValidTopicName(topic); err != nil {
-		return err
+		return 0, ErrMalformed
 	}
 	p.Topic = topic
 	if p.QoS > 0 {
 		if i+2 > len(body) {
-			return ErrMalformed
+			return 0, ErrMalformed
 		}
 		p.PacketID = uint16(body[i])<<8 | uint16(body[i+1])
 		if p.PacketID == 0 {
-			return ErrPacketID
+			return 0, ErrPacketID
 		}
 		i += 2
 	}
-	p.Payload = body[i:]
-	return nil
+	return i, nil
 }
 
 // CONNECT flag bits (3.1.2.3).
@@ -173,7 +193,10 @@ const (
 	connUsername   = 1 << 7
 )
 
-func decodeConnect(body []byte, c *Connect) error {
+// decodeConnect decodes a CONNECT of level 3 or 4, or with v5 of level 5
+// (its properties into p.Props, the will's into c.WillProps).
+func decodeConnect(body []byte, p *Packet, v5 bool) error {
+	c := &p.Connect
 	name, i, ok := readBytes(body, 0)
 	if !ok || i >= len(body) {
 		return ErrMalformed
@@ -183,7 +206,7 @@ func decodeConnect(body []byte, c *Connect) error {
 	i++
 	switch string(name) {
 	case "MQTT":
-		if c.ProtocolLevel != 4 {
+		if c.ProtocolLevel != Level311 && (!v5 || c.ProtocolLevel != Level5) {
 			return ErrProtocolLevel
 		}
 	case "MQIsdp":
@@ -214,8 +237,15 @@ func decodeConnect(body []byte, c *Connect) error {
 	if c.WillQoS == 3 {
 		return ErrQoS
 	}
-	if c.PasswordFlag && !c.UsernameFlag {
+	five := c.ProtocolLevel == Level5
+	if c.PasswordFlag && !c.UsernameFlag && !five { // allowed in 5.0 (3.1.2.9)
 		return ErrPasswordWithoutUsername
+	}
+	if five {
+		var err error
+		if i, err = decodeProps(body, i, propsConnect, &p.Props); err != nil {
+			return err
+		}
 	}
 	if c.ClientID, i, ok = readBytes(body, i); !ok {
 		return ErrMalformed
@@ -224,6 +254,12 @@ func decodeConnect(body []byte, c *Connect) error {
 		return ErrUTF8
 	}
 	if c.WillFlag {
+		if five {
+			var err error
+			if i, err = decodeProps(body, i, propsWill, &c.WillProps); err != nil {
+				return err
+			}
+		}
 		if c.WillTopic, i, ok = readBytes(body, i); !ok {
 			return ErrMalformed
 		}

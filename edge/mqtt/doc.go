@@ -1,6 +1,16 @@
-// Package mqtt is the MQTT 3.1.1 (OASIS standard) packet codec of the edge:
-// an in-place decoder and append-style encoders with zero heap allocations on
-// the hot path (PUBLISH, PUBACK, PINGREQ/PINGRESP).
+// Package mqtt is the MQTT 3.1.1 and 5.0 (OASIS standards) packet codec of
+// the edge: an in-place decoder and append-style encoders with zero heap
+// allocations on the hot path (PUBLISH, PUBACK, PINGREQ/PINGRESP), in both
+// versions.
+//
+// # Versions
+//
+// [Decode] and the Append* encoders speak 3.1.1; [Decode5] and the Append*5
+// encoders speak 5.0 (properties, reason codes, AUTH). A connection's
+// version is its CONNECT's protocol level: decode the first packet with
+// Decode, and on [ErrProtocolLevel] with Decode5, which accepts a level-5
+// CONNECT. The v5 errors are *[Error] values carrying the reason code to
+// send; [ReasonCode] maps every codec error (of both versions) to one.
 //
 // # Aliasing: read this before keeping anything
 //

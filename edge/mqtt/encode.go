@@ -12,15 +12,7 @@ func appendHeader(dst []byte, first byte, rl int) []byte {
 	if rl < 0 || rl > MaxRemainingLength {
 		panic("mqtt: remaining length out of range")
 	}
-	dst = append(dst, first)
-	for {
-		c := byte(rl & 0x7F)
-		rl >>= 7
-		if rl == 0 {
-			return append(dst, c)
-		}
-		dst = append(dst, c|0x80)
-	}
+	return AppendVBI(append(dst, first), rl)
 }
 
 func appendUint16(dst []byte, v uint16) []byte {
@@ -172,8 +164,17 @@ func AppendConnect(dst []byte, c *Connect) []byte {
 	if len(name) == 0 {
 		name, level = []byte("MQTT"), 4
 	}
+	return appendConnect(dst, c, name, level, nil, false)
+}
+
+// appendConnect appends CONNECT; v5 adds the CONNECT property block props
+// and the will's (c.WillProps.Raw).
+func appendConnect(dst []byte, c *Connect, name []byte, level byte, props []byte, v5 bool) []byte {
 	var f byte
 	rl := 2 + len(name) + 1 + 1 + 2 + 2 + len(c.ClientID)
+	if v5 {
+		rl += propsLen(props)
+	}
 	if c.CleanSession {
 		f |= connClean
 	}
@@ -183,6 +184,9 @@ func AppendConnect(dst []byte, c *Connect) []byte {
 			f |= connWillRetain
 		}
 		rl += 4 + len(c.WillTopic) + len(c.WillMessage)
+		if v5 {
+			rl += propsLen(c.WillProps.Raw)
+		}
 	}
 	if c.UsernameFlag {
 		f |= connUsername
@@ -196,8 +200,14 @@ func AppendConnect(dst []byte, c *Connect) []byte {
 	dst = appendField(dst, name)
 	dst = append(dst, level, f)
 	dst = appendUint16(dst, c.KeepAlive)
+	if v5 {
+		dst = appendPropsBlock(dst, props)
+	}
 	dst = appendField(dst, c.ClientID)
 	if c.WillFlag {
+		if v5 {
+			dst = appendPropsBlock(dst, c.WillProps.Raw)
+		}
 		dst = appendField(dst, c.WillTopic)
 		dst = appendField(dst, c.WillMessage)
 	}

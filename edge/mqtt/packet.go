@@ -99,6 +99,9 @@ type Connect struct {
 	Username     []byte
 	PasswordFlag bool
 	Password     []byte
+
+	// WillProps are the will's properties (MQTT 5.0 only, 3.1.3.2).
+	WillProps Properties
 }
 
 // Packet is one decoded control packet. Only the fields of its Type are set;
@@ -131,8 +134,42 @@ type Packet struct {
 	RawFilters []byte
 	NumFilters int
 
-	// SUBACK: one return code per filter (0, 1, 2 or SubackFailure).
+	// SUBACK: one return code per filter (0, 1, 2 or SubackFailure);
+	// MQTT 5.0 SUBACK and UNSUBACK: one reason code per filter.
 	ReturnCodes []byte
+
+	// MQTT 5.0 only (Decode5): the reason code of PUBACK, PUBREC,
+	// PUBREL, PUBCOMP, DISCONNECT, AUTH and CONNACK (0 when left out),
+	// and the packet's properties (for CONNECT, the CONNECT properties;
+	// the will's are in Connect.WillProps).
+	ReasonCode byte
+	Props      Properties
+}
+
+// reset zeroes p for a packet with fixed header byte first, as
+// *p = Packet{Type: ..., Flags: ...} would, but field by field and the two
+// property sets only if a v5 decode filled them: they are most of the
+// struct's size, and a 3.1.1 connection's packets never touch them, so
+// its decode does not pay for clearing them (TestReset checks that every
+// field is cleared).
+func (p *Packet) reset(first byte) {
+	if p.Props.Has != 0 || p.Props.Raw != nil {
+		p.Props = Properties{}
+	}
+	c := &p.Connect
+	if c.WillProps.Has != 0 || c.WillProps.Raw != nil {
+		c.WillProps = Properties{}
+	}
+	p.Type, p.Flags = Type(first>>4), first&0x0F
+	p.Dup, p.QoS, p.Retain = false, 0, false
+	p.Topic, p.Payload = nil, nil
+	p.PacketID = 0
+	c.ProtocolName, c.ProtocolLevel, c.CleanSession, c.KeepAlive, c.ClientID = nil, 0, false, 0, nil
+	c.WillFlag, c.WillQoS, c.WillRetain, c.WillTopic, c.WillMessage = false, 0, false, nil, nil
+	c.UsernameFlag, c.Username, c.PasswordFlag, c.Password = false, nil, false, nil
+	p.SessionPresent, p.ReturnCode = false, 0
+	p.RawFilters, p.NumFilters, p.ReturnCodes = nil, 0, nil
+	p.ReasonCode = 0
 }
 
 // FilterIter walks the topic filters of a decoded SUBSCRIBE or UNSUBSCRIBE
@@ -177,7 +214,7 @@ func (it *FilterIter) Next() (filter []byte, qos byte, ok bool) {
 		}
 		it.rest = b[end:]
 	}
-	return b[2:end:end], qos, true
+	return b[2:end:end], qos & 3, true
 }
 
 // Filters yields p's topic filters with their requested QoS:

@@ -1,0 +1,912 @@
+package edge
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgedhq/edged/edge/mqtt"
+)
+
+// client5 is a raw MQTT 5.0 client over a real socket, built on the codec.
+type client5 struct {
+	t    testing.TB
+	conn net.Conn
+	buf  []byte
+	pid  uint16
+}
+
+// pkt5 is a decoded v5 packet with copies of what tests read.
+type pkt5 struct {
+	Type     mqtt.Type
+	QoS      byte
+	Retain   bool
+	Topic    string
+	Payload  string
+	ID       uint16
+	Code     byte // reason code (CONNACK, acks, DISCONNECT)
+	Present  bool
+	Codes    []byte
+	Assigned string
+	RecvMax  uint16
+	MaxPkt   uint32
+	Props    mqtt.Properties // aliases nothing: Raw is copied, the slices are not kept
+	Raw      []byte
+}
+
+func dial5(t testing.TB, s *Server) *client5 {
+	t.Helper()
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &client5{t: t, conn: c}
+}
+
+func (c *client5) send(b []byte) {
+	c.t.Helper()
+	if _, err := c.conn.Write(b); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// connect sends a v5 CONNECT with props and returns the CONNACK.
+func (c *client5) connect(cp mqtt.Connect, props []byte) pkt5 {
+	c.t.Helper()
+	if cp.KeepAlive == 0 {
+		cp.KeepAlive = 60
+	}
+	c.send(mqtt.AppendConnect5(nil, &cp, props))
+	return c.expect(mqtt.TypeConnack)
+}
+
+// login connects as id with Clean Start and no session expiry.
+func (c *client5) login(id string) {
+	c.t.Helper()
+	if p := c.connect(mqtt.Connect{ClientID: []byte(id), CleanSession: true}, nil); p.Code != 0 {
+		c.t.Fatalf("connect %s: reason %#x", id, p.Code)
+	}
+}
+
+func (c *client5) nextID() uint16 {
+	c.pid++
+	if c.pid == 0 {
+		c.pid = 1
+	}
+	return c.pid
+}
+
+func (c *client5) publish(topic, payload string, qos byte, props []byte) uint16 {
+	c.t.Helper()
+	var id uint16
+	if qos > 0 {
+		id = c.nextID()
+	}
+	c.send(mqtt.AppendPublish5(nil, topic, []byte(payload), qos, false, false, id, props))
+	return id
+}
+
+func (c *client5) subscribe(filter string, qos byte) byte {
+	c.t.Helper()
+	c.send(mqtt.AppendSubscribe5(nil, c.nextID(), nil, mqtt.Subscription5{Filter: filter, QoS: qos}))
+	return c.expect(mqtt.TypeSuback).Codes[0]
+}
+
+func (c *client5) read() pkt5 {
+	c.t.Helper()
+	p, err := c.tryRead(10 * time.Second)
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	return p
+}
+
+func (c *client5) tryRead(d time.Duration) (pkt5, error) {
+	c.conn.SetReadDeadline(time.Now().Add(d))
+	var tmp [4096]byte
+	for {
+		var p mqtt.Packet
+		n, err := mqtt.Decode5(c.buf, 0, &p)
+		if err != nil {
+			return pkt5{}, err
+		}
+		if n > 0 {
+			out := pkt5{Type: p.Type, QoS: p.QoS, Retain: p.Retain, Topic: string(p.Topic), Payload: string(p.Payload),
+				ID: p.PacketID, Code: p.ReasonCode, Present: p.SessionPresent, Codes: bytes.Clone(p.ReturnCodes),
+				Assigned: string(p.Props.AssignedClientID), RecvMax: p.Props.ReceiveMaximum,
+				MaxPkt: p.Props.MaximumPacketSize, Props: p.Props, Raw: bytes.Clone(p.Props.Raw)}
+			c.buf = append(c.buf[:0], c.buf[n:]...)
+			return out, nil
+		}
+		k, err := c.conn.Read(tmp[:])
+		c.buf = append(c.buf, tmp[:k]...)
+		if err != nil && k == 0 {
+			return pkt5{}, err
+		}
+	}
+}
+
+func (c *client5) expect(typ mqtt.Type) pkt5 {
+	c.t.Helper()
+	p := c.read()
+	if p.Type != typ {
+		c.t.Fatalf("got %v %+v, want %v", p.Type, p, typ)
+	}
+	return p
+}
+
+// expectDisconnect reads the server's DISCONNECT with code, then the close.
+func (c *client5) expectDisconnect(code byte) {
+	c.t.Helper()
+	p := c.read()
+	if p.Type != mqtt.TypeDisconnect || p.Code != code {
+		c.t.Fatalf("got %v reason %#x, want DISCONNECT %#x", p.Type, p.Code, code)
+	}
+	c.expectClosed()
+}
+
+func (c *client5) expectClosed() {
+	c.t.Helper()
+	for {
+		_, err := c.tryRead(10 * time.Second)
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			c.t.Fatalf("connection still open after 10 s")
+		}
+		return
+	}
+}
+
+// ping checks that the connection is still up.
+func (c *client5) ping() {
+	c.t.Helper()
+	c.send(mqtt.AppendPingreq(nil))
+	c.expect(mqtt.TypePingresp)
+}
+
+func TestV5Connack(t *testing.T) {
+	s := startServer(t, nil)
+	c := dial5(t, s)
+	p := c.connect(mqtt.Connect{CleanSession: true}, nil)
+	if p.Code != 0 || !strings.HasPrefix(p.Assigned, "anon-") || p.RecvMax != receiveMax5 ||
+		p.MaxPkt != uint32(s.cfg.MaxPacketSize) || p.Props.HasProp(mqtt.PropSharedSubAvailable) ||
+		p.Props.HasProp(mqtt.PropSubIDAvailable) || p.Props.TopicAliasMaximum != aliasMax5 {
+		t.Fatalf("CONNACK %+v", p)
+	}
+	c.ping()
+
+	// 3.1.1 clients beside it are unchanged.
+	r := dial(t, s)
+	r.connect("old", false)
+	if got := r.subscribe("a/b", 1); got != 1 {
+		t.Fatalf("3.1.1 SUBACK %d", got)
+	}
+}
+
+func TestV5PublishSubscribe(t *testing.T) {
+	s := startServer(t, nil)
+	sub := dial5(t, s)
+	sub.login("sub")
+	if code := sub.subscribe("a/+", 1); code != 1 {
+		t.Fatalf("SUBACK %#x", code)
+	}
+	old := dial(t, s) // a 3.1.1 subscriber of the same topic
+	old.connect("old", false)
+	old.subscribe("a/#", 1)
+	pub := dial5(t, s)
+	pub.login("pub")
+	id := pub.publish("a/b", "hello", 1, nil)
+	if a := pub.expect(mqtt.TypePuback); a.ID != id || a.Code != 0 {
+		t.Fatalf("PUBACK %+v", a)
+	}
+	m := sub.expect(mqtt.TypePublish)
+	if m.Topic != "a/b" || m.Payload != "hello" || m.QoS != 1 {
+		t.Fatalf("v5 delivery %+v", m)
+	}
+	sub.send(mqtt.AppendAck5(nil, mqtt.TypePuback, m.ID, 0, nil))
+	if o := old.expect(mqtt.TypePublish); o.Topic != "a/b" || o.Payload != "hello" {
+		t.Fatalf("3.1.1 delivery %+v", o)
+	}
+	// QoS 2 in and out, with v5 acknowledgements.
+	id = pub.publish("a/c", "two", 2, nil)
+	if r := pub.expect(mqtt.TypePubrec); r.ID != id || r.Code != 0 {
+		t.Fatalf("PUBREC %+v", r)
+	}
+	pub.send(mqtt.AppendAck5(nil, mqtt.TypePubrel, id, 0, nil))
+	pub.expect(mqtt.TypePubcomp)
+	if m := sub.expect(mqtt.TypePublish); m.Payload != "two" {
+		t.Fatalf("%+v", m)
+	}
+	// UNSUBACK reason codes: one that existed, one that did not.
+	sub.send(mqtt.AppendUnsubscribe5(nil, 9, nil, "a/+", "x/y"))
+	if u := sub.expect(mqtt.TypeUnsuback); !bytes.Equal(u.Codes, []byte{0, mqtt.RCNoSubscriptionExisted}) {
+		t.Fatalf("UNSUBACK %x", u.Codes)
+	}
+}
+
+// TestV5ProfileReasonCodes: PROTOCOL.md's MQTT 5 behaviour: a refused
+// PUBLISH or SUBSCRIBE gets 0x87 and the connection stays; a full inbox
+// is PUBACK 0x97 instead of an inbox_full notice.
+func TestV5ProfileReasonCodes(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.InboxMessages = 1 })
+	m := dial5(t, s)
+	m.login("mallory")
+	id := m.publish("u/bob/m/alice/fake", "forged", 1, nil)
+	if a := m.expect(mqtt.TypePuback); a.ID != id || a.Code != mqtt.RCNotAuthorized {
+		t.Fatalf("forged PUBLISH: %+v", a)
+	}
+	id = m.publish("$SYS/x", "x", 2, nil)
+	if a := m.expect(mqtt.TypePubrec); a.ID != id || a.Code != mqtt.RCNotAuthorized {
+		t.Fatalf("$SYS PUBLISH: %+v", a)
+	}
+	if code := m.subscribe("u/bob/#", 1); code != mqtt.RCNotAuthorized {
+		t.Fatalf("SUBSCRIBE u/bob/#: %#x", code)
+	}
+	if code := m.subscribe("$share/g/u/bob/#", 1); code != mqtt.RCNotAuthorized {
+		t.Fatalf("SUBSCRIBE $share/g/u/bob/#: %#x", code)
+	}
+	m.ping()
+
+	a := dial5(t, s)
+	a.login("alice")
+	for i, want := range []byte{0, mqtt.RCQuotaExceeded} {
+		id := a.publish("u/bob/m"+string(rune('1'+i)), "hi", 1, nil)
+		if p := a.expect(mqtt.TypePuback); p.ID != id || p.Code != want {
+			t.Fatalf("message %d: PUBACK %+v, want reason %#x", i+1, p, want)
+		}
+	}
+	if n := s.InboxLen("alice"); n != 0 {
+		t.Fatalf("alice's inbox holds %d entries: a notice was stored beside the 0x97", n)
+	}
+	if n := s.InboxLen("bob"); n != 1 {
+		t.Fatalf("bob's inbox holds %d", n)
+	}
+	// bob, a v5 client, receives it in the v5 form and acknowledges it.
+	b := dial5(t, s)
+	b.login("bob")
+	p := b.expect(mqtt.TypePublish)
+	if p.Topic != "u/bob/m/alice/m1" {
+		t.Fatalf("%+v", p)
+	}
+	b.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
+	if r := a.expect(mqtt.TypePublish); r.Topic != "u/alice/d/bob/m1" {
+		t.Fatalf("receipt %+v", r)
+	}
+}
+
+// TestV5BadInput: every bad v5 field has its reason code, then the close;
+// bystanders are unaffected.
+func TestV5BadInput(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxPacketSize = 1024 })
+	check := bystanders(t, s)
+	pubProps := func(props ...byte) []byte {
+		return mqtt.AppendPublish5(nil, "a/b", []byte("x"), 0, false, false, 0, props)
+	}
+	tests := []struct {
+		name string
+		pkt  []byte
+		code byte
+	}{
+		{"property twice", pubProps(mqtt.PropPayloadFormat, 0, mqtt.PropPayloadFormat, 0), mqtt.RCProtocolError},
+		{"unknown property", pubProps(0x05, 0), mqtt.RCMalformed},
+		{"topic alias past the maximum", pubProps(mqtt.PropTopicAlias, 0, aliasMax5+1), mqtt.RCTopicAliasInvalid},
+		{"topic alias never set", mqtt.AppendPublish5(nil, "", []byte("x"), 0, false, false, 0,
+			mqtt.AppendU16Prop(nil, mqtt.PropTopicAlias, 2)), mqtt.RCProtocolError},
+		{"topic alias 0", pubProps(mqtt.PropTopicAlias, 0, 0), mqtt.RCTopicAliasInvalid},
+		{"subscription id in PUBLISH", pubProps(mqtt.PropSubscriptionID, 1), mqtt.RCProtocolError},
+		{"over maximum packet size", mqtt.AppendPublish5(nil, "a/b", make([]byte, 2000), 0, false, false, 0, nil), mqtt.RCPacketTooLarge},
+		{"AUTH", mqtt.AppendAuth(nil, mqtt.RCContinueAuth, nil), mqtt.RCProtocolError},
+		{"subscription identifier 0", []byte{0x82, 8, 0, 1, 2, mqtt.PropSubscriptionID, 0, 0, 1, 'a', 0}, mqtt.RCProtocolError},
+		{"retain handling 3", []byte{0x82, 7, 0, 1, 0, 0, 1, 'a', 0x30}, mqtt.RCProtocolError},
+		{"second CONNECT", mqtt.AppendConnect5(nil, &mqtt.Connect{ClientID: []byte("z")}, nil), mqtt.RCProtocolError},
+		{"puback bad reason", []byte{0x40, 3, 0, 1, 0x05}, mqtt.RCMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dial5(t, s)
+			c.login("bad-" + strings.ReplaceAll(tt.name, " ", "-"))
+			c.send(tt.pkt)
+			c.expectDisconnect(tt.code)
+		})
+	}
+	// CONNECT-time errors: a CONNACK with the reason code.
+	for _, tt := range []struct {
+		name  string
+		props []byte
+		code  byte
+	}{
+		{"receive maximum 0", mqtt.AppendU16Prop(nil, mqtt.PropReceiveMaximum, 0), mqtt.RCProtocolError},
+		{"maximum packet size 0", mqtt.AppendU32Prop(nil, mqtt.PropMaximumPacketSize, 0), mqtt.RCProtocolError},
+		{"session expiry twice", append(mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 1), mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 2)...), mqtt.RCProtocolError},
+		{"unknown property", []byte{0x7E, 0}, mqtt.RCMalformed},
+		{"enhanced auth", mqtt.AppendStringProp(nil, mqtt.PropAuthMethod, "SCRAM-SHA-1"), mqtt.RCBadAuthMethod},
+	} {
+		t.Run("connect "+tt.name, func(t *testing.T) {
+			c := dial5(t, s)
+			p := c.connect(mqtt.Connect{ClientID: []byte("x"), CleanSession: true}, tt.props)
+			if p.Code != tt.code {
+				t.Fatalf("CONNACK reason %#x, want %#x", p.Code, tt.code)
+			}
+			c.expectClosed()
+		})
+	}
+	// A v5 packet on a 3.1.1 connection is malformed there: closed.
+	r := dial(t, s)
+	r.connect("old", false)
+	r.send(mqtt.AppendAck5(nil, mqtt.TypePuback, 1, mqtt.RCQuotaExceeded, nil))
+	r.expectClosed()
+	r2 := dial(t, s)
+	r2.connect("old2", false)
+	r2.send(mqtt.AppendAuth(nil, 0x18, nil))
+	r2.expectClosed()
+	check()
+}
+
+// TestV5ClientLimits: the server keeps to the client's Receive Maximum and
+// Maximum Packet Size.
+func TestV5ClientLimits(t *testing.T) {
+	s := startServer(t, nil)
+	c := dial5(t, s)
+	props := append(mqtt.AppendU16Prop(nil, mqtt.PropReceiveMaximum, 2), mqtt.AppendU32Prop(nil, mqtt.PropMaximumPacketSize, 100)...)
+	if p := c.connect(mqtt.Connect{ClientID: []byte("small"), CleanSession: true}, props); p.Code != 0 {
+		t.Fatal(p.Code)
+	}
+	c.subscribe("t/#", 1)
+	pub := dial5(t, s)
+	pub.login("pub")
+	pub.publish("t/big", strings.Repeat("x", 200), 1, nil) // over 100 bytes: not sent
+	pub.expect(mqtt.TypePuback)
+	for i := range 4 {
+		pub.publish("t/small", string(rune('a'+i)), 1, nil)
+		pub.expect(mqtt.TypePuback)
+	}
+	var got []string
+	for range 2 {
+		got = append(got, c.expect(mqtt.TypePublish).Payload)
+	}
+	if _, err := c.tryRead(300 * time.Millisecond); err == nil {
+		t.Fatal("a third PUBLISH past Receive Maximum 2")
+	}
+	if got[0] != "a" || got[1] != "b" {
+		t.Fatalf("got %q (the big one must be dropped)", got)
+	}
+	if s.stats.tooBig.Load() != 1 {
+		t.Fatalf("tooBig = %d", s.stats.tooBig.Load())
+	}
+}
+
+// TestV5DisconnectWill: DISCONNECT 0x04 sends the will, 0x00 does not.
+func TestV5DisconnectWill(t *testing.T) {
+	s := startServer(t, nil)
+	w := dial5(t, s)
+	w.login("watcher")
+	w.subscribe("will/#", 0)
+	for _, tt := range []struct {
+		code byte
+		sent bool
+	}{{mqtt.RCDisconnectWithWill, true}, {mqtt.RCSuccess, false}} {
+		c := dial5(t, s)
+		cp := mqtt.Connect{ClientID: []byte("dying"), CleanSession: true, WillFlag: true,
+			WillTopic: []byte("will/dying"), WillMessage: []byte{'0' + tt.code}}
+		if p := c.connect(cp, nil); p.Code != 0 {
+			t.Fatal(p.Code)
+		}
+		c.send(mqtt.AppendDisconnect5(nil, tt.code, nil))
+		c.expectClosed()
+		p, err := w.tryRead(500 * time.Millisecond)
+		if tt.sent && (err != nil || p.Topic != "will/dying") {
+			t.Fatalf("DISCONNECT %#x: will not sent (%v %+v)", tt.code, err, p)
+		}
+		if !tt.sent && err == nil {
+			t.Fatalf("DISCONNECT %#x: will sent: %+v", tt.code, p)
+		}
+	}
+}
+
+// TestV5SessionExpiry: a Session Expiry Interval keeps the session (its
+// subscription and queued QoS 1 messages) past the connection; Clean
+// Start with no expiry does not.
+func TestV5SessionExpiry(t *testing.T) {
+	s := startServer(t, nil)
+	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 3600)
+	c := dial5(t, s)
+	if p := c.connect(mqtt.Connect{ClientID: []byte("dev"), CleanSession: true}, expiry); p.Code != 0 || p.Present {
+		t.Fatalf("%+v", p)
+	}
+	c.subscribe("s/#", 1)
+	c.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	c.expectClosed()
+	pub := dial5(t, s)
+	pub.login("pub")
+	pub.publish("s/1", "queued", 1, nil)
+	pub.expect(mqtt.TypePuback)
+	c = dial5(t, s)
+	p := c.connect(mqtt.Connect{ClientID: []byte("dev")}, expiry)
+	if !p.Present {
+		t.Fatalf("session not present: %+v", p)
+	}
+	if m := c.expect(mqtt.TypePublish); m.Payload != "queued" {
+		t.Fatalf("%+v", m)
+	}
+	// DISCONNECT with Session Expiry 0 ends it.
+	c.send(mqtt.AppendDisconnect5(nil, 0, mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 0)))
+	c.expectClosed()
+	c = dial5(t, s)
+	if p := c.connect(mqtt.Connect{ClientID: []byte("dev")}, nil); p.Present {
+		t.Fatal("session present after DISCONNECT with expiry 0")
+	}
+	// Raising the expiry from 0 at DISCONNECT is a protocol error.
+	c.send(mqtt.AppendDisconnect5(nil, 0, expiry))
+	c.expectDisconnect(mqtt.RCProtocolError)
+}
+
+// TestV5ServerDisconnects: takeover and keepalive closes carry their code.
+func TestV5ServerDisconnects(t *testing.T) {
+	s := startServer(t, nil)
+	a := dial5(t, s)
+	a.login("dup")
+	b := dial5(t, s)
+	b.login("dup")
+	a.expectDisconnect(mqtt.RCSessionTakenOver)
+	k := dial5(t, s)
+	if p := k.connect(mqtt.Connect{ClientID: []byte("idle"), CleanSession: true, KeepAlive: 1}, nil); p.Code != 0 {
+		t.Fatal(p.Code)
+	}
+	k.expectDisconnect(mqtt.RCKeepAliveTimeout)
+}
+
+// TestV5PropertiesPassThrough: a v5 PUBLISH's properties reach v5
+// subscribers (generic and profile), the Message Expiry as what remains;
+// a 3.1.1 subscriber gets the plain message; an expired message is
+// dropped instead of delivered.
+func TestV5PropertiesPassThrough(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().Unix())
+	s := startServer(t, func(c *Config) { c.Now = func() time.Time { return time.Unix(now.Load(), 0) } })
+	sub := dial5(t, s)
+	sub.login("sub5")
+	sub.subscribe("pp/#", 1)
+	old := dial(t, s)
+	old.connect("old", false)
+	old.subscribe("pp/#", 1)
+	props := bytes.Join([][]byte{
+		mqtt.AppendByteProp(nil, mqtt.PropPayloadFormat, 1),
+		mqtt.AppendU32Prop(nil, mqtt.PropMessageExpiry, 60),
+		mqtt.AppendStringProp(nil, mqtt.PropContentType, "text/plain"),
+		mqtt.AppendStringProp(nil, mqtt.PropResponseTopic, "pp/reply"),
+		mqtt.AppendStringProp(nil, mqtt.PropCorrelationData, []byte{7, 8}),
+		mqtt.AppendUserProp(nil, "k", "v1"),
+		mqtt.AppendUserProp(nil, "k", "v2"),
+	}, nil)
+	pub := dial5(t, s)
+	pub.login("pub")
+	pub.publish("pp/a", "body", 1, props)
+	pub.expect(mqtt.TypePuback)
+	check := func(p pkt5) {
+		t.Helper()
+		pr := p.Props
+		var kv []string
+		for k, v := range mqtt.UserProps(p.Raw) {
+			kv = append(kv, string(k)+"="+string(v))
+		}
+		if p.Payload != "body" || pr.PayloadFormat != 1 || pr.MessageExpiry == 0 || pr.MessageExpiry > 60 ||
+			string(pr.ContentType) != "text/plain" || string(pr.ResponseTopic) != "pp/reply" ||
+			!bytes.Equal(pr.CorrelationData, []byte{7, 8}) || strings.Join(kv, ",") != "k=v1,k=v2" {
+			t.Fatalf("delivered %+v user props %q", p, kv)
+		}
+	}
+	m := sub.expect(mqtt.TypePublish)
+	check(m)
+	sub.send(mqtt.AppendAck5(nil, mqtt.TypePuback, m.ID, 0, nil))
+	if o := old.expect(mqtt.TypePublish); o.Topic != "pp/a" || o.Payload != "body" {
+		t.Fatalf("3.1.1 delivery %+v", o)
+	}
+
+	// Profile: a direct message keeps its properties.
+	b := dial5(t, s)
+	b.login("bob")
+	a := dial5(t, s)
+	a.login("alice")
+	a.publish("u/bob/m1", "body", 1, props)
+	a.expect(mqtt.TypePuback)
+	d := b.expect(mqtt.TypePublish)
+	if d.Topic != "u/bob/m/alice/m1" {
+		t.Fatalf("%+v", d)
+	}
+	check(d)
+
+	// Expiry: 60 s after, a queued message is dropped, not sent.
+	sub.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	sub.expectClosed()
+	c := dial5(t, s)
+	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 3600)
+	c.connect(mqtt.Connect{ClientID: []byte("later"), CleanSession: true}, expiry)
+	c.subscribe("ex/#", 1)
+	c.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	c.expectClosed()
+	pub.publish("ex/1", "stale", 1, mqtt.AppendU32Prop(nil, mqtt.PropMessageExpiry, 30))
+	pub.expect(mqtt.TypePuback)
+	pub.publish("ex/2", "fresh", 1, mqtt.AppendU32Prop(nil, mqtt.PropMessageExpiry, 300))
+	pub.expect(mqtt.TypePuback)
+	now.Add(60)
+	c = dial5(t, s)
+	if p := c.connect(mqtt.Connect{ClientID: []byte("later")}, expiry); !p.Present {
+		t.Fatal("no session")
+	}
+	p := c.expect(mqtt.TypePublish)
+	if p.Payload != "fresh" || p.Props.MessageExpiry != 240 {
+		t.Fatalf("after 60 s got %+v (expiry %d)", p, p.Props.MessageExpiry)
+	}
+	if s.stats.expired5.Load() != 1 {
+		t.Fatalf("expired5 = %d", s.stats.expired5.Load())
+	}
+}
+
+// TestV5SessionSurvivesRestart: a v5 session (Session Expiry Interval),
+// its subscription and a queued message with its properties come back
+// after a stop and start on the same data dir.
+func TestV5SessionSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	s := startDurable(t, dir, nil)
+	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 3600)
+	c := dial5(t, s)
+	c.connect(mqtt.Connect{ClientID: []byte("dev"), CleanSession: true}, expiry)
+	c.subscribe("r/x/#", 1) // r/ is the profile's: refused
+	c.subscribe("dev/#", 1)
+	c.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	c.expectClosed()
+	waitFor(t, "dev offline", func() bool { return s.Connections() == 0 })
+	pub := dial5(t, s)
+	pub.login("pub")
+	pub.publish("dev/1", "kept", 1, mqtt.AppendUserProp(nil, "trace", "abc"))
+	pub.expect(mqtt.TypePuback)
+	s.Close()
+
+	s = startDurable(t, dir, nil)
+	c = dial5(t, s)
+	if p := c.connect(mqtt.Connect{ClientID: []byte("dev")}, expiry); !p.Present {
+		t.Fatal("v5 session not present after restart")
+	}
+	m := c.expect(mqtt.TypePublish)
+	var kv []string
+	for k, v := range mqtt.UserProps(m.Raw) {
+		kv = append(kv, string(k)+"="+string(v))
+	}
+	if m.Payload != "kept" || strings.Join(kv, ",") != "trace=abc" {
+		t.Fatalf("after restart %+v %q", m, kv)
+	}
+}
+
+// TestV5TopicAlias: a client sets an alias with a topic and then publishes
+// with the alias alone; aliases are per connection.
+func TestV5TopicAlias(t *testing.T) {
+	s := startServer(t, nil)
+	sub := dial5(t, s)
+	sub.login("sub")
+	sub.subscribe("al/#", 0)
+	pub := dial5(t, s)
+	pub.login("pub")
+	alias := func(a uint16) []byte { return mqtt.AppendU16Prop(nil, mqtt.PropTopicAlias, a) }
+	pub.publish("al/one", "1", 0, alias(1))
+	pub.publish("al/two", "2", 0, alias(aliasMax5))
+	pub.publish("", "3", 0, alias(1))
+	pub.publish("", "4", 1, alias(aliasMax5))
+	pub.expect(mqtt.TypePuback)
+	pub.publish("al/three", "5", 0, alias(1)) // re-pointed
+	pub.publish("", "6", 0, alias(1))
+	want := []string{"al/one 1", "al/two 2", "al/one 3", "al/two 4", "al/three 5", "al/three 6"}
+	for _, w := range want {
+		if p := sub.expect(mqtt.TypePublish); p.Topic+" "+p.Payload != w || p.Props.TopicAlias != 0 {
+			t.Fatalf("got %q (alias %d), want %q", p.Topic+" "+p.Payload, p.Props.TopicAlias, w)
+		}
+	}
+	other := dial5(t, s)
+	other.login("other")
+	other.publish("", "x", 0, alias(1))
+	other.expectDisconnect(mqtt.RCProtocolError)
+}
+
+// TestV5SubscriptionOptions: No Local, Retain As Published and Retain
+// Handling 0/1/2 (3.8.3.1).
+func TestV5SubscriptionOptions(t *testing.T) {
+	s := startServer(t, nil)
+	c := dial5(t, s)
+	c.login("me")
+	sub := func(f string, o mqtt.Subscription5) byte {
+		o.Filter = f
+		c.send(mqtt.AppendSubscribe5(nil, c.nextID(), nil, o))
+		return c.expect(mqtt.TypeSuback).Codes[0]
+	}
+	// No Local: my own publish does not come back; another's does.
+	sub("nl/#", mqtt.Subscription5{QoS: 0, NoLocal: true})
+	c.publish("nl/a", "mine", 0, nil)
+	other := dial5(t, s)
+	other.login("other")
+	other.publish("nl/a", "theirs", 0, nil)
+	if p := c.expect(mqtt.TypePublish); p.Payload != "theirs" {
+		t.Fatalf("No Local: got %+v", p)
+	}
+	// Retain As Published: the live copy keeps RETAIN; without it, not.
+	r := dial(t, s)
+	r.connect("r311", false)
+	sub("rap/#", mqtt.Subscription5{QoS: 0, RetainAsPublished: true})
+	r.subscribe("rap/#", 0)
+	other.send(mqtt.AppendPublish5(nil, "rap/x", []byte("kept"), 0, true, false, 0, nil))
+	if p := c.expect(mqtt.TypePublish); p.Payload != "kept" || !p.Retain {
+		t.Fatalf("Retain As Published: %+v", p)
+	}
+	if p := r.expect(mqtt.TypePublish); p.Retain {
+		t.Fatal("3.1.1 live delivery with RETAIN set")
+	}
+	// Retain Handling: 0 sends the retained message, 1 only for a new
+	// subscription, 2 never.
+	rh := dial5(t, s)
+	rh.login("rh")
+	get := func(f string, h byte) bool {
+		rh.send(mqtt.AppendSubscribe5(nil, rh.nextID(), nil, mqtt.Subscription5{Filter: f, RetainHandling: h}))
+		rh.expect(mqtt.TypeSuback)
+		p, err := rh.tryRead(300 * time.Millisecond)
+		return err == nil && p.Type == mqtt.TypePublish && p.Payload == "kept"
+	}
+	for _, tt := range []struct {
+		h    byte
+		want bool
+	}{{2, false}, {1, false}, {0, true}} { // rap/x exists after the first
+		if got := get("rap/x", tt.h); got != tt.want {
+			t.Fatalf("Retain Handling %d on an existing subscription: retained sent = %v", tt.h, got)
+		}
+	}
+	if !get("rap/+", 1) {
+		t.Fatal("Retain Handling 1 on a new subscription: no retained message")
+	}
+}
+
+// TestV5SharedSubscriptions: each message of a $share group goes to one
+// member, in turn; a plain subscriber still gets every one; an offline
+// member is skipped; unsubscribing leaves the group.
+func TestV5SharedSubscriptions(t *testing.T) {
+	s := startServer(t, nil)
+	var members []*client5
+	for _, id := range []string{"w1", "w2", "w3"} {
+		c := dial5(t, s)
+		c.login(id)
+		if code := c.subscribe("$share/workers/jobs/#", 1); code != 1 {
+			t.Fatalf("SUBACK %#x", code)
+		}
+		members = append(members, c)
+	}
+	all := dial5(t, s)
+	all.login("all")
+	all.subscribe("jobs/#", 0)
+	pub := dial5(t, s)
+	pub.login("pub")
+	const n = 30
+	for i := range n {
+		pub.publish("jobs/x", string(rune('A'+i)), 1, nil)
+		pub.expect(mqtt.TypePuback)
+	}
+	counts := map[string]int{}
+	for range n {
+		all.expect(mqtt.TypePublish)
+	}
+	for i, c := range members {
+		for {
+			p, err := c.tryRead(300 * time.Millisecond)
+			if err != nil {
+				break
+			}
+			counts[string(rune('1'+i))]++
+			c.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
+		}
+	}
+	total := 0
+	for k, v := range counts {
+		total += v
+		if v != n/3 {
+			t.Errorf("member w%s got %d of %d, want %d (round robin)", k, v, n, n/3)
+		}
+	}
+	if total != n {
+		t.Fatalf("members got %d messages in all, want %d exactly once each", total, n)
+	}
+	// One member leaves (UNSUBSCRIBE), one goes offline: the last gets all.
+	members[0].send(mqtt.AppendUnsubscribe5(nil, 99, nil, "$share/workers/jobs/#"))
+	if u := members[0].expect(mqtt.TypeUnsuback); u.Codes[0] != 0 {
+		t.Fatalf("UNSUBACK %#x", u.Codes[0])
+	}
+	members[1].conn.Close()
+	waitFor(t, "w2 offline", func() bool { return s.Connections() == 4 })
+	for i := range 4 {
+		pub.publish("jobs/y", string(rune('a'+i)), 0, nil)
+	}
+	for i := range 4 {
+		if p := members[2].expect(mqtt.TypePublish); p.Payload != string(rune('a'+i)) {
+			t.Fatalf("w3 got %+v", p)
+		}
+	}
+	if _, err := members[0].tryRead(200 * time.Millisecond); err == nil {
+		t.Fatal("w1 got a message after leaving the group")
+	}
+}
+
+// TestV5SubscriptionIdentifiers: a message carries the identifier of the
+// subscription it matched; it survives a restart with the session.
+func TestV5SubscriptionIdentifiers(t *testing.T) {
+	dir := t.TempDir()
+	s := startDurable(t, dir, nil)
+	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 3600)
+	c := dial5(t, s)
+	c.connect(mqtt.Connect{ClientID: []byte("ids"), CleanSession: true}, expiry)
+	for _, sub := range []struct {
+		f  string
+		id int
+	}{{"a/#", 7}, {"b/+", 300000}} {
+		c.send(mqtt.AppendSubscribe5(nil, c.nextID(), mqtt.AppendVBIProp(nil, mqtt.PropSubscriptionID, sub.id),
+			mqtt.Subscription5{Filter: sub.f, QoS: 1}))
+		c.expect(mqtt.TypeSuback)
+	}
+	c.subscribe("c/#", 1) // none
+	pub := dial5(t, s)
+	pub.login("pub")
+	ids := func(p pkt5) (out []uint32) {
+		for id := range mqtt.SubIDs(p.Raw) {
+			out = append(out, id)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		topic string
+		want  uint32
+	}{{"a/x", 7}, {"b/y", 300000}, {"c/z", 0}} {
+		pub.publish(tt.topic, "m", 1, mqtt.AppendUserProp(nil, "k", "v"))
+		pub.expect(mqtt.TypePuback)
+		p := c.expect(mqtt.TypePublish)
+		got := ids(p)
+		if tt.want == 0 && len(got) != 0 || tt.want != 0 && (len(got) != 1 || got[0] != tt.want) {
+			t.Fatalf("%s: subscription ids %v, want %d", tt.topic, got, tt.want)
+		}
+		c.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
+	}
+	c.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	c.expectClosed()
+	s.Close()
+	s = startDurable(t, dir, nil)
+	c = dial5(t, s)
+	c.connect(mqtt.Connect{ClientID: []byte("ids")}, expiry)
+	pub = dial5(t, s)
+	pub.login("pub")
+	pub.publish("b/q", "after", 0, nil)
+	if p := c.expect(mqtt.TypePublish); len(ids(p)) != 1 || ids(p)[0] != 300000 {
+		t.Fatalf("after restart: %+v", p)
+	}
+}
+
+// TestV5WillDelay: a will with a Will Delay Interval goes out after the
+// delay, with its properties; a reconnect within the delay cancels it.
+func TestV5WillDelay(t *testing.T) {
+	s := startServer(t, nil)
+	w := dial5(t, s)
+	w.login("watcher")
+	w.subscribe("wd/#", 0)
+	connectWill := func(id string) *client5 {
+		c := dial5(t, s)
+		cp := mqtt.Connect{ClientID: []byte(id), CleanSession: true, WillFlag: true,
+			WillTopic: []byte("wd/" + id), WillMessage: []byte("gone")}
+		cp.WillProps.Raw = append(mqtt.AppendU32Prop(nil, mqtt.PropWillDelay, 1), mqtt.AppendUserProp(nil, "why", "test")...)
+		if p := c.connect(cp, nil); p.Code != 0 {
+			t.Fatal(p.Code)
+		}
+		return c
+	}
+	a := connectWill("a")
+	start := time.Now()
+	a.conn.Close() // no DISCONNECT: the will is due, after 1 s
+	if _, err := w.tryRead(500 * time.Millisecond); err == nil {
+		t.Fatal("will sent before its delay")
+	}
+	p := w.expect(mqtt.TypePublish)
+	var kv []string
+	for k, v := range mqtt.UserProps(p.Raw) {
+		kv = append(kv, string(k)+"="+string(v))
+	}
+	if p.Topic != "wd/a" || strings.Join(kv, ",") != "why=test" || time.Since(start) < time.Second {
+		t.Fatalf("will %+v %q after %v", p, kv, time.Since(start))
+	}
+	b := connectWill("b")
+	b.conn.Close()
+	again := dial5(t, s)
+	again.login("b") // back within the delay
+	if p, err := w.tryRead(1500 * time.Millisecond); err == nil {
+		t.Fatalf("will sent although the client reconnected: %+v", p)
+	}
+}
+
+// TestV5Handoff: an upgrade carries MQTT 5.0 connections like 3.1.1 ones,
+// with their negotiated state (conn5) and inbound topic aliases.
+func TestV5Handoff(t *testing.T) {
+	dir := t.TempDir()
+	s1 := startDurable(t, dir, nil)
+	old := dial(t, s1)
+	old.connect("old", false)
+	v5 := dial5(t, s1)
+	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 3600)
+	v5.connect(mqtt.Connect{ClientID: []byte("new"), CleanSession: true}, expiry)
+	v5.subscribe("h/#", 1)
+	pub := dial5(t, s1)
+	pub.login("pub")
+	alias := func(a uint16) []byte { return mqtt.AppendU16Prop(nil, mqtt.PropTopicAlias, a) }
+	pub.publish("h/aliased", "before", 0, alias(3))
+	if p := v5.expect(mqtt.TypePublish); p.Topic != "h/aliased" || p.Payload != "before" {
+		t.Fatalf("%+v", p)
+	}
+	h, err := s1.Freeze()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Conns) != 3 {
+		t.Fatalf("exported %d connections, want 3 (3.1.1 and MQTT 5.0 alike)", len(h.Conns))
+	}
+	h2 := dupHandoff(t, h)
+	s2 := startServer(t, func(c *Config) { c.DataDir, c.Handoff, c.AdminAddr = dir, h2, "" })
+	if err := s1.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	old.send(mqtt.AppendPingreq(nil))
+	old.expect(mqtt.TypePingresp)
+	// The v5 connections go on: the publisher's alias still names its
+	// topic, and the subscriber still gets v5 PUBLISHes (a property block).
+	pub.publish("", "after", 1, alias(3))
+	pub.expect(mqtt.TypePuback)
+	if p := v5.expect(mqtt.TypePublish); p.Topic != "h/aliased" || p.Payload != "after" {
+		t.Fatalf("after the handoff: %+v", p)
+	} else {
+		v5.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
+	}
+	pub.publish("", "x", 0, alias(4)) // never set: still a protocol error on the new server
+	pub.expectDisconnect(mqtt.RCProtocolError)
+	if n := s2.Connections(); n != 2 {
+		t.Fatalf("new server holds %d connections, want 2", n)
+	}
+}
+
+// TestV5DrainDisconnect: in a drain (the new binary cannot read the
+// state), an MQTT 5.0 client hears DISCONNECT 0x8B (server shutting down)
+// before the end of its stream, and finds its session on the new server.
+func TestV5DrainDisconnect(t *testing.T) {
+	dir := t.TempDir()
+	s1 := startDurable(t, dir, nil)
+	old := dial(t, s1)
+	old.connect("old", true)
+	v5 := dial5(t, s1)
+	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 3600)
+	v5.connect(mqtt.Connect{ClientID: []byte("new"), CleanSession: true}, expiry)
+	v5.subscribe("d/#", 1)
+	h, err := s1.Freeze()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Drain, h.State = true, nil
+	h2 := dupHandoff(t, &Handoff{Version: h.Version, Listeners: h.Listeners, Lock: h.Lock}) // a drain sends no connection
+	h2.Drain = true
+	s2 := startServer(t, func(c *Config) { c.DataDir, c.Handoff, c.AdminAddr = dir, h2, "" })
+	done := make(chan int, 1)
+	go func() { n, _ := s1.FinishDrain(h, 0); done <- n }()
+	v5.expectDisconnect(mqtt.RCServerShuttingDown)
+	v5.expectClosed()
+	old.expectClosed()
+	if n := <-done; n != 2 {
+		t.Fatalf("drained %d connections, want 2", n)
+	}
+	again := dial5(t, s2)
+	if p := again.connect(mqtt.Connect{ClientID: []byte("new")}, expiry); !p.Present {
+		t.Fatal("the v5 session did not survive the drain")
+	}
+}
