@@ -21,6 +21,7 @@ type Target struct {
 	PID     int    `json:"pid,omitempty"`
 	Admin   string `json:"admin,omitempty"`
 	Profile string `json:"profile,omitempty"` // overrides Options.Profile for this target
+	WS      string `json:"ws,omitempty"`      // overrides Options.WS: this target is a WebSocket listener on this path
 	// Start, when set, is a shell command that runs the server: Compare
 	// starts it (sh -c 'exec <Start>') before the first round, waits until
 	// Addr accepts connections, measures its PID unless PID is set, and
@@ -88,11 +89,11 @@ func startTarget(t *Target) (stop func(), err error) {
 	}
 }
 
-// ParseTarget parses "name=host:port[,pid=PID][,admin=URL][,profile=P]". Errors wrap
+// ParseTarget parses "name=host:port[,pid=PID][,admin=URL][,profile=P][,ws=/PATH]". Errors wrap
 // ErrBadOption.
 func ParseTarget(s string) (Target, error) {
 	bad := func(why string) (Target, error) {
-		return Target{}, fmt.Errorf("parse target %q (want name=host:port[,pid=PID][,admin=URL][,profile=generic|inbox]): %s: %w", s, why, ErrBadOption)
+		return Target{}, fmt.Errorf("parse target %q (want name=host:port[,pid=PID][,admin=URL][,profile=generic|inbox][,ws=/PATH]): %s: %w", s, why, ErrBadOption)
 	}
 	name, rest, ok := strings.Cut(s, "=")
 	if !ok || name == "" {
@@ -119,6 +120,11 @@ func ParseTarget(s string) (Target, error) {
 				return bad("profile must be generic or inbox")
 			}
 			t.Profile = v
+		case "ws":
+			if !strings.HasPrefix(v, "/") {
+				return bad("ws must be a path, e.g. /mqtt")
+			}
+			t.WS = v
 		default:
 			return bad("unknown key " + strconv.Quote(k))
 		}
@@ -218,6 +224,9 @@ func Compare(ctx context.Context, workload string, targets []Target, rounds int,
 			ro.Target, ro.ServerPID, ro.Admin = t.Addr, t.PID, t.Admin
 			if t.Profile != "" {
 				ro.Profile = t.Profile
+			}
+			if t.WS != "" {
+				ro.WS = t.WS
 			}
 			if o.Out != "" {
 				ro.Out = filepath.Join(o.Out, fmt.Sprintf("%s-round%d", t.Name, round+1))

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -33,6 +34,7 @@ type connState uint8
 const (
 	stNew        connState = iota // never started
 	stConnecting                  // connect(2) in progress
+	stUpgrade                     // WebSocket: upgrade request sent, waiting for the 101
 	stHandshake                   // CONNECT sent, waiting for CONNACK
 	stUp                          // CONNACK 0 received
 	stDown                        // closed; may be restarted (offline, churn)
@@ -51,6 +53,7 @@ type conn struct {
 	toggle   int64 // offline: next drop/return; churn: next disconnect
 	in       []byte
 	out      []byte
+	ws       wsIn // WebSocket (Setup.WS without TLS): the server's frame being read
 }
 
 type pairState struct {
@@ -110,14 +113,18 @@ type engine struct {
 	rr        int
 	draining  bool
 
-	t       Tick
-	lat     *hdr.PackedHistogram // sparse: a tick walks only populated buckets
-	connLat *hdr.PackedHistogram
-	scratch []byte
-	payload []byte
-	nextHK  int64
-	rng     *rand.Rand
-	tls     *tlsDialer // Setup.TLS: connections go through a TLS relay (tls.go)
+	t        Tick
+	lat      *hdr.PackedHistogram // sparse: a tick walks only populated buckets
+	connLat  *hdr.PackedHistogram
+	scratch  []byte
+	payload  []byte
+	nextHK   int64
+	rng      *rand.Rand
+	relay    *relayDialer // Setup.TLS: connections go through a relay (relay_linux.go)
+	ws       bool         // Setup.WS without TLS: the engine frames itself (ws_linux.go)
+	wsKey    [4]byte
+	wsReq    []byte // the upgrade request
+	wsAccept []byte // the Sec-WebSocket-Accept line the 101 must carry
 }
 
 func newEngine(s Setup) (e *engine, err error) {
@@ -149,8 +156,15 @@ func newEngine(s Setup) (e *engine, err error) {
 	e.pairs = make([]pairState, s.Pairs)
 	e.t.Worker = s.Worker
 	e.t.Errors = map[string]int64{}
+	if s.WS != "" && !s.TLS {
+		e.ws = true
+		var key [16]byte
+		crand.Read(key[:])
+		crand.Read(e.wsKey[:])
+		e.wsReq, e.wsAccept = wsRequest(s.Target, s.WS, key)
+	}
 	if s.TLS {
-		if e.tls, err = newTLSDialer(s); err != nil {
+		if e.relay, err = newRelayDialer(s); err != nil {
 			return nil, err
 		}
 	}
@@ -231,8 +245,8 @@ func (e *engine) startDue(now int64) {
 func (e *engine) dial(i int, now int64) {
 	c := &e.conns[i]
 	e.t.Attempts++
-	if e.tls != nil {
-		e.dialTLS(i, now)
+	if e.relay != nil {
+		e.dialRelay(i, now)
 		return
 	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -278,7 +292,7 @@ func (e *engine) dial(i int, now int64) {
 func (e *engine) closeConn(i int, kind string) {
 	c := &e.conns[i]
 	switch c.st {
-	case stConnecting, stHandshake:
+	case stConnecting, stUpgrade, stHandshake:
 		e.pending--
 	case stUp:
 		e.up--
@@ -292,6 +306,7 @@ func (e *engine) closeConn(i int, kind string) {
 	unix.Close(c.fd)
 	c.fd = -1
 	c.in, c.out = c.in[:0], c.out[:0]
+	c.ws = wsIn{}
 	c.st = stFailed
 	if e.restartable(i) {
 		c.st = stDown
@@ -309,7 +324,11 @@ func (e *engine) queueBytes(i int, b []byte) {
 		e.errorf("send_overflow")
 		return
 	}
-	c.out = append(c.out, b...)
+	if e.ws {
+		c.out = appendWSFrame(c.out, b, e.wsKey)
+	} else {
+		c.out = append(c.out, b...)
+	}
 	c.lastSend = e.now()
 	if !c.dirty {
 		c.dirty = true
@@ -319,7 +338,7 @@ func (e *engine) queueBytes(i int, b []byte) {
 
 func (e *engine) flush(i int) {
 	c := &e.conns[i]
-	for len(c.out) > 0 && c.st >= stHandshake && c.st <= stUp {
+	for len(c.out) > 0 && c.st >= stUpgrade && c.st <= stUp {
 		n, err := unix.Write(c.fd, c.out)
 		if n > 0 {
 			c.out = c.out[:copy(c.out, c.out[n:])]
@@ -365,16 +384,11 @@ func (e *engine) onEvent(ev *unix.EpollEvent, now int64) {
 			e.fail(i, err)
 			return
 		}
-		c.st = stHandshake
-		e.scratch = appendClientID(e.scratch[:0], e.s.Prefix, e.s.Worker, i)
-		id := string(e.scratch)
-		user := e.s.Username
-		if e.s.Profile == "inbox" && user == "" {
-			user = id
+		if e.ws {
+			e.sendUpgrade(i)
+		} else {
+			e.sendConnect(i)
 		}
-		e.scratch = appendConnect(e.scratch[:0], connectPacket{ClientID: id, Username: user,
-			Password: e.s.Password, Keepalive: uint16(e.s.KeepaliveS), Clean: e.s.Clean})
-		e.queueBytes(i, e.scratch)
 	}
 	if ev.Events&unix.EPOLLOUT != 0 && len(c.out) > 0 {
 		e.flush(i)
@@ -387,6 +401,20 @@ func (e *engine) onEvent(ev *unix.EpollEvent, now int64) {
 	}
 }
 
+// sendConnect sends connection i's CONNECT.
+func (e *engine) sendConnect(i int) {
+	e.conns[i].st = stHandshake
+	e.scratch = appendClientID(e.scratch[:0], e.s.Prefix, e.s.Worker, i)
+	id := string(e.scratch)
+	user := e.s.Username
+	if e.s.Profile == "inbox" && user == "" {
+		user = id
+	}
+	e.scratch = appendConnect(e.scratch[:0], connectPacket{ClientID: id, Username: user,
+		Password: e.s.Password, Keepalive: uint16(e.s.KeepaliveS), Clean: e.s.Clean})
+	e.queueBytes(i, e.scratch)
+}
+
 func (e *engine) readConn(i int, gen int32) {
 	for {
 		c := &e.conns[i]
@@ -396,6 +424,19 @@ func (e *engine) readConn(i int, gen int32) {
 		n, err := unix.Read(c.fd, e.rbuf)
 		if n > 0 {
 			data := e.rbuf[:n]
+			if e.ws {
+				var werr error
+				if data, werr = e.wsRead(i, data); werr != nil {
+					e.closeConn(i, werr.Error())
+					return
+				}
+				if len(data) == 0 {
+					if n < len(e.rbuf) {
+						return // drained
+					}
+					continue
+				}
+			}
 			if len(c.in) > 0 {
 				c.in = append(c.in, data...)
 				data = c.in
@@ -623,7 +664,7 @@ func (e *engine) housekeep(now int64) {
 	for i := range e.conns {
 		c := &e.conns[i]
 		switch c.st {
-		case stConnecting, stHandshake:
+		case stConnecting, stUpgrade, stHandshake:
 			if now-c.started > e.s.ConnectTimeout {
 				e.closeConn(i, "timeout")
 			}
@@ -697,8 +738,8 @@ func (e *engine) tick(final bool) Tick {
 	for k, v := range e.t.Errors {
 		t.Errors[k] = v
 	}
-	if e.tls != nil {
-		e.tls.addErrors(t.Errors)
+	if e.relay != nil {
+		e.relay.addErrors(t.Errors)
 	}
 	t.Lat, t.Conn = buckets(e.lat), buckets(e.connLat)
 	e.lat.Reset()
@@ -725,7 +766,7 @@ func (e *engine) shutdown() {
 	for i := range e.conns {
 		c := &e.conns[i]
 		if c.st == stUp {
-			c.out = appendDisconnect(c.out)
+			e.queueBytes(i, appendDisconnect(e.scratch[:0]))
 			e.flush(i)
 		}
 		if c.fd >= 0 {

@@ -36,6 +36,10 @@ type Options struct {
 	TLS       bool   `json:"tls,omitempty"`
 	CAFile    string `json:"cafile,omitempty"`
 	TLSResume bool   `json:"tls_resume,omitempty"`
+	// WS, if set, is the path of a WebSocket listener: connections speak
+	// MQTT over WebSocket, framed by the engine itself (ws_linux.go); with
+	// TLS, wss:// through TLS's relay.
+	WS string `json:"ws,omitempty"`
 
 	Conns    int           `json:"conns,omitempty"`    // connect, churn: connections
 	Ramp     float64       `json:"ramp,omitempty"`     // connects per second (0: unlimited)
@@ -77,8 +81,9 @@ type CapacityOptions struct {
 	SLORSS    int64         `json:"slo_rss"`    // server RSS bound in bytes (0: none)
 }
 
-// tlsMaxPerWorker caps TLS connections per worker: each holds about 3
-// descriptors in the load generator (tls_linux.go), under the 20,000 limit.
+// tlsMaxPerWorker caps TLS and WebSocket connections per worker: each holds
+// about 3 descriptors in the load generator (relay_linux.go), under the
+// 20,000 limit.
 const tlsMaxPerWorker = 5000
 
 // Defaults returns the default options.
@@ -113,6 +118,8 @@ func (o *Options) Validate(workload string) error {
 		return bad("max-per-worker %d (want 1..15000: the process file limit is 20000)", o.MaxPerWorker)
 	case !o.TLS && (o.CAFile != "" || o.TLSResume):
 		return bad("--cafile and --tls-resume need --tls")
+	case o.WS != "" && !strings.HasPrefix(o.WS, "/"):
+		return bad("ws path %q (want /PATH, e.g. /mqtt)", o.WS)
 	case o.Workers < 0 || o.Workers > 256:
 		return bad("workers %d (want 0..256)", o.Workers)
 	case o.Conns < 1 && (workload == "connect" || workload == "churn"):

@@ -36,9 +36,10 @@ type Setup struct {
 	HoldNs         int64    `json:"hold_ns,omitempty"` // churn: time a connection stays up
 	DownNs         int64    `json:"down_ns,omitempty"` // offline: time a receiver stays away
 	UpNs           int64    `json:"up_ns,omitempty"`   // offline: time a receiver stays up
-	TLS            bool     `json:"tls,omitempty"`     // dial over TLS (tls_linux.go)
+	TLS            bool     `json:"tls,omitempty"`     // dial over TLS (relay_linux.go)
 	CAFile         string   `json:"cafile,omitempty"`
 	TLSResume      bool     `json:"tls_resume,omitempty"`
+	WS             string   `json:"ws,omitempty"` // WebSocket path: dial over WebSocket (relay_linux.go)
 }
 
 // Command changes what a worker does. Zero fields mean "unchanged" except as

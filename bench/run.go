@@ -293,7 +293,7 @@ func (r *run) plan(workload string) ([]Setup, error) {
 			Clean: clean, Pairs: share(o.Pairs, i, w), Window: o.Window, Touch: workload == "connect",
 			MaxPending: o.MaxPending, Username: o.Username, Password: o.Password,
 			HoldNs: int64(o.Hold), DownNs: int64(o.Down), UpNs: int64(o.Up), Group: o.Group,
-			TLS: o.TLS, CAFile: o.CAFile, TLSResume: o.TLSResume}
+			TLS: o.TLS, CAFile: o.CAFile, TLSResume: o.TLSResume, WS: o.WS}
 		if mode != modePairs && mode != modeOffline {
 			setups[i].Pairs = 0
 		}

@@ -301,6 +301,7 @@ type Stats struct {
 	// (full, resumed), in progress, established sessions and KeyUpdates.
 	// Failed handshakes are close reasons (Closes: tls_*).
 	TLS *TLSStats `json:"tls,omitempty"`
+	WS  *WSStats  `json:"ws,omitempty"`
 }
 
 // DiskStats describe the durable store (Config.DataDir).
@@ -314,6 +315,14 @@ type DiskStats struct {
 	Compactions  uint64  `json:"compactions"`
 	DiskBytes    int64   `json:"disk_bytes"` // the last snapshot plus the log since
 	Failing      bool    `json:"failing"`    // writes fail: PUBACKs held, publishes refused (store_unavailable)
+}
+
+// WSStats are the WebSocket listeners' counters.
+type WSStats struct {
+	Upgrades   uint64 `json:"upgrades"`
+	InProgress int64  `json:"in_progress"`
+	Sessions   int64  `json:"sessions"`
+	Pings      uint64 `json:"pings"`
 }
 
 // TLSStats are the TLS listeners' counters.
@@ -355,6 +364,10 @@ func (s *Server) Stats() Stats {
 		t := s.cfg.TLS.Stats()
 		st.TLS = &TLSStats{Handshakes: t.Handshakes, Resumed: t.Resumed, InProgress: t.InProgress,
 			Sessions: t.Sessions, KeyUpdates: t.KeyUpdates}
+	}
+	if s.cfg.WS != nil {
+		w := s.cfg.WS.Stats()
+		st.WS = &WSStats{Upgrades: w.Upgrades, InProgress: w.InProgress, Sessions: w.Sessions, Pings: w.Pings}
 	}
 	return st
 }

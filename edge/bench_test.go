@@ -1,15 +1,20 @@
 package edge
 
 import (
+	"bufio"
 	"crypto/tls"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/edgedhq/edged/edge/mqtt"
+	"github.com/edgedhq/edged/internal/edgews"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -110,6 +115,74 @@ func BenchmarkDirectMessageTLS(b *testing.B) {
 			directMessages(b, size, dialer("alice"), dialer("bob"))
 		})
 	}
+}
+
+// BenchmarkDirectMessageWS is BenchmarkDirectMessage over ws:// (the
+// client: wsBenchConn, which allocates nothing per frame).
+func BenchmarkDirectMessageWS(b *testing.B) {
+	for _, size := range []int{16, 1024} {
+		b.Run(fmt.Sprintf("payload=%d", size), func(b *testing.B) {
+			ws := startWSServer(b, false, func(c *Config, _ *edgews.Config) { c.PublishRate = -1; c.AdminAddr = "" })
+			dialer := func(id string) *benchConn {
+				nc, err := net.Dial("tcp", ws.ws0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				code, wc := wsUpgrade(b, nc, upgradeRequest("/mqtt"))
+				if code != http.StatusSwitchingProtocols {
+					b.Fatalf("upgrade: %d", code)
+				}
+				return newBenchConnOn(b, &wsBenchConn{Conn: nc, r: wc.r, out: make([]byte, 0, 4096)}, id)
+			}
+			directMessages(b, size, dialer("alice"), dialer("bob"))
+		})
+	}
+}
+
+// wsBenchConn is a WebSocket client that reuses its buffers: each Write is
+// one masked binary frame (a fixed key: the server does not care), Read
+// returns the payload of the server's binary frames.
+type wsBenchConn struct {
+	net.Conn
+	r      *bufio.Reader
+	out    []byte
+	remain int
+	hdr    [10]byte
+}
+
+func (c *wsBenchConn) Write(p []byte) (int, error) {
+	key := [4]byte{1, 2, 3, 4}
+	c.out = append(c.out[:0], 0x82)
+	switch {
+	case len(p) < 126:
+		c.out = append(c.out, 0x80|byte(len(p)))
+	default:
+		c.out = binary.BigEndian.AppendUint16(append(c.out, 0x80|126), uint16(len(p)))
+	}
+	c.out = append(c.out, key[:]...)
+	for i, x := range p {
+		c.out = append(c.out, x^key[i&3])
+	}
+	_, err := c.Conn.Write(c.out)
+	return len(p), err
+}
+
+func (c *wsBenchConn) Read(p []byte) (int, error) {
+	for c.remain == 0 {
+		if _, err := io.ReadFull(c.r, c.hdr[:2]); err != nil {
+			return 0, err
+		}
+		c.remain = int(c.hdr[1] & 0x7F)
+		if c.remain == 126 {
+			if _, err := io.ReadFull(c.r, c.hdr[2:4]); err != nil {
+				return 0, err
+			}
+			c.remain = int(binary.BigEndian.Uint16(c.hdr[2:4]))
+		}
+	}
+	n, err := c.r.Read(p[:min(len(p), c.remain)])
+	c.remain -= n
+	return n, err
 }
 
 // directMessages runs the measured 1:1 rounds between a (alice) and r (bob).

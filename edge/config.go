@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/internal/edgetls"
+	"github.com/edgedhq/edged/internal/edgews"
 	"github.com/edgedhq/edged/internal/wal"
 )
 
@@ -86,6 +88,12 @@ type Config struct {
 	// TCP. Its handshake failures are counted as close reasons.
 	TLS       *edgetls.Server
 	TLSGroups []int
+	// WS, if set, serves MQTT over WebSocket on the listener groups named
+	// in WSGroups, each with its path; a group also in TLSGroups is wss://
+	// (TLS, then WebSocket inside it). Its upgrade failures are counted
+	// as close reasons.
+	WS       *edgews.Server
+	WSGroups []WSGroup
 	// LiveHook, if set, is told each loop's connection count when it
 	// changes (netpoll.Config.LiveHook), e.g. for eBPF least-loaded steering.
 	LiveHook func(loop, live int)
@@ -283,6 +291,11 @@ func (c *Config) setDefaults() error {
 			return fmt.Errorf("check config: TLS listener group %d (of %d listeners, TLS set: %v): %w", g, 1+len(c.ExtraAddrs), c.TLS != nil, ErrBadConfig)
 		}
 	}
+	for _, g := range c.WSGroups {
+		if c.WS == nil || g.Group < 0 || g.Group > len(c.ExtraAddrs) || !strings.HasPrefix(g.Path, "/") {
+			return fmt.Errorf("check config: WebSocket listener group %d path %q (of %d listeners, WS set: %v): %w", g.Group, g.Path, 1+len(c.ExtraAddrs), c.WS != nil, ErrBadConfig)
+		}
+	}
 	switch {
 	case c.Auth == AuthToken && len(c.Secret) == 0:
 		return fmt.Errorf("check config: token auth without a secret: %w", ErrBadConfig)
@@ -316,4 +329,11 @@ func (c *Config) setDefaults() error {
 		return err
 	}
 	return c.checkAdmin()
+}
+
+// WSGroup is one WebSocket listener group: its index (as in TLSGroups) and
+// the HTTP path its upgrade requests must name (e.g. "/mqtt").
+type WSGroup struct {
+	Group int
+	Path  string
 }

@@ -208,6 +208,18 @@ func (s *Server) detach() ([]int, error) {
 // is not published: it is coming back. FinishDrain returns how many
 // connections it drained, once all are closed.
 func (s *Server) FinishDrain(h *Handoff, rate int) (int, error) {
+	if s.cfg.WS != nil {
+		// The loops are parked still: a WebSocket client is sent the
+		// close frame (1001) after its output, which Export wrapped.
+		for i := range h.exported {
+			x := &h.exported[i]
+			if x.Transport && (h.Drain || !h.carried[x.FD]) {
+				if c := s.eng.Conn(x.Handle); c != nil {
+					x.Output = s.cfg.WS.Goodbye(c, x.Output)
+				}
+			}
+		}
+	}
 	fds, err := s.detach()
 	if err != nil {
 		return 0, err
@@ -380,8 +392,11 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 		x := &conns[i]
 		var tlsState []byte
 		if x.Transport {
+			// WebSocket connections are not carried (their framing
+			// state is not in the format): FinishDrain closes them
+			// with a close frame, their clients reconnect.
 			c := s.eng.Conn(x.Handle)
-			if c == nil || s.cfg.TLS == nil {
+			if c == nil || s.cfg.TLS == nil || s.cfg.WS != nil && s.cfg.WS.Owns(c) {
 				continue
 			}
 			tlsState = s.cfg.TLS.ExportState(c)

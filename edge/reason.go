@@ -7,6 +7,7 @@ import (
 
 	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/internal/edgetls"
+	"github.com/edgedhq/edged/internal/edgews"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -44,6 +45,17 @@ const (
 	ReasonTLSRecord                         // a TLS record that did not authenticate or parse, or a refused renegotiation
 	ReasonTLSAlert                          // the client sent a fatal TLS alert
 	ReasonStoreUnavailable                  // a PUBLISH that needs the data directory while writes to it fail (a full disk), not acknowledged
+	ReasonWSBadHandshake                    // WebSocket listener: not a valid HTTP upgrade request (malformed, no key, not GET, data before the 101)
+	ReasonWSBadPath                         // WebSocket upgrade to another path than the listener's
+	ReasonWSBadVersion                      // WebSocket upgrade with a Sec-WebSocket-Version other than 13
+	ReasonWSNoSubprotocol                   // WebSocket upgrade that does not offer the subprotocol "mqtt"
+	ReasonWSHandshakeTimeout                // WebSocket upgrade not completed within the handshake timeout
+	ReasonWSBusy                            // too many WebSocket upgrades in progress (the upgrade cap)
+	ReasonWSBadFrame                        // a frame RFC 6455 forbids: reserved bits, unknown opcode, fragmented or long control frame, stray continuation, bad close frame
+	ReasonWSTextFrame                       // a text frame (MQTT travels in binary frames)
+	ReasonWSUnmasked                        // an unmasked frame from the client
+	ReasonWSTooBig                          // a data frame over the frame size limit
+	ReasonWSClose                           // the client sent a WebSocket close frame
 	numReasons
 )
 
@@ -55,6 +67,34 @@ var reasonNames = [numReasons]string{
 	"partial_timeout", "partial_budget",
 	"tls_not_tls", "tls_handshake", "tls_handshake_timeout", "tls_client_cert", "tls_handshakes_busy",
 	"tls_bad_record", "tls_alert", "store_unavailable",
+	"ws_bad_handshake", "ws_bad_path", "ws_bad_version", "ws_no_subprotocol", "ws_handshake_timeout", "ws_handshakes_busy",
+	"ws_bad_frame", "ws_text_frame", "ws_unmasked", "ws_too_big", "ws_close",
+}
+
+// wsFailReason maps an upgrade failure to its close reason.
+var wsFailReason = [edgews.NumFails]Reason{
+	edgews.FailRequest:     ReasonWSBadHandshake,
+	edgews.FailPath:        ReasonWSBadPath,
+	edgews.FailVersion:     ReasonWSBadVersion,
+	edgews.FailSubprotocol: ReasonWSNoSubprotocol,
+	edgews.FailTimeout:     ReasonWSHandshakeTimeout,
+	edgews.FailBusy:        ReasonWSBusy,
+}
+
+// wsCloseCode is the status code of the close frame a WebSocket client
+// gets when the server closes its connection for reason (RFC 6455 7.4.1).
+func wsCloseCode(reason error) uint16 {
+	switch classify(reason) {
+	case ReasonOversize:
+		return edgews.CloseTooBig
+	case ReasonMalformed, ReasonBadUTF8, ReasonProtocol:
+		return edgews.CloseProtocol
+	case ReasonFlood, ReasonNotAuthorized, ReasonBacklog, ReasonMaxConns, ReasonNewInboxRate, ReasonPartialBudget:
+		return edgews.ClosePolicy
+	case ReasonShutdown:
+		return edgews.CloseGoingAway
+	}
+	return edgews.CloseNormal
 }
 
 // tlsFailReason maps a handshake failure to its close reason.
@@ -110,6 +150,16 @@ func classify(err error) Reason {
 		return ReasonTLSRecord
 	case errors.Is(err, edgetls.ErrAlert):
 		return ReasonTLSAlert
+	case errors.Is(err, edgews.ErrBadFrame):
+		return ReasonWSBadFrame
+	case errors.Is(err, edgews.ErrTextFrame):
+		return ReasonWSTextFrame
+	case errors.Is(err, edgews.ErrUnmasked):
+		return ReasonWSUnmasked
+	case errors.Is(err, edgews.ErrTooBig):
+		return ReasonWSTooBig
+	case errors.Is(err, edgews.ErrPeerClose):
+		return ReasonWSClose
 	}
 	return ReasonIOError
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/internal/edgetls"
+	"github.com/edgedhq/edged/internal/edgews"
 	"github.com/edgedhq/edged/internal/wal"
 	"github.com/edgedhq/edged/netpoll"
 )
@@ -199,8 +200,8 @@ func New(cfg Config) (*Server, error) {
 		MaxPartialBytes: cfg.MaxPartialBytes,
 		Listeners:       handoffListeners(cfg.Handoff),
 	}
-	if cfg.TLS != nil {
-		s.useTLS(&ncfg)
+	if cfg.TLS != nil || cfg.WS != nil {
+		s.useTransports(&ncfg)
 	}
 	eng, err := netpoll.New(ncfg)
 	if err != nil {
@@ -210,6 +211,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TLS != nil {
 		cfg.TLS.Bind(eng)
 	}
+	if cfg.WS != nil {
+		cfg.WS.Bind(eng)
+	}
 	s.loops = make([]*loopState, eng.NumLoops())
 	for i := range s.loops {
 		s.loops[i] = &loopState{out: make([]byte, 0, 512), topic: make([]byte, 0, 256), rcpt: make([]byte, 0, 256)}
@@ -217,21 +221,49 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// useTLS routes the TLS listener groups' connections through cfg.TLS: the
-// handshake off the loops, then its record layer as the engine's Transport.
-func (s *Server) useTLS(ncfg *netpoll.Config) {
-	t := s.cfg.TLS
-	groups := make([]bool, 1+len(s.cfg.ExtraAddrs))
+// useTransports routes the TLS and WebSocket listener groups' connections
+// through cfg.TLS and cfg.WS: the handshakes (TLS, the HTTP upgrade, or
+// both for wss) off the loops, then the record layer and the framing as
+// the engine's Transport. With both, cfg.WS is the engine's Transport and
+// passes what is not WebSocket to cfg.TLS.
+func (s *Server) useTransports(ncfg *netpoll.Config) {
+	t, ws := s.cfg.TLS, s.cfg.WS
+	tlsOn := make([]bool, 1+len(s.cfg.ExtraAddrs))
 	for _, g := range s.cfg.TLSGroups {
-		groups[g] = true // in range: checked by setDefaults
+		tlsOn[g] = true // in range: checked by setDefaults
 	}
-	t.SetFailHook(func(f edgetls.Fail) { s.closes[tlsFailReason[f]].Add(1) })
-	ncfg.Transport = t
-	ncfg.Handoff = func(loop, group, fd int) bool {
-		if !groups[group] {
-			return false
+	paths := make([]string, 1+len(s.cfg.ExtraAddrs)) // "" = not WebSocket
+	for _, g := range s.cfg.WSGroups {
+		paths[g.Group] = g.Path
+	}
+	var upgrades []edgetls.Upgrade // by group, for wss
+	if t != nil {
+		t.SetFailHook(func(f edgetls.Fail) { s.closes[tlsFailReason[f]].Add(1) })
+		ncfg.Transport = t
+	}
+	if ws != nil {
+		ws.SetFailHook(func(f edgews.Fail) { s.closes[wsFailReason[f]].Add(1) })
+		ws.SetCloseCode(wsCloseCode)
+		ws.SetLower(ncfg.Transport)
+		ncfg.Transport = ws
+		upgrades = make([]edgetls.Upgrade, len(paths))
+		for g, p := range paths {
+			if p != "" && tlsOn[g] {
+				upgrades[g] = ws.Upgrader(p)
+			}
 		}
-		t.Accept(loop, fd)
+	}
+	ncfg.Handoff = func(loop, group, fd int) bool {
+		switch {
+		case paths[group] == "" && !tlsOn[group]:
+			return false
+		case !tlsOn[group]:
+			ws.Accept(loop, fd, paths[group])
+		case paths[group] != "":
+			t.AcceptUpgrade(loop, fd, upgrades[group])
+		default:
+			t.Accept(loop, fd)
+		}
 		return true
 	}
 }
@@ -348,6 +380,9 @@ func (s *Server) Close() error {
 	err := s.eng.Close()
 	if s.cfg.TLS != nil {
 		s.cfg.TLS.Shutdown() // after the engine: no accept hands it a socket any more
+	}
+	if s.cfg.WS != nil {
+		s.cfg.WS.Shutdown()
 	}
 	if err != nil {
 		return fmt.Errorf("close engine: %w", err)

@@ -83,7 +83,8 @@ var commands = []command{
 			"  --target mosquitto=127.0.0.1:1883,pid=1234 --target edged=127.0.0.1:1884,profile=inbox\n" +
 			"  --start 'edged=edged --listen 127.0.0.1:1884'\n" +
 			"(pid enables server memory/CPU figures; admin=URL adds GET /stats;\n" +
-			"profile=inbox|generic overrides --profile for that target, e.g. for edged).",
+			"profile=inbox|generic overrides --profile for that target, e.g. for edged;\n" +
+			"ws=/PATH makes that target a WebSocket listener, e.g. edged's ws:// one).",
 		[]string{"conns", "ramp", "hold", "pairs", "rate", "window", "duration", "subs", "offline", "compare"}},
 }
 
@@ -143,7 +144,7 @@ func flagSet(c command, o *bench.Options, x *extras) *flag.FlagSet {
 		has[g] = true
 	}
 	if has["compare"] {
-		fs.Func("target", "a target `name=host:port[,pid=PID][,admin=URL][,profile=P]` (repeat; at least two)", func(s string) error {
+		fs.Func("target", "a target `name=host:port[,pid=PID][,admin=URL][,profile=P][,ws=/PATH]` (repeat; at least two)", func(s string) error {
 			t, err := bench.ParseTarget(s)
 			if err == nil {
 				x.targets = append(x.targets, t)
@@ -181,6 +182,7 @@ func flagSet(c command, o *bench.Options, x *extras) *flag.FlagSet {
 	fs.BoolVar(&o.TLS, "tls", false, "connect over TLS (each connection through a crypto/tls relay in the worker; at most 5000 per worker)")
 	fs.StringVar(&o.CAFile, "cafile", "", "PEM `file` of the CAs that --tls trusts (default: the system's)")
 	fs.BoolVar(&o.TLSResume, "tls-resume", false, "with --tls: resume sessions from tickets (default: every handshake is full)")
+	fs.StringVar(&o.WS, "ws", "", "connect over WebSocket to this `path` of the target (e.g. /mqtt), subprotocol mqtt, framed by the worker's engine; with --tls wss://, through the TLS relay")
 	fs.StringVar(&o.Username, "username", "", "MQTT username (profile inbox: default the client id)")
 	fs.StringVar(&o.Password, "password", "", "MQTT password")
 	fs.StringVar(&o.Out, "out", "", "write report.json, report.txt and SVG plots into `DIR`")

@@ -104,16 +104,38 @@ func Test15kConnections(t *testing.T) {
 func TestTLSWorkloads(t *testing.T) {
 	files := testenv.MakeTLSFiles(t)
 	addr, pid, _ := benchtest.StartEdgedTLS(t, files)
-	for _, args := range [][]string{
+	relayWorkloads(t, addr, pid, []string{"--tls", "--cafile", files.CA}, [][]string{
 		{"connect", "--conns", "300", "--hold", "500ms"},
 		{"pairs", "--pairs", "20", "--qos", "1", "--duration", "1s"},
 		{"churn", "--conns", "50", "--hold", "200ms", "--duration", "2s", "--tls-resume"},
-	} {
+	})
+}
+
+// TestWSWorkloads: the same over edged's ws:// and wss:// listeners.
+func TestWSWorkloads(t *testing.T) {
+	cases := [][]string{
+		{"connect", "--conns", "300", "--hold", "500ms"},
+		{"pairs", "--pairs", "20", "--qos", "1", "--duration", "1s"},
+	}
+	t.Run("ws", func(t *testing.T) {
+		addr, pid, _ := benchtest.StartEdgedWith(t, "ws://")
+		relayWorkloads(t, addr, pid, []string{"--ws", "/mqtt"}, cases)
+	})
+	t.Run("wss", func(t *testing.T) {
+		files := testenv.MakeTLSFiles(t)
+		addr, pid, _ := benchtest.StartEdgedWith(t, "wss://", "--tls-cert", files.ECDSACert, "--tls-key", files.ECDSAKey)
+		relayWorkloads(t, addr, pid, []string{"--ws", "/mqtt", "--tls", "--cafile", files.CA}, cases)
+	})
+}
+
+// relayWorkloads runs each workload of cases (its name, then its flags)
+// with the transport flags extra against addr.
+func relayWorkloads(t *testing.T, addr string, pid int, extra []string, cases [][]string) {
+	for _, args := range cases {
 		t.Run(args[0], func(t *testing.T) {
 			var out, errb bytes.Buffer
-			rc := run(append(args, "--target", addr, "--server-pid", strconv.Itoa(pid), "--tls", "--cafile", files.CA,
-				"--json", "--quiet"), &out, &errb)
-			if rc != exitOK {
+			args := append(append(args, extra...), "--target", addr, "--server-pid", strconv.Itoa(pid), "--json", "--quiet")
+			if rc := run(args, &out, &errb); rc != exitOK {
 				t.Fatalf("exit %d: %s", rc, errb.String())
 			}
 			var res bench.Result
@@ -124,7 +146,7 @@ func TestTLSWorkloads(t *testing.T) {
 				t.Fatalf("connected %d, lost %d, errors %v", res.Connected, res.Lost, res.Errors)
 			}
 			if args[0] == "pairs" && res.Received == 0 {
-				t.Fatalf("no message delivered over TLS: %+v", res)
+				t.Fatalf("no message delivered: %+v", res)
 			}
 		})
 	}

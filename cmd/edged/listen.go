@@ -7,8 +7,10 @@ import (
 	"strings"
 )
 
-// listener is one --listen value: [NAME=][tcp://|tls://]ADDR[%IFACE];
-// tls:// terminates TLS (--tls-cert, --tls-key), a bare ADDR is plain TCP.
+// listener is one --listen value:
+// [NAME=][tcp://|tls://|ws://|wss://]ADDR[/PATH][%IFACE]; tls:// terminates
+// TLS (--tls-cert, --tls-key), ws:// serves MQTT over WebSocket on PATH
+// (default /mqtt), wss:// both, a bare ADDR is plain TCP.
 // A listener that
 // names an interface is a NIC group: its sockets bind ADDR's IP on an
 // ephemeral port, so only eBPF SK_LOOKUP steering, which sends connections
@@ -19,11 +21,17 @@ type listener struct {
 	addr  string // as given: host:port
 	iface string
 	tls   bool
+	path  string // ws:// and wss://: the upgrade requests' path; "" = not WebSocket
 }
 
 func (l listener) String() string {
 	s := l.addr
-	if l.tls {
+	switch {
+	case l.path != "" && l.tls:
+		s = "wss://" + s + l.path
+	case l.path != "":
+		s = "ws://" + s + l.path
+	case l.tls:
 		s = "tls://" + s
 	}
 	if l.name != "" {
@@ -80,9 +88,15 @@ func parseListener(v string) (listener, error) {
 			return l, fmt.Errorf("listener %q: empty name before '='", v)
 		}
 	}
-	if rest, ok := strings.CutPrefix(v, "tls://"); ok {
-		v, l.tls = rest, true
-	} else {
+	ws := false
+	switch {
+	case strings.HasPrefix(v, "tls://"):
+		v, l.tls = v[len("tls://"):], true
+	case strings.HasPrefix(v, "wss://"):
+		v, l.tls, ws = v[len("wss://"):], true, true
+	case strings.HasPrefix(v, "ws://"):
+		v, ws = v[len("ws://"):], true
+	default:
 		v = strings.TrimPrefix(v, "tcp://")
 	}
 	if addr, iface, ok := strings.Cut(v, "%"); ok {
@@ -90,6 +104,15 @@ func parseListener(v string) (listener, error) {
 		if iface == "" {
 			return l, fmt.Errorf("listener %q: empty interface after '%%'", v)
 		}
+	}
+	if i := strings.IndexByte(v, '/'); i >= 0 {
+		if !ws {
+			return l, fmt.Errorf("listener %q: a path is for ws:// and wss:// listeners only", v)
+		}
+		v, l.path = v[:i], v[i:]
+	}
+	if ws && l.path == "" {
+		l.path = "/mqtt"
 	}
 	host, port, err := net.SplitHostPort(v)
 	if err != nil {

@@ -26,8 +26,10 @@ import (
 	"time"
 
 	"github.com/edgedhq/edged/edge"
+	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/internal/buildinfo"
 	"github.com/edgedhq/edged/internal/edgetls"
+	"github.com/edgedhq/edged/internal/edgews"
 	"github.com/edgedhq/edged/internal/wal"
 )
 
@@ -45,7 +47,8 @@ type options struct {
 	admin, secretFile, config, logLevel  string
 	adminTokenFile                       string
 	tlsCert, tlsKey, tlsClientCA         string
-	tlsMaxHandshakes, drainRate          int
+	tlsMaxHandshakes, wsMaxHandshakes    int
+	drainRate                            int
 	listen                               listenFlag
 	insecure, version                    bool
 	maxPacket, inboxMessages, inboxBytes int
@@ -72,12 +75,13 @@ const defaultFsync = "always"
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("edged", flag.ContinueOnError)
 	o.listen.list = []listener{{addr: edge.DefaultAddr}}
-	fs.Var(&o.listen, "listen", "client `address` host:port (MQTT over TCP) or tls://host:port (MQTT over TLS, see --tls-cert); repeat or comma-separate for several, tcp:// and tls:// mixed; NAME=ADDR%IFACE makes a NIC group reached only through eBPF SK_LOOKUP from IFACE (e.g. public=198.18.0.1:1883%eth0)")
+	fs.Var(&o.listen, "listen", "client `address` host:port (MQTT over TCP), tls://host:port (MQTT over TLS, see --tls-cert), ws://host:port/path (MQTT over WebSocket, subprotocol mqtt; path default /mqtt) or wss://host:port/path (WebSocket over TLS); repeat or comma-separate for several, tcp://, tls://, ws:// and wss:// mixed; NAME=ADDR%IFACE makes a NIC group reached only through eBPF SK_LOOKUP from IFACE (e.g. public=198.18.0.1:1883%eth0)")
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "admin HTTP `address` (groups, stats, knobs, pprof); \"off\" disables it; off loopback it needs --admin-token-file")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the admin API bearer token (at least 16 bytes); with it every admin request but /healthz needs \"Authorization: Bearer TOKEN\"")
-	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate chain `file` for the tls:// listeners (ECDSA or RSA); SIGHUP reloads it, --tls-key and --tls-client-ca")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate chain `file` for the tls:// and wss:// listeners (ECDSA or RSA); SIGHUP reloads it, --tls-key and --tls-client-ca")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM `file` of CAs: with it, TLS clients must present a certificate one of them signed")
+	fs.IntVar(&o.wsMaxHandshakes, "ws-max-handshakes", 1024, "WebSocket upgrades in progress at most (`n`) on ws:// listeners; past it new connections are closed (ws_handshakes_busy); a wss:// upgrade counts under --tls-max-handshakes")
 	fs.IntVar(&o.tlsMaxHandshakes, "tls-max-handshakes", 1024, "TLS handshakes in progress at most (`n`); past it new TLS connections are closed (tls_handshakes_busy)")
 	fs.StringVar(&o.secretFile, "secret-file", "", "`file` holding the token HMAC secret (required off loopback unless --insecure)")
 	fs.BoolVar(&o.insecure, "insecure", false, "let clients in without a token on any address")
@@ -258,6 +262,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		}
 		attrs = append(attrs, "tls", strings.Join(tl, ","))
 	}
+	if len(cfg.WSGroups) > 0 {
+		var wl []string
+		for _, g := range cfg.WSGroups {
+			wl = append(wl, s.Addrs()[g.Group].String()+g.Path)
+		}
+		attrs = append(attrs, "ws", strings.Join(wl, ","))
+	}
 	log.Info("edged started", attrs...)
 	if note != "" {
 		log.Warn(note)
@@ -429,10 +440,17 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 		if l.tls {
 			cfg.TLSGroups = append(cfg.TLSGroups, g)
 		}
+		if l.path != "" {
+			cfg.WSGroups = append(cfg.WSGroups, edge.WSGroup{Group: g, Path: l.path})
+		}
+	}
+	if len(cfg.WSGroups) > 0 {
+		cfg.WS = edgews.New(edgews.Config{HandshakeTimeout: o.handshake, MaxHandshakes: o.wsMaxHandshakes,
+			MaxFrame: cfg.MaxPacketSize + mqtt.MaxHeaderLen})
 	}
 	if len(cfg.TLSGroups) > 0 {
 		if o.tlsCert == "" || o.tlsKey == "" {
-			return cfg, "", fmt.Errorf("listen on %s: a tls:// listener needs --tls-cert and --tls-key", o.listen.String())
+			return cfg, "", fmt.Errorf("listen on %s: a tls:// or wss:// listener needs --tls-cert and --tls-key", o.listen.String())
 		}
 		t, err := edgetls.New(edgetls.Config{
 			CertFile: o.tlsCert, KeyFile: o.tlsKey, ClientCAFile: o.tlsClientCA,
@@ -444,7 +462,7 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 		}
 		cfg.TLS = t
 	} else if o.tlsCert != "" || o.tlsKey != "" || o.tlsClientCA != "" {
-		return cfg, "", errors.New("--tls-cert, --tls-key and --tls-client-ca need a tls:// --listen")
+		return cfg, "", errors.New("--tls-cert, --tls-key and --tls-client-ca need a tls:// or wss:// --listen")
 	}
 	loopback := true
 	for _, l := range o.listen.list {

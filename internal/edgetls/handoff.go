@@ -119,4 +119,4 @@ func (s *Server) setKeysLocked(keys [][32]byte) {
 }
 
 // InProgress returns the number of handshakes running now.
-func (s *Server) InProgress() int64 { return s.inProgress.Load() }
+func (s *Server) InProgress() int64 { return s.burst.InProgress() }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime/debug"
 	"strings"
 	"time"
 	"unsafe"
@@ -23,71 +22,59 @@ const StateBytes = int(unsafe.Sizeof(connState{}))
 // Accept takes over fd, a socket just accepted on a TLS listener of loop,
 // and runs its handshake off the loop; it is netpoll.Config.Handoff's body
 // and never blocks. Over Config.MaxHandshakes the socket is closed at once.
-func (s *Server) Accept(loop, fd int) {
-	if s.inProgress.Add(1) > int64(s.conf.MaxHandshakes) {
-		s.inProgress.Add(-1)
+func (s *Server) Accept(loop, fd int) { s.AcceptUpgrade(loop, fd, nil) }
+
+// Upgrade is a second stage of a handshake, run on its goroutine after the
+// TLS handshake over the session's plaintext (e.g. a WebSocket upgrade): it
+// returns the upper layer's state, which the connection is adopted with in
+// a Layered, or an error (counted by the upgrade itself; the socket is
+// closed).
+type Upgrade func(nc net.Conn) (state any, err error)
+
+// Layered is the Engine.Adopt state of a connection whose handshake had an
+// Upgrade: the record state (for Server.Attach) and the upper layer's.
+type Layered struct {
+	rec   *connState
+	Upper any
+}
+
+// AcceptUpgrade is Accept with a second stage (nil: none). The upgrade
+// shares the handshake's slot under Config.MaxHandshakes.
+func (s *Server) AcceptUpgrade(loop, fd int, up Upgrade) {
+	if !s.burst.Start(s.conf.MaxHandshakes) {
 		s.fail(FailBusy) // counted before the client can see the close
 		unix.Close(fd)
 		return
 	}
 	s.wg.Add(1)
-	go s.handshake(loop, fd)
+	go s.handshake(loop, fd, up)
 }
 
 // handshake runs crypto/tls's server handshake on a duplicate of fd in Go's
 // own poller, then hands fd and the negotiated keys to loop.
-func (s *Server) handshake(loop, fd int) {
+func (s *Server) handshake(loop, fd int, up Upgrade) {
 	defer s.wg.Done()
-	defer s.burstDone()
-	f, err := s.handshakeOn(loop, fd)
+	defer s.burst.Done()
+	f, err := s.handshakeOn(loop, fd, up)
 	if err == nil {
 		return
 	}
-	s.fail(f) // counted before the client can see the close
+	if !errors.Is(err, errUpgrade) {
+		s.fail(f) // counted before the client can see the close
+	}
 	if !errors.Is(err, errAdopted) {
 		unix.Close(fd)
 	}
-}
-
-// A handshake allocates some 50-100 KB (crypto/tls's buffers, the key
-// shares, the certificate chain) that is garbage once it ends. With the
-// default GOGC the heap keeps room for twice the live data, so after a
-// burst of handshakes the process would hold its peak (measured: 51 MB of
-// RSS for 23 MB in use after 10,000) until the background scavenger slowly
-// returns it. So once at least scavengeAfter handshakes ended since the
-// last time, a check is armed: when no handshake has ended for
-// scavengeQuiet (the burst is over), the heap is returned at once
-// (debug.FreeOSMemory: one GC, cheap over the pointer-free slabs). Under
-// steady churn, which never pauses, the runtime's own pacing stays in charge.
-const (
-	scavengeAfter = 1000
-	scavengeQuiet = 2 * time.Second
-)
-
-func (s *Server) burstDone() {
-	s.inProgress.Add(-1)
-	s.lastEnd.Store(time.Now().UnixNano())
-	if s.sinceScavenge.Add(1) >= scavengeAfter && s.scavengeArmed.CompareAndSwap(false, true) {
-		time.AfterFunc(scavengeQuiet, s.scavenge)
-	}
-}
-
-func (s *Server) scavenge() {
-	if quiet := time.Duration(time.Now().UnixNano() - s.lastEnd.Load()); quiet < scavengeQuiet || s.inProgress.Load() != 0 {
-		time.AfterFunc(scavengeQuiet-min(quiet, scavengeQuiet/2), s.scavenge) // the burst goes on
-		return
-	}
-	s.sinceScavenge.Store(0)
-	s.scavengeArmed.Store(false)
-	s.scavenges.Add(1)
-	debug.FreeOSMemory()
 }
 
 // errAdopted marks a failure after fd was handed to Engine.Adopt, which
 // closes it on failure itself.
 var errAdopted = errors.New("edgetls: adopt")
 
-func (s *Server) handshakeOn(loop, fd int) (Fail, error) {
+// errUpgrade marks a failure of the second stage, which counted it.
+var errUpgrade = errors.New("edgetls: upgrade")
+
+func (s *Server) handshakeOn(loop, fd int, up Upgrade) (Fail, error) {
 	// net.FileConn dups the descriptor it is given and os.File owns
 	// (and finalizes) its own: so give it a dup, and keep fd for the loop.
 	dup, err := unix.Dup(fd)
@@ -140,6 +127,18 @@ func (s *Server) handshakeOn(loop, fd int) (Fail, error) {
 	} else {
 		s.full.Add(1)
 	}
+	var state any = st
+	if up != nil {
+		// Held like the handshake's: wire.fill gives it up while it
+		// waits for the client.
+		s.sem <- struct{}{}
+		upper, err := s.upgradeOn(conn, w, st, up)
+		<-s.sem
+		if err != nil {
+			return FailHandshake, err
+		}
+		state = &Layered{rec: st, Upper: upper}
+	}
 	var initial []byte
 	if len(w.buf) > 0 {
 		initial = bytes.Clone(w.buf) // what the client sent after its Finished
@@ -148,10 +147,45 @@ func (s *Server) handshakeOn(loop, fd int) (Fail, error) {
 	if eng == nil {
 		return FailHandshake, errors.New("edgetls: no engine bound")
 	}
-	if err := eng.Adopt(loop, fd, st, initial); err != nil {
+	if err := eng.Adopt(loop, fd, state, initial); err != nil {
 		return FailHandshake, fmt.Errorf("%w: %w", errAdopted, err)
 	}
 	return 0, nil
+}
+
+// upgradeOn runs the second stage over conn, crypto/tls's session, and
+// then moves the record state past the records it read and wrote. It only
+// counts records, so it refuses an exchange in which a record carried
+// anything but application data (a TLS 1.3 KeyUpdate, padding, an empty
+// record), which would have changed crypto/tls's state in ways the count
+// does not follow.
+func (s *Server) upgradeOn(conn *tls.Conn, w *wire, st *connState, up Upgrade) (any, error) {
+	w.counting = true
+	cr := &countReader{Conn: conn}
+	upper, err := up(cr)
+	w.counting = false
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errUpgrade, err)
+	}
+	if w.outBad || w.remain != 0 || w.inPlain(st.vers) != cr.n {
+		return nil, errors.New("edgetls: a record other than application data during the upgrade")
+	}
+	st.in.seq += uint64(w.inRecs)
+	st.out.seq += uint64(w.outRecs)
+	conn.SetDeadline(time.Time{})
+	return upper, nil
+}
+
+// countReader counts the plaintext crypto/tls returned to the upgrade.
+type countReader struct {
+	*tls.Conn
+	n int
+}
+
+func (r *countReader) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	r.n += n
+	return n, err
 }
 
 // classify names a handshake error.
@@ -191,6 +225,13 @@ type wire struct {
 	tickets int
 	resumed []byte // the master secret of the session a ticket carried
 
+	// While counting (an Upgrade runs), the records each way: how many,
+	// and the body bytes of those read.
+	counting         bool
+	inRecs, inBodies int
+	outRecs, outSkip int
+	outBad           bool // a write did not start where a record header was due
+
 	master, clientSecret, serverSecret []byte
 }
 
@@ -211,6 +252,10 @@ func (w *wire) Read(p []byte) (int, error) {
 	for w.remain == 0 {
 		if len(w.buf) >= recHeader {
 			w.remain = recHeader + int(w.buf[3])<<8 + int(w.buf[4])
+			if w.counting {
+				w.inRecs++
+				w.inBodies += w.remain - recHeader
+			}
 			break
 		}
 		if err := w.fill(); err != nil {
@@ -232,10 +277,44 @@ func (w *wire) Read(p []byte) (int, error) {
 }
 
 func (w *wire) Write(p []byte) (int, error) {
+	if w.counting {
+		w.countOut(p)
+	}
 	if len(w.outHead) < headKeep {
 		w.outHead = append(w.outHead, p[:min(len(p), headKeep-len(w.outHead))]...)
 	}
 	return w.nc.Write(p)
+}
+
+// countOut counts the records in p, the next bytes crypto/tls writes.
+// crypto/tls writes each record with its header in one Write after the
+// handshake (conn.go: writeRecordLocked), so a header split across writes
+// is flagged rather than reassembled.
+func (w *wire) countOut(p []byte) {
+	for len(p) > 0 {
+		if w.outSkip > 0 {
+			k := min(w.outSkip, len(p))
+			w.outSkip -= k
+			p = p[k:]
+			continue
+		}
+		if len(p) < recHeader {
+			w.outBad = true
+			return
+		}
+		w.outRecs++
+		w.outSkip = recHeader + int(p[3])<<8 + int(p[4])
+	}
+}
+
+// inPlain is how many plaintext bytes the records read while counting
+// hold if each is application data without padding.
+func (w *wire) inPlain(vers uint16) int {
+	per := tagLen + 1 // TLS 1.3: the tag and the inner content type
+	if vers == tls.VersionTLS12 {
+		per = explicitNonce + tagLen
+	}
+	return w.inBodies - per*w.inRecs
 }
 
 func (w *wire) Close() error                       { return w.nc.Close() }

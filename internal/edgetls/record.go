@@ -181,8 +181,11 @@ func (ls *loopState) aead(c *netpoll.Conn, st *connState, dir int) (*aeadEntry, 
 }
 
 // Attach implements netpoll.Transport: state is the *connState the
-// handshake built.
+// handshake built, or the *Layered of a handshake with an Upgrade.
 func (s *Server) Attach(c *netpoll.Conn, state any) error {
+	if l, ok := state.(*Layered); ok {
+		state = l.rec // the upper layer's state is its own transport's
+	}
 	st, ok := state.(*connState)
 	if !ok {
 		return fmt.Errorf("edgetls: attach: state %T is not a handshake's", state)

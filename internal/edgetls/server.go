@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgedhq/edged/internal/burst"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -88,17 +89,12 @@ type Server struct {
 	closed bool
 	wg     sync.WaitGroup // handshake goroutines
 
-	inProgress atomic.Int64
-	sessions   atomic.Int64 // connections with record state on the loops
+	burst      burst.Counter // handshakes in progress; the heap returned after a burst
+	sessions   atomic.Int64  // connections with record state on the loops
 	full       atomic.Uint64
 	resumed    atomic.Uint64
 	fails      [NumFails]atomic.Uint64
 	keyUpdates atomic.Uint64
-
-	sinceScavenge atomic.Int64 // handshakes ended since the last scavenge
-	scavengeArmed atomic.Bool  // a scavenge check is pending
-	lastEnd       atomic.Int64 // unix nanos: the last handshake's end
-	scavenges     atomic.Uint64
 }
 
 // New loads the certificates and returns a Server; Bind gives it its engine.
@@ -229,8 +225,8 @@ type Stats struct {
 // Stats returns the counters; safe from any goroutine.
 func (s *Server) Stats() Stats {
 	st := Stats{
-		Handshakes: s.full.Load(), Resumed: s.resumed.Load(), InProgress: s.inProgress.Load(),
-		Sessions: s.sessions.Load(), KeyUpdates: s.keyUpdates.Load(), Scavenges: s.scavenges.Load(), Fails: map[string]uint64{},
+		Handshakes: s.full.Load(), Resumed: s.resumed.Load(), InProgress: s.burst.InProgress(),
+		Sessions: s.sessions.Load(), KeyUpdates: s.keyUpdates.Load(), Scavenges: s.burst.Scavenges(), Fails: map[string]uint64{},
 		MaxHandshakes: s.conf.MaxHandshakes, CryptoWorkers: s.conf.CryptoWorkers,
 		StateBytes: StateBytes, HandshakeLimit: s.conf.HandshakeTimeout,
 	}
