@@ -16,9 +16,16 @@
 package burst
 
 import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The scavenge thresholds.
@@ -72,3 +79,81 @@ func (c *Counter) InProgress() int64 { return c.inProgress.Load() }
 
 // Scavenges is how many times the heap was returned after a burst.
 func (c *Counter) Scavenges() uint64 { return c.scavenges.Load() }
+
+// Group runs handshakes on goroutines of their own, off the loops: a Counter
+// bounds them, and Shutdown ends those in progress and waits for them. The
+// zero value is ready; its methods are safe for concurrent use.
+type Group struct {
+	Counter
+	mu     sync.Mutex // guards active and closed
+	active map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// ErrClosed is Conn's error once Shutdown has run.
+var ErrClosed = errors.New("burst: shut down")
+
+// Go runs fn on a goroutine of its own, counted as a handshake in
+// progress; false (fn not run) if max are in progress already.
+func (g *Group) Go(max int, fn func()) bool {
+	if !g.Start(max) {
+		return false
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		defer g.Done()
+		fn()
+	}()
+	return true
+}
+
+// Conn returns a duplicate of fd as a net.Conn in Go's poller, for a
+// handshake to run on with blocking reads and writes, and tracked so that
+// Shutdown closes it; fd stays the caller's (for the loop). done closes
+// the duplicate only (which removes it from Go's poller).
+//
+// net.FileConn dups the descriptor it is given and os.File owns (and
+// finalizes) its own: hence the explicit dup, closed with the os.File.
+func (g *Group) Conn(fd int, name string) (nc net.Conn, done func(), err error) {
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("dup", err)
+	}
+	file := os.NewFile(uintptr(dup), name)
+	nc, err = net.FileConn(file)
+	file.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s socket: %w", name, err)
+	}
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		nc.Close()
+		return nil, nil, ErrClosed
+	}
+	if g.active == nil {
+		g.active = make(map[net.Conn]struct{})
+	}
+	g.active[nc] = struct{}{}
+	g.mu.Unlock()
+	return nc, func() {
+		g.mu.Lock()
+		delete(g.active, nc)
+		g.mu.Unlock()
+		nc.Close()
+	}, nil
+}
+
+// Shutdown closes the connections of the handshakes in progress (they
+// fail), waits for their goroutines, and makes later Conns fail.
+func (g *Group) Shutdown() {
+	g.mu.Lock()
+	g.closed = true
+	for nc := range g.active {
+		nc.Close()
+	}
+	g.mu.Unlock()
+	g.wg.Wait()
+}

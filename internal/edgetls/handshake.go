@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 	"unsafe"
@@ -41,20 +40,15 @@ type Layered struct {
 // AcceptUpgrade is Accept with a second stage (nil: none). The upgrade
 // shares the handshake's slot under Config.MaxHandshakes.
 func (s *Server) AcceptUpgrade(loop, fd int, up Upgrade) {
-	if !s.burst.Start(s.conf.MaxHandshakes) {
+	if !s.burst.Go(s.conf.MaxHandshakes, func() { s.handshake(loop, fd, up) }) {
 		s.fail(FailBusy) // counted before the client can see the close
 		unix.Close(fd)
-		return
 	}
-	s.wg.Add(1)
-	go s.handshake(loop, fd, up)
 }
 
 // handshake runs crypto/tls's server handshake on a duplicate of fd in Go's
 // own poller, then hands fd and the negotiated keys to loop.
 func (s *Server) handshake(loop, fd int, up Upgrade) {
-	defer s.wg.Done()
-	defer s.burst.Done()
 	f, err := s.handshakeOn(loop, fd, up)
 	if err == nil {
 		return
@@ -75,23 +69,11 @@ var errAdopted = errors.New("edgetls: adopt")
 var errUpgrade = errors.New("edgetls: upgrade")
 
 func (s *Server) handshakeOn(loop, fd int, up Upgrade) (Fail, error) {
-	// net.FileConn dups the descriptor it is given and os.File owns
-	// (and finalizes) its own: so give it a dup, and keep fd for the loop.
-	dup, err := unix.Dup(fd)
+	nc, done, err := s.burst.Conn(fd, "edgetls: handshake")
 	if err != nil {
-		return FailHandshake, os.NewSyscallError("dup", err)
+		return FailHandshake, err
 	}
-	file := os.NewFile(uintptr(dup), "tls-handshake")
-	nc, err := net.FileConn(file)
-	file.Close()
-	if err != nil {
-		return FailHandshake, fmt.Errorf("edgetls: handshake socket: %w", err)
-	}
-	defer nc.Close() // the duplicate only; closing it removes it from Go's poller
-	if !s.track(nc, true) {
-		return FailHandshake, errors.New("edgetls: server closed")
-	}
-	defer s.track(nc, false)
+	defer done()
 	nc.SetDeadline(time.Now().Add(s.conf.HandshakeTimeout))
 	w := &wire{nc: nc, sem: s.sem}
 	tc := s.tlsConf.Load().Clone()

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -84,13 +83,8 @@ type Server struct {
 
 	reloadMu sync.Mutex // serializes Reload
 
-	mu     sync.Mutex // guards active and closed
-	active map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup // handshake goroutines
-
-	burst      burst.Counter // handshakes in progress; the heap returned after a burst
-	sessions   atomic.Int64  // connections with record state on the loops
+	burst      burst.Group  // handshakes in progress; the heap returned after a burst
+	sessions   atomic.Int64 // connections with record state on the loops
 	full       atomic.Uint64
 	resumed    atomic.Uint64
 	fails      [NumFails]atomic.Uint64
@@ -172,32 +166,7 @@ func (s *Server) Shutdown() {
 		s.rotate = nil
 	}
 	s.reloadMu.Unlock()
-	s.mu.Lock()
-	s.closed = true
-	for nc := range s.active {
-		nc.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
-
-// track registers a handshake's connection so Shutdown can end it; false
-// once the server is closed.
-func (s *Server) track(nc net.Conn, on bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !on {
-		delete(s.active, nc)
-		return true
-	}
-	if s.closed {
-		return false
-	}
-	if s.active == nil {
-		s.active = make(map[net.Conn]struct{})
-	}
-	s.active[nc] = struct{}{}
-	return true
+	s.burst.Shutdown()
 }
 
 // SetFailHook sets Config.OnFail; call it before the engine starts.

@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,12 +75,7 @@ type Server struct {
 	eng   atomic.Pointer[netpoll.Engine]
 	loops [256]*loopState // by loop index; each written and read by its loop only
 
-	mu     sync.Mutex // guards active and closed
-	active map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup // upgrade goroutines
-
-	burst    burst.Counter // upgrades in progress; the heap returned after a burst
+	burst    burst.Group // upgrades in progress; the heap returned after a burst
 	upgrades atomic.Uint64
 	sessions atomic.Int64
 	pings    atomic.Uint64
@@ -149,51 +142,21 @@ func (s *Server) fail(f Fail) {
 
 // Shutdown ends the upgrades in progress (their sockets are closed) and
 // waits for their goroutines; later Accepts close their socket at once.
-func (s *Server) Shutdown() {
-	s.mu.Lock()
-	s.closed = true
-	for nc := range s.active {
-		nc.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
-
-func (s *Server) track(nc net.Conn, on bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !on {
-		delete(s.active, nc)
-		return true
-	}
-	if s.closed {
-		return false
-	}
-	if s.active == nil {
-		s.active = make(map[net.Conn]struct{})
-	}
-	s.active[nc] = struct{}{}
-	return true
-}
+func (s *Server) Shutdown() { s.burst.Shutdown() }
 
 // Accept takes over fd, a socket just accepted on a ws:// listener of loop
 // whose path is path, and runs its upgrade off the loop; it is
 // netpoll.Config.Handoff's body and never blocks. Over
 // Config.MaxHandshakes the socket is closed at once.
 func (s *Server) Accept(loop, fd int, path string) {
-	if !s.burst.Start(s.conf.MaxHandshakes) {
-		s.fail(FailBusy) // counted before the client can see the close
-		unix.Close(fd)
-		return
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer s.burst.Done()
+	if !s.burst.Go(s.conf.MaxHandshakes, func() {
 		if err := s.acceptOn(loop, fd, path); err != nil && !errors.Is(err, errAdopted) {
 			unix.Close(fd)
 		}
-	}()
+	}) {
+		s.fail(FailBusy) // counted before the client can see the close
+		unix.Close(fd)
+	}
 }
 
 // errAdopted marks a failure after fd was handed to Engine.Adopt, which
@@ -201,26 +164,12 @@ func (s *Server) Accept(loop, fd int, path string) {
 var errAdopted = errors.New("edgews: adopt")
 
 func (s *Server) acceptOn(loop, fd int, path string) error {
-	// net.FileConn dups the descriptor it is given and os.File owns its
-	// own: so give it a dup, and keep fd for the loop (as edgetls does).
-	dup, err := unix.Dup(fd)
+	nc, done, err := s.burst.Conn(fd, "edgews: upgrade")
 	if err != nil {
 		s.fail(FailRequest)
-		return os.NewSyscallError("dup", err)
+		return err
 	}
-	file := os.NewFile(uintptr(dup), "ws-upgrade")
-	nc, err := net.FileConn(file)
-	file.Close()
-	if err != nil {
-		s.fail(FailRequest)
-		return fmt.Errorf("edgews: upgrade socket: %w", err)
-	}
-	defer nc.Close() // the duplicate only; closing it removes it from Go's poller
-	if !s.track(nc, true) {
-		s.fail(FailRequest)
-		return errors.New("edgews: server closed")
-	}
-	defer s.track(nc, false)
+	defer done()
 	state, err := s.upgrade(nc, path)
 	if err != nil {
 		return err

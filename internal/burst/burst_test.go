@@ -1,0 +1,94 @@
+package burst
+
+import (
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// socketPair returns the descriptor of one end of a connected loopback TCP
+// pair (as a loop would hold it) and the other end.
+func socketPair(t *testing.T) (int, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close() })
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.(*net.TCPConn).File()
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Dup(int(f.Fd()))
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd, peer
+}
+
+// TestGroup: Go is bounded by max; Shutdown ends a handshake blocked in a
+// read on its Conn and waits for it; the descriptor stays the caller's;
+// a Conn after Shutdown is refused.
+func TestGroup(t *testing.T) {
+	var g Group
+	fd, peer := socketPair(t)
+	started, ended := make(chan struct{}), make(chan error, 1)
+	if !g.Go(1, func() {
+		nc, done, err := g.Conn(fd, "test")
+		if err != nil {
+			ended <- err
+			return
+		}
+		defer done()
+		close(started)
+		_, err = nc.Read(make([]byte, 1)) // blocks: the peer sends nothing
+		ended <- err
+	}) {
+		t.Fatal("Go refused the first handshake")
+	}
+	<-started
+	if g.Go(1, func() { t.Error("a second handshake ran over max 1") }) {
+		t.Fatal("Go took a second handshake over max 1")
+	}
+	if n := g.InProgress(); n != 1 {
+		t.Fatalf("in progress %d, want 1", n)
+	}
+	g.Shutdown()
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("the blocked read returned no error after Shutdown")
+		}
+	default:
+		t.Fatal("Shutdown returned before the handshake ended")
+	}
+	if n := g.InProgress(); n != 0 {
+		t.Fatalf("in progress %d after Shutdown, want 0", n)
+	}
+	// fd is still open and connected: the peer gets what is written on it.
+	if _, err := unix.Write(fd, []byte("x")); err != nil {
+		t.Fatalf("write on the caller's descriptor after Shutdown: %v", err)
+	}
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := peer.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("peer read: %v", err)
+	}
+	if _, _, err := g.Conn(fd, "test"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Conn after Shutdown: %v, want ErrClosed", err)
+	}
+}
