@@ -265,9 +265,10 @@ func (e *Engine) restore(loop, fd int, state any, pending []byte, plain int, out
 // rate rather than all at once. Each gets what it is owed written (as much
 // as the kernel takes without blocking), then a half-close: its peer sees
 // the end of the stream. The closes come last, once the peer has
-// acknowledged everything or drainTime after the last half-close, since a
-// close with unread input resets the connection and drops what the kernel
-// still holds (see Loop.drainClose). It returns when all are closed.
+// acknowledged everything, closed its side, or drainTime after the last
+// half-close, and each after its input was read: a close with unread input
+// resets the connection and drops what the kernel still holds (see
+// Loop.drainClose). It returns when all are closed.
 func CloseDetached(fds []int, owed map[int][]byte, rate int) {
 	start := time.Now()
 	for i, fd := range fds {
@@ -286,10 +287,15 @@ func CloseDetached(fds []int, owed map[int][]byte, rate int) {
 		sysShutdownWrite(fd)
 	}
 	deadline := time.Now().Add(drainTime)
+	buf := make([]byte, 16<<10)
 	for _, fd := range fds {
 		for outQueued(fd) > 0 && time.Now().Before(deadline) {
+			if discardInput(fd, buf) {
+				break // the peer closed: what it did not read it never will
+			}
 			time.Sleep(drainEvery)
 		}
+		discardInput(fd, buf) // no reset for input that came meanwhile
 		sysClose(fd)
 	}
 }

@@ -796,23 +796,17 @@ func (l *Loop) drainClose(fd int) {
 
 // sweepDraining looks at every draining socket: its input is read and
 // discarded; it is closed once nothing is left unacknowledged, at the end
-// of its stream, on an error or when its time is up.
+// of its stream, on an error or when its time is up (all: now). The input
+// is read first in every case, since a close with unread input resets the
+// connection and drops the output the kernel still holds.
 func (l *Loop) sweepDraining(all bool) {
 	l.lastDrain = l.now
 	now := l.now.UnixNano()
 	kept := l.draining[:0]
 	for _, d := range l.draining {
 		fd := int(d.fd)
-		done := all || now >= d.until
-		for !done {
-			n, err := sysRead(fd, l.rbuf)
-			if n > 0 {
-				continue
-			}
-			done = err == nil || !isAgain(err) // end of stream or an error
-			break
-		}
-		if done || outQueued(fd) == 0 {
+		ended := discardInput(fd, l.rbuf)
+		if all || ended || now >= d.until || outQueued(fd) == 0 {
 			sysClose(fd)
 			continue
 		}
@@ -822,6 +816,24 @@ func (l *Loop) sweepDraining(all bool) {
 	l.draining = kept
 	l.ndraining.Store(int64(len(kept)))
 }
+
+// discardInput reads and drops what fd's peer sent, reporting the end of
+// its stream (or an error). Bounded: a peer that never stops sending is
+// read maxDrainReads times, and closed later with what it sent since (a
+// reset: the one case where the output the kernel holds may be lost).
+func discardInput(fd int, buf []byte) (ended bool) {
+	for range maxDrainReads {
+		n, err := sysRead(fd, buf)
+		if n > 0 {
+			continue
+		}
+		return err == nil || !isAgain(err)
+	}
+	return false
+}
+
+// maxDrainReads bounds the reads of one draining socket per look.
+const maxDrainReads = 16
 
 // testHookBeforeSleep, if set (by tests, before any engine starts), runs
 // on a loop between its last look at the queue and setting sleeping.
