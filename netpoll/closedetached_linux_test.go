@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/edgedhq/edged/internal/testenv"
 )
 
 // TestCloseDetachedReadsInputFirst: a detached connection whose client sent
@@ -35,19 +37,7 @@ func TestCloseDetachedReadsInputFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := sc.(*net.TCPConn).File()
-	sc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.Dup(int(f.Fd()))
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		t.Fatal(err)
-	}
+	fd := testenv.FD(t, sc)
 	// Input the server never read, then output the client does not read
 	// until after the close: the kernel still holds most of it then.
 	if _, err := client.Write([]byte("unread input")); err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/edgedhq/edged/internal/testenv"
 )
 
 // socketPair returns the descriptor of one end of a connected loopback TCP
@@ -27,16 +29,7 @@ func socketPair(t *testing.T) (int, net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := c.(*net.TCPConn).File()
-	c.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.Dup(int(f.Fd()))
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	fd := testenv.FD(t, c)
 	t.Cleanup(func() { unix.Close(fd) })
 	return fd, peer
 }
