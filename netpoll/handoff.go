@@ -165,13 +165,17 @@ func (e *Engine) Export() ([]Exported, error) {
 			}
 			if x.Transport && c.out != 0 {
 				// The loop is parked: wrapping here, off it, races
-				// with nothing. A failed wrap leaves a connection that
-				// closes anyway; its output goes as it is.
+				// with nothing.
 				l.wrapPending(c)
 			}
 			if c.out != 0 {
+				// Output is wire bytes only: what a failed wrap left
+				// unwrapped is not sent in the clear but dropped, as
+				// the flush that would have closed the connection
+				// for it drops it (its deliveries go again, from the
+				// inbox, and its acknowledgements are asked again).
 				b := &l.bufs[c.out-1]
-				x.Output = append([]byte(nil), b.b[b.off:]...)
+				x.Output = append([]byte(nil), b.b[b.off:len(b.b)-b.plain]...)
 			}
 			out = append(out, x)
 			return true

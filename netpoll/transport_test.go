@@ -16,6 +16,7 @@ import (
 // output written before it). Close sends an empty unit.
 type frames struct {
 	attached, closed atomic.Int32
+	failWrap         atomic.Bool // Wrap fails (e.g. a key that can seal no more)
 }
 
 func (f *frames) Attach(c *Conn, state any) error {
@@ -45,6 +46,9 @@ func (f *frames) Unwrap(c *Conn, in []byte) (n, consumed int, err error) {
 }
 
 func (f *frames) Wrap(c *Conn, dst, p []byte) ([]byte, error) {
+	if f.failWrap.Load() {
+		return dst, errors.New("frames: cannot wrap")
+	}
 	for len(p) > 0 {
 		k := min(len(p), 255)
 		dst = append(dst, byte(k))
@@ -134,5 +138,60 @@ func TestTransport(t *testing.T) {
 	e.Close()
 	if n := tr.closed.Load(); n != 1 {
 		t.Fatalf("Transport.Closed called %d times, want 1 (the plain connection bypasses it)", n)
+	}
+}
+
+// TestExportNeverSendsPlaintext: output a transport connection got while
+// its loop was parked is wrapped by Export; if the wrap fails, the
+// unwrapped bytes are dropped from the exported output, never handed on
+// to be written to the wire in the clear.
+func TestExportNeverSendsPlaintext(t *testing.T) {
+	checkLeaks(t)
+	tr := &frames{}
+	var ep atomic.Pointer[Engine]
+	e := startEngine(t, Config{Transport: tr, Loops: 1,
+		Handoff: func(loop, group, fd int) bool {
+			go ep.Load().Adopt(loop, fd, "hello", nil)
+			return true
+		}})
+	ep.Store(e)
+	defer e.Close()
+	c, err := net.Dial("tcp", e.Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(frame("x")) // echoed: the connection is live on its loop
+	got := make([]byte, len(frame("x")))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	defer e.Thaw()
+	var h Handle
+	e.loops[0].slab.Range(func(_ uint32, conn *Conn) bool { h = conn.Handle(); return false })
+	conn := e.Conn(h)
+	if conn == nil {
+		t.Fatal("no connection on the frozen loop")
+	}
+	for _, fail := range []bool{false, true} {
+		tr.failWrap.Store(fail)
+		conn.Write([]byte("secret")) // as a handler's export may, while parked
+		xs, err := e.Export()
+		if err != nil || len(xs) != 1 {
+			t.Fatalf("export: %d connections, %v", len(xs), err)
+		}
+		out := xs[0].Output
+		if bytes.Contains(out, []byte("secret")) {
+			t.Fatalf("failWrap %v: exported output %q holds the plaintext", fail, out)
+		}
+		// The first pass's unit, wrapped, stays; the second pass's
+		// plaintext, which could not be wrapped, is not there.
+		if want := frame("secret"); !bytes.Equal(out, want) {
+			t.Fatalf("failWrap %v: exported output %q, want the first pass's unit %q", fail, out, want)
+		}
 	}
 }
