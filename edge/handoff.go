@@ -198,8 +198,8 @@ func (s *Server) detach() ([]int, error) {
 
 // FinishDrain is Finish for a handoff where the new process does not take
 // every connection: all of them when h.Drain (its binary cannot read the
-// state), otherwise those the state does not carry (a TLS session without
-// a TLS listener in this process's config: none today). Closing those at
+// state), otherwise those the state does not carry (WebSocket connections,
+// which are sent a close frame 1001 after their output). Closing those at
 // once would bring all their clients back in the same second (a reconnect
 // storm, TLS handshakes first of all); instead each is written what it was
 // owed, half-closed (its client sees the end of the stream and reconnects,

@@ -24,10 +24,10 @@ type Transport interface {
 	// Wrap appends the wire form of the payload p (the output the handler
 	// wrote since the last flush, coalesced) to dst and returns it.
 	Wrap(c *Conn, dst, p []byte) ([]byte, error)
-	// Close is called when the connection starts to close (Conn.Close),
-	// while it can still write: e.g. to send a TLS close_notify with
-	// Conn.WriteWire. It is not called for a close on a socket error or at
-	// engine shutdown.
+	// Close is called when the connection starts to close (Conn.Close,
+	// and for every connection at engine shutdown), while it can still
+	// write: e.g. to send a TLS close_notify with Conn.WriteWire. It is
+	// not called for a close on a socket error or a poller failure.
 	Close(c *Conn, reason error)
 	// Closed is called after Handler.OnClose, to release c's state.
 	Closed(c *Conn)

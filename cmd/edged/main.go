@@ -87,7 +87,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.insecure, "insecure", false, "let clients in without a token on any address")
 	fs.StringVar(&o.config, "config", "", "key=value config `file`; keys are the flag names, flags override it")
 	fs.DurationVar(&o.tlsTicketRotate, "tls-ticket-rotate", 24*time.Hour, "how often a new TLS session ticket key replaces the current one (`duration`); tickets of the two keys before it still resume; 0 keeps one key for the process's life (an upgrade hands the keys over)")
-	fs.IntVar(&o.drainRate, "upgrade-drain-rate", defaultDrainRate, "at an upgrade, connections the new binary does not take over (all of them when its handoff format differs; TLS sessions) are closed at most this many per `second`, so their clients reconnect to it gradually; 0 closes them at once")
+	fs.IntVar(&o.drainRate, "upgrade-drain-rate", defaultDrainRate, "at an upgrade, connections the new binary does not take over (all of them when its handoff format differs; WebSocket connections) are closed at most this many per `second`, so their clients reconnect to it gradually; 0 closes them at once")
 	fs.IntVar(&o.maxPacket, "max-packet-size", edge.DefaultMaxPacketSize, "largest accepted packet in `bytes`")
 	fs.IntVar(&o.inboxMessages, "inbox-messages", edge.DefaultInboxMessages, "inbox bound per user in `messages`")
 	fs.IntVar(&o.inboxBytes, "inbox-bytes", edge.DefaultInboxBytes, "inbox bound per user in `bytes`")

@@ -24,8 +24,9 @@ package main
 // but says "drain" takes the listeners and the store's lock and recovers
 // from the log, as at a restart; the old process then closes its
 // connections at --upgrade-drain-rate, and their clients reconnect to the
-// new one. TLS sessions, which no format carries, are closed the same way
-// after an ordinary handoff.
+// new one. WebSocket connections, which the format does not carry yet, are
+// closed the same way after an ordinary handoff (each with a close frame
+// 1001 first).
 
 import (
 	"bufio"

@@ -312,7 +312,10 @@ func TestUpgradeOtherFormatDrains(t *testing.T) {
 	}
 	slices.SortFunc(lostAt, func(a, b time.Time) int { return a.Compare(b) })
 	spread := lostAt[len(lostAt)-1].Sub(lostAt[0])
-	if min := time.Duration(2*pairs-2) * time.Second / rate; spread < min {
+	// Scheduled over (2*pairs-1)/rate = 1.9 s; half of that still tells a
+	// paced drain from one at once (~0 s) on a loaded machine, where each
+	// client notices its close late by a different amount.
+	if min := time.Duration(2*pairs-1) * time.Second / rate / 2; spread < min {
 		t.Fatalf("the %d connections were closed within %v: want them spread over at least %v (%d per second)", len(lostAt), spread, min, rate)
 	}
 	// Every acknowledged message arrives (at least once: a delivery the
