@@ -382,17 +382,44 @@ func (e *Engine) MaxQueued() int { return int(e.maxQueued.Load()) }
 
 // PauseAccepts stops (true) or resumes (false) accepting new connections on
 // every loop; established connections are not affected and new ones wait
-// in the kernel's listen backlog. Safe from any goroutine.
+// in the kernel's listen backlog. Safe from any goroutine. A pause returns
+// once every running loop has seen it (or after pauseWait): no accept
+// begun before it is still to be handed on (Config.Handoff) after it, so a
+// caller that then counts handshakes in progress counts them all.
 func (e *Engine) PauseAccepts(pause bool) {
 	e.acceptsOff.Store(pause)
-	for _, l := range e.loops {
+	seen := make([]uint64, len(e.loops))
+	for i, l := range e.loops {
+		seen[i] = l.passes.Load()
 		l.posters.Add(1)
 		if !e.closing.Load() {
 			l.p.wake()
 		}
 		l.posters.Add(-1)
 	}
+	e.mu.Lock()
+	running := e.started && !e.closed
+	e.mu.Unlock()
+	if !pause || !running {
+		return
+	}
+	for end := time.Now().Add(pauseWait); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		all := true
+		for i, l := range e.loops {
+			// The pass that was running when the flag was set (or the
+			// one the wake-up starts) looks at it at its end, after
+			// its accepts: from then on the listeners are not watched.
+			all = all && l.passes.Load() > seen[i]
+		}
+		if all || e.freezing.Load() || e.closing.Load() {
+			return
+		}
+	}
 }
+
+// pauseWait bounds PauseAccepts's wait for the loops (one that is stuck
+// does not hold its caller).
+const pauseWait = time.Second
 
 // PartialBytes returns the buffer memory (bytes) that all connections hold
 // for incomplete input frames, the figure Config.MaxPartialBytes caps. Safe

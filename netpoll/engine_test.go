@@ -776,3 +776,48 @@ func TestRemoteAddr(t *testing.T) {
 		t.Fatalf("RemoteAddr %s, the client is %s", h.addrs[0], c.LocalAddr())
 	}
 }
+
+// TestPauseAcceptsWaitsForTheLoops: once PauseAccepts(true) returns, no
+// loop hands on another socket, even with clients connecting all along (a
+// handoff counts the handshakes in progress right after it).
+func TestPauseAcceptsWaitsForTheLoops(t *testing.T) {
+	checkLeaks(t)
+	var handed atomic.Int64
+	e := startEngine(t, Config{Handler: Echo{}, Loops: 2, Handoff: func(loop, group, fd int) bool {
+		handed.Add(1)
+		return false // the loop adopts it as usual
+	}})
+	defer e.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 3000; i++ { // bounded: at most 3,000 dials each
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				d := net.Dialer{Timeout: 200 * time.Millisecond}
+				if c, err := d.Dial("tcp", e.Addr().String()); err == nil {
+					c.Close()
+				}
+			}
+		}()
+	}
+	for handed.Load() < 200 {
+		time.Sleep(time.Millisecond)
+	}
+	e.PauseAccepts(true)
+	at := handed.Load()
+	time.Sleep(200 * time.Millisecond) // dials go on, into the backlog
+	after := handed.Load()
+	close(stop)
+	wg.Wait()
+	if after != at {
+		t.Fatalf("%d sockets handed on after PauseAccepts(true) returned", after-at)
+	}
+	e.PauseAccepts(false)
+}

@@ -81,6 +81,7 @@ type Loop struct {
 
 	// Counters, readable from any goroutine through Engine.Stats.
 	conns, accepts, reads, writes, bytesIn, bytesOut, wakeups atomic.Int64
+	passes                                                    atomic.Uint64 // iterations that looked at the accept pause (PauseAccepts)
 	queuedBytes, stale, acceptErrs, busyNs, waitNs            atomic.Int64
 	ndraining                                                 atomic.Int64 // len(draining)
 }
@@ -245,6 +246,7 @@ func (l *Loop) run() {
 			l.processCloses()
 		}
 		l.updateAccepting()
+		l.passes.Add(1)
 		if len(l.backlogged) > 0 || !l.lastBacklogs.IsZero() {
 			l.publishBacklogs()
 		}

@@ -326,3 +326,7 @@ func hasToken(h http.Header, name, token string) bool {
 	}
 	return false
 }
+
+// InProgress is the upgrades in progress (ws:// only: a wss:// upgrade
+// counts under edgetls's), for a handoff's wait.
+func (s *Server) InProgress() int64 { return s.burst.InProgress() }
