@@ -261,7 +261,9 @@ func takeHandoff(fdEnv string) (h *edge.Handoff, reply func(error), err error) {
 		return nil, nil, fmt.Errorf("take handoff: %w", err)
 	}
 	uc := fc.(*net.UnixConn)
-	reply = func(err error) {
+	// send, not reply, in the deferred call: a failing return sets the
+	// named results to nil before it runs.
+	send := func(err error) {
 		if err == nil {
 			io.WriteString(uc, "ok\n")
 		} else {
@@ -271,7 +273,7 @@ func takeHandoff(fdEnv string) (h *edge.Handoff, reply func(error), err error) {
 	}
 	defer func() {
 		if err != nil {
-			reply(err)
+			send(err)
 		}
 	}()
 	uc.SetDeadline(time.Now().Add(handoffTimeout))
@@ -296,20 +298,36 @@ func takeHandoff(fdEnv string) (h *edge.Handoff, reply func(error), err error) {
 	} else {
 		_, err = fmt.Sscanf(line, "state %s %d %d %d", &shape, &lock, &nconns, &nstate)
 	}
-	if err != nil || lock < 0 || lock > 1 || nconns < 0 || nstate < 0 {
+	if err != nil || lock < 0 || lock > 1 || nconns < 0 || nconns > maxHandoffFDs || nstate < 0 || nstate > maxHandoffState {
 		return nil, nil, fmt.Errorf("take handoff: bad header %q", line)
 	}
 	var groups []int
 	total := nconns + lock
 	for _, g := range strings.Split(shape, ",") {
 		n, err := strconv.Atoi(g)
-		if err != nil {
+		if err != nil || n < 0 || n > maxHandoffFDs {
 			return nil, nil, fmt.Errorf("take handoff: bad header %q", line)
 		}
 		groups = append(groups, n)
 		total += n
 	}
+	if total > maxHandoffFDs {
+		return nil, nil, fmt.Errorf("take handoff: bad header %q: %d descriptors", line, total)
+	}
 	var fds []int
+	lockFD, lockFile := -1, (*os.File)(nil)
+	defer func() {
+		if err != nil { // what came is not anyone's: the old process keeps its own
+			for _, fd := range fds {
+				if fd != lockFD {
+					unix.Close(fd)
+				}
+			}
+			if lockFile != nil {
+				lockFile.Close()
+			}
+		}
+	}()
 	oob := make([]byte, unix.CmsgSpace(fdBatch*4))
 	for len(fds) < total {
 		var b [1]byte
@@ -332,22 +350,36 @@ func takeHandoff(fdEnv string) (h *edge.Handoff, reply func(error), err error) {
 			fds = append(fds, got...)
 		}
 	}
+	if len(fds) != total {
+		return nil, nil, fmt.Errorf("take handoff: %d descriptors, the header says %d", len(fds), total)
+	}
 	h = &edge.Handoff{Version: edge.HandoffVersion, Drain: drain}
+	rest := fds
 	for _, n := range groups {
-		h.Listeners = append(h.Listeners, fds[:n])
-		fds = fds[n:]
+		h.Listeners = append(h.Listeners, rest[:n])
+		rest = rest[n:]
 	}
 	if lock == 1 {
-		h.Lock = os.NewFile(uintptr(fds[0]), "LOCK")
-		fds = fds[1:]
+		lockFD = rest[0]
+		lockFile = os.NewFile(uintptr(lockFD), "LOCK") // it owns lockFD now
+		h.Lock = lockFile
+		rest = rest[1:]
 	}
-	h.Conns = fds
+	h.Conns = rest
 	h.State = make([]byte, nstate)
-	if _, err := io.ReadFull(uc, h.State); err != nil {
+	if _, err = io.ReadFull(uc, h.State); err != nil {
 		return nil, nil, fmt.Errorf("take handoff: read state: %w", err)
 	}
-	return h, reply, nil
+	return h, send, nil
 }
+
+// The header's bounds: more descriptors than a process may hold, or more
+// state than memory, is a corrupt header, refused before anything is
+// allocated for it.
+const (
+	maxHandoffFDs   = 1 << 24
+	maxHandoffState = 1 << 40
+)
 
 // readLine reads one line a byte at a time (see takeHandoff).
 func readLine(c net.Conn) (string, error) {
