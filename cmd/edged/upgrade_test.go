@@ -213,9 +213,17 @@ func TestUpgradeOtherFormatDrains(t *testing.T) {
 		acked  = map[string]bool{} // topics PUBACKed
 		got    = map[string]int{}  // topics delivered
 		lostAt []time.Time
-		stop   atomic.Bool
+		stop   atomic.Bool // receivers
+		sent   atomic.Bool // senders
 		wg     sync.WaitGroup
+		wgSend sync.WaitGroup
 	)
+	defer func() { // on a failure too: no client outlives the test
+		sent.Store(true)
+		stop.Store(true)
+		wgSend.Wait()
+		wg.Wait()
+	}()
 	lost := func(paho.Client, error) {
 		mu.Lock()
 		lostAt = append(lostAt, time.Now())
@@ -245,7 +253,8 @@ func TestUpgradeOtherFormatDrains(t *testing.T) {
 	}
 	for i := range pairs {
 		rid, sid := fmt.Sprintf("r%d", i), fmt.Sprintf("s%d", i)
-		wg.Add(2)
+		wg.Add(1)
+		wgSend.Add(1)
 		go func() { // receiver: reconnects when dropped
 			defer wg.Done()
 			c := connect(rid, onMsg)
@@ -262,9 +271,9 @@ func TestUpgradeOtherFormatDrains(t *testing.T) {
 			}
 		}()
 		go func() { // sender: QoS 1 direct messages, reconnecting when dropped
-			defer wg.Done()
+			defer wgSend.Done()
 			c := connect(sid, nil)
-			for seq := 1; c != nil && !stop.Load(); seq++ {
+			for seq := 1; c != nil && !sent.Load(); seq++ {
 				if !c.IsConnectionOpen() {
 					c.Disconnect(0)
 					c = connect(sid, nil)
@@ -300,8 +309,8 @@ func TestUpgradeOtherFormatDrains(t *testing.T) {
 		t.Fatalf("no drain of the 20 connections in the log:\n%s", errb.String())
 	}
 	time.Sleep(time.Second) // traffic through the new process
-	stop.Store(true)
-	wg.Wait()
+	sent.Store(true) // the receivers stay, to get what is still on its way
+	wgSend.Wait()
 	if err := syscall.Kill(newPID, 0); err != nil {
 		t.Fatalf("the new edged (pid %d) is not running: %v", newPID, err)
 	}
@@ -338,6 +347,10 @@ func TestUpgradeOtherFormatDrains(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		mu.Lock()
 	}
+	mu.Unlock()
+	stop.Store(true)
+	wg.Wait()
+	mu.Lock()
 	dups := 0
 	for _, n := range got {
 		dups += n - 1
