@@ -136,32 +136,24 @@ const handshakeWait = 2 * time.Second
 
 // finishHandshakes stops accepting (new connections wait in the listen
 // backlog, which the new process inherits) and waits, up to handshakeWait,
-// for the TLS handshakes and WebSocket upgrades in progress to end: one
-// runs on a goroutine of this process and is not carried, so one cut by
-// the handoff fails (measured: ~700 of 10,000 clients connecting at 700/s
-// got an error before this wait). Their connections reach the loops before
-// the freeze: a loop adopts what was posted to it before it parks (a
-// WebSocket one is then drained with the others not carried).
+// for the TLS handshakes (and the wss:// upgrades on them) in progress to
+// end: one runs on a goroutine of this process and is not carried, so one
+// cut by the handoff fails (measured: ~700 of 10,000 clients connecting at
+// 700/s got an error before this wait). Their connections reach the loops
+// before the freeze: a loop adopts what was posted to it before it parks.
+// (A ws:// upgrade runs on its loop: its connection is drained with the
+// other WebSocket ones.)
 func (s *Server) finishHandshakes() {
 	s.acceptsPaused = s.eng.AcceptsPaused()
-	inProgress := func() (n int64) {
-		if s.cfg.TLS != nil {
-			n += s.cfg.TLS.InProgress()
-		}
-		if s.cfg.WS != nil {
-			n += s.cfg.WS.InProgress()
-		}
-		return n
-	}
-	if s.cfg.TLS == nil && s.cfg.WS == nil {
+	if s.cfg.TLS == nil {
 		return
 	}
 	s.eng.PauseAccepts(true) // returns once no loop hands on a new socket
-	for end := time.Now().Add(handshakeWait); inProgress() > 0 && time.Now().Before(end); {
+	for end := time.Now().Add(handshakeWait); s.cfg.TLS.InProgress() > 0 && time.Now().Before(end); {
 		time.Sleep(2 * time.Millisecond)
 	}
-	if n := inProgress(); n > 0 {
-		s.cfg.Logger.Warn("handoff: TLS handshakes and WebSocket upgrades still in progress are cut", "handshakes", n)
+	if n := s.cfg.TLS.InProgress(); n > 0 {
+		s.cfg.Logger.Warn("handoff: TLS handshakes still in progress are cut", "handshakes", n)
 	}
 }
 

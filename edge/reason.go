@@ -131,6 +131,7 @@ func closeErr(r Reason) error { return closeErrs[r] }
 // classify maps a close reason from netpoll to a Reason.
 func classify(err error) Reason {
 	var ce *closeError
+	var wsUpgrade *edgews.UpgradeError
 	switch {
 	case errors.As(err, &ce):
 		return ce.r
@@ -150,6 +151,8 @@ func classify(err error) Reason {
 		return ReasonTLSRecord
 	case errors.Is(err, edgetls.ErrAlert):
 		return ReasonTLSAlert
+	case errors.As(err, &wsUpgrade):
+		return wsFailReason[wsUpgrade.Fail]
 	case errors.Is(err, edgews.ErrBadFrame):
 		return ReasonWSBadFrame
 	case errors.Is(err, edgews.ErrTextFrame):

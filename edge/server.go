@@ -235,6 +235,9 @@ func (s *Server) useTransports(ncfg *netpoll.Config) {
 	paths := make([]string, 1+len(s.cfg.ExtraAddrs)) // "" = not WebSocket
 	for _, g := range s.cfg.WSGroups {
 		paths[g.Group] = g.Path
+		if !tlsOn[g.Group] {
+			ws.Listen(g.Path) // its upgrades run on the loops
+		}
 	}
 	var upgrades []edgetls.Upgrade // by group, for wss
 	if t != nil {
@@ -381,9 +384,7 @@ func (s *Server) Close() error {
 	if s.cfg.TLS != nil {
 		s.cfg.TLS.Shutdown() // after the engine: no accept hands it a socket any more
 	}
-	if s.cfg.WS != nil {
-		s.cfg.WS.Shutdown()
-	}
+
 	if err != nil {
 		return fmt.Errorf("close engine: %w", err)
 	}
@@ -1716,6 +1717,10 @@ func (s *Server) unsubscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *cl
 // OnTimer implements netpoll.Handler: handshake and keepalive timeouts.
 func (s *Server) OnTimer(c *netpoll.Conn) {
 	if s.loop(c).sess.get(c.Slot()).client == 0 {
+		if s.cfg.WS != nil && s.cfg.WS.Upgrading(c) {
+			c.Close(s.cfg.WS.TimedOut()) // ws_handshake_timeout
+			return
+		}
 		c.Close(closeErr(ReasonHandshakeTimeout))
 		return
 	}

@@ -288,7 +288,9 @@ func wsBystanders(t *testing.T, s *wsServer) (check func()) {
 }
 
 func TestWSBadUpgrade(t *testing.T) {
-	s := startWSServer(t, false, func(_ *Config, w *edgews.Config) { w.HandshakeTimeout = 500 * time.Millisecond })
+	// A ws:// upgrade runs on its loop, within the handshake timeout the
+	// connection has for its CONNECT.
+	s := startWSServer(t, false, func(c *Config, _ *edgews.Config) { c.HandshakeTimeout = 500 * time.Millisecond })
 	check := wsBystanders(t, s)
 	for _, tc := range []struct {
 		name   string

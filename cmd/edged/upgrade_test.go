@@ -309,7 +309,7 @@ func TestUpgradeOtherFormatDrains(t *testing.T) {
 		t.Fatalf("no drain of the 20 connections in the log:\n%s", errb.String())
 	}
 	time.Sleep(time.Second) // traffic through the new process
-	sent.Store(true) // the receivers stay, to get what is still on its way
+	sent.Store(true)        // the receivers stay, to get what is still on its way
 	wgSend.Wait()
 	if err := syscall.Kill(newPID, 0); err != nil {
 		t.Fatalf("the new edged (pid %d) is not running: %v", newPID, err)

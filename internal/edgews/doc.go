@@ -1,8 +1,11 @@
 // Package edgews serves MQTT over WebSocket (RFC 6455) on edged's event
-// loops: the HTTP upgrade runs on a bounded set of goroutines, off the
-// loops, as edgetls's handshakes do; after it, the framing runs on the
-// connection's loop as a netpoll.Transport, with no goroutine and no buffer
-// per connection.
+// loops. A ws:// connection is its loop's from the accept: its HTTP
+// upgrade runs in the Transport's Unwrap (the request head waits in the
+// engine's partial buffer, at most 8 KiB, until its blank line; then it is
+// parsed with net/http and answered), so an upgrade costs no goroutine, no
+// duplicate socket and no OS thread, and an idle WebSocket session what a
+// TCP one does plus its framing state. After it, the framing runs on the
+// same loop with no goroutine and no buffer per connection.
 //
 // What a connection keeps: a 12-byte pointer-free record in its loop's
 // table (connState: the payload left in the current frame, its masking key,
@@ -30,9 +33,9 @@
 // 101 before it sends frames (RFC 6455 4.1), and bytes sent earlier are
 // refused.
 //
-// wss:// is TLS then WebSocket: edgetls runs the TLS handshake and then,
-// on the same goroutine, this package's upgrade over the TLS session
-// (Upgrader); on the loop the frames are decoded from the plaintext that
+// wss:// is TLS then WebSocket: edgetls runs the TLS handshake, off the
+// loops, and then, on the same goroutine, this package's upgrade over the
+// TLS session (Upgrader); on the loop the frames are decoded from the plaintext that
 // edgetls's record layer opened, and our frames are sealed by it.
 //
 // Concurrency: Server's exported methods are safe for concurrent use; its

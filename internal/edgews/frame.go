@@ -16,7 +16,7 @@ import (
 // is only what the rest of the current frame needs: how much is left and
 // its masking key.
 type connState struct {
-	remain uint32  // payload bytes of the current data frame still to come
+	remain uint32  // payload bytes of the current data frame still to come (upgrading: the listener's path index)
 	mask   [4]byte // its masking key, rotated so that mask[0] applies to the next byte
 	flags  uint8
 }
@@ -26,6 +26,7 @@ const (
 	stTLS                         // wss: the frames travel inside Server.lower's records
 	stFragment                    // inside a fragmented message: the next data frame must be a continuation
 	stCloseSent                   // our close frame went out: send nothing more
+	stUpgrading                   // ws:// on its loop: the HTTP upgrade has not completed (no frames yet)
 )
 
 // StateBytes is the framing state one WebSocket connection holds (its
@@ -155,6 +156,8 @@ type adopted struct{}
 func (s *Server) Attach(c *netpoll.Conn, state any) error {
 	ls := s.loopOf(c)
 	switch st := state.(type) {
+	case *pending:
+		*ls.get(c.Slot()) = connState{flags: stLive | stUpgrading, remain: st.path}
 	case *adopted:
 		*ls.get(c.Slot()) = connState{flags: stLive}
 	case *edgetls.Layered:
@@ -189,6 +192,9 @@ func (s *Server) Closed(c *netpoll.Conn) {
 		return
 	}
 	s.sessions.Add(-1)
+	if st.flags&stUpgrading != 0 {
+		s.burst.Done() // closed before its upgrade completed
+	}
 	if st.flags&stTLS != 0 {
 		s.lower.Closed(c)
 		delete(ls.carry, c.Slot())
@@ -206,6 +212,9 @@ func (s *Server) Close(c *netpoll.Conn, reason error) {
 			s.lower.Close(c, reason)
 		}
 		return
+	}
+	if st.flags&stUpgrading != 0 {
+		return // no WebSocket yet: nothing to close but the socket
 	}
 	if st.flags&stCloseSent == 0 && !(st.flags&stTLS != 0 && (errors.Is(reason, edgetls.ErrRecord) || errors.Is(reason, edgetls.ErrAlert))) {
 		st.flags |= stCloseSent
@@ -265,6 +274,9 @@ func (s *Server) Wrap(c *netpoll.Conn, dst, p []byte) ([]byte, error) {
 	if st == nil {
 		return s.lower.Wrap(c, dst, p)
 	}
+	if st.flags&stUpgrading != 0 {
+		return dst, nil // nothing of MQTT goes before the 101 (e.g. a refusal at the connection cap): dropped
+	}
 	if st.flags&stTLS == 0 {
 		dst = appendHeader(dst, opBinary, len(p))
 		return append(dst, p...), nil
@@ -288,6 +300,9 @@ func (s *Server) Unwrap(c *netpoll.Conn, in []byte) (n, consumed int, err error)
 	ls, st := s.state(c)
 	if st == nil {
 		return s.lower.Unwrap(c, in)
+	}
+	if st.flags&stUpgrading != 0 {
+		return s.upgradeOnLoop(c, ls, st, in)
 	}
 	if st.flags&stTLS == 0 {
 		return s.decode(c, ls, st, in)
@@ -490,7 +505,7 @@ func (s *Server) Owns(c *netpoll.Conn) bool {
 // is not a WebSocket connection or its close frame went out already.
 func (s *Server) Goodbye(c *netpoll.Conn, dst []byte) []byte {
 	ls, st := s.state(c)
-	if st == nil || st.flags&stCloseSent != 0 {
+	if st == nil || st.flags&(stCloseSent|stUpgrading) != 0 {
 		return dst
 	}
 	st.flags |= stCloseSent

@@ -22,12 +22,15 @@ import (
 
 // Config configures a Server.
 type Config struct {
-	// HandshakeTimeout bounds the HTTP upgrade (default 10 s).
+	// HandshakeTimeout bounds a wss:// upgrade, on its TLS handshake's
+	// goroutine (default 10 s); a ws:// upgrade runs on its loop, within
+	// the handler's own deadline for the connection (see Upgrading).
 	HandshakeTimeout time.Duration
-	// MaxHandshakes caps the ws:// upgrades in progress (default 1024):
-	// past it a new connection is closed at once (FailBusy), so a flood
-	// holds at most this many goroutines and their buffers. (A wss://
-	// upgrade runs on its TLS handshake's goroutine, under edgetls's cap.)
+	// MaxHandshakes caps the ws:// upgrades in progress on the loops
+	// (default 1024): past it a new connection is closed at once
+	// (FailBusy). Each holds at most an 8 KiB request head in the
+	// engine's partial buffer. (A wss:// upgrade runs on its TLS
+	// handshake's goroutine, under edgetls's cap.)
 	MaxHandshakes int
 	// MaxFrame caps a data frame's payload (default 256 KiB + 5, one
 	// MQTT packet of the default maximum size); a longer frame closes the
@@ -38,7 +41,9 @@ type Config struct {
 	// when the handler closes a connection with reason (default 1000).
 	CloseCode func(reason error) uint16
 	// OnFail, if set, is told of each connection closed during its
-	// upgrade, with the reason (edge counts them as close reasons).
+	// upgrade before it reached a loop (a wss:// upgrade, or one over
+	// MaxHandshakes), with the reason (edge counts them as close reasons;
+	// one closed on its loop has an *UpgradeError as its close reason).
 	OnFail func(Fail)
 }
 
@@ -65,17 +70,20 @@ func (f Fail) String() string {
 	return "unknown"
 }
 
-// Server serves MQTT over WebSocket for a netpoll engine: its Accept runs
-// ws:// upgrades (from the engine's Config.Handoff), Upgrader gives edgetls
-// the second stage of a wss:// handshake, and it is the engine's Transport,
-// passing the connections that are not WebSocket ones to Lower.
+// Server serves MQTT over WebSocket for a netpoll engine: its Accept hands
+// a ws:// socket to its loop, where Unwrap runs the upgrade (from the
+// engine's Config.Handoff), Upgrader gives edgetls the second stage of a
+// wss:// handshake, and it is the engine's Transport, passing the
+// connections that are not WebSocket ones to Lower.
 type Server struct {
 	conf  Config
 	lower netpoll.Transport
 	eng   atomic.Pointer[netpoll.Engine]
 	loops [256]*loopState // by loop index; each written and read by its loop only
 
-	burst    burst.Group // upgrades in progress; the heap returned after a burst
+	burst    burst.Counter       // ws:// upgrades in progress; the heap returned after a burst
+	pending  map[string]*pending // by path: the Adopt state of a ws:// listener's sockets
+	paths    []string            // by pending.path
 	upgrades atomic.Uint64
 	sessions atomic.Int64
 	pings    atomic.Uint64
@@ -140,48 +148,118 @@ func (s *Server) fail(f Fail) {
 	}
 }
 
-// Shutdown ends the upgrades in progress (their sockets are closed) and
-// waits for their goroutines; later Accepts close their socket at once.
-func (s *Server) Shutdown() { s.burst.Shutdown() }
+// pending is the Engine.Adopt state of a socket accepted on a ws://
+// listener: its upgrade is still to run, on its loop.
+type pending struct{ path uint32 } // index in Server.paths
 
-// Accept takes over fd, a socket just accepted on a ws:// listener of loop
-// whose path is path, and runs its upgrade off the loop; it is
-// netpoll.Config.Handoff's body and never blocks. Over
-// Config.MaxHandshakes the socket is closed at once.
+// Listen registers path as a ws:// listener's; call it for each before
+// the engine starts.
+func (s *Server) Listen(path string) {
+	if _, ok := s.pending[path]; ok {
+		return
+	}
+	if s.pending == nil {
+		s.pending = make(map[string]*pending)
+	}
+	s.pending[path] = &pending{path: uint32(len(s.paths))}
+	s.paths = append(s.paths, path)
+}
+
+// Accept takes fd, a socket just accepted on loop from a ws:// listener
+// whose path is path (registered with Listen), and gives it back to the
+// loop as a connection whose HTTP upgrade runs in Unwrap: no goroutine,
+// no duplicate socket. It is netpoll.Config.Handoff's body, called on the
+// loop, and never blocks. Over Config.MaxHandshakes upgrades in progress
+// the socket is closed at once.
 func (s *Server) Accept(loop, fd int, path string) {
-	if !s.burst.Go(s.conf.MaxHandshakes, func() {
-		if err := s.acceptOn(loop, fd, path); err != nil && !errors.Is(err, errAdopted) {
-			unix.Close(fd)
-		}
-	}) {
+	p, eng := s.pending[path], s.eng.Load()
+	if p == nil || eng == nil {
+		s.fail(FailRequest)
+		unix.Close(fd)
+		return
+	}
+	if !s.burst.Start(s.conf.MaxHandshakes) {
 		s.fail(FailBusy) // counted before the client can see the close
 		unix.Close(fd)
+		return
+	}
+	if eng.Adopt(loop, fd, p, nil) != nil { // it closed fd
+		s.burst.Done()
 	}
 }
 
-// errAdopted marks a failure after fd was handed to Engine.Adopt, which
-// closes it on failure itself.
-var errAdopted = errors.New("edgews: adopt")
+// Upgrading reports whether c is a ws:// connection whose upgrade has not
+// completed: the handler's handshake deadline for it is the upgrade's.
+func (s *Server) Upgrading(c *netpoll.Conn) bool {
+	_, st := s.state(c)
+	return st != nil && st.flags&stUpgrading != 0
+}
 
-func (s *Server) acceptOn(loop, fd int, path string) error {
-	nc, done, err := s.burst.Conn(fd, "edgews: upgrade")
+// UpgradeError is the close reason of a ws:// connection whose upgrade
+// failed on its loop.
+type UpgradeError struct {
+	Fail Fail
+	Err  error
+}
+
+func (e *UpgradeError) Error() string { return e.Fail.String() + ": " + e.Err.Error() }
+func (e *UpgradeError) Unwrap() error { return e.Err }
+
+// ErrUpgradeTimeout is the handler's close reason for a connection still
+// Upgrading at its handshake deadline (counted by TimedOut).
+var ErrUpgradeTimeout = &UpgradeError{Fail: FailTimeout, Err: errors.New("edgews: upgrade not completed in time")}
+
+// TimedOut counts an upgrade that timed out on its loop and returns the
+// close reason to close it with.
+func (s *Server) TimedOut() error {
+	s.fails[FailTimeout].Add(1)
+	return ErrUpgradeTimeout
+}
+
+// upgradeOnLoop runs a ws:// connection's upgrade on its loop (Unwrap):
+// the request head waits in the engine's partial buffer until its blank
+// line arrives; then it is checked and answered with the 101 (wire bytes:
+// no frame) or an HTTP error and a close.
+func (s *Server) upgradeOnLoop(c *netpoll.Conn, ls *loopState, st *connState, in []byte) (n, consumed int, err error) {
+	end := bytes.Index(in, headEnd)
+	switch {
+	case end < 0 && len(in) < maxRequest:
+		return 0, 0, nil // more to come
+	case end < 0 || end+len(headEnd) > maxRequest:
+		return 0, len(in), s.refuseOnLoop(c, FailRequest, errLong, "400 Bad Request", "")
+	case end+len(headEnd) != len(in):
+		return 0, len(in), s.refuseOnLoop(c, FailRequest, errPipelined, "400 Bad Request", "")
+	}
+	key, f, err := check(in, s.paths[st.remain])
 	if err != nil {
-		s.fail(FailRequest)
-		return err
+		switch f {
+		case FailPath:
+			return 0, len(in), s.refuseOnLoop(c, f, err, "404 Not Found", "")
+		case FailVersion:
+			return 0, len(in), s.refuseOnLoop(c, f, err, "426 Upgrade Required", "Sec-WebSocket-Version: 13\r\n")
+		}
+		return 0, len(in), s.refuseOnLoop(c, f, err, "400 Bad Request", "")
 	}
-	defer done()
-	state, err := s.upgrade(nc, path)
-	if err != nil {
-		return err
+	ls.frame = appendAccept(ls.frame[:0], key)
+	if err := c.WriteWire(ls.frame); err != nil {
+		return 0, len(in), err
 	}
-	eng := s.eng.Load()
-	if eng == nil {
-		return errors.New("edgews: no engine bound")
-	}
-	if err := eng.Adopt(loop, fd, state, nil); err != nil {
-		return fmt.Errorf("%w: %w", errAdopted, err)
-	}
-	return nil
+	st.flags &^= stUpgrading
+	st.remain = 0
+	s.burst.Done()
+	s.upgrades.Add(1)
+	return 0, len(in), nil
+}
+
+// headEnd ends an HTTP request head.
+var headEnd = []byte("\r\n\r\n")
+
+// refuseOnLoop answers a failed upgrade on the loop, counts it, and
+// returns the close reason.
+func (s *Server) refuseOnLoop(c *netpoll.Conn, f Fail, err error, status, extra string) error {
+	s.fails[f].Add(1)
+	c.WriteWire(appendRefusal(nil, status, extra))
+	return &UpgradeError{Fail: f, Err: err}
 }
 
 // Upgrader returns the second stage of a wss:// listener's handshake, for
@@ -231,10 +309,7 @@ func (s *Server) upgrade(nc net.Conn, path string) (any, error) {
 		}
 		return nil, err
 	}
-	sum := sha1.Sum([]byte(key + wsGUID)) // RFC 6455 4.2.2: SHA-1 is the protocol's, not a security choice here
-	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-		base64.StdEncoding.EncodeToString(sum[:]) + "\r\nSec-WebSocket-Protocol: " + Subprotocol + "\r\n\r\n"
-	if _, err := nc.Write([]byte(resp)); err != nil {
+	if _, err := nc.Write(appendAccept(nil, key)); err != nil {
 		s.fail(FailRequest)
 		return nil, fmt.Errorf("edgews: write 101: %w", err)
 	}
@@ -278,8 +353,23 @@ func readHead(nc net.Conn) ([]byte, error) {
 }
 
 // refuse answers a failed upgrade; the connection closes after it.
-func refuse(nc net.Conn, status, extra string) {
-	nc.Write([]byte("HTTP/1.1 " + status + "\r\nConnection: close\r\n" + extra + "Content-Length: 0\r\n\r\n"))
+func refuse(nc net.Conn, status, extra string) { nc.Write(appendRefusal(nil, status, extra)) }
+
+// appendRefusal appends the HTTP answer to a refused upgrade.
+func appendRefusal(dst []byte, status, extra string) []byte {
+	dst = append(append(append(dst, "HTTP/1.1 "...), status...), "\r\nConnection: close\r\n"...)
+	return append(append(dst, extra...), "Content-Length: 0\r\n\r\n"...)
+}
+
+// appendAccept appends the 101 that completes an upgrade with key.
+func appendAccept(dst []byte, key string) []byte {
+	h := sha1.New() // RFC 6455 4.2.2: SHA-1 is the protocol's, not a security choice here
+	h.Write([]byte(key))
+	h.Write([]byte(wsGUID))
+	var sum [sha1.Size]byte
+	dst = append(dst, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	dst = base64.StdEncoding.AppendEncode(dst, h.Sum(sum[:0]))
+	return append(append(append(dst, "\r\nSec-WebSocket-Protocol: "...), Subprotocol...), "\r\n\r\n"...)
 }
 
 // check validates an upgrade request (RFC 6455 4.2.1) and returns its key.
@@ -326,7 +416,3 @@ func hasToken(h http.Header, name, token string) bool {
 	}
 	return false
 }
-
-// InProgress is the upgrades in progress (ws:// only: a wss:// upgrade
-// counts under edgetls's), for a handoff's wait.
-func (s *Server) InProgress() int64 { return s.burst.InProgress() }
