@@ -1,15 +1,12 @@
 package edgews
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha1"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -230,7 +227,7 @@ func (s *Server) upgradeOnLoop(c *netpoll.Conn, ls *loopState, st *connState, in
 	case end+len(headEnd) != len(in):
 		return 0, len(in), s.refuseOnLoop(c, FailRequest, errPipelined, "400 Bad Request", "")
 	}
-	key, f, err := check(in, s.paths[st.remain])
+	key, f, err := parseUpgrade(in, s.paths[st.remain])
 	if err != nil {
 		switch f {
 		case FailPath:
@@ -296,7 +293,7 @@ func (s *Server) upgrade(nc net.Conn, path string) (any, error) {
 		}
 		return nil, err
 	}
-	key, f, err := check(head, path)
+	key, f, err := parseUpgrade(head, path)
 	if err != nil {
 		s.fail(f)
 		switch f {
@@ -361,58 +358,12 @@ func appendRefusal(dst []byte, status, extra string) []byte {
 	return append(append(dst, extra...), "Content-Length: 0\r\n\r\n"...)
 }
 
-// appendAccept appends the 101 that completes an upgrade with key.
-func appendAccept(dst []byte, key string) []byte {
-	h := sha1.New() // RFC 6455 4.2.2: SHA-1 is the protocol's, not a security choice here
-	h.Write([]byte(key))
-	h.Write([]byte(wsGUID))
-	var sum [sha1.Size]byte
+// appendAccept appends the 101 that completes an upgrade with key (24
+// bytes: parseUpgrade checked it), allocating nothing.
+func appendAccept(dst []byte, key []byte) []byte {
+	var in [64]byte
+	sum := sha1.Sum(append(append(in[:0], key...), wsGUID...)) // RFC 6455 4.2.2: SHA-1 is the protocol's, not a security choice here
 	dst = append(dst, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
-	dst = base64.StdEncoding.AppendEncode(dst, h.Sum(sum[:0]))
+	dst = base64.StdEncoding.AppendEncode(dst, sum[:])
 	return append(append(append(dst, "\r\nSec-WebSocket-Protocol: "...), Subprotocol...), "\r\n\r\n"...)
-}
-
-// check validates an upgrade request (RFC 6455 4.2.1) and returns its key.
-func check(head []byte, path string) (string, Fail, error) {
-	// A reader the size of the head (not bufio's 4 KB default): less
-	// garbage per upgrade.
-	req, err := http.ReadRequest(bufio.NewReaderSize(bytes.NewReader(head), len(head)))
-	if err != nil {
-		return "", FailRequest, fmt.Errorf("edgews: parse request: %w", err)
-	}
-	switch {
-	case req.Method != http.MethodGet:
-		return "", FailRequest, fmt.Errorf("edgews: method %s, want GET", req.Method)
-	case !req.ProtoAtLeast(1, 1):
-		return "", FailRequest, fmt.Errorf("edgews: %s, want HTTP/1.1", req.Proto)
-	case !hasToken(req.Header, "Upgrade", "websocket"):
-		return "", FailRequest, errors.New("edgews: no Upgrade: websocket")
-	case !hasToken(req.Header, "Connection", "upgrade"):
-		return "", FailRequest, errors.New("edgews: no Connection: Upgrade")
-	case req.URL.Path != path:
-		return "", FailPath, fmt.Errorf("edgews: path %q, want %q", req.URL.Path, path)
-	case req.Header.Get("Sec-WebSocket-Version") != "13":
-		return "", FailVersion, fmt.Errorf("edgews: Sec-WebSocket-Version %q, want 13", req.Header.Get("Sec-WebSocket-Version"))
-	}
-	key := req.Header.Get("Sec-WebSocket-Key")
-	if k, err := base64.StdEncoding.DecodeString(key); err != nil || len(k) != 16 {
-		return "", FailRequest, fmt.Errorf("edgews: Sec-WebSocket-Key %q is not 16 bytes in base64", key)
-	}
-	if !hasToken(req.Header, "Sec-WebSocket-Protocol", Subprotocol) {
-		return "", FailSubprotocol, fmt.Errorf("edgews: subprotocols %q do not include %s", req.Header.Values("Sec-WebSocket-Protocol"), Subprotocol)
-	}
-	return key, 0, nil
-}
-
-// hasToken reports whether header name's comma-separated values include
-// token, case-insensitively.
-func hasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
