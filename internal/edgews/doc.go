@@ -2,9 +2,9 @@
 // loops. A ws:// connection is its loop's from the accept: its HTTP
 // upgrade runs in the Transport's Unwrap (the request head waits in the
 // engine's partial buffer, at most 8 KiB, until its blank line; then it is
-// parsed with net/http and answered), so an upgrade costs no goroutine, no
-// duplicate socket and no OS thread, and an idle WebSocket session what a
-// TCP one does plus its framing state. After it, the framing runs on the
+// parsed, allocating nothing, and answered), so an upgrade costs no
+// goroutine, no duplicate socket, no OS thread and no garbage, and an idle
+// WebSocket session what a TCP one does plus its framing state. After it, the framing runs on the
 // same loop with no goroutine and no buffer per connection.
 //
 // What a connection keeps: a 12-byte pointer-free record in its loop's
