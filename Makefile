@@ -42,6 +42,7 @@ test: vet ## run every test (real sockets, epoll, eBPF and netns as root), then 
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	$(MAKE) --no-print-directory test-race
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./edge/mqtt/
+	$(GO) test -run='^$$' -fuzz=FuzzParseUpgrade -fuzztime=$(FUZZTIME) ./internal/edgews/
 
 test-race: ## the concurrent packages (RACE_PKGS) under the race detector
 	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
@@ -83,8 +84,9 @@ bench-compare: ## benchmarks of BASE (default HEAD; in a temporary git worktree)
 	done; \
 	$(TOOL) benchstat '$(BASE)'=$$dir/old.txt 'working tree'=$$dir/new.txt
 
-fuzz: ## fuzz the MQTT decoder for FUZZTIME
+fuzz: ## fuzz the MQTT decoder and the WebSocket upgrade parser (it runs on the loops) for FUZZTIME each
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./edge/mqtt/
+	$(GO) test -run='^$$' -fuzz=FuzzParseUpgrade -fuzztime=$(FUZZTIME) ./internal/edgews/
 
 ci: ## what CI runs on a fresh clone, as root: .ci/run (installs packages, then make lint test)
 	bash .ci/run
