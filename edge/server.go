@@ -187,10 +187,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Push.Webhook != "" {
 		s.push = newPusher(cfg.Push, cfg.Logger, cfg.Now)
 	}
+	maxPending := cfg.MaxPacketSize + mqtt.MaxHeaderLen
+	if len(cfg.WSGroups) > 0 {
+		// A ws:// upgrade request waits as partial input too: up to
+		// edgews.MaxRequest, whatever the largest MQTT packet.
+		maxPending = max(maxPending, edgews.MaxRequest)
+	}
 	ncfg := netpoll.Config{
 		Addr:       cfg.Addr,
 		Loops:      cfg.Loops,
-		MaxPending: cfg.MaxPacketSize + mqtt.MaxHeaderLen,
+		MaxPending: maxPending,
 		MaxQueued:  cfg.MaxQueued,
 		Handler:    s,
 		LiveHook:   cfg.LiveHook,

@@ -406,10 +406,19 @@ func (e *Engine) PauseAccepts(pause bool) {
 	for end := time.Now().Add(pauseWait); time.Now().Before(end); time.Sleep(time.Millisecond) {
 		all := true
 		for i, l := range e.loops {
-			// The pass that was running when the flag was set (or the
-			// one the wake-up starts) looks at it at its end, after
-			// its accepts: from then on the listeners are not watched.
-			all = all && l.passes.Load() > seen[i]
+			// Two whole passes: the one running when seen was read
+			// may have read the flag before it was set (and counted
+			// itself after); the next one starts after the flag was
+			// set, and at its end, after its accepts, it stops
+			// watching the listeners. An idle loop is woken for it.
+			if l.passes.Load() < seen[i]+2 {
+				all = false
+				l.posters.Add(1)
+				if !e.closing.Load() {
+					l.p.wake()
+				}
+				l.posters.Add(-1)
+			}
 		}
 		if all || e.freezing.Load() || e.closing.Load() {
 			return

@@ -92,7 +92,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.inboxMessages, "inbox-messages", edge.DefaultInboxMessages, "inbox bound per user in `messages`")
 	fs.IntVar(&o.inboxBytes, "inbox-bytes", edge.DefaultInboxBytes, "inbox bound per user in `bytes`")
 	fs.IntVar(&o.inflight, "inflight", edge.DefaultInflight, "in-flight `window`: unacknowledged deliveries per connection")
-	fs.DurationVar(&o.handshake, "handshake-timeout", edge.DefaultHandshakeTimeout, "`duration` a new connection has to send CONNECT (and, on a tls:// listener, to complete the TLS handshake before that)")
+	fs.DurationVar(&o.handshake, "handshake-timeout", edge.DefaultHandshakeTimeout, "`duration` a new connection has to send CONNECT (and, on a tls://, ws:// or wss:// listener, to complete the TLS handshake and the WebSocket upgrade before that)")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "cap on client connections (`n`), 0 for none")
 	fs.IntVar(&o.maxQueued, "max-queued", edge.DefaultMaxQueued, "unread output (`bytes`) after which a client that does not read is closed")
 	fs.Float64Var(&o.publishRate, "publish-rate", edge.DefaultPublishRate, "PUBLISH packets per second per connection (`rate`), -1 for no limit")

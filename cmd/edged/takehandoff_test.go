@@ -39,6 +39,7 @@ func oldSide(t *testing.T, header string, fds []int) (newFD int, reply chan stri
 		if len(fds) > 0 {
 			uc.WriteMsgUnix([]byte{0}, unix.UnixRights(fds...), nil)
 		}
+		uc.CloseWrite() // nothing more comes: a state announced longer ends early
 		line, _ := r.ReadString('\n')
 		c.Close() // before the reply: the test counts descriptors then
 		reply <- strings.TrimSpace(line)
@@ -67,6 +68,7 @@ func TestTakeHandoffRefusesBadHeaders(t *testing.T) {
 		{"negative group", "state 2,-1 0 0 0", 0},
 		{"negative state", "state 1 0 0 -5", 1},
 		{"huge state", fmt.Sprintf("state 1 0 0 %d", int64(1)<<50), 1},
+		{"state longer than sent", fmt.Sprintf("state 1 0 0 %d", int64(1)<<39), 1}, // under the bound: read until the stream ends, not allocated
 		{"huge connection count", fmt.Sprintf("state 1 0 %d 0", 1<<30), 1},
 		{"more descriptors than announced", "state 1 0 0 0", 3},
 		{"not a number", "drain x 0", 0},

@@ -30,6 +30,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -366,16 +367,19 @@ func takeHandoff(fdEnv string) (h *edge.Handoff, reply func(error), err error) {
 		rest = rest[1:]
 	}
 	h.Conns = rest
-	h.State = make([]byte, nstate)
-	if _, err = io.ReadFull(uc, h.State); err != nil {
-		return nil, nil, fmt.Errorf("take handoff: read state: %w", err)
+	// Read as it comes, not into a buffer of the announced size: a
+	// corrupt count fails at the end of the stream, not in an allocation.
+	var state bytes.Buffer
+	if _, err = io.CopyN(&state, uc, int64(nstate)); err != nil {
+		return nil, nil, fmt.Errorf("take handoff: read state (%d of %d bytes): %w", state.Len(), nstate, err)
 	}
+	h.State = state.Bytes()
 	return h, send, nil
 }
 
 // The header's bounds: more descriptors than a process may hold, or more
-// state than memory, is a corrupt header, refused before anything is
-// allocated for it.
+// state than any memory, is a corrupt header, refused at once (the state
+// is read as it comes, so a count under the bound costs only what arrives).
 const (
 	maxHandoffFDs   = 1 << 24
 	maxHandoffState = 1 << 40

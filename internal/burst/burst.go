@@ -1,10 +1,11 @@
-// Package burst counts the handshakes in progress off the event loops (TLS,
-// WebSocket upgrades) and returns the heap a burst of them leaves behind to
-// the OS once the burst is over.
+// Package burst counts handshakes in progress (TLS off the event loops,
+// WebSocket upgrades on them), bounds them, and returns the heap a burst of
+// them leaves behind to the OS once the burst is over.
 //
-// A handshake allocates buffers that are garbage once it ends (crypto/tls:
-// some 50-100 KB; a WebSocket upgrade: the request's parse, its socket's
-// duplicate in Go's poller, a few KB). With the default GOGC the heap keeps
+// A TLS handshake allocates buffers that are garbage once it ends
+// (crypto/tls: some 50-100 KB; a WebSocket upgrade allocates next to
+// nothing, so after a burst of those alone the scavenge finds little to
+// return). With the default GOGC the heap keeps
 // room for twice the live data, so after a burst the process would hold its
 // peak (measured for TLS: 51 MB of RSS for 23 MB in use after 10,000) until
 // the background scavenger slowly returns it. So once at least After
@@ -95,12 +96,16 @@ type Group struct {
 var ErrClosed = errors.New("burst: shut down")
 
 // Go runs fn on a goroutine of its own, counted as a handshake in
-// progress; false (fn not run) if max are in progress already.
+// progress; false (fn not run) if max are in progress already or Shutdown
+// has run.
 func (g *Group) Go(max int, fn func()) bool {
-	if !g.Start(max) {
+	g.mu.Lock()
+	if g.closed || !g.Start(max) {
+		g.mu.Unlock()
 		return false
 	}
-	g.wg.Add(1)
+	g.wg.Add(1) // under mu: never concurrent with Shutdown's Wait
+	g.mu.Unlock()
 	go func() {
 		defer g.wg.Done()
 		defer g.Done()

@@ -38,7 +38,8 @@
 // TLS session (Upgrader); on the loop the frames are decoded from the plaintext that
 // edgetls's record layer opened, and our frames are sealed by it.
 //
-// Concurrency: Server's exported methods are safe for concurrent use; its
-// netpoll.Transport methods are called by the engine on each connection's
-// loop only.
+// Concurrency: Server's exported methods are safe for concurrent use,
+// except those that take a *netpoll.Conn (Owns, Upgrading, Goodbye, and the
+// netpoll.Transport methods): they read the connection's loop's tables and
+// run on that loop only, or while it is parked (a handoff's Freeze).
 package edgews

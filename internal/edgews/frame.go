@@ -73,6 +73,8 @@ var (
 	ErrUnmasked  = errors.New("edgews: unmasked frame from the client")
 	ErrTooBig    = errors.New("edgews: frame over the size limit")
 	ErrPeerClose = errors.New("edgews: close frame from the client")
+
+	errBusy = errors.New("edgews: too many upgrades in progress")
 )
 
 // frameError is a framing error with the status code our close frame carries.
@@ -157,7 +159,12 @@ func (s *Server) Attach(c *netpoll.Conn, state any) error {
 	ls := s.loopOf(c)
 	switch st := state.(type) {
 	case *pending:
+		if !s.burst.Start(s.conf.MaxHandshakes) {
+			s.fail(FailBusy) // the engine closes the socket; no OnClose counts it
+			return errBusy
+		}
 		*ls.get(c.Slot()) = connState{flags: stLive | stUpgrading, remain: st.path}
+		return nil // a session once upgraded
 	case *adopted:
 		*ls.get(c.Slot()) = connState{flags: stLive}
 	case *edgetls.Layered:
@@ -191,9 +198,10 @@ func (s *Server) Closed(c *netpoll.Conn) {
 		}
 		return
 	}
-	s.sessions.Add(-1)
 	if st.flags&stUpgrading != 0 {
 		s.burst.Done() // closed before its upgrade completed
+	} else {
+		s.sessions.Add(-1)
 	}
 	if st.flags&stTLS != 0 {
 		s.lower.Closed(c)

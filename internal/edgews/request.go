@@ -19,7 +19,11 @@ import (
 // key it returns is a slice of head. It is stricter than net/http where
 // the two differ (no obsolete line folding, no control bytes in a value),
 // never laxer: whatever it accepts, ReadRequest accepts with the same key
-// (FuzzParseUpgrade).
+// (FuzzParseUpgrade). A request that announces a body (Transfer-Encoding,
+// or a Content-Length other than 0) is refused: a GET upgrade has none, and
+// whatever follows the head is WebSocket frames, so a proxy in front that
+// framed the request by its body would disagree with us about where it
+// ends. On success f is 0 (FailRequest's value): look at err first.
 func parseUpgrade(head []byte, path string) (key []byte, f Fail, err error) {
 	line, rest, ok := cutLine(head)
 	if !ok {
@@ -60,6 +64,8 @@ func parseUpgrade(head []byte, path string) (key []byte, f Fail, err error) {
 	switch {
 	case h.host == 0 || h.host > 1:
 		return nil, FailRequest, errHost
+	case h.body:
+		return nil, FailRequest, errBody
 	case !h.upgrade:
 		return nil, FailRequest, errUpgradeHdr
 	case !h.connection:
@@ -92,12 +98,17 @@ type upgradeHeaders struct {
 	upgrade, connection, mqtt bool
 	version, key              []byte
 	versionSeen, keySeen      bool
+	body                      bool // Transfer-Encoding, or a Content-Length other than 0
 }
 
 func (h *upgradeHeaders) add(name, value []byte) {
 	switch {
 	case equalFold(name, "Host"):
 		h.host++
+	case equalFold(name, "Transfer-Encoding"):
+		h.body = true
+	case equalFold(name, "Content-Length"):
+		h.body = h.body || string(value) != "0"
 	case equalFold(name, "Upgrade"):
 		h.upgrade = h.upgrade || hasTokenIn(value, "websocket")
 	case equalFold(name, "Connection"):
@@ -220,6 +231,7 @@ var (
 	errTarget        = errors.New("edgews: request target not a path")
 	errHeader        = errors.New("edgews: malformed header line")
 	errHost          = errors.New("edgews: no Host header, or more than one")
+	errBody          = errors.New("edgews: an upgrade request with a body (Transfer-Encoding or Content-Length)")
 	errUpgradeHdr    = errors.New("edgews: no Upgrade: websocket")
 	errConnectionHdr = errors.New("edgews: no Connection: Upgrade")
 	errPath          = errors.New("edgews: another path than the listener's")

@@ -167,22 +167,16 @@ func (s *Server) Listen(path string) {
 // loop as a connection whose HTTP upgrade runs in Unwrap: no goroutine,
 // no duplicate socket. It is netpoll.Config.Handoff's body, called on the
 // loop, and never blocks. Over Config.MaxHandshakes upgrades in progress
-// the socket is closed at once.
+// the socket is closed when it is attached (Attach counts them, so that
+// one the engine drops before, e.g. at shutdown, is never counted).
 func (s *Server) Accept(loop, fd int, path string) {
 	p, eng := s.pending[path], s.eng.Load()
 	if p == nil || eng == nil {
-		s.fail(FailRequest)
+		s.fail(FailRequest) // no such listener here: a bug, refused
 		unix.Close(fd)
 		return
 	}
-	if !s.burst.Start(s.conf.MaxHandshakes) {
-		s.fail(FailBusy) // counted before the client can see the close
-		unix.Close(fd)
-		return
-	}
-	if eng.Adopt(loop, fd, p, nil) != nil { // it closed fd
-		s.burst.Done()
-	}
+	eng.Adopt(loop, fd, p, nil) // on a failure it closed fd (the engine is closing)
 }
 
 // Upgrading reports whether c is a ws:// connection whose upgrade has not
@@ -220,9 +214,9 @@ func (s *Server) TimedOut() error {
 func (s *Server) upgradeOnLoop(c *netpoll.Conn, ls *loopState, st *connState, in []byte) (n, consumed int, err error) {
 	end := bytes.Index(in, headEnd)
 	switch {
-	case end < 0 && len(in) < maxRequest:
+	case end < 0 && len(in) < MaxRequest:
 		return 0, 0, nil // more to come
-	case end < 0 || end+len(headEnd) > maxRequest:
+	case end < 0 || end+len(headEnd) > MaxRequest:
 		return 0, len(in), s.refuseOnLoop(c, FailRequest, errLong, "400 Bad Request", "")
 	case end+len(headEnd) != len(in):
 		return 0, len(in), s.refuseOnLoop(c, FailRequest, errPipelined, "400 Bad Request", "")
@@ -245,6 +239,7 @@ func (s *Server) upgradeOnLoop(c *netpoll.Conn, ls *loopState, st *connState, in
 	st.remain = 0
 	s.burst.Done()
 	s.upgrades.Add(1)
+	s.sessions.Add(1)
 	return 0, len(in), nil
 }
 
@@ -265,8 +260,10 @@ func (s *Server) Upgrader(path string) edgetls.Upgrade {
 	return func(nc net.Conn) (any, error) { return s.upgrade(nc, path) }
 }
 
-// maxRequest caps an upgrade request's head: browsers send well under 2 KB.
-const maxRequest = 8 << 10
+// MaxRequest caps an upgrade request's head: browsers send well under 2 KB.
+// A ws:// one waits in the engine's partial buffer until it is whole, so
+// the engine's MaxPending must be at least this (edge sees to it).
+const MaxRequest = 8 << 10
 
 // wsGUID is RFC 6455's key suffix (section 1.3).
 const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -325,7 +322,7 @@ var (
 // before our 101, which RFC 6455 4.1 forbids, and are refused (so nothing
 // read here ever needs to reach the loop).
 func readHead(nc net.Conn) ([]byte, error) {
-	var buf [maxRequest]byte
+	var buf [MaxRequest]byte
 	n := 0
 	for {
 		if n == len(buf) {
