@@ -190,6 +190,11 @@ func (s *Server) ackAfter(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uin
 		return
 	}
 	ls.acks = append(ls.acks, heldAck{h: c.Handle(), seq: s.wal.Last(), pid: pid, typ: typ})
+	if typ == mqtt.TypePuback {
+		if c5 := ls.conn5If(c); c5 != nil {
+			c5.heldAcks++ // the client's unacknowledged QoS 1 (Receive Maximum)
+		}
+	}
 }
 
 func writeAck(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uint16) {
@@ -241,6 +246,11 @@ func (s *Server) commitTick(l *netpoll.Loop, ls *loopState) {
 		}
 		if c := l.Conn(a.h); c != nil {
 			writeAck(c, ls, a.typ, a.pid)
+			if a.typ == mqtt.TypePuback {
+				if c5 := ls.conn5If(c); c5 != nil {
+					c5.heldAcks--
+				}
+			}
 		} // else closed: the client sends it again and gets it then
 	}
 	clear(ls.acks[k:])

@@ -36,12 +36,18 @@ type conn5 struct {
 	maxPacket uint32 // the client's Maximum Packet Size; 0: the protocol limit
 	expiry    uint32 // Session Expiry Interval in force (seconds; 0: ends at close)
 	sendWill  bool   // DISCONNECT 0x04: publish the will all the same
+	// heldAcks counts the client's QoS 1 PUBLISHes whose PUBACK waits for
+	// the store (ackAfter): unacknowledged for the client, so they count
+	// against the server's Receive Maximum (3.3.4). Not carried by a
+	// handoff: the held acknowledgements go out with the connection.
+	heldAcks uint16
 }
 
 // v5 connection limits the server advertises in CONNACK.
 const (
-	// receiveMax5 is the Receive Maximum the server advertises: inbound
-	// QoS 2 messages awaiting PUBREL past it are a DISCONNECT 0x93.
+	// receiveMax5 is the Receive Maximum the server advertises: a
+	// PUBLISH past it (QoS 2 messages awaiting PUBREL, or QoS 1 ones whose
+	// PUBACK waits for the store, counted alone) is a DISCONNECT 0x93.
 	receiveMax5 = 1024
 	// aliasMax5 is the Topic Alias Maximum the server advertises: a
 	// client's aliases 1..aliasMax5 name topics for its later PUBLISHes.
@@ -80,6 +86,14 @@ func (ls *loopState) resolveAlias(c *netpoll.Conn, p *mqtt.Packet) byte {
 }
 
 func (ls *loopState) conn5(c *netpoll.Conn) *conn5 { return ls.v5[c.Slot()] }
+
+// conn5If is c's conn5 if c speaks MQTT 5.0, else nil (no map look-up).
+func (ls *loopState) conn5If(c *netpoll.Conn) *conn5 {
+	if ls.sess.get(c.Slot()).flags&sV5 == 0 {
+		return nil
+	}
+	return ls.v5[c.Slot()]
+}
 
 // decodePacket decodes a packet of a connection that has not sent CONNECT
 // yet, or of a v5 one: 3.1.1 first, a level-5 CONNECT with Decode5.
@@ -249,16 +263,23 @@ func (s *Server) handle5(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		if p.Props.HasProp(mqtt.PropSubscriptionID) {
 			return ReasonProtocol, true // 3.3.4: client to server, never
 		}
-		if p.QoS == 2 {
-			cl.mu.Lock()
-			n := 0
-			if x := cl.xp(); x != nil {
-				n = len(x.qos2in)
-			}
-			cl.mu.Unlock()
-			if n >= receiveMax5 {
-				s.disconnect5(c, ls, ss, 0, mqtt.RCReceiveMaximumExceeded)
-				return ReasonProtocol, true
+		// Receive Maximum (3.3.4): the QoS 1 and 2 PUBLISHes the server
+		// has not acknowledged yet, this one included, within receiveMax5.
+		// Without held PUBACKs a QoS 1 one adds nothing that outlives it
+		// (its PUBACK goes out before the next packet is read), so the
+		// session's lock is taken only for QoS 2 or while PUBACKs wait.
+		if p.QoS > 0 {
+			if held := int(ls.conn5(c).heldAcks); p.QoS == 2 || held > 0 {
+				cl.mu.Lock()
+				n := held
+				if x := cl.xp(); x != nil {
+					n += len(x.qos2in)
+				}
+				cl.mu.Unlock()
+				if n >= receiveMax5 {
+					s.disconnect5(c, ls, ss, 0, mqtt.RCReceiveMaximumExceeded)
+					return ReasonProtocol, true
+				}
 			}
 		}
 	}

@@ -910,3 +910,74 @@ func TestV5DrainDisconnect(t *testing.T) {
 		t.Fatal("the v5 session did not survive the drain")
 	}
 }
+
+// TestV5ReceiveMaximum: the server's Receive Maximum (CONNACK) bounds the
+// QoS 1 and 2 PUBLISHes a client has sent and the server not yet
+// acknowledged: one past it is DISCONNECT 0x93 (3.3.4). QoS 2 ones are
+// unacknowledged until PUBREL; QoS 1 ones while their PUBACK waits for the
+// store's fsync, so a durable server and one write of more than
+// receiveMax5 PUBLISHes (read in one pass, before any fsync).
+func TestV5ReceiveMaximum(t *testing.T) {
+	t.Run("qos1", func(t *testing.T) {
+		s := startDurable(t, t.TempDir(), func(c *Config) { c.PublishRate = -1 })
+		c := dial5(t, s)
+		if p := c.connect(mqtt.Connect{ClientID: []byte("burst"), CleanSession: true}, nil); p.Code != 0 || p.RecvMax != receiveMax5 {
+			t.Fatalf("CONNACK %+v", p)
+		}
+		var b []byte
+		for i := range receiveMax5 + 1 {
+			b = mqtt.AppendPublish5(b, "rm/x", []byte{byte(i)}, 1, false, false, uint16(i+1), nil)
+		}
+		c.send(b)
+		acks := 0
+		for {
+			p := c.read()
+			if p.Type == mqtt.TypePuback {
+				acks++
+				continue
+			}
+			if p.Type != mqtt.TypeDisconnect || p.Code != mqtt.RCReceiveMaximumExceeded {
+				t.Fatalf("got %v %#x after %d PUBACKs, want DISCONNECT 0x93", p.Type, p.Code, acks)
+			}
+			break
+		}
+		c.expectClosed()
+		if acks > receiveMax5 {
+			t.Fatalf("%d PUBACKs, past Receive Maximum %d", acks, receiveMax5)
+		}
+		// Within the maximum, with PUBACKs awaited: fine.
+		ok := dial5(t, s)
+		ok.login("steady")
+		for range 3 {
+			b = b[:0]
+			for i := range receiveMax5 {
+				b = mqtt.AppendPublish5(b, "rm/y", nil, 1, false, false, uint16(i+1), nil)
+			}
+			ok.send(b)
+			for range receiveMax5 {
+				ok.expect(mqtt.TypePuback)
+			}
+		}
+		ok.ping()
+	})
+	t.Run("qos2", func(t *testing.T) {
+		s := startServer(t, func(c *Config) { c.PublishRate = -1 })
+		c := dial5(t, s)
+		c.login("q2")
+		var b []byte
+		for i := range receiveMax5 {
+			b = mqtt.AppendPublish5(b, "rm/z", nil, 2, false, false, uint16(i+1), nil)
+		}
+		c.send(b)
+		for range receiveMax5 {
+			c.expect(mqtt.TypePubrec)
+		}
+		// One PUBREL frees one place: the next PUBLISH fits, the one after not.
+		c.send(mqtt.AppendAck5(nil, mqtt.TypePubrel, 1, 0, nil))
+		c.expect(mqtt.TypePubcomp)
+		c.send(mqtt.AppendPublish5(nil, "rm/z", nil, 2, false, false, 1, nil))
+		c.expect(mqtt.TypePubrec)
+		c.send(mqtt.AppendPublish5(nil, "rm/z", nil, 2, false, false, receiveMax5+1, nil))
+		c.expectDisconnect(mqtt.RCReceiveMaximumExceeded)
+	})
+}
