@@ -46,7 +46,7 @@ const HandoffVersion = 2
 
 // Handoff-only record types (the store's are below 64).
 const (
-	hClient byte = 64 + iota // id, persistent, lastSeen, nextPID, made
+	hClient byte = 64 + iota // id, persistent, lastSeen, nextPID, made[, v5 session expiry]
 	hEntry                   // id, flags, pid, packet; seq in the record
 	hSent                    // id, nsent
 	hWill                    // id, topic, qos, retain, payload
@@ -325,7 +325,7 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 	}
 	walk(&t.rroot)
 	var b8 [8]byte
-	var b4 [4]byte
+	var b4, e4 [4]byte
 	next := s.reg.next
 	for idx := uint32(1); idx < next; idx++ {
 		cl := s.reg.at(idx)
@@ -338,7 +338,8 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 			p = 1
 		}
 		binary.LittleEndian.PutUint32(b4[:], cl.made)
-		put(hClient, 0, id, []byte{p}, u64(&b8, uint64(cl.lastSeen)), []byte{byte(cl.nextPID >> 8), byte(cl.nextPID)}, b4[:])
+		binary.LittleEndian.PutUint32(e4[:], cl.expiry) // carried as it is: so are the connections
+		put(hClient, 0, id, []byte{p}, u64(&b8, uint64(cl.lastSeen)), []byte{byte(cl.nextPID >> 8), byte(cl.nextPID)}, b4[:], e4[:])
 		x := cl.xp()
 		if x == nil {
 			continue
@@ -542,6 +543,9 @@ func (s *Server) importState(h *Handoff) (kick []netpoll.Handle, err error) {
 			cl.lastSeen = int64(binary.LittleEndian.Uint64(fields[2]))
 			cl.nextPID = uint16(fields[3][0])<<8 | uint16(fields[3][1])
 			cl.made = binary.LittleEndian.Uint32(fields[4])
+			if n > 5 && len(fields[5]) == 4 {
+				cl.expiry = binary.LittleEndian.Uint32(fields[5])
+			}
 			cl.mu.Unlock()
 		case hEntry:
 			if n < 4 || len(fields[1]) != 1 || len(fields[2]) != 2 {

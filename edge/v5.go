@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"math"
 	"time"
 
 	"github.com/edgedhq/edged/edge/mqtt"
@@ -198,11 +199,50 @@ func (s *Server) connect5(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.P
 
 // sessionFlags5 maps v5 Clean Start and Session Expiry Interval onto the
 // 3.1.1 session model: fresh drops what the record holds, persistent
-// keeps the subscriptions and generic messages past the connection.
-// A finite expiry interval is kept as a persistent session with no
-// deadline (the profile's inbox outlives any session anyway).
+// keeps the subscriptions and generic messages past the connection. A
+// finite interval is counted from the disconnect (client.expiry): then
+// the sweep ends the session (sweepSession), or the next CONNECT finds it
+// ended (sessionEnded). The profile's inbox outlives any session.
 func sessionFlags5(c5 *conn5, cleanStart bool) (fresh, persistent bool) {
 	return cleanStart, c5.expiry > 0
+}
+
+// expiryInterval5 is a Session Expiry Interval as client.expiry keeps it
+// while connected: 0xFFFFFFFF (3.1.2.11.2: never ends) is 0.
+func expiryInterval5(v uint32) uint32 {
+	if v == math.MaxUint32 {
+		return 0
+	}
+	return v
+}
+
+// expiryDeadline5 is the unix second a session that went offline at now
+// with the interval ends (never 0; past the uint32 range it never ends).
+func expiryDeadline5(now int64, interval uint32) uint32 {
+	return uint32(min(max(now+int64(interval), 1), math.MaxUint32))
+}
+
+// sessionEnded reports whether cl (locked) is an offline persistent
+// session whose Session Expiry Interval has passed at now.
+func (s *Server) sessionEnded(cl *client, now int64) bool {
+	return cl.handle == 0 && cl.persistent && cl.expiry != 0 && now >= int64(cl.expiry)
+}
+
+// sweepSession ends cl's offline session if its expiry has passed
+// (3.1.2.11.2: the server discards it), as a Clean Start would: its
+// subscriptions, queued generic messages and QoS 2 state go, the
+// profile's inbox stays. It reports whether it ended; cl is locked.
+func (s *Server) sweepSession(cl *client, now int64) bool {
+	if !s.sessionEnded(cl, now) {
+		return false
+	}
+	s.dropSession(cl)
+	cl.persistent = false
+	cl.expiry = 0
+	s.held.Add(-sessionOverhead)
+	s.logSession(cl)
+	s.stats.sessions5.Add(1)
+	return true
 }
 
 // connack5 appends the v5 CONNACK for an accepted connection.
@@ -238,15 +278,16 @@ func (s *Server) handle5(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 				return ReasonProtocol, true // 3.14.2.2.2
 			}
 			c5.expiry = p.Props.SessionExpiry
-			if c5.expiry == 0 {
-				cl.mu.Lock()
-				if ownedLocked(c, ss, cl) && cl.persistent {
+			cl.mu.Lock()
+			if ownedLocked(c, ss, cl) && cl.persistent {
+				if c5.expiry == 0 {
 					cl.persistent = false
 					s.held.Add(-sessionOverhead)
-					s.logSession(cl)
 				}
-				cl.mu.Unlock()
+				cl.expiry = expiryInterval5(c5.expiry) // counted from the close
+				s.logSession(cl)
 			}
+			cl.mu.Unlock()
 		}
 		if p.ReasonCode == mqtt.RCDisconnectWithWill {
 			c5.sendWill = true

@@ -981,3 +981,129 @@ func TestV5ReceiveMaximum(t *testing.T) {
 		c.expectDisconnect(mqtt.RCReceiveMaximumExceeded)
 	})
 }
+
+// TestV5SessionExpiryCountdown: a persistent v5 session is discarded its
+// Session Expiry Interval after the disconnect (3.1.2.11.2): resumed
+// within it, gone after it, both for a reconnect and for the sweep, which
+// ends it without one; a DISCONNECT may change the interval; the profile's
+// inbox outlives the session (PROTOCOL.md). The clock is the server's
+// Config.Now; the sweeper runs on its real one-second tick.
+func TestV5SessionExpiryCountdown(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().Unix())
+	s := startServer(t, func(c *Config) { c.Now = func() time.Time { return time.Unix(now.Load(), 0) } })
+	expiry := func(n uint32) []byte { return mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, n) }
+	others := int64(1) // pub, then alice too
+	leave := func(c *client5, props []byte) {
+		t.Helper()
+		c.send(mqtt.AppendDisconnect5(nil, 0, props))
+		c.expectClosed()
+		waitFor(t, "offline", func() bool { return s.Connections() == others })
+	}
+	pub := dial5(t, s)
+	pub.login("pub")
+	publish := func(topic string) {
+		t.Helper()
+		pub.publish(topic, topic, 1, nil)
+		pub.expect(mqtt.TypePuback)
+	}
+
+	dev := dial5(t, s)
+	if p := dev.connect(mqtt.Connect{ClientID: []byte("dev"), CleanSession: true}, expiry(5)); p.Code != 0 || p.Props.SessionExpiry != 5 {
+		t.Fatalf("CONNACK %+v", p)
+	}
+	dev.subscribe("se/#", 1)
+	leave(dev, nil)
+	publish("se/1")
+	now.Add(4) // within the interval: resumed, with what waited
+	dev = dial5(t, s)
+	if p := dev.connect(mqtt.Connect{ClientID: []byte("dev")}, expiry(5)); !p.Present {
+		t.Fatal("session not present 4 s into a 5 s expiry")
+	}
+	if m := dev.expect(mqtt.TypePublish); m.Topic != "se/1" {
+		t.Fatalf("%+v", m)
+	}
+	dev.send(mqtt.AppendAck5(nil, mqtt.TypePuback, 1, 0, nil))
+	leave(dev, nil) // the interval runs again from here
+
+	now.Add(6) // past it: the sweep ends the session with no reconnect
+	waitFor(t, "the sweep to end dev's session", func() bool { return s.stats.sessions5.Load() == 1 })
+	publish("se/2") // no session: not queued for dev
+	a := dial5(t, s)
+	a.login("alice")
+	others++
+	a.publish("u/dev/x1", "kept", 1, nil) // the profile's inbox outlives the session
+	if p := a.expect(mqtt.TypePuback); p.Code != 0 {
+		t.Fatalf("PUBACK %#x", p.Code)
+	}
+	dev = dial5(t, s)
+	if p := dev.connect(mqtt.Connect{ClientID: []byte("dev")}, expiry(5)); p.Present {
+		t.Fatal("session present after its expiry")
+	}
+	if m := dev.expect(mqtt.TypePublish); m.Topic != "u/dev/m/alice/x1" {
+		t.Fatalf("got %+v, want the inbox message only", m)
+	}
+	dev.send(mqtt.AppendAck5(nil, mqtt.TypePuback, 1, 0, nil))
+	if m, err := dev.tryRead(300 * time.Millisecond); err == nil && m.Type == mqtt.TypePublish {
+		t.Fatalf("an ended session delivered %+v", m)
+	}
+
+	// A DISCONNECT shortens the interval; a reconnect after it, before
+	// any sweep, finds no session: the deadline is checked at CONNECT.
+	dev.subscribe("se/#", 1)
+	leave(dev, expiry(2))
+	s.sweepMu.Lock() // no sweep meanwhile
+	now.Add(3)
+	dev = dial5(t, s)
+	p := dev.connect(mqtt.Connect{ClientID: []byte("dev")}, expiry(3600))
+	s.sweepMu.Unlock()
+	if p.Present {
+		t.Fatal("session present 3 s after a DISCONNECT set a 2 s expiry")
+	}
+	// Expiry 0xFFFFFFFF never ends.
+	dev.subscribe("se/#", 1)
+	leave(dev, expiry(0xFFFFFFFF))
+	now.Add(10 * 365 * 24 * 3600)
+	dev = dial5(t, s)
+	if p := dev.connect(mqtt.Connect{ClientID: []byte("dev")}, expiry(0xFFFFFFFF)); !p.Present {
+		t.Fatal("a never-expiring session ended")
+	}
+}
+
+// TestV5SessionExpiryRestart: the deadline of an offline session survives
+// a restart; a session connected at the stop gets its interval again from
+// the restart.
+func TestV5SessionExpiryRestart(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().Unix())
+	dir := t.TempDir()
+	clock := func(c *Config) { c.Now = func() time.Time { return time.Unix(now.Load(), 0) } }
+	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 100)
+	s := startDurable(t, dir, clock)
+	c := dial5(t, s)
+	c.connect(mqtt.Connect{ClientID: []byte("off"), CleanSession: true}, expiry)
+	c.subscribe("x/#", 1)
+	c.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	c.expectClosed()
+	on := dial5(t, s)
+	on.connect(mqtt.Connect{ClientID: []byte("on"), CleanSession: true}, expiry)
+	on.subscribe("x/#", 1)
+	waitFor(t, "off offline", func() bool { return s.Connections() == 1 })
+	now.Add(60)
+	s.Close()
+
+	// off: 40 s left; on: 100 s from this restart.
+	now.Add(50)
+	s = startDurable(t, dir, clock)
+	for _, tt := range []struct {
+		id      string
+		present bool
+	}{{"off", false}, {"on", true}} {
+		c := dial5(t, s)
+		if p := c.connect(mqtt.Connect{ClientID: []byte(tt.id)}, expiry); p.Present != tt.present {
+			t.Fatalf("%s: session present %v after the restart, want %v", tt.id, p.Present, tt.present)
+		}
+		c.send(mqtt.AppendDisconnect5(nil, 0, nil))
+		c.expectClosed()
+	}
+}
