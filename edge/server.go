@@ -702,12 +702,15 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pa
 	ss.client = cl.idx
 	ss.epoch = cl.epoch
 	ss.keepalive = cp.KeepAlive
+	if v5 {
+		ss.keepalive = s.keepAlive5(cp.KeepAlive)
+	}
 	ss.tokens = float32(s.cfg.PublishBurst)
 	ss.newInbox = float32(s.cfg.NewInboxBurst)
 	ss.src = srcSlot(peer)
 	ss.last = c.Loop().Now().UnixNano()
 	if v5 {
-		c.Write(s.connack5(ls, present, assigned, ls.conn5(c)))
+		c.Write(s.connack5(ls, present, assigned, ls.conn5(c), cp.KeepAlive != ss.keepalive, ss.keepalive))
 	} else {
 		c.Write(mqtt.AppendConnack(ls.out[:0], present, mqtt.ConnAccepted))
 	}
@@ -722,7 +725,7 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pa
 	if old != 0 {
 		s.eng.Post(old, netpoll.Message{Kind: msgTakeover})
 	}
-	if cp.KeepAlive == 0 {
+	if ss.keepalive == 0 {
 		c.SetDeadline(0)
 	}
 	if profile {

@@ -245,9 +245,22 @@ func (s *Server) sweepSession(cl *client, now int64) bool {
 	return true
 }
 
-// connack5 appends the v5 CONNACK for an accepted connection.
-func (s *Server) connack5(ls *loopState, present bool, assigned []byte, c5 *conn5) []byte {
+// keepAlive5 is the keepalive a v5 client with keepalive ka is held to:
+// Config.MaxKeepAlive if ka is longer or 0 (none), else ka.
+func (s *Server) keepAlive5(ka uint16) uint16 {
+	if m := uint16(s.cfg.MaxKeepAlive / time.Second); m != 0 && (ka == 0 || ka > m) {
+		return m
+	}
+	return ka
+}
+
+// connack5 appends the v5 CONNACK for an accepted connection; with
+// serverKA it carries the Server Keep Alive ka (3.2.2.3.14).
+func (s *Server) connack5(ls *loopState, present bool, assigned []byte, c5 *conn5, serverKA bool, ka uint16) []byte {
 	props := ls.props[:0]
+	if serverKA {
+		props = mqtt.AppendU16Prop(props, mqtt.PropServerKeepAlive, ka)
+	}
 	props = mqtt.AppendU16Prop(props, mqtt.PropReceiveMaximum, receiveMax5)
 	props = mqtt.AppendU32Prop(props, mqtt.PropMaximumPacketSize, uint32(s.cfg.MaxPacketSize))
 	props = mqtt.AppendU16Prop(props, mqtt.PropTopicAliasMaximum, aliasMax5)

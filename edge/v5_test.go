@@ -1107,3 +1107,31 @@ func TestV5SessionExpiryRestart(t *testing.T) {
 		c.expectClosed()
 	}
 }
+
+// TestV5ServerKeepAlive: with Config.MaxKeepAlive, a v5 client asking for
+// a longer keepalive, or none, gets Server Keep Alive in CONNACK and is
+// closed (DISCONNECT 0x8D) after 1.5 x that when silent; one within the
+// bound gets no Server Keep Alive; a 3.1.1 client keeps its own.
+func TestV5ServerKeepAlive(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxKeepAlive = time.Second })
+	for _, ka := range []uint16{0, 600} {
+		c := dial5(t, s)
+		cp := mqtt.Connect{ClientID: []byte("ka"), CleanSession: true, KeepAlive: ka}
+		c.send(mqtt.AppendConnect5(nil, &cp, nil)) // connect() would turn 0 into 60
+		p := c.expect(mqtt.TypeConnack)
+		if p.Code != 0 || !p.Props.HasProp(mqtt.PropServerKeepAlive) || p.Props.ServerKeepAlive != 1 {
+			t.Fatalf("keepalive %d: CONNACK %+v, want Server Keep Alive 1", ka, p)
+		}
+		c.expectDisconnect(mqtt.RCKeepAliveTimeout) // within expectDisconnect's 10 s: 1.5 x 1 s, not x 600
+	}
+	c := dial5(t, s)
+	if p := c.connect(mqtt.Connect{ClientID: []byte("ok"), CleanSession: true, KeepAlive: 1}, nil); p.Props.HasProp(mqtt.PropServerKeepAlive) {
+		t.Fatalf("CONNACK %+v: Server Keep Alive within the bound", p)
+	}
+	// A 3.1.1 client with keepalive 60 is not closed after 1.5 s.
+	r := dial(t, s)
+	r.connectWith(mqtt.Connect{ClientID: []byte("old"), CleanSession: true, KeepAlive: 60})
+	r.expectSilence(2 * time.Second)
+	r.send(mqtt.AppendPingreq(nil))
+	r.expect(mqtt.TypePingresp)
+}
