@@ -313,7 +313,7 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 	var walk func(n *rnode)
 	walk = func(n *rnode) {
 		if n.payload != nil {
-			put(recRetain, 0, []byte(n.topic), []byte{n.qos}, n.payload)
+			put(recRetain, 0, []byte(n.topic), []byte{n.qos}, n.payload, n.props)
 		}
 		if n.kids != nil {
 			for _, c := range n.kids.list {
@@ -449,6 +449,7 @@ func (ls *loopState) export5(slot uint32) [][]byte {
 	} else {
 		b = append(b, 0)
 	}
+	b = append(b, c5.aliasMax) // not its outbound aliases (aliasesOut5)
 	f := [][]byte{b}
 	if t := ls.alias5[slot]; t != nil {
 		for _, topic := range t {
@@ -460,11 +461,14 @@ func (ls *loopState) export5(slot uint32) [][]byte {
 
 // import5 restores what export5 gave, for the connection in slot.
 func (ls *loopState) import5(slot uint32, b []byte, aliases [][]byte) bool {
-	if len(b) != 11 || len(aliases) > aliasMax5 {
+	if len(b) != 11 && len(b) != 12 || len(aliases) > aliasMax5 {
 		return false
 	}
 	c5 := &conn5{recvMax: binary.LittleEndian.Uint16(b), maxPacket: binary.LittleEndian.Uint32(b[2:]),
 		expiry: binary.LittleEndian.Uint32(b[6:]), sendWill: b[10] == 1}
+	if len(b) == 12 {
+		c5.aliasMax = min(b[11], aliasOutMax5)
+	}
 	if ls.v5 == nil {
 		ls.v5 = make(map[uint32]*conn5)
 	}

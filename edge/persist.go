@@ -189,11 +189,15 @@ func (s *Server) logQ2(cl *client, pid uint16, add bool) {
 }
 
 // logRetain is the retained store's hook (topicTree.onSet, under rmu).
-func (s *Server) logRetain(topic, payload []byte, qos byte) {
+func (s *Server) logRetain(topic, payload, props []byte, qos byte) {
 	if sysTopic(topic) {
 		return // the server's own statistics: published again by the new process
 	}
 	q := [1]byte{qos}
+	if len(props) > 0 {
+		s.wal.Append(recRetain, topic, q[:], payload, props)
+		return
+	}
 	s.wal.Append(recRetain, topic, q[:], payload)
 }
 
@@ -411,7 +415,7 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 		// No caps while replaying: the log holds what was accepted, and
 		// a fuzzy snapshot's replay passes through moments that hold
 		// more than the server ever did.
-		s.tree.setRetained(a, c, firstByte(b), math.MaxInt, math.MaxInt64, math.MaxInt64)
+		s.tree.setRetainedProps(a, c, d, firstByte(b), math.MaxInt, math.MaxInt64, math.MaxInt64)
 		return nil
 	case recGroupAdd, recGroupDel:
 		if r.Type == recGroupAdd {
@@ -742,7 +746,7 @@ func (s *Server) snapshotRetained(w *wal.SnapshotWriter) error {
 	var walk func(n *rnode)
 	walk = func(n *rnode) {
 		if n.payload != nil && !sysTopic([]byte(n.topic)) {
-			buf = wal.EncodeRecord(buf, recRetain, 0, []byte(n.topic), []byte{n.qos}, n.payload)
+			buf = wal.EncodeRecord(buf, recRetain, 0, []byte(n.topic), []byte{n.qos}, n.payload, n.props)
 		}
 		if n.kids != nil {
 			for _, c := range n.kids.list {

@@ -108,6 +108,7 @@ type msgCounters struct {
 	tooBig       atomic.Uint64 // deliveries not sent: over a v5 client's Maximum Packet Size
 	expired5     atomic.Uint64 // deliveries dropped: their v5 Message Expiry Interval passed
 	sessions5    atomic.Uint64 // offline v5 sessions ended: their Session Expiry Interval passed
+	aliasOut     atomic.Uint64 // v5 PUBLISHes sent with a known Topic Alias instead of the topic
 }
 
 // loopState is a loop's private state: its session slab and scratch space.
@@ -151,11 +152,14 @@ type loopState struct {
 	// notice, and quota says that happened.
 	v5       map[uint32]*conn5
 	alias5   map[uint32]*aliases5
+	aliasOut map[uint32]*aliasesOut5
 	props    []byte
 	pub5     []byte
-	discSent bool
-	noNotice bool
-	quota    bool
+	// scanProps is scratch for a retained delivery's properties (runScans).
+	scanProps []byte
+	discSent  bool
+	noNotice  bool
+	quota     bool
 	// fwd are the v5 properties of the PUBLISH being routed (v5.go:
 	// forwardProps), stored with each copy; nil outside a v5 publish.
 	fwd []byte
@@ -1297,7 +1301,7 @@ func (s *Server) kick(h netpoll.Handle) {
 
 // publishGeneric routes a plain MQTT message through the topic tree.
 func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, retain bool) {
-	if retain && !s.tree.setRetained(topic, payload, qos, s.cfg.MaxRetained, s.cfg.RetainedMaxBytes, s.storeSoft) {
+	if retain && !s.tree.setRetainedProps(topic, payload, ls.fwd, qos, s.cfg.MaxRetained, s.cfg.RetainedMaxBytes, s.storeSoft) {
 		s.stats.retainedFull.Add(1)
 	}
 	ls.subs = s.tree.match(topic, ls.subs)
@@ -1784,6 +1788,7 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 		sendWill = ls.v5[c.Slot()].sendWill
 		delete(ls.v5, c.Slot())
 		delete(ls.alias5, c.Slot())
+		delete(ls.aliasOut, c.Slot())
 	}
 	*ss = session{}
 	if idx == 0 {

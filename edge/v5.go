@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"math"
 	"time"
 
@@ -33,15 +34,16 @@ const sV5 uint16 = 1 << 15
 
 // conn5 is a v5 connection's negotiated state.
 type conn5 struct {
-	recvMax   uint16 // the client's Receive Maximum (65,535 if it sent none)
-	maxPacket uint32 // the client's Maximum Packet Size; 0: the protocol limit
-	expiry    uint32 // Session Expiry Interval in force (seconds; 0: ends at close)
-	sendWill  bool   // DISCONNECT 0x04: publish the will all the same
+	recvMax uint16 // the client's Receive Maximum (65,535 if it sent none)
 	// heldAcks counts the client's QoS 1 PUBLISHes whose PUBACK waits for
 	// the store (ackAfter): unacknowledged for the client, so they count
 	// against the server's Receive Maximum (3.3.4). Not carried by a
 	// handoff: the held acknowledgements go out with the connection.
-	heldAcks uint16
+	heldAcks  uint16
+	maxPacket uint32 // the client's Maximum Packet Size; 0: the protocol limit
+	expiry    uint32 // Session Expiry Interval in force (seconds; 0: ends at close)
+	aliasMax  uint8  // outbound topic aliases: the client's Topic Alias Maximum, at most aliasOutMax5
+	sendWill  bool   // DISCONNECT 0x04: publish the will all the same
 }
 
 // v5 connection limits the server advertises in CONNACK.
@@ -53,7 +55,64 @@ const (
 	// aliasMax5 is the Topic Alias Maximum the server advertises: a
 	// client's aliases 1..aliasMax5 name topics for its later PUBLISHes.
 	aliasMax5 = 16
+	// aliasOutMax5 is the most topic aliases the server uses toward one
+	// client (fewer if the client's Topic Alias Maximum is lower).
+	aliasOutMax5 = 16
 )
+
+// aliasesOut5 is a connection's outbound topic alias table (3.3.2.3.4):
+// topics[a-1] is the topic alias a names for the client. It is in
+// loopState.aliasOut only once the server used an alias toward it. A
+// handoff does not carry it: the new process starts empty and sets each
+// alias again (topic and alias) before it sends one alone, which the
+// client takes as a re-point.
+type aliasesOut5 struct {
+	topics [aliasOutMax5][]byte
+	next   uint8 // the alias re-pointed when all are in use, minus 1 (round robin)
+}
+
+// outAlias picks the Topic Alias of a PUBLISH on topic to c: 0 for none
+// (the client takes none; an inbox topic u/..., unique per message; a
+// topic too short to gain), with known if the client has it for topic
+// already (the topic is then left out). A new alias is recorded by
+// setOutAlias once the packet goes out.
+func (ls *loopState) outAlias(c *netpoll.Conn, c5 *conn5, topic []byte) (alias uint16, known bool) {
+	if c5.aliasMax == 0 || len(topic) < 4 || topic[0] == 'u' && topic[1] == '/' {
+		return 0, false
+	}
+	t := ls.aliasOut[c.Slot()]
+	if t == nil {
+		return 1, false
+	}
+	free := 0
+	for i, a := range t.topics[:c5.aliasMax] {
+		if bytes.Equal(a, topic) {
+			return uint16(i + 1), true
+		}
+		if len(a) == 0 && free == 0 {
+			free = i + 1
+		}
+	}
+	if free != 0 {
+		return uint16(free), false
+	}
+	return uint16(t.next%c5.aliasMax) + 1, false
+}
+
+// setOutAlias records that alias now names topic for c (just sent with
+// both).
+func (ls *loopState) setOutAlias(c *netpoll.Conn, c5 *conn5, alias uint16, topic []byte) {
+	t := ls.aliasOut[c.Slot()]
+	if t == nil {
+		if ls.aliasOut == nil {
+			ls.aliasOut = make(map[uint32]*aliasesOut5)
+		}
+		t = new(aliasesOut5)
+		ls.aliasOut[c.Slot()] = t
+	}
+	t.topics[alias-1] = append(t.topics[alias-1][:0], topic...)
+	t.next = uint8(alias) % c5.aliasMax
+}
 
 // aliases5 is a connection's inbound topic alias table (3.3.2.3.4),
 // indexed by alias - 1; in loopState.alias5 only once the client uses one.
@@ -189,7 +248,8 @@ func (s *Server) connect5(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.P
 	if ls.v5 == nil {
 		ls.v5 = make(map[uint32]*conn5)
 	}
-	c5 := &conn5{recvMax: 65535, maxPacket: p.Props.MaximumPacketSize, expiry: p.Props.SessionExpiry}
+	c5 := &conn5{recvMax: 65535, maxPacket: p.Props.MaximumPacketSize, expiry: p.Props.SessionExpiry,
+		aliasMax: uint8(min(p.Props.TopicAliasMaximum, aliasOutMax5))}
 	if p.Props.HasProp(mqtt.PropReceiveMaximum) {
 		c5.recvMax = p.Props.ReceiveMaximum
 	}
@@ -371,9 +431,9 @@ func subCode5(code byte, over bool) byte {
 }
 
 // writePublish5 writes the stored 3.1.1 PUBLISH b to a v5 connection in
-// the v5 form (an empty property block after the packet id), unless it is
-// over the client's Maximum Packet Size: then it is not sent (3.1.2.25)
-// and dropped reports true.
+// the v5 form (a property block after the packet id, empty but for a
+// Topic Alias), unless it is over the client's Maximum Packet Size: then
+// it is not sent (3.1.2.25) and dropped reports true.
 func (s *Server) writePublish5(c *netpoll.Conn, c5 *conn5, b []byte, pidOff uint32) (dropped bool, err error) {
 	i := 1
 	for b[i]&0x80 != 0 {
@@ -382,24 +442,63 @@ func (s *Server) writePublish5(c *netpoll.Conn, c5 *conn5, b []byte, pidOff uint
 	i++
 	n := int(b[i])<<8 | int(b[i+1])
 	head := i + 2 + n // after the topic
+	var pid []byte
 	if pidOff != 0 {
+		pid = b[head : head+2]
 		head += 2
 	}
-	rl := len(b) - i + 1 // the 3.1.1 remaining length plus the property length byte
+	return s.send5(c, c5, b[0], b[i+2:i+2+n], pid, nil, b[head:])
+}
+
+// send5 writes a v5 PUBLISH from its parts: first byte, topic, packet id
+// (2 bytes, or none for QoS 0), properties (a stored Message Expiry is the
+// deadline: sent as the seconds left) and payload; with a Topic Alias
+// where outAlias finds one. Over the client's Maximum Packet Size it is
+// not sent (dropped). The header goes out of ls.pub5, the payload as it is.
+func (s *Server) send5(c *netpoll.Conn, c5 *conn5, first byte, topic, pid, props, payload []byte) (dropped bool, err error) {
 	ls := s.loops[c.LoopID()]
-	out := append(ls.pub5[:0], b[0])
-	out = mqtt.AppendVBI(out, rl)
-	if c5.maxPacket != 0 && uint32(len(out)+rl) > c5.maxPacket {
-		ls.pub5 = out[:0]
+	alias, known := ls.outAlias(c, c5, topic)
+	out := append(ls.pub5[:0], first)
+	t := topic
+	if known {
+		t = nil
+	}
+	pl := len(props)
+	if alias != 0 {
+		pl += 3
+	}
+	var vbi [4]byte
+	out = mqtt.AppendVBI(out, 2+len(t)+len(pid)+len(mqtt.AppendVBI(vbi[:0], pl))+pl+len(payload))
+	out = append(out, byte(len(t)>>8), byte(len(t)))
+	out = append(append(out, t...), pid...)
+	out = mqtt.AppendVBI(out, pl)
+	if alias != 0 {
+		out = mqtt.AppendU16Prop(out, mqtt.PropTopicAlias, alias)
+	}
+	propsAt := len(out)
+	out = append(out, props...)
+	ls.pub5 = out[:0]
+	if c5.maxPacket != 0 && uint32(len(out)+len(payload)) > c5.maxPacket {
 		return true, nil
 	}
-	out = append(out, b[i:head]...)
-	out = append(out, 0) // no properties
-	ls.pub5 = out[:0]
+	it := mqtt.Props(out[propsAt:])
+	now := uint32(s.cfg.Now().Unix())
+	for id, v, ok := it.Next(); ok; id, v, ok = it.Next() {
+		if id == mqtt.PropMessageExpiry {
+			at := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3])
+			left := at - now // expired() ran just before: at > now
+			v[0], v[1], v[2], v[3] = byte(left>>24), byte(left>>16), byte(left>>8), byte(left)
+		}
+	}
+	if known {
+		s.stats.aliasOut.Add(1)
+	} else if alias != 0 {
+		ls.setOutAlias(c, c5, alias, topic)
+	}
 	if err := c.Write(out); err != nil {
 		return false, err
 	}
-	return false, c.Write(b[head:])
+	return false, c.Write(payload)
 }
 
 // connackCode5 is the CONNACK reason code for a v5 CONNECT the codec
@@ -481,14 +580,21 @@ func storedLayout(b []byte, pidOff uint32) (hdr, propsAt, lenLen int, props []by
 // it is then dropped instead of sent (3.3.2.3.3).
 func (s *Server) expired(e *entry) bool {
 	_, _, _, props := storedLayout(*e.buf, e.pidOff)
+	if propsExpired(props, s.cfg.Now().Unix()) {
+		s.stats.expired5.Add(1)
+		return true
+	}
+	return false
+}
+
+// propsExpired reports whether stored properties (forwardProps's form)
+// have a Message Expiry deadline at or before now.
+func propsExpired(props []byte, now int64) bool {
 	it := mqtt.Props(props)
 	for id, v, ok := it.Next(); ok; id, v, ok = it.Next() {
 		if id == mqtt.PropMessageExpiry {
 			at := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3])
-			if int64(at) <= s.cfg.Now().Unix() {
-				s.stats.expired5.Add(1)
-				return true
-			}
+			return int64(at) <= now
 		}
 	}
 	return false
@@ -512,24 +618,12 @@ func (s *Server) writeStored(c *netpoll.Conn, c5 *conn5, b []byte, pidOff uint32
 		}
 		return false, c.Write(b[payloadAt:])
 	}
-	if c5.maxPacket != 0 && uint32(len(b)) > c5.maxPacket {
-		return true, nil
+	n := int(b[hdr])<<8 | int(b[hdr+1])
+	var pid []byte
+	if pidOff != 0 {
+		pid = b[propsAt-2 : propsAt]
 	}
-	out := append(ls.pub5[:0], b[:payloadAt]...)
-	it := mqtt.Props(out[propsAt+lenLen:])
-	now := uint32(s.cfg.Now().Unix())
-	for id, v, ok := it.Next(); ok; id, v, ok = it.Next() {
-		if id == mqtt.PropMessageExpiry {
-			at := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3])
-			left := at - now // expired() ran just before: at > now
-			v[0], v[1], v[2], v[3] = byte(left>>24), byte(left>>16), byte(left>>8), byte(left)
-		}
-	}
-	ls.pub5 = out[:0]
-	if err := c.Write(out); err != nil {
-		return false, err
-	}
-	return false, c.Write(b[payloadAt:])
+	return s.send5(c, c5, b[0], b[hdr+2:hdr+2+n], pid, props, b[payloadAt:])
 }
 
 // sendWill publishes cl's will w after its connection (epoch) closed: at

@@ -68,6 +68,12 @@ func TestMosquittoV5(t *testing.T) {
 		t.Fatalf("topic alias: got %q", got)
 	}
 
+	// Not here: topic aliases toward mosquitto_sub. libmosquitto 2.0.11
+	// (Debian's) sends the Topic Alias Maximum of -D connect
+	// topic-alias-maximum but takes a PUBLISH with the alias alone as a
+	// protocol error (its handle__publish reads no server-to-client
+	// aliases); TestV5TopicAliasOut and TestV5PahoTopicAliases cover them.
+
 	// Shared subscription: two mosquitto_sub in one group share the
 	// messages, two each.
 	w1 := mosqSub(t, s, "-V", "mqttv5", "-i", "lb1", "-t", "$share/g/lb/#", "-C", "2", "-q", "1")

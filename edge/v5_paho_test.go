@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/extensions/topicaliases"
 )
 
 // paho5 is an Eclipse paho.golang MQTT 5.0 client connected to s: a
@@ -218,5 +219,62 @@ func TestV5Paho(t *testing.T) {
 	case m := <-w2.msgs:
 		t.Fatalf("a job twice: %q", m.Payload)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestV5PahoTopicAliases: topic aliases both ways with paho.golang. Its
+// topicaliases extension picks aliases for what it publishes (PublishHook);
+// toward it (Topic Alias Maximum 4 in its CONNECT) the server sends the
+// alias alone after the first PUBLISH of a topic, and paho parses each,
+// the alias resolved with the extension's table as paho leaves that to
+// the application.
+func TestV5PahoTopicAliases(t *testing.T) {
+	s := startServer(t, nil)
+	in := topicaliases.NewTAHandler(4)
+	sub := dialPaho(t, s, "sub", func(c *paho.Connect) {
+		c.Properties = &paho.ConnectProperties{TopicAliasMaximum: paho.Uint16(4)}
+	})
+	sub.sub(t, 0, paho.SubscribeOptions{Topic: "pa/#", QoS: 1})
+	out := topicaliases.NewTAHandler(aliasMax5)
+	conn, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := &paho5{Client: paho.NewClient(paho.ClientConfig{Conn: conn, PublishHook: out.PublishHook})}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := pub.Connect(ctx, &paho.Connect{ClientID: "pub", CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		pub.Disconnect(&paho.Disconnect{})
+		<-pub.Done()
+	})
+	topics := []string{"pa/one", "pa/one", "pa/two", "pa/one", "pa/two", "pa/two"}
+	before := s.stats.aliasOut.Load()
+	for i, topic := range topics {
+		if _, err := pub.pub(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte{byte('0' + i)}}); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	bare := 0
+	for i, want := range topics {
+		m := sub.next(t)
+		topic := m.Topic
+		if m.Properties != nil && m.Properties.TopicAlias != nil {
+			a := *m.Properties.TopicAlias
+			if topic != "" {
+				in.ResetAlias(topic, a)
+			} else {
+				topic = in.GetTopic(a)
+				bare++
+			}
+		}
+		if topic != want || string(m.Payload) != string(rune('0'+i)) {
+			t.Fatalf("message %d: topic %q (wire %q) payload %q, want %q", i, topic, m.Topic, m.Payload, want)
+		}
+	}
+	if bare != 4 || s.stats.aliasOut.Load()-before != 4 {
+		t.Fatalf("%d messages with the alias alone (server counted %d), want 4", bare, s.stats.aliasOut.Load()-before)
 	}
 }

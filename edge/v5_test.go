@@ -463,6 +463,22 @@ func TestV5ServerDisconnects(t *testing.T) {
 	k.expectDisconnect(mqtt.RCKeepAliveTimeout)
 }
 
+// forwardedProps5 is a PUBLISH property block with each property that
+// travels to subscribers: payload format 1, the Message Expiry, content
+// type text/plain, the response topic, the correlation data and the user
+// properties kv (key, value, key, value...).
+func forwardedProps5(expiry uint32, response string, corr []byte, kv ...string) []byte {
+	b := mqtt.AppendByteProp(nil, mqtt.PropPayloadFormat, 1)
+	b = mqtt.AppendU32Prop(b, mqtt.PropMessageExpiry, expiry)
+	b = mqtt.AppendStringProp(b, mqtt.PropContentType, "text/plain")
+	b = mqtt.AppendStringProp(b, mqtt.PropResponseTopic, response)
+	b = mqtt.AppendStringProp(b, mqtt.PropCorrelationData, corr)
+	for i := 0; i+1 < len(kv); i += 2 {
+		b = mqtt.AppendUserProp(b, kv[i], kv[i+1])
+	}
+	return b
+}
+
 // TestV5PropertiesPassThrough: a v5 PUBLISH's properties reach v5
 // subscribers (generic and profile), the Message Expiry as what remains;
 // a 3.1.1 subscriber gets the plain message; an expired message is
@@ -477,15 +493,7 @@ func TestV5PropertiesPassThrough(t *testing.T) {
 	old := dial(t, s)
 	old.connect("old", false)
 	old.subscribe("pp/#", 1)
-	props := bytes.Join([][]byte{
-		mqtt.AppendByteProp(nil, mqtt.PropPayloadFormat, 1),
-		mqtt.AppendU32Prop(nil, mqtt.PropMessageExpiry, 60),
-		mqtt.AppendStringProp(nil, mqtt.PropContentType, "text/plain"),
-		mqtt.AppendStringProp(nil, mqtt.PropResponseTopic, "pp/reply"),
-		mqtt.AppendStringProp(nil, mqtt.PropCorrelationData, []byte{7, 8}),
-		mqtt.AppendUserProp(nil, "k", "v1"),
-		mqtt.AppendUserProp(nil, "k", "v2"),
-	}, nil)
+	props := forwardedProps5(60, "pp/reply", []byte{7, 8}, "k", "v1", "k", "v2")
 	pub := dial5(t, s)
 	pub.login("pub")
 	pub.publish("pp/a", "body", 1, props)
@@ -723,7 +731,16 @@ func TestV5SharedSubscriptions(t *testing.T) {
 		t.Fatalf("UNSUBACK %#x", u.Codes[0])
 	}
 	members[1].conn.Close()
-	waitFor(t, "w2 offline", func() bool { return s.Connections() == 4 })
+	// Offline for the group once its record says so (OnClose counts the
+	// connection gone a little before it clears the owner).
+	waitFor(t, "w2 offline", func() bool {
+		cl := s.reg.lock([]byte("w2"), false)
+		if cl == nil {
+			return true
+		}
+		defer cl.mu.Unlock()
+		return cl.owner.Load() == 0
+	})
 	for i := range 4 {
 		pub.publish("jobs/y", string(rune('a'+i)), 0, nil)
 	}
@@ -1134,4 +1151,138 @@ func TestV5ServerKeepAlive(t *testing.T) {
 	r.expectSilence(2 * time.Second)
 	r.send(mqtt.AppendPingreq(nil))
 	r.expect(mqtt.TypePingresp)
+}
+
+// TestV5TopicAliasOut: toward a client whose CONNECT has a Topic Alias
+// Maximum, the server sets an alias with the topic, then sends the alias
+// alone, re-points the oldest when all are in use, and never aliases the
+// inbox's topics (unique per message); with its properties (the stored v5
+// form) too.
+func TestV5TopicAliasOut(t *testing.T) {
+	s := startServer(t, nil)
+	sub := dial5(t, s)
+	if p := sub.connect(mqtt.Connect{ClientID: []byte("sub"), CleanSession: true},
+		mqtt.AppendU16Prop(nil, mqtt.PropTopicAliasMaximum, 2)); p.Code != 0 {
+		t.Fatal(p.Code)
+	}
+	sub.subscribe("ao/#", 1)
+	plain := dial5(t, s) // no Topic Alias Maximum: full topics, no aliases
+	plain.login("plain")
+	plain.subscribe("ao/#", 0)
+	pub := dial5(t, s)
+	pub.login("pub")
+	steps := []struct {
+		topic string
+		alias uint16
+		sent  string // the topic on the wire: "" when the alias stands alone
+	}{
+		{"ao/first", 1, "ao/first"},
+		{"ao/first", 1, ""},
+		{"ao/second", 2, "ao/second"},
+		{"ao/first", 1, ""},
+		{"ao/third", 1, "ao/third"}, // both in use: alias 1 re-pointed
+		{"ao/first", 2, "ao/first"}, // then 2
+		{"ao/third", 1, ""},
+		{"ao/first", 2, ""},
+	}
+	user := mqtt.AppendUserProp(nil, "k", "v")
+	for i, st := range steps {
+		var props []byte
+		if i%2 == 1 {
+			props = user // the stored v5 form (writeStored), not only writePublish5
+		}
+		pub.publish(st.topic, st.topic, 1, props)
+		pub.expect(mqtt.TypePuback)
+		p := sub.expect(mqtt.TypePublish)
+		if p.Topic != st.sent || p.Props.TopicAlias != st.alias || p.Payload != st.topic {
+			t.Fatalf("step %d (%s): topic %q alias %d payload %q, want topic %q alias %d", i, st.topic, p.Topic, p.Props.TopicAlias, p.Payload, st.sent, st.alias)
+		}
+		if props != nil && string(p.Props.Raw) != string(append(mqtt.AppendU16Prop(nil, mqtt.PropTopicAlias, st.alias), user...)) {
+			t.Fatalf("step %d: properties % x", i, p.Props.Raw)
+		}
+		sub.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
+		if q := plain.expect(mqtt.TypePublish); q.Topic != st.topic || q.Props.TopicAlias != 0 {
+			t.Fatalf("step %d: the client without aliases got %q alias %d", i, q.Topic, q.Props.TopicAlias)
+		}
+	}
+	a := dial5(t, s)
+	a.login("alice")
+	for range 2 {
+		a.publish("u/sub/m1", "x", 1, nil)
+		a.expect(mqtt.TypePuback)
+		p := sub.expect(mqtt.TypePublish)
+		if p.Topic != "u/sub/m/alice/m1" || p.Props.TopicAlias != 0 {
+			t.Fatalf("inbox delivery: topic %q alias %d", p.Topic, p.Props.TopicAlias)
+		}
+		sub.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
+	}
+	// A new connection starts with no aliases: the topic comes again.
+	sub.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	sub.expectClosed()
+	sub = dial5(t, s)
+	sub.connect(mqtt.Connect{ClientID: []byte("sub2"), CleanSession: true}, mqtt.AppendU16Prop(nil, mqtt.PropTopicAliasMaximum, 2))
+	sub.subscribe("ao/#", 0)
+	pub.publish("ao/first", "again", 0, nil)
+	if p := sub.expect(mqtt.TypePublish); p.Topic != "ao/first" || p.Props.TopicAlias != 1 {
+		t.Fatalf("new connection: topic %q alias %d", p.Topic, p.Props.TopicAlias)
+	}
+}
+
+// TestV5RetainedProperties: a retained v5 PUBLISH keeps its properties for
+// later subscribers (payload format, content type, response topic,
+// correlation data, user properties), with the subscriber's subscription
+// identifier and the Message Expiry counting down; once expired it is no
+// longer sent (3.3.2.3.3); it survives a restart with them; a 3.1.1
+// subscriber gets it plain.
+func TestV5RetainedProperties(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().Unix())
+	dir := t.TempDir()
+	clock := func(c *Config) { c.Now = func() time.Time { return time.Unix(now.Load(), 0) } }
+	s := startDurable(t, dir, clock)
+	props := forwardedProps5(100, "rt/reply", []byte{1, 2}, "unit", "C", "unit", "F")
+	pub := dial5(t, s)
+	pub.login("pub")
+	pub.send(mqtt.AppendPublish5(nil, "rt/temp", []byte("21.5"), 1, true, false, 1, props))
+	pub.expect(mqtt.TypePuback)
+	check := func(s *Server, who string, left uint32) {
+		t.Helper()
+		c := dial5(t, s)
+		c.login(who)
+		c.send(mqtt.AppendSubscribe5(nil, 1, mqtt.AppendVBIProp(nil, mqtt.PropSubscriptionID, 5), mqtt.Subscription5{Filter: "rt/#", QoS: 1}))
+		c.expect(mqtt.TypeSuback)
+		p := c.expect(mqtt.TypePublish)
+		pr := p.Props
+		var kv []string
+		for k, v := range mqtt.UserProps(p.Raw) {
+			kv = append(kv, string(k)+"="+string(v))
+		}
+		if p.Topic != "rt/temp" || p.Payload != "21.5" || !p.Retain || pr.PayloadFormat != 1 || pr.MessageExpiry != left ||
+			string(pr.ContentType) != "text/plain" || string(pr.ResponseTopic) != "rt/reply" ||
+			!bytes.Equal(pr.CorrelationData, []byte{1, 2}) || strings.Join(kv, ",") != "unit=C,unit=F" || pr.SubscriptionID != 5 {
+			t.Fatalf("%s: retained delivery %+v, user properties %q (want expiry %d)", who, p, kv, left)
+		}
+		c.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
+	}
+	now.Add(30)
+	check(s, "later", 70)
+	old := dial(t, s)
+	old.connect("old", false)
+	old.send(mqtt.AppendSubscribe(nil, 1, mqtt.Subscription{Filter: "rt/#", QoS: 1}))
+	old.expect(mqtt.TypeSuback)
+	if p := old.expect(mqtt.TypePublish); p.Topic != "rt/temp" || p.Payload != "21.5" || !p.Retain {
+		t.Fatalf("3.1.1 retained delivery %+v", p)
+	}
+	s.Close()
+
+	now.Add(20)
+	s = startDurable(t, dir, clock)
+	check(s, "after-restart", 50)
+	now.Add(50) // expired: no longer sent
+	c := dial5(t, s)
+	c.login("too-late")
+	c.subscribe("rt/#", 1)
+	if p, err := c.tryRead(300 * time.Millisecond); err == nil {
+		t.Fatalf("an expired retained message was sent: %+v", p)
+	}
 }
