@@ -857,6 +857,10 @@ func TestV5Handoff(t *testing.T) {
 	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 3600)
 	v5.connect(mqtt.Connect{ClientID: []byte("new"), CleanSession: true}, expiry)
 	v5.subscribe("h/#", 1)
+	// al takes topic aliases from the server (Topic Alias Maximum 2).
+	al := dial5(t, s1)
+	al.connect(mqtt.Connect{ClientID: []byte("al"), CleanSession: true}, mqtt.AppendU16Prop(nil, mqtt.PropTopicAliasMaximum, 2))
+	al.subscribe("h/#", 0)
 	pub := dial5(t, s1)
 	pub.login("pub")
 	alias := func(a uint16) []byte { return mqtt.AppendU16Prop(nil, mqtt.PropTopicAlias, a) }
@@ -864,12 +868,15 @@ func TestV5Handoff(t *testing.T) {
 	if p := v5.expect(mqtt.TypePublish); p.Topic != "h/aliased" || p.Payload != "before" {
 		t.Fatalf("%+v", p)
 	}
+	if p := al.expect(mqtt.TypePublish); p.Topic != "h/aliased" || p.Props.TopicAlias != 1 {
+		t.Fatalf("al before the handoff: %+v", p)
+	}
 	h, err := s1.Freeze()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(h.Conns) != 3 {
-		t.Fatalf("exported %d connections, want 3 (3.1.1 and MQTT 5.0 alike)", len(h.Conns))
+	if len(h.Conns) != 4 {
+		t.Fatalf("exported %d connections, want 4 (3.1.1 and MQTT 5.0 alike)", len(h.Conns))
 	}
 	h2 := dupHandoff(t, h)
 	s2 := startServer(t, func(c *Config) { c.DataDir, c.Handoff, c.AdminAddr = dir, h2, "" })
@@ -887,10 +894,21 @@ func TestV5Handoff(t *testing.T) {
 	} else {
 		v5.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
 	}
+	// Toward al the new process starts with no aliases: it sets alias 1
+	// again with the topic (al's Topic Alias Maximum came along), then
+	// sends it alone.
+	if p := al.expect(mqtt.TypePublish); p.Topic != "h/aliased" || p.Props.TopicAlias != 1 || p.Payload != "after" {
+		t.Fatalf("al after the handoff: %+v", p)
+	}
+	pub.publish("h/aliased", "again", 0, nil)
+	if p := al.expect(mqtt.TypePublish); p.Topic != "" || p.Props.TopicAlias != 1 || p.Payload != "again" {
+		t.Fatalf("al after the handoff, second: %+v", p)
+	}
+	v5.expect(mqtt.TypePublish)
 	pub.publish("", "x", 0, alias(4)) // never set: still a protocol error on the new server
 	pub.expectDisconnect(mqtt.RCProtocolError)
-	if n := s2.Connections(); n != 2 {
-		t.Fatalf("new server holds %d connections, want 2", n)
+	if n := s2.Connections(); n != 3 {
+		t.Fatalf("new server holds %d connections, want 3", n)
 	}
 }
 
@@ -1207,11 +1225,17 @@ func TestV5TopicAliasOut(t *testing.T) {
 	}
 	a := dial5(t, s)
 	a.login("alice")
-	for range 2 {
-		a.publish("u/sub/m1", "x", 1, nil)
-		a.expect(mqtt.TypePuback)
+	for _, mid := range []string{"m1", "m2"} {
+		id := a.publish("u/sub/"+mid, "x", 1, nil)
+		for { // the PUBACK, after the receipt of the one before, if that came first
+			if p := a.read(); p.Type == mqtt.TypePuback && p.ID == id {
+				break
+			} else if p.Type != mqtt.TypePublish {
+				t.Fatalf("alice got %+v", p)
+			}
+		}
 		p := sub.expect(mqtt.TypePublish)
-		if p.Topic != "u/sub/m/alice/m1" || p.Props.TopicAlias != 0 {
+		if p.Topic != "u/sub/m/alice/"+mid || p.Props.TopicAlias != 0 {
 			t.Fatalf("inbox delivery: topic %q alias %d", p.Topic, p.Props.TopicAlias)
 		}
 		sub.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
