@@ -26,6 +26,7 @@ type benchConn struct {
 	n   int
 	p   mqtt.Packet
 	out []byte
+	v5  bool // decode with mqtt.Decode5 (newBenchConn5)
 
 	pendingShift int
 }
@@ -63,7 +64,11 @@ func (bc *benchConn) next() *mqtt.Packet {
 		bc.pendingShift = 0
 	}
 	for {
-		k, err := mqtt.Decode(bc.buf[:bc.n], 0, &bc.p)
+		decode := mqtt.Decode
+		if bc.v5 {
+			decode = mqtt.Decode5
+		}
+		k, err := decode(bc.buf[:bc.n], 0, &bc.p)
 		if err != nil {
 			panic(err)
 		}

@@ -404,6 +404,9 @@ func TestDefaultStoreMaxBytes(t *testing.T) {
 		{Auth: AuthAnonymous, InboxExpiry: time.Second - 1},
 		{Auth: AuthAnonymous, InboxExpiry: time.Millisecond},
 		{Auth: AuthAnonymous, StoreMaxBytes: 64 << 20, RetainedMaxBytes: 64<<20 + 1},
+		{Auth: AuthAnonymous, MaxKeepAlive: 1500 * time.Millisecond},
+		{Auth: AuthAnonymous, MaxKeepAlive: 65536 * time.Second},
+		{Auth: AuthAnonymous, MaxKeepAlive: -time.Second},
 	} {
 		if err := cfg.setDefaults(); !errors.Is(err, ErrBadConfig) {
 			t.Errorf("%+v: %v, want ErrBadConfig", cfg, err)

@@ -125,6 +125,12 @@ type Config struct {
 	// the limit is closed (publish_flood). A negative rate disables it.
 	PublishRate  float64
 	PublishBurst float64
+	// MaxKeepAlive bounds the keepalive of MQTT 5.0 clients (whole
+	// seconds, at most 65,535 s; 0: no bound): a v5 CONNECT with a longer
+	// one, or none (0), gets this as Server Keep Alive in CONNACK and is
+	// held to it (3.2.2.3.14). A 3.1.1 client cannot be told: its own
+	// keepalive stays in force.
+	MaxKeepAlive time.Duration
 	// PartialTimeout is how long a connection may hold an incomplete packet
 	// before it is closed (partial_timeout), whatever its keepalive, even 0
 	// (default 30 s; negative: no limit). It runs from the packet's first
@@ -318,6 +324,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("check config: inbox expiry %v below 1 s (negative: never): %w", c.InboxExpiry, ErrBadConfig)
 	case c.NewInboxRate > 0 && c.NewInboxBurst < 1:
 		return fmt.Errorf("check config: new-inbox burst %g below 1: %w", c.NewInboxBurst, ErrBadConfig)
+	case c.MaxKeepAlive < 0 || c.MaxKeepAlive > 65535*time.Second || c.MaxKeepAlive%time.Second != 0:
+		return fmt.Errorf("check config: max keepalive %v not whole seconds in [0, 65535 s]: %w", c.MaxKeepAlive, ErrBadConfig)
 	case c.MaxFiltersPerSubscribe < 0 || c.MaxSubscriptions < 0:
 		return fmt.Errorf("check config: negative max filters per subscribe or max subscriptions: %w", ErrBadConfig)
 	case c.MaxQueued < 2*c.MaxPacketSize:

@@ -46,7 +46,7 @@ const HandoffVersion = 2
 
 // Handoff-only record types (the store's are below 64).
 const (
-	hClient byte = 64 + iota // id, persistent, lastSeen, nextPID, made
+	hClient byte = 64 + iota // id, persistent, lastSeen, nextPID, made[, v5 session expiry]
 	hEntry                   // id, flags, pid, packet; seq in the record
 	hSent                    // id, nsent
 	hWill                    // id, topic, qos, retain, payload
@@ -315,7 +315,7 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 	var walk func(n *rnode)
 	walk = func(n *rnode) {
 		if n.payload != nil {
-			put(recRetain, 0, []byte(n.topic), []byte{n.qos}, n.payload)
+			put(recRetain, 0, []byte(n.topic), []byte{n.qos}, n.payload, n.props)
 		}
 		if n.kids != nil {
 			for _, c := range n.kids.list {
@@ -327,7 +327,7 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 	}
 	walk(&t.rroot)
 	var b8 [8]byte
-	var b4 [4]byte
+	var b4, e4 [4]byte
 	next := s.reg.next
 	for idx := uint32(1); idx < next; idx++ {
 		cl := s.reg.at(idx)
@@ -340,7 +340,8 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 			p = 1
 		}
 		binary.LittleEndian.PutUint32(b4[:], cl.made)
-		put(hClient, 0, id, []byte{p}, u64(&b8, uint64(cl.lastSeen)), []byte{byte(cl.nextPID >> 8), byte(cl.nextPID)}, b4[:])
+		binary.LittleEndian.PutUint32(e4[:], cl.expiry) // carried as it is: so are the connections
+		put(hClient, 0, id, []byte{p}, u64(&b8, uint64(cl.lastSeen)), []byte{byte(cl.nextPID >> 8), byte(cl.nextPID)}, b4[:], e4[:])
 		x := cl.xp()
 		if x == nil {
 			continue
@@ -450,6 +451,7 @@ func (ls *loopState) export5(slot uint32) [][]byte {
 	} else {
 		b = append(b, 0)
 	}
+	b = append(b, c5.aliasMax) // not its outbound aliases (aliasesOut5)
 	f := [][]byte{b}
 	if t := ls.alias5[slot]; t != nil {
 		for _, topic := range t {
@@ -461,11 +463,14 @@ func (ls *loopState) export5(slot uint32) [][]byte {
 
 // import5 restores what export5 gave, for the connection in slot.
 func (ls *loopState) import5(slot uint32, b []byte, aliases [][]byte) bool {
-	if len(b) != 11 || len(aliases) > aliasMax5 {
+	if len(b) != 11 && len(b) != 12 || len(aliases) > aliasMax5 {
 		return false
 	}
 	c5 := &conn5{recvMax: binary.LittleEndian.Uint16(b), maxPacket: binary.LittleEndian.Uint32(b[2:]),
 		expiry: binary.LittleEndian.Uint32(b[6:]), sendWill: b[10] == 1}
+	if len(b) == 12 {
+		c5.aliasMax = min(b[11], aliasOutMax5)
+	}
 	if ls.v5 == nil {
 		ls.v5 = make(map[uint32]*conn5)
 	}
@@ -544,6 +549,9 @@ func (s *Server) importState(h *Handoff) (kick []netpoll.Handle, err error) {
 			cl.lastSeen = int64(binary.LittleEndian.Uint64(fields[2]))
 			cl.nextPID = uint16(fields[3][0])<<8 | uint16(fields[3][1])
 			cl.made = binary.LittleEndian.Uint32(fields[4])
+			if n > 5 && len(fields[5]) == 4 {
+				cl.expiry = binary.LittleEndian.Uint32(fields[5])
+			}
 			cl.mu.Unlock()
 		case hEntry:
 			if n < 4 || len(fields[1]) != 1 || len(fields[2]) != 2 {

@@ -13,10 +13,13 @@ var (
 	noticePurged  = []byte("purged")
 )
 
-// Inbox expiry sweep: sweepBatch records every sweepInterval, off the
-// event loops, so a pass over 8M records takes about 30 minutes and no
-// step holds a lock for more than one record (or one shard, to rotate the
-// last-seen generations, which is O(1)).
+// Inbox and session expiry sweep: sweepBatch records every sweepInterval,
+// off the event loops, so a pass over 8M records takes about 30 minutes
+// and no step holds a lock for more than one record (or one shard, to
+// rotate the last-seen generations, which is O(1)). An offline v5 session
+// whose Session Expiry Interval passed is over for its clients at once
+// (connect and publishGeneric check the deadline); the sweep frees what
+// it held.
 const (
 	sweepInterval = time.Second
 	sweepBatch    = 4096
@@ -142,23 +145,30 @@ func (s *Server) emptyLocked(cl *client, why []byte) (n, bytes int) {
 	return n, bytes
 }
 
-// sweep examines up to budget client records from the sweep cursor and
-// empties the inboxes of users who never connected that are older than
-// InboxExpiry (their senders get an "expired" notice); it also rotates the
-// shards' last-seen generations once per InboxExpiry. It returns the
-// number of inboxes expired. Runs on the sweeper goroutine (and in tests);
-// sweepMu serializes it.
+// sweep examines up to budget client records from the sweep cursor: it
+// ends the offline v5 sessions whose Session Expiry Interval has passed
+// (sweepSession), and empties the inboxes of users who never connected
+// that are older than InboxExpiry (their senders get an "expired" notice);
+// it also rotates the shards' last-seen generations once per InboxExpiry.
+// It returns the number of inboxes expired. Runs on the sweeper goroutine
+// (and in tests); sweepMu serializes it.
 func (s *Server) sweep(budget int) (expired int) {
-	if s.cfg.InboxExpiry < 0 {
-		return 0
-	}
 	s.sweepMu.Lock()
 	defer s.sweepMu.Unlock()
 	now := s.cfg.Now().Unix()
+	inboxes := s.cfg.InboxExpiry > 0
 	period := int64(s.cfg.InboxExpiry / time.Second)
-	for i := range s.reg.shards {
-		s.reg.shards[i].rotateSeen(now, period)
+	if inboxes {
+		for i := range s.reg.shards {
+			s.reg.shards[i].rotateSeen(now, period)
+		}
 	}
+	ended := 0
+	defer func() {
+		if expired > 0 || ended > 0 {
+			s.syncStore() // a failure is retried by the store and logged by the loops
+		}
+	}()
 	s.reg.dirMu.Lock()
 	next := s.reg.next
 	s.reg.dirMu.Unlock()
@@ -175,7 +185,14 @@ func (s *Server) sweep(budget int) (expired int) {
 			continue
 		}
 		cl.mu.Lock()
-		if cl.dead || cl.handle != 0 || cl.lastSeen != 0 || cl.made == 0 || cl.box().len() == 0 ||
+		if !cl.dead && s.sweepSession(cl, now) {
+			ended++
+			gen := cl.gen
+			cl.mu.Unlock()
+			s.reg.release(cl, gen) // nothing may be left in it
+			continue
+		}
+		if !inboxes || cl.dead || cl.handle != 0 || cl.lastSeen != 0 || cl.made == 0 || cl.box().len() == 0 ||
 			now-int64(cl.made) < period {
 			cl.mu.Unlock()
 			continue
@@ -183,9 +200,6 @@ func (s *Server) sweep(budget int) (expired int) {
 		n, _ := s.emptyLocked(cl, noticeExpired)
 		s.stats.expired.Add(uint64(n))
 		expired++
-	}
-	if expired > 0 {
-		s.syncStore() // a failure is retried by the store and logged by the loops
 	}
 	return expired
 }

@@ -12,15 +12,19 @@ import (
 // (DESIGN.md: <= 512 bytes per idle authenticated connection): the session
 // record is 32 pointer-free bytes in a slab, and the router's record of a
 // client is pointer-free too (its inbox, subscriptions and will live in a
-// side table only while it has any), so the GC never scans idle clients.
+// side table only while it has any), so the GC never scans idle clients; a
+// v5 connection's conn5 is 16 pointer-free bytes.
 func TestRecordLayout(t *testing.T) {
-	for _, typ := range []reflect.Type{reflect.TypeFor[session](), reflect.TypeFor[client]()} {
+	for _, typ := range []reflect.Type{reflect.TypeFor[session](), reflect.TypeFor[client](), reflect.TypeFor[conn5]()} {
 		if netpoll.HasPointers(typ) {
 			t.Errorf("%v holds pointers: the GC would scan every connection", typ)
 		}
 	}
 	if n := unsafe.Sizeof(session{}); n != 32 {
 		t.Errorf("session record is %d bytes, want 32", n)
+	}
+	if n := unsafe.Sizeof(conn5{}); n != 16 { // ARCHITECTURE.md, MQTT 5.0; the idle v5 budget
+		t.Errorf("conn5 is %d bytes, want 16", n)
 	}
 	if n := unsafe.Sizeof(client{}); n > 128 {
 		t.Errorf("client record is %d bytes, want <= 128", n)

@@ -138,8 +138,43 @@ func (s *Server) logSession(cl *client) {
 	if cl.persistent {
 		p[0] = 1
 	}
+	if e := sessionExpiryField(cl); e != nil {
+		s.logClient(recSession, cl, p[:], e)
+		return
+	}
 	s.logClient(recSession, cl, p[:])
 }
+
+// logSessionEnd logs the deadline of cl's session, which just went
+// offline (cl locked). Unlike logSession it is not a control record: no
+// reply waits for it, so the loop does not wait for its fsync; lost by a
+// power cut, the interval logged at CONNECT runs again from the restart.
+func (s *Server) logSessionEnd(cl *client) {
+	if s.wal != nil {
+		s.wal.Append(recSession, cl.idBytes(), []byte{1}, sessionExpiryField(cl))
+	}
+}
+
+// sessionExpiryField is a persistent session's expiry in its session
+// record, or nil if it never ends: a kind byte (expiryInterval while
+// connected, expiryDeadline while offline) and the value, little endian.
+// cl is locked.
+func sessionExpiryField(cl *client) []byte {
+	if !cl.persistent || cl.expiry == 0 {
+		return nil
+	}
+	kind := byte(expiryDeadline)
+	if cl.handle != 0 {
+		kind = expiryInterval
+	}
+	return binary.LittleEndian.AppendUint32([]byte{kind}, cl.expiry)
+}
+
+// The kinds of a session record's expiry field.
+const (
+	expiryInterval = 0 // seconds, counted from the disconnect: at replay, from the restart
+	expiryDeadline = 1 // unix seconds
+)
 
 func (s *Server) logQ2(cl *client, pid uint16, add bool) {
 	if s.wal == nil || !cl.persistent {
@@ -154,11 +189,15 @@ func (s *Server) logQ2(cl *client, pid uint16, add bool) {
 }
 
 // logRetain is the retained store's hook (topicTree.onSet, under rmu).
-func (s *Server) logRetain(topic, payload []byte, qos byte) {
+func (s *Server) logRetain(topic, payload, props []byte, qos byte) {
 	if sysTopic(topic) {
 		return // the server's own statistics: published again by the new process
 	}
 	q := [1]byte{qos}
+	if len(props) > 0 {
+		s.wal.Append(recRetain, topic, q[:], payload, props)
+		return
+	}
 	s.wal.Append(recRetain, topic, q[:], payload)
 }
 
@@ -190,6 +229,11 @@ func (s *Server) ackAfter(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uin
 		return
 	}
 	ls.acks = append(ls.acks, heldAck{h: c.Handle(), seq: s.wal.Last(), pid: pid, typ: typ})
+	if typ == mqtt.TypePuback {
+		if c5 := ls.conn5If(c); c5 != nil {
+			c5.heldAcks++ // the client's unacknowledged QoS 1 (Receive Maximum)
+		}
+	}
 }
 
 func writeAck(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uint16) {
@@ -241,6 +285,11 @@ func (s *Server) commitTick(l *netpoll.Loop, ls *loopState) {
 		}
 		if c := l.Conn(a.h); c != nil {
 			writeAck(c, ls, a.typ, a.pid)
+			if a.typ == mqtt.TypePuback {
+				if c5 := ls.conn5If(c); c5 != nil {
+					c5.heldAcks--
+				}
+			}
 		} // else closed: the client sends it again and gets it then
 	}
 	clear(ls.acks[k:])
@@ -366,7 +415,7 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 		// No caps while replaying: the log holds what was accepted, and
 		// a fuzzy snapshot's replay passes through moments that hold
 		// more than the server ever did.
-		s.tree.setRetained(a, c, firstByte(b), math.MaxInt, math.MaxInt64, math.MaxInt64)
+		s.tree.setRetainedProps(a, c, d, firstByte(b), math.MaxInt, math.MaxInt64, math.MaxInt64)
 		return nil
 	case recGroupAdd, recGroupDel:
 		if r.Type == recGroupAdd {
@@ -425,11 +474,20 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 			q.at(i).pid = uint16(c[0])<<8 | uint16(c[1])
 		}
 	case recSession:
+		cl.expiry = 0
 		if firstByte(b) == 1 {
 			if !cl.persistent {
 				s.held.Add(sessionOverhead)
 				cl.persistent = true
 				rs.sessions++
+			}
+			if len(c) == 5 { // the v5 Session Expiry (sessionExpiryField)
+				cl.expiry = binary.LittleEndian.Uint32(c[1:])
+				if c[0] == expiryInterval {
+					// Connected when logged: offline since the stop at the
+					// latest, so the interval runs from this restart.
+					cl.expiry = expiryDeadline5(s.cfg.Now().Unix(), cl.expiry)
+				}
 			}
 		} else if cl.persistent {
 			s.held.Add(-sessionOverhead)
@@ -636,7 +694,11 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 		}
 		id := cl.idBytes()
 		if cl.persistent {
-			w.Append(recSession, 0, id, []byte{1})
+			if e := sessionExpiryField(cl); e != nil {
+				w.Append(recSession, 0, id, []byte{1}, e)
+			} else {
+				w.Append(recSession, 0, id, []byte{1})
+			}
 			if x := cl.xp(); x != nil {
 				for _, sub := range x.subs.items {
 					w.Append(recSub, 0, id, []byte(sub.filter), sub.record())
@@ -684,7 +746,7 @@ func (s *Server) snapshotRetained(w *wal.SnapshotWriter) error {
 	var walk func(n *rnode)
 	walk = func(n *rnode) {
 		if n.payload != nil && !sysTopic([]byte(n.topic)) {
-			buf = wal.EncodeRecord(buf, recRetain, 0, []byte(n.topic), []byte{n.qos}, n.payload)
+			buf = wal.EncodeRecord(buf, recRetain, 0, []byte(n.topic), []byte{n.qos}, n.payload, n.props)
 		}
 		if n.kids != nil {
 			for _, c := range n.kids.list {

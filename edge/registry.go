@@ -37,10 +37,15 @@ type client struct {
 	gen      uint32 // bumped at each release
 	epoch    uint32 // bumped by every CONNECT that takes the session; never reset
 	made     uint32 // unix seconds of the first message stored since the record was made (inbox expiry)
-	nextPID  uint16
-	idn      uint8
-	dead     bool // released
-	kick     bool // a kick message is posted to handle and not yet handled
+	// expiry is a persistent v5 session's Session Expiry (3.1.2.11.2):
+	// while connected (handle != 0) the interval in force, in seconds;
+	// while offline the unix second the session ends (sweep, connect).
+	// 0: it never ends (3.1.1, 0xFFFFFFFF) or there is no session.
+	expiry  uint32
+	nextPID uint16
+	idn     uint8
+	dead    bool // released
+	kick    bool // a kick message is posted to handle and not yet handled
 	// persistent: clean session 0, subscriptions and generic messages
 	// outlive the connection.
 	persistent bool

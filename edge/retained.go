@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -18,6 +19,7 @@ type rnode struct {
 	name    string // the level; a substring of the topic that created the node
 	topic   string // the whole topic, while payload is set
 	payload []byte // the retained message, never modified in place; nil: none
+	props   []byte // its v5 properties as forwardProps keeps them (the expiry a deadline); nil: none
 	qos     byte
 }
 
@@ -102,11 +104,17 @@ func (n *rnode) removeChild(name string, compact bool) {
 // only. Their bytes held are the topic, the allocation's size class
 // (cap after append) and retainedOverhead.
 func (t *topicTree) setRetained(topic []byte, payload []byte, qos byte, max int, maxBytes, storeLimit int64) bool {
+	return t.setRetainedProps(topic, payload, nil, qos, max, maxBytes, storeLimit)
+}
+
+// setRetainedProps is setRetained for a message with v5 properties (in
+// forwardProps's form; nil: none), which its later deliveries carry.
+func (t *topicTree) setRetainedProps(topic, payload, props []byte, qos byte, max int, maxBytes, storeLimit int64) bool {
 	t.rmu.Lock()
 	defer t.rmu.Unlock()
 	if len(payload) == 0 {
 		if t.onSet != nil && t.findRetained(topic) != nil {
-			t.onSet(topic, nil, 0)
+			t.onSet(topic, nil, nil, 0)
 		}
 		t.deleteRetained(topic)
 		return true
@@ -114,10 +122,14 @@ func (t *topicTree) setRetained(topic []byte, payload []byte, qos byte, max int,
 	n := t.findRetained(topic)
 	var oldSize int64
 	if n != nil && n.payload != nil {
-		oldSize = retainedSize(n.topic, n.payload)
+		oldSize = retainedSize(n.topic, n.payload, n.props)
 	}
 	p := append([]byte(nil), payload...)
-	add := retainedSize(string(topic), p) - oldSize
+	var pr []byte
+	if len(props) > 0 {
+		pr = append([]byte(nil), props...)
+	}
+	add := retainedSize(string(topic), p, pr) - oldSize
 	if add > 0 && (t.rbytes+add > maxBytes || t.acct != nil && t.acct.Load()+add > storeLimit) {
 		return false
 	}
@@ -137,11 +149,11 @@ func (t *topicTree) setRetained(topic []byte, payload []byte, qos byte, max int,
 		}
 		n.topic = ts
 	}
-	n.payload = p
+	n.payload, n.props = p, pr
 	n.qos = qos
 	t.account(add)
 	if t.onSet != nil {
-		t.onSet(topic, p, qos)
+		t.onSet(topic, p, pr, qos)
 	}
 	return true
 }
@@ -157,9 +169,9 @@ const retainedOverhead = 96
 // back exactly what the set charged.
 const retainedLevelOverhead = 160
 
-func retainedSize(topic string, payload []byte) int64 {
+func retainedSize(topic string, payload, props []byte) int64 {
 	levels := int64(strings.Count(topic, "/") + 1)
-	return int64(len(topic)+cap(payload)+retainedOverhead) + levels*retainedLevelOverhead
+	return int64(len(topic)+cap(payload)+cap(props)+retainedOverhead) + levels*retainedLevelOverhead
 }
 
 // account adds d to the retained bytes held and the server's store total;
@@ -213,8 +225,8 @@ func (t *topicTree) deleteRetained(topic []byte) {
 	if n.payload == nil {
 		return
 	}
-	t.account(-retainedSize(n.topic, n.payload))
-	n.payload, n.topic, n.qos = nil, "", 0
+	t.account(-retainedSize(n.topic, n.payload, n.props))
+	n.payload, n.props, n.topic, n.qos = nil, nil, "", 0
 	t.nretained--
 	compact := t.scans.Load() == 0
 	for d := len(path) - 1; d >= 0 && n.payload == nil && n.kids == nil; d-- {
@@ -558,14 +570,24 @@ func (s *Server) runScans(c *netpoll.Conn, cl *client, budget *int) scanState {
 		}
 		kicked := false
 		n, size, maxSize := 0, 0, s.eng.MaxQueued()/8
+		ls := s.loops[c.LoopID()]
+		subID := x.subs.items[x.subs.find(sc.filter)].id // scanCurrent: it is there
+		now := s.cfg.Now().Unix()
 		s.tree.rmu.RLock()
 		done := s.tree.step(sc, budget, func(r *rnode) bool {
 			q := cl.box()
-			if m := len(r.topic) + len(r.payload) + 9; q.full(s.cfg.InboxMessages, s.cfg.InboxBytes, m) || !s.storeRoom(cl, m) {
+			props := r.props // v5: what the retained PUBLISH carried, and the subscription's identifier
+			if subID != 0 {
+				ls.scanProps = mqtt.AppendVBIProp(append(ls.scanProps[:0], r.props...), mqtt.PropSubscriptionID, int(subID))
+				props = ls.scanProps
+			}
+			if m := len(r.topic) + len(r.payload) + len(props) + 9; propsExpired(r.props, now) {
+				s.stats.expired5.Add(1) // 3.3.2.3.3: past its Message Expiry, no longer sent
+			} else if q.full(s.cfg.InboxMessages, s.cfg.InboxBytes, m) || !s.storeRoom(cl, m) {
 				// Only when the inbox bound is under the scan's own
 				// high-water mark, or the server's store is full.
 				s.stats.dropped.Add(1)
-			} else if s.pushLocked(cl, []byte(r.topic), r.payload, min(sc.qos, r.qos), true, 0) != 0 {
+			} else if s.pushProps(cl, []byte(r.topic), r.payload, min(sc.qos, r.qos), true, 0, props) != 0 {
 				kicked = true
 			}
 			n++

@@ -107,6 +107,8 @@ type msgCounters struct {
 	overClient   atomic.Uint64 // SUBSCRIBE filters refused (0x80): past Config.MaxSubscriptions
 	tooBig       atomic.Uint64 // deliveries not sent: over a v5 client's Maximum Packet Size
 	expired5     atomic.Uint64 // deliveries dropped: their v5 Message Expiry Interval passed
+	sessions5    atomic.Uint64 // offline v5 sessions ended: their Session Expiry Interval passed
+	aliasOut     atomic.Uint64 // v5 PUBLISHes sent with a known Topic Alias instead of the topic
 }
 
 // loopState is a loop's private state: its session slab and scratch space.
@@ -150,11 +152,14 @@ type loopState struct {
 	// notice, and quota says that happened.
 	v5       map[uint32]*conn5
 	alias5   map[uint32]*aliases5
+	aliasOut map[uint32]*aliasesOut5
 	props    []byte
 	pub5     []byte
-	discSent bool
-	noNotice bool
-	quota    bool
+	// scanProps is scratch for a retained delivery's properties (runScans).
+	scanProps []byte
+	discSent  bool
+	noNotice  bool
+	quota     bool
 	// fwd are the v5 properties of the PUBLISH being routed (v5.go:
 	// forwardProps), stored with each copy; nil outside a v5 publish.
 	fwd []byte
@@ -325,10 +330,9 @@ func (s *Server) Start() (err error) {
 	if s.push != nil {
 		s.push.start()
 	}
-	if s.cfg.InboxExpiry > 0 {
-		s.stopSweep, s.sweepDone = make(chan struct{}), make(chan struct{})
-		go s.sweeper(s.stopSweep, s.sweepDone)
-	}
+	// Always: v5 Session Expiry too, whatever InboxExpiry says.
+	s.stopSweep, s.sweepDone = make(chan struct{}), make(chan struct{})
+	go s.sweeper(s.stopSweep, s.sweepDone)
 	if s.wal != nil {
 		s.stopCompact, s.compactDone = make(chan struct{}), make(chan struct{})
 		go s.compactor(s.stopCompact, s.compactDone)
@@ -643,6 +647,9 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pa
 		s.stats.storeFull.Add(1)
 		return s.refuse(c, ls, ss, mqtt.ConnRefusedServerUnavailable)
 	}
+	if s.sessionEnded(cl, s.cfg.Now().Unix()) {
+		fresh = true // the sweep has not come by yet: the session is not resumed
+	}
 	if (keep != cl.persistent || fresh && cl.persistent) && s.wal != nil && s.wal.Failed() {
 		// A session begins or ends: that needs a record, and the store
 		// cannot write (CONNACK 3, like a full store).
@@ -679,40 +686,42 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pa
 	s.cancelScans(cl) // the previous connection's retained deliveries
 	present := false
 	if fresh {
-		s.dropSubs(cl)
+		s.dropSession(cl)
 		if cl.persistent {
 			cl.persistent = false
 			s.logSession(cl) // replay drops the same subscriptions and messages
-		}
-		cl.box().dropGeneric()
-		if cl.xp() != nil {
-			cl.xp().qos2in = nil
 		}
 	} else {
 		present = cl.persistent
 		if !cl.persistent {
 			// A new session (3.1.2.4): what a clean-session connection
 			// it takes over had (never logged) ends with it.
-			s.dropSubs(cl)
-			cl.box().dropGeneric()
-			if cl.xp() != nil {
-				cl.xp().qos2in = nil
-			}
+			s.dropSession(cl)
 		}
+	}
+	had := cl.expiry != 0
+	cl.expiry = 0
+	if v5 && keep {
+		cl.expiry = expiryInterval5(ls.conn5(c).expiry)
 	}
 	if keep != cl.persistent {
 		cl.persistent = keep
 		s.logSession(cl)
+	} else if keep && (had || cl.expiry != 0) {
+		s.logSession(cl) // the expiry in force: an interval again, not the offline deadline
 	}
 	ss.client = cl.idx
 	ss.epoch = cl.epoch
 	ss.keepalive = cp.KeepAlive
+	if v5 {
+		ss.keepalive = s.keepAlive5(cp.KeepAlive)
+	}
 	ss.tokens = float32(s.cfg.PublishBurst)
 	ss.newInbox = float32(s.cfg.NewInboxBurst)
 	ss.src = srcSlot(peer)
 	ss.last = c.Loop().Now().UnixNano()
 	if v5 {
-		c.Write(s.connack5(ls, present, assigned, ls.conn5(c)))
+		c.Write(s.connack5(ls, present, assigned, ls.conn5(c), cp.KeepAlive != ss.keepalive, ss.keepalive))
 	} else {
 		c.Write(mqtt.AppendConnack(ls.out[:0], present, mqtt.ConnAccepted))
 	}
@@ -727,13 +736,24 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pa
 	if old != 0 {
 		s.eng.Post(old, netpoll.Message{Kind: msgTakeover})
 	}
-	if cp.KeepAlive == 0 {
+	if ss.keepalive == 0 {
 		c.SetDeadline(0)
 	}
 	if profile {
 		s.presence(ls, userID, nil)
 	}
 	return reasonOK
+}
+
+// dropSession drops what a session holds beside the profile's inbox: its
+// subscriptions, queued generic messages and QoS 2 packet ids; cl is
+// locked.
+func (s *Server) dropSession(cl *client) {
+	s.dropSubs(cl)
+	cl.box().dropGeneric()
+	if cl.xp() != nil {
+		cl.xp().qos2in = nil
+	}
 }
 
 // dropSubs removes cl's generic subscriptions; cl is locked.
@@ -1288,7 +1308,7 @@ func (s *Server) kick(h netpoll.Handle) {
 
 // publishGeneric routes a plain MQTT message through the topic tree.
 func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, retain bool) {
-	if retain && !s.tree.setRetained(topic, payload, qos, s.cfg.MaxRetained, s.cfg.RetainedMaxBytes, s.storeSoft) {
+	if retain && !s.tree.setRetainedProps(topic, payload, ls.fwd, qos, s.cfg.MaxRetained, s.cfg.RetainedMaxBytes, s.storeSoft) {
 		s.stats.retainedFull.Add(1)
 	}
 	ls.subs = s.tree.match(topic, ls.subs)
@@ -1300,7 +1320,7 @@ func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, 
 		}
 		cl.mu.Lock()
 		n := len(topic) + len(payload) + 9
-		if cl.dead || cl.gen != sub.gen || cl.handle == 0 && (q == 0 || !cl.persistent) ||
+		if cl.dead || cl.gen != sub.gen || cl.handle == 0 && (q == 0 || !cl.persistent || cl.expiry != 0 && s.sessionEnded(cl, s.cfg.Now().Unix())) ||
 			cl.box().full(s.cfg.InboxMessages, s.cfg.InboxBytes, n) || !s.storeRoom(cl, n) {
 			cl.mu.Unlock()
 			s.stats.dropped.Add(1)
@@ -1779,6 +1799,7 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 		sendWill = ls.v5[c.Slot()].sendWill
 		delete(ls.v5, c.Slot())
 		delete(ls.alias5, c.Slot())
+		delete(ls.aliasOut, c.Slot())
 	}
 	*ss = session{}
 	if idx == 0 {
@@ -1810,11 +1831,10 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 	cl.box().unsend()
 	s.cancelScans(cl)
 	if !cl.persistent {
-		s.dropSubs(cl)
-		cl.box().dropGeneric()
-		if cl.xp() != nil {
-			cl.xp().qos2in = nil
-		}
+		s.dropSession(cl)
+	} else if cl.expiry != 0 {
+		cl.expiry = expiryDeadline5(now, cl.expiry) // offline: the Session Expiry Interval runs
+		s.logSessionEnd(cl)
 	}
 	cl.box().trim()
 	cl.trimExt()

@@ -59,7 +59,7 @@ type topicTree struct {
 	scans atomic.Int64
 	// onSet, if set, is told every retained message set or deleted, under
 	// rmu (the durable store logs it in the same critical section).
-	onSet func(topic, payload []byte, qos byte)
+	onSet func(topic, payload, props []byte, qos byte)
 }
 
 func newTopicTree() *topicTree { return &topicTree{} }

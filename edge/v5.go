@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"bytes"
+	"math"
 	"time"
 
 	"github.com/edgedhq/edged/edge/mqtt"
@@ -32,21 +34,85 @@ const sV5 uint16 = 1 << 15
 
 // conn5 is a v5 connection's negotiated state.
 type conn5 struct {
-	recvMax   uint16 // the client's Receive Maximum (65,535 if it sent none)
+	recvMax uint16 // the client's Receive Maximum (65,535 if it sent none)
+	// heldAcks counts the client's QoS 1 PUBLISHes whose PUBACK waits for
+	// the store (ackAfter): unacknowledged for the client, so they count
+	// against the server's Receive Maximum (3.3.4). Not carried by a
+	// handoff: the held acknowledgements go out with the connection.
+	heldAcks  uint16
 	maxPacket uint32 // the client's Maximum Packet Size; 0: the protocol limit
 	expiry    uint32 // Session Expiry Interval in force (seconds; 0: ends at close)
+	aliasMax  uint8  // outbound topic aliases: the client's Topic Alias Maximum, at most aliasOutMax5
 	sendWill  bool   // DISCONNECT 0x04: publish the will all the same
 }
 
 // v5 connection limits the server advertises in CONNACK.
 const (
-	// receiveMax5 is the Receive Maximum the server advertises: inbound
-	// QoS 2 messages awaiting PUBREL past it are a DISCONNECT 0x93.
+	// receiveMax5 is the Receive Maximum the server advertises: a
+	// PUBLISH past it (QoS 2 messages awaiting PUBREL, or QoS 1 ones whose
+	// PUBACK waits for the store, counted alone) is a DISCONNECT 0x93.
 	receiveMax5 = 1024
 	// aliasMax5 is the Topic Alias Maximum the server advertises: a
 	// client's aliases 1..aliasMax5 name topics for its later PUBLISHes.
 	aliasMax5 = 16
+	// aliasOutMax5 is the most topic aliases the server uses toward one
+	// client (fewer if the client's Topic Alias Maximum is lower).
+	aliasOutMax5 = 16
 )
+
+// aliasesOut5 is a connection's outbound topic alias table (3.3.2.3.4):
+// topics[a-1] is the topic alias a names for the client. It is in
+// loopState.aliasOut only once the server used an alias toward it. A
+// handoff does not carry it: the new process starts empty and sets each
+// alias again (topic and alias) before it sends one alone, which the
+// client takes as a re-point.
+type aliasesOut5 struct {
+	topics [aliasOutMax5][]byte
+	next   uint8 // the alias re-pointed when all are in use, minus 1 (round robin)
+}
+
+// outAlias picks the Topic Alias of a PUBLISH on topic to c: 0 for none
+// (the client takes none; an inbox topic u/..., unique per message; a
+// topic too short to gain), with known if the client has it for topic
+// already (the topic is then left out). A new alias is recorded by
+// setOutAlias once the packet goes out.
+func (ls *loopState) outAlias(c *netpoll.Conn, c5 *conn5, topic []byte) (alias uint16, known bool) {
+	if c5.aliasMax == 0 || len(topic) < 4 || topic[0] == 'u' && topic[1] == '/' {
+		return 0, false
+	}
+	t := ls.aliasOut[c.Slot()]
+	if t == nil {
+		return 1, false
+	}
+	free := 0
+	for i, a := range t.topics[:c5.aliasMax] {
+		if bytes.Equal(a, topic) {
+			return uint16(i + 1), true
+		}
+		if len(a) == 0 && free == 0 {
+			free = i + 1
+		}
+	}
+	if free != 0 {
+		return uint16(free), false
+	}
+	return uint16(t.next%c5.aliasMax) + 1, false
+}
+
+// setOutAlias records that alias now names topic for c (just sent with
+// both).
+func (ls *loopState) setOutAlias(c *netpoll.Conn, c5 *conn5, alias uint16, topic []byte) {
+	t := ls.aliasOut[c.Slot()]
+	if t == nil {
+		if ls.aliasOut == nil {
+			ls.aliasOut = make(map[uint32]*aliasesOut5)
+		}
+		t = new(aliasesOut5)
+		ls.aliasOut[c.Slot()] = t
+	}
+	t.topics[alias-1] = append(t.topics[alias-1][:0], topic...)
+	t.next = uint8(alias) % c5.aliasMax
+}
 
 // aliases5 is a connection's inbound topic alias table (3.3.2.3.4),
 // indexed by alias - 1; in loopState.alias5 only once the client uses one.
@@ -80,6 +146,14 @@ func (ls *loopState) resolveAlias(c *netpoll.Conn, p *mqtt.Packet) byte {
 }
 
 func (ls *loopState) conn5(c *netpoll.Conn) *conn5 { return ls.v5[c.Slot()] }
+
+// conn5If is c's conn5 if c speaks MQTT 5.0, else nil (no map look-up).
+func (ls *loopState) conn5If(c *netpoll.Conn) *conn5 {
+	if ls.sess.get(c.Slot()).flags&sV5 == 0 {
+		return nil
+	}
+	return ls.v5[c.Slot()]
+}
 
 // decodePacket decodes a packet of a connection that has not sent CONNECT
 // yet, or of a v5 one: 3.1.1 first, a level-5 CONNECT with Decode5.
@@ -174,7 +248,8 @@ func (s *Server) connect5(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.P
 	if ls.v5 == nil {
 		ls.v5 = make(map[uint32]*conn5)
 	}
-	c5 := &conn5{recvMax: 65535, maxPacket: p.Props.MaximumPacketSize, expiry: p.Props.SessionExpiry}
+	c5 := &conn5{recvMax: 65535, maxPacket: p.Props.MaximumPacketSize, expiry: p.Props.SessionExpiry,
+		aliasMax: uint8(min(p.Props.TopicAliasMaximum, aliasOutMax5))}
 	if p.Props.HasProp(mqtt.PropReceiveMaximum) {
 		c5.recvMax = p.Props.ReceiveMaximum
 	}
@@ -184,16 +259,68 @@ func (s *Server) connect5(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.P
 
 // sessionFlags5 maps v5 Clean Start and Session Expiry Interval onto the
 // 3.1.1 session model: fresh drops what the record holds, persistent
-// keeps the subscriptions and generic messages past the connection.
-// A finite expiry interval is kept as a persistent session with no
-// deadline (the profile's inbox outlives any session anyway).
+// keeps the subscriptions and generic messages past the connection. A
+// finite interval is counted from the disconnect (client.expiry): then
+// the sweep ends the session (sweepSession), or the next CONNECT finds it
+// ended (sessionEnded). The profile's inbox outlives any session.
 func sessionFlags5(c5 *conn5, cleanStart bool) (fresh, persistent bool) {
 	return cleanStart, c5.expiry > 0
 }
 
-// connack5 appends the v5 CONNACK for an accepted connection.
-func (s *Server) connack5(ls *loopState, present bool, assigned []byte, c5 *conn5) []byte {
+// expiryInterval5 is a Session Expiry Interval as client.expiry keeps it
+// while connected: 0xFFFFFFFF (3.1.2.11.2: never ends) is 0.
+func expiryInterval5(v uint32) uint32 {
+	if v == math.MaxUint32 {
+		return 0
+	}
+	return v
+}
+
+// expiryDeadline5 is the unix second a session that went offline at now
+// with the interval ends (never 0; past the uint32 range it never ends).
+func expiryDeadline5(now int64, interval uint32) uint32 {
+	return uint32(min(max(now+int64(interval), 1), math.MaxUint32))
+}
+
+// sessionEnded reports whether cl (locked) is an offline persistent
+// session whose Session Expiry Interval has passed at now.
+func (s *Server) sessionEnded(cl *client, now int64) bool {
+	return cl.handle == 0 && cl.persistent && cl.expiry != 0 && now >= int64(cl.expiry)
+}
+
+// sweepSession ends cl's offline session if its expiry has passed
+// (3.1.2.11.2: the server discards it), as a Clean Start would: its
+// subscriptions, queued generic messages and QoS 2 state go, the
+// profile's inbox stays. It reports whether it ended; cl is locked.
+func (s *Server) sweepSession(cl *client, now int64) bool {
+	if !s.sessionEnded(cl, now) {
+		return false
+	}
+	s.dropSession(cl)
+	cl.persistent = false
+	cl.expiry = 0
+	s.held.Add(-sessionOverhead)
+	s.logSession(cl)
+	s.stats.sessions5.Add(1)
+	return true
+}
+
+// keepAlive5 is the keepalive a v5 client with keepalive ka is held to:
+// Config.MaxKeepAlive if ka is longer or 0 (none), else ka.
+func (s *Server) keepAlive5(ka uint16) uint16 {
+	if m := uint16(s.cfg.MaxKeepAlive / time.Second); m != 0 && (ka == 0 || ka > m) {
+		return m
+	}
+	return ka
+}
+
+// connack5 appends the v5 CONNACK for an accepted connection; with
+// serverKA it carries the Server Keep Alive ka (3.2.2.3.14).
+func (s *Server) connack5(ls *loopState, present bool, assigned []byte, c5 *conn5, serverKA bool, ka uint16) []byte {
 	props := ls.props[:0]
+	if serverKA {
+		props = mqtt.AppendU16Prop(props, mqtt.PropServerKeepAlive, ka)
+	}
 	props = mqtt.AppendU16Prop(props, mqtt.PropReceiveMaximum, receiveMax5)
 	props = mqtt.AppendU32Prop(props, mqtt.PropMaximumPacketSize, uint32(s.cfg.MaxPacketSize))
 	props = mqtt.AppendU16Prop(props, mqtt.PropTopicAliasMaximum, aliasMax5)
@@ -224,15 +351,16 @@ func (s *Server) handle5(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 				return ReasonProtocol, true // 3.14.2.2.2
 			}
 			c5.expiry = p.Props.SessionExpiry
-			if c5.expiry == 0 {
-				cl.mu.Lock()
-				if ownedLocked(c, ss, cl) && cl.persistent {
+			cl.mu.Lock()
+			if ownedLocked(c, ss, cl) && cl.persistent {
+				if c5.expiry == 0 {
 					cl.persistent = false
 					s.held.Add(-sessionOverhead)
-					s.logSession(cl)
 				}
-				cl.mu.Unlock()
+				cl.expiry = expiryInterval5(c5.expiry) // counted from the close
+				s.logSession(cl)
 			}
+			cl.mu.Unlock()
 		}
 		if p.ReasonCode == mqtt.RCDisconnectWithWill {
 			c5.sendWill = true
@@ -249,16 +377,23 @@ func (s *Server) handle5(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		if p.Props.HasProp(mqtt.PropSubscriptionID) {
 			return ReasonProtocol, true // 3.3.4: client to server, never
 		}
-		if p.QoS == 2 {
-			cl.mu.Lock()
-			n := 0
-			if x := cl.xp(); x != nil {
-				n = len(x.qos2in)
-			}
-			cl.mu.Unlock()
-			if n >= receiveMax5 {
-				s.disconnect5(c, ls, ss, 0, mqtt.RCReceiveMaximumExceeded)
-				return ReasonProtocol, true
+		// Receive Maximum (3.3.4): the QoS 1 and 2 PUBLISHes the server
+		// has not acknowledged yet, this one included, within receiveMax5.
+		// Without held PUBACKs a QoS 1 one adds nothing that outlives it
+		// (its PUBACK goes out before the next packet is read), so the
+		// session's lock is taken only for QoS 2 or while PUBACKs wait.
+		if p.QoS > 0 {
+			if held := int(ls.conn5(c).heldAcks); p.QoS == 2 || held > 0 {
+				cl.mu.Lock()
+				n := held
+				if x := cl.xp(); x != nil {
+					n += len(x.qos2in)
+				}
+				cl.mu.Unlock()
+				if n >= receiveMax5 {
+					s.disconnect5(c, ls, ss, 0, mqtt.RCReceiveMaximumExceeded)
+					return ReasonProtocol, true
+				}
 			}
 		}
 	}
@@ -296,9 +431,9 @@ func subCode5(code byte, over bool) byte {
 }
 
 // writePublish5 writes the stored 3.1.1 PUBLISH b to a v5 connection in
-// the v5 form (an empty property block after the packet id), unless it is
-// over the client's Maximum Packet Size: then it is not sent (3.1.2.25)
-// and dropped reports true.
+// the v5 form (a property block after the packet id, empty but for a
+// Topic Alias), unless it is over the client's Maximum Packet Size: then
+// it is not sent (3.1.2.25) and dropped reports true.
 func (s *Server) writePublish5(c *netpoll.Conn, c5 *conn5, b []byte, pidOff uint32) (dropped bool, err error) {
 	i := 1
 	for b[i]&0x80 != 0 {
@@ -307,24 +442,63 @@ func (s *Server) writePublish5(c *netpoll.Conn, c5 *conn5, b []byte, pidOff uint
 	i++
 	n := int(b[i])<<8 | int(b[i+1])
 	head := i + 2 + n // after the topic
+	var pid []byte
 	if pidOff != 0 {
+		pid = b[head : head+2]
 		head += 2
 	}
-	rl := len(b) - i + 1 // the 3.1.1 remaining length plus the property length byte
+	return s.send5(c, c5, b[0], b[i+2:i+2+n], pid, nil, b[head:])
+}
+
+// send5 writes a v5 PUBLISH from its parts: first byte, topic, packet id
+// (2 bytes, or none for QoS 0), properties (a stored Message Expiry is the
+// deadline: sent as the seconds left) and payload; with a Topic Alias
+// where outAlias finds one. Over the client's Maximum Packet Size it is
+// not sent (dropped). The header goes out of ls.pub5, the payload as it is.
+func (s *Server) send5(c *netpoll.Conn, c5 *conn5, first byte, topic, pid, props, payload []byte) (dropped bool, err error) {
 	ls := s.loops[c.LoopID()]
-	out := append(ls.pub5[:0], b[0])
-	out = mqtt.AppendVBI(out, rl)
-	if c5.maxPacket != 0 && uint32(len(out)+rl) > c5.maxPacket {
-		ls.pub5 = out[:0]
+	alias, known := ls.outAlias(c, c5, topic)
+	out := append(ls.pub5[:0], first)
+	t := topic
+	if known {
+		t = nil
+	}
+	pl := len(props)
+	if alias != 0 {
+		pl += 3
+	}
+	var vbi [4]byte
+	out = mqtt.AppendVBI(out, 2+len(t)+len(pid)+len(mqtt.AppendVBI(vbi[:0], pl))+pl+len(payload))
+	out = append(out, byte(len(t)>>8), byte(len(t)))
+	out = append(append(out, t...), pid...)
+	out = mqtt.AppendVBI(out, pl)
+	if alias != 0 {
+		out = mqtt.AppendU16Prop(out, mqtt.PropTopicAlias, alias)
+	}
+	propsAt := len(out)
+	out = append(out, props...)
+	ls.pub5 = out[:0]
+	if c5.maxPacket != 0 && uint32(len(out)+len(payload)) > c5.maxPacket {
 		return true, nil
 	}
-	out = append(out, b[i:head]...)
-	out = append(out, 0) // no properties
-	ls.pub5 = out[:0]
+	it := mqtt.Props(out[propsAt:])
+	now := uint32(s.cfg.Now().Unix())
+	for id, v, ok := it.Next(); ok; id, v, ok = it.Next() {
+		if id == mqtt.PropMessageExpiry {
+			at := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3])
+			left := at - now // expired() ran just before: at > now
+			v[0], v[1], v[2], v[3] = byte(left>>24), byte(left>>16), byte(left>>8), byte(left)
+		}
+	}
+	if known {
+		s.stats.aliasOut.Add(1)
+	} else if alias != 0 {
+		ls.setOutAlias(c, c5, alias, topic)
+	}
 	if err := c.Write(out); err != nil {
 		return false, err
 	}
-	return false, c.Write(b[head:])
+	return false, c.Write(payload)
 }
 
 // connackCode5 is the CONNACK reason code for a v5 CONNECT the codec
@@ -406,14 +580,21 @@ func storedLayout(b []byte, pidOff uint32) (hdr, propsAt, lenLen int, props []by
 // it is then dropped instead of sent (3.3.2.3.3).
 func (s *Server) expired(e *entry) bool {
 	_, _, _, props := storedLayout(*e.buf, e.pidOff)
+	if propsExpired(props, s.cfg.Now().Unix()) {
+		s.stats.expired5.Add(1)
+		return true
+	}
+	return false
+}
+
+// propsExpired reports whether stored properties (forwardProps's form)
+// have a Message Expiry deadline at or before now.
+func propsExpired(props []byte, now int64) bool {
 	it := mqtt.Props(props)
 	for id, v, ok := it.Next(); ok; id, v, ok = it.Next() {
 		if id == mqtt.PropMessageExpiry {
 			at := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3])
-			if int64(at) <= s.cfg.Now().Unix() {
-				s.stats.expired5.Add(1)
-				return true
-			}
+			return int64(at) <= now
 		}
 	}
 	return false
@@ -437,24 +618,12 @@ func (s *Server) writeStored(c *netpoll.Conn, c5 *conn5, b []byte, pidOff uint32
 		}
 		return false, c.Write(b[payloadAt:])
 	}
-	if c5.maxPacket != 0 && uint32(len(b)) > c5.maxPacket {
-		return true, nil
+	n := int(b[hdr])<<8 | int(b[hdr+1])
+	var pid []byte
+	if pidOff != 0 {
+		pid = b[propsAt-2 : propsAt]
 	}
-	out := append(ls.pub5[:0], b[:payloadAt]...)
-	it := mqtt.Props(out[propsAt+lenLen:])
-	now := uint32(s.cfg.Now().Unix())
-	for id, v, ok := it.Next(); ok; id, v, ok = it.Next() {
-		if id == mqtt.PropMessageExpiry {
-			at := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3])
-			left := at - now // expired() ran just before: at > now
-			v[0], v[1], v[2], v[3] = byte(left>>24), byte(left>>16), byte(left>>8), byte(left)
-		}
-	}
-	ls.pub5 = out[:0]
-	if err := c.Write(out); err != nil {
-		return false, err
-	}
-	return false, c.Write(b[payloadAt:])
+	return s.send5(c, c5, b[0], b[hdr+2:hdr+2+n], pid, props, b[payloadAt:])
 }
 
 // sendWill publishes cl's will w after its connection (epoch) closed: at

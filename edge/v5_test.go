@@ -463,6 +463,22 @@ func TestV5ServerDisconnects(t *testing.T) {
 	k.expectDisconnect(mqtt.RCKeepAliveTimeout)
 }
 
+// forwardedProps5 is a PUBLISH property block with each property that
+// travels to subscribers: payload format 1, the Message Expiry, content
+// type text/plain, the response topic, the correlation data and the user
+// properties kv (key, value, key, value...).
+func forwardedProps5(expiry uint32, response string, corr []byte, kv ...string) []byte {
+	b := mqtt.AppendByteProp(nil, mqtt.PropPayloadFormat, 1)
+	b = mqtt.AppendU32Prop(b, mqtt.PropMessageExpiry, expiry)
+	b = mqtt.AppendStringProp(b, mqtt.PropContentType, "text/plain")
+	b = mqtt.AppendStringProp(b, mqtt.PropResponseTopic, response)
+	b = mqtt.AppendStringProp(b, mqtt.PropCorrelationData, corr)
+	for i := 0; i+1 < len(kv); i += 2 {
+		b = mqtt.AppendUserProp(b, kv[i], kv[i+1])
+	}
+	return b
+}
+
 // TestV5PropertiesPassThrough: a v5 PUBLISH's properties reach v5
 // subscribers (generic and profile), the Message Expiry as what remains;
 // a 3.1.1 subscriber gets the plain message; an expired message is
@@ -477,15 +493,7 @@ func TestV5PropertiesPassThrough(t *testing.T) {
 	old := dial(t, s)
 	old.connect("old", false)
 	old.subscribe("pp/#", 1)
-	props := bytes.Join([][]byte{
-		mqtt.AppendByteProp(nil, mqtt.PropPayloadFormat, 1),
-		mqtt.AppendU32Prop(nil, mqtt.PropMessageExpiry, 60),
-		mqtt.AppendStringProp(nil, mqtt.PropContentType, "text/plain"),
-		mqtt.AppendStringProp(nil, mqtt.PropResponseTopic, "pp/reply"),
-		mqtt.AppendStringProp(nil, mqtt.PropCorrelationData, []byte{7, 8}),
-		mqtt.AppendUserProp(nil, "k", "v1"),
-		mqtt.AppendUserProp(nil, "k", "v2"),
-	}, nil)
+	props := forwardedProps5(60, "pp/reply", []byte{7, 8}, "k", "v1", "k", "v2")
 	pub := dial5(t, s)
 	pub.login("pub")
 	pub.publish("pp/a", "body", 1, props)
@@ -723,7 +731,16 @@ func TestV5SharedSubscriptions(t *testing.T) {
 		t.Fatalf("UNSUBACK %#x", u.Codes[0])
 	}
 	members[1].conn.Close()
-	waitFor(t, "w2 offline", func() bool { return s.Connections() == 4 })
+	// Offline for the group once its record says so (OnClose counts the
+	// connection gone a little before it clears the owner).
+	waitFor(t, "w2 offline", func() bool {
+		cl := s.reg.lock([]byte("w2"), false)
+		if cl == nil {
+			return true
+		}
+		defer cl.mu.Unlock()
+		return cl.owner.Load() == 0
+	})
 	for i := range 4 {
 		pub.publish("jobs/y", string(rune('a'+i)), 0, nil)
 	}
@@ -840,6 +857,10 @@ func TestV5Handoff(t *testing.T) {
 	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 3600)
 	v5.connect(mqtt.Connect{ClientID: []byte("new"), CleanSession: true}, expiry)
 	v5.subscribe("h/#", 1)
+	// al takes topic aliases from the server (Topic Alias Maximum 2).
+	al := dial5(t, s1)
+	al.connect(mqtt.Connect{ClientID: []byte("al"), CleanSession: true}, mqtt.AppendU16Prop(nil, mqtt.PropTopicAliasMaximum, 2))
+	al.subscribe("h/#", 0)
 	pub := dial5(t, s1)
 	pub.login("pub")
 	alias := func(a uint16) []byte { return mqtt.AppendU16Prop(nil, mqtt.PropTopicAlias, a) }
@@ -847,12 +868,15 @@ func TestV5Handoff(t *testing.T) {
 	if p := v5.expect(mqtt.TypePublish); p.Topic != "h/aliased" || p.Payload != "before" {
 		t.Fatalf("%+v", p)
 	}
+	if p := al.expect(mqtt.TypePublish); p.Topic != "h/aliased" || p.Props.TopicAlias != 1 {
+		t.Fatalf("al before the handoff: %+v", p)
+	}
 	h, err := s1.Freeze()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(h.Conns) != 3 {
-		t.Fatalf("exported %d connections, want 3 (3.1.1 and MQTT 5.0 alike)", len(h.Conns))
+	if len(h.Conns) != 4 {
+		t.Fatalf("exported %d connections, want 4 (3.1.1 and MQTT 5.0 alike)", len(h.Conns))
 	}
 	h2 := dupHandoff(t, h)
 	s2 := startServer(t, func(c *Config) { c.DataDir, c.Handoff, c.AdminAddr = dir, h2, "" })
@@ -870,10 +894,21 @@ func TestV5Handoff(t *testing.T) {
 	} else {
 		v5.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
 	}
+	// Toward al the new process starts with no aliases: it sets alias 1
+	// again with the topic (al's Topic Alias Maximum came along), then
+	// sends it alone.
+	if p := al.expect(mqtt.TypePublish); p.Topic != "h/aliased" || p.Props.TopicAlias != 1 || p.Payload != "after" {
+		t.Fatalf("al after the handoff: %+v", p)
+	}
+	pub.publish("h/aliased", "again", 0, nil)
+	if p := al.expect(mqtt.TypePublish); p.Topic != "" || p.Props.TopicAlias != 1 || p.Payload != "again" {
+		t.Fatalf("al after the handoff, second: %+v", p)
+	}
+	v5.expect(mqtt.TypePublish)
 	pub.publish("", "x", 0, alias(4)) // never set: still a protocol error on the new server
 	pub.expectDisconnect(mqtt.RCProtocolError)
-	if n := s2.Connections(); n != 2 {
-		t.Fatalf("new server holds %d connections, want 2", n)
+	if n := s2.Connections(); n != 3 {
+		t.Fatalf("new server holds %d connections, want 3", n)
 	}
 }
 
@@ -908,5 +943,370 @@ func TestV5DrainDisconnect(t *testing.T) {
 	again := dial5(t, s2)
 	if p := again.connect(mqtt.Connect{ClientID: []byte("new")}, expiry); !p.Present {
 		t.Fatal("the v5 session did not survive the drain")
+	}
+}
+
+// TestV5ReceiveMaximum: the server's Receive Maximum (CONNACK) bounds the
+// QoS 1 and 2 PUBLISHes a client has sent and the server not yet
+// acknowledged: one past it is DISCONNECT 0x93 (3.3.4). QoS 2 ones are
+// unacknowledged until PUBREL; QoS 1 ones while their PUBACK waits for the
+// store's fsync, so a durable server and one write of more than
+// receiveMax5 PUBLISHes (read in one pass, before any fsync).
+func TestV5ReceiveMaximum(t *testing.T) {
+	t.Run("qos1", func(t *testing.T) {
+		s := startDurable(t, t.TempDir(), func(c *Config) { c.PublishRate = -1 })
+		c := dial5(t, s)
+		if p := c.connect(mqtt.Connect{ClientID: []byte("burst"), CleanSession: true}, nil); p.Code != 0 || p.RecvMax != receiveMax5 {
+			t.Fatalf("CONNACK %+v", p)
+		}
+		var b []byte
+		for i := range receiveMax5 + 1 {
+			b = mqtt.AppendPublish5(b, "rm/x", []byte{byte(i)}, 1, false, false, uint16(i+1), nil)
+		}
+		c.send(b)
+		acks := 0
+		for {
+			p := c.read()
+			if p.Type == mqtt.TypePuback {
+				acks++
+				continue
+			}
+			if p.Type != mqtt.TypeDisconnect || p.Code != mqtt.RCReceiveMaximumExceeded {
+				t.Fatalf("got %v %#x after %d PUBACKs, want DISCONNECT 0x93", p.Type, p.Code, acks)
+			}
+			break
+		}
+		c.expectClosed()
+		if acks > receiveMax5 {
+			t.Fatalf("%d PUBACKs, past Receive Maximum %d", acks, receiveMax5)
+		}
+		// Within the maximum, with PUBACKs awaited: fine.
+		ok := dial5(t, s)
+		ok.login("steady")
+		for range 3 {
+			b = b[:0]
+			for i := range receiveMax5 {
+				b = mqtt.AppendPublish5(b, "rm/y", nil, 1, false, false, uint16(i+1), nil)
+			}
+			ok.send(b)
+			for range receiveMax5 {
+				ok.expect(mqtt.TypePuback)
+			}
+		}
+		ok.ping()
+	})
+	t.Run("qos2", func(t *testing.T) {
+		s := startServer(t, func(c *Config) { c.PublishRate = -1 })
+		c := dial5(t, s)
+		c.login("q2")
+		var b []byte
+		for i := range receiveMax5 {
+			b = mqtt.AppendPublish5(b, "rm/z", nil, 2, false, false, uint16(i+1), nil)
+		}
+		c.send(b)
+		for range receiveMax5 {
+			c.expect(mqtt.TypePubrec)
+		}
+		// One PUBREL frees one place: the next PUBLISH fits, the one after not.
+		c.send(mqtt.AppendAck5(nil, mqtt.TypePubrel, 1, 0, nil))
+		c.expect(mqtt.TypePubcomp)
+		c.send(mqtt.AppendPublish5(nil, "rm/z", nil, 2, false, false, 1, nil))
+		c.expect(mqtt.TypePubrec)
+		c.send(mqtt.AppendPublish5(nil, "rm/z", nil, 2, false, false, receiveMax5+1, nil))
+		c.expectDisconnect(mqtt.RCReceiveMaximumExceeded)
+	})
+}
+
+// TestV5SessionExpiryCountdown: a persistent v5 session is discarded its
+// Session Expiry Interval after the disconnect (3.1.2.11.2): resumed
+// within it, gone after it, both for a reconnect and for the sweep, which
+// ends it without one; a DISCONNECT may change the interval; the profile's
+// inbox outlives the session (PROTOCOL.md). The clock is the server's
+// Config.Now; the sweeper runs on its real one-second tick.
+func TestV5SessionExpiryCountdown(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().Unix())
+	s := startServer(t, func(c *Config) { c.Now = func() time.Time { return time.Unix(now.Load(), 0) } })
+	expiry := func(n uint32) []byte { return mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, n) }
+	others := int64(1) // pub, then alice too
+	leave := func(c *client5, props []byte) {
+		t.Helper()
+		c.send(mqtt.AppendDisconnect5(nil, 0, props))
+		c.expectClosed()
+		waitFor(t, "offline", func() bool { return s.Connections() == others })
+	}
+	pub := dial5(t, s)
+	pub.login("pub")
+	publish := func(topic string) {
+		t.Helper()
+		pub.publish(topic, topic, 1, nil)
+		pub.expect(mqtt.TypePuback)
+	}
+
+	dev := dial5(t, s)
+	if p := dev.connect(mqtt.Connect{ClientID: []byte("dev"), CleanSession: true}, expiry(5)); p.Code != 0 || p.Props.SessionExpiry != 5 {
+		t.Fatalf("CONNACK %+v", p)
+	}
+	dev.subscribe("se/#", 1)
+	leave(dev, nil)
+	publish("se/1")
+	now.Add(4) // within the interval: resumed, with what waited
+	dev = dial5(t, s)
+	if p := dev.connect(mqtt.Connect{ClientID: []byte("dev")}, expiry(5)); !p.Present {
+		t.Fatal("session not present 4 s into a 5 s expiry")
+	}
+	if m := dev.expect(mqtt.TypePublish); m.Topic != "se/1" {
+		t.Fatalf("%+v", m)
+	}
+	dev.send(mqtt.AppendAck5(nil, mqtt.TypePuback, 1, 0, nil))
+	leave(dev, nil) // the interval runs again from here
+
+	now.Add(6) // past it: the sweep ends the session with no reconnect
+	waitFor(t, "the sweep to end dev's session", func() bool { return s.stats.sessions5.Load() == 1 })
+	publish("se/2") // no session: not queued for dev
+	a := dial5(t, s)
+	a.login("alice")
+	others++
+	a.publish("u/dev/x1", "kept", 1, nil) // the profile's inbox outlives the session
+	if p := a.expect(mqtt.TypePuback); p.Code != 0 {
+		t.Fatalf("PUBACK %#x", p.Code)
+	}
+	dev = dial5(t, s)
+	if p := dev.connect(mqtt.Connect{ClientID: []byte("dev")}, expiry(5)); p.Present {
+		t.Fatal("session present after its expiry")
+	}
+	if m := dev.expect(mqtt.TypePublish); m.Topic != "u/dev/m/alice/x1" {
+		t.Fatalf("got %+v, want the inbox message only", m)
+	}
+	dev.send(mqtt.AppendAck5(nil, mqtt.TypePuback, 1, 0, nil))
+	if m, err := dev.tryRead(300 * time.Millisecond); err == nil && m.Type == mqtt.TypePublish {
+		t.Fatalf("an ended session delivered %+v", m)
+	}
+
+	// A DISCONNECT shortens the interval; a reconnect after it, before
+	// any sweep, finds no session: the deadline is checked at CONNECT.
+	dev.subscribe("se/#", 1)
+	leave(dev, expiry(2))
+	s.sweepMu.Lock() // no sweep meanwhile
+	now.Add(3)
+	dev = dial5(t, s)
+	p := dev.connect(mqtt.Connect{ClientID: []byte("dev")}, expiry(3600))
+	s.sweepMu.Unlock()
+	if p.Present {
+		t.Fatal("session present 3 s after a DISCONNECT set a 2 s expiry")
+	}
+	// Expiry 0xFFFFFFFF never ends.
+	dev.subscribe("se/#", 1)
+	leave(dev, expiry(0xFFFFFFFF))
+	now.Add(10 * 365 * 24 * 3600)
+	dev = dial5(t, s)
+	if p := dev.connect(mqtt.Connect{ClientID: []byte("dev")}, expiry(0xFFFFFFFF)); !p.Present {
+		t.Fatal("a never-expiring session ended")
+	}
+}
+
+// TestV5SessionExpiryRestart: the deadline of an offline session survives
+// a restart; a session connected at the stop gets its interval again from
+// the restart.
+func TestV5SessionExpiryRestart(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().Unix())
+	dir := t.TempDir()
+	clock := func(c *Config) { c.Now = func() time.Time { return time.Unix(now.Load(), 0) } }
+	expiry := mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 100)
+	s := startDurable(t, dir, clock)
+	c := dial5(t, s)
+	c.connect(mqtt.Connect{ClientID: []byte("off"), CleanSession: true}, expiry)
+	c.subscribe("x/#", 1)
+	c.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	c.expectClosed()
+	on := dial5(t, s)
+	on.connect(mqtt.Connect{ClientID: []byte("on"), CleanSession: true}, expiry)
+	on.subscribe("x/#", 1)
+	waitFor(t, "off offline", func() bool { return s.Connections() == 1 })
+	now.Add(60)
+	s.Close()
+
+	// off: 40 s left; on: 100 s from this restart.
+	now.Add(50)
+	s = startDurable(t, dir, clock)
+	for _, tt := range []struct {
+		id      string
+		present bool
+	}{{"off", false}, {"on", true}} {
+		c := dial5(t, s)
+		if p := c.connect(mqtt.Connect{ClientID: []byte(tt.id)}, expiry); p.Present != tt.present {
+			t.Fatalf("%s: session present %v after the restart, want %v", tt.id, p.Present, tt.present)
+		}
+		c.send(mqtt.AppendDisconnect5(nil, 0, nil))
+		c.expectClosed()
+	}
+}
+
+// TestV5ServerKeepAlive: with Config.MaxKeepAlive, a v5 client asking for
+// a longer keepalive, or none, gets Server Keep Alive in CONNACK and is
+// closed (DISCONNECT 0x8D) after 1.5 x that when silent; one within the
+// bound gets no Server Keep Alive; a 3.1.1 client keeps its own.
+func TestV5ServerKeepAlive(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxKeepAlive = time.Second })
+	for _, ka := range []uint16{0, 600} {
+		c := dial5(t, s)
+		cp := mqtt.Connect{ClientID: []byte("ka"), CleanSession: true, KeepAlive: ka}
+		c.send(mqtt.AppendConnect5(nil, &cp, nil)) // connect() would turn 0 into 60
+		p := c.expect(mqtt.TypeConnack)
+		if p.Code != 0 || !p.Props.HasProp(mqtt.PropServerKeepAlive) || p.Props.ServerKeepAlive != 1 {
+			t.Fatalf("keepalive %d: CONNACK %+v, want Server Keep Alive 1", ka, p)
+		}
+		c.expectDisconnect(mqtt.RCKeepAliveTimeout) // within expectDisconnect's 10 s: 1.5 x 1 s, not x 600
+	}
+	c := dial5(t, s)
+	if p := c.connect(mqtt.Connect{ClientID: []byte("ok"), CleanSession: true, KeepAlive: 1}, nil); p.Props.HasProp(mqtt.PropServerKeepAlive) {
+		t.Fatalf("CONNACK %+v: Server Keep Alive within the bound", p)
+	}
+	// A 3.1.1 client with keepalive 60 is not closed after 1.5 s.
+	r := dial(t, s)
+	r.connectWith(mqtt.Connect{ClientID: []byte("old"), CleanSession: true, KeepAlive: 60})
+	r.expectSilence(2 * time.Second)
+	r.send(mqtt.AppendPingreq(nil))
+	r.expect(mqtt.TypePingresp)
+}
+
+// TestV5TopicAliasOut: toward a client whose CONNECT has a Topic Alias
+// Maximum, the server sets an alias with the topic, then sends the alias
+// alone, re-points the oldest when all are in use, and never aliases the
+// inbox's topics (unique per message); with its properties (the stored v5
+// form) too.
+func TestV5TopicAliasOut(t *testing.T) {
+	s := startServer(t, nil)
+	sub := dial5(t, s)
+	if p := sub.connect(mqtt.Connect{ClientID: []byte("sub"), CleanSession: true},
+		mqtt.AppendU16Prop(nil, mqtt.PropTopicAliasMaximum, 2)); p.Code != 0 {
+		t.Fatal(p.Code)
+	}
+	sub.subscribe("ao/#", 1)
+	plain := dial5(t, s) // no Topic Alias Maximum: full topics, no aliases
+	plain.login("plain")
+	plain.subscribe("ao/#", 0)
+	pub := dial5(t, s)
+	pub.login("pub")
+	steps := []struct {
+		topic string
+		alias uint16
+		sent  string // the topic on the wire: "" when the alias stands alone
+	}{
+		{"ao/first", 1, "ao/first"},
+		{"ao/first", 1, ""},
+		{"ao/second", 2, "ao/second"},
+		{"ao/first", 1, ""},
+		{"ao/third", 1, "ao/third"}, // both in use: alias 1 re-pointed
+		{"ao/first", 2, "ao/first"}, // then 2
+		{"ao/third", 1, ""},
+		{"ao/first", 2, ""},
+	}
+	user := mqtt.AppendUserProp(nil, "k", "v")
+	for i, st := range steps {
+		var props []byte
+		if i%2 == 1 {
+			props = user // the stored v5 form (writeStored), not only writePublish5
+		}
+		pub.publish(st.topic, st.topic, 1, props)
+		pub.expect(mqtt.TypePuback)
+		p := sub.expect(mqtt.TypePublish)
+		if p.Topic != st.sent || p.Props.TopicAlias != st.alias || p.Payload != st.topic {
+			t.Fatalf("step %d (%s): topic %q alias %d payload %q, want topic %q alias %d", i, st.topic, p.Topic, p.Props.TopicAlias, p.Payload, st.sent, st.alias)
+		}
+		if props != nil && string(p.Props.Raw) != string(append(mqtt.AppendU16Prop(nil, mqtt.PropTopicAlias, st.alias), user...)) {
+			t.Fatalf("step %d: properties % x", i, p.Props.Raw)
+		}
+		sub.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
+		if q := plain.expect(mqtt.TypePublish); q.Topic != st.topic || q.Props.TopicAlias != 0 {
+			t.Fatalf("step %d: the client without aliases got %q alias %d", i, q.Topic, q.Props.TopicAlias)
+		}
+	}
+	a := dial5(t, s)
+	a.login("alice")
+	for _, mid := range []string{"m1", "m2"} {
+		id := a.publish("u/sub/"+mid, "x", 1, nil)
+		for { // the PUBACK, after the receipt of the one before, if that came first
+			if p := a.read(); p.Type == mqtt.TypePuback && p.ID == id {
+				break
+			} else if p.Type != mqtt.TypePublish {
+				t.Fatalf("alice got %+v", p)
+			}
+		}
+		p := sub.expect(mqtt.TypePublish)
+		if p.Topic != "u/sub/m/alice/"+mid || p.Props.TopicAlias != 0 {
+			t.Fatalf("inbox delivery: topic %q alias %d", p.Topic, p.Props.TopicAlias)
+		}
+		sub.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
+	}
+	// A new connection starts with no aliases: the topic comes again.
+	sub.send(mqtt.AppendDisconnect5(nil, 0, nil))
+	sub.expectClosed()
+	sub = dial5(t, s)
+	sub.connect(mqtt.Connect{ClientID: []byte("sub2"), CleanSession: true}, mqtt.AppendU16Prop(nil, mqtt.PropTopicAliasMaximum, 2))
+	sub.subscribe("ao/#", 0)
+	pub.publish("ao/first", "again", 0, nil)
+	if p := sub.expect(mqtt.TypePublish); p.Topic != "ao/first" || p.Props.TopicAlias != 1 {
+		t.Fatalf("new connection: topic %q alias %d", p.Topic, p.Props.TopicAlias)
+	}
+}
+
+// TestV5RetainedProperties: a retained v5 PUBLISH keeps its properties for
+// later subscribers (payload format, content type, response topic,
+// correlation data, user properties), with the subscriber's subscription
+// identifier and the Message Expiry counting down; once expired it is no
+// longer sent (3.3.2.3.3); it survives a restart with them; a 3.1.1
+// subscriber gets it plain.
+func TestV5RetainedProperties(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().Unix())
+	dir := t.TempDir()
+	clock := func(c *Config) { c.Now = func() time.Time { return time.Unix(now.Load(), 0) } }
+	s := startDurable(t, dir, clock)
+	props := forwardedProps5(100, "rt/reply", []byte{1, 2}, "unit", "C", "unit", "F")
+	pub := dial5(t, s)
+	pub.login("pub")
+	pub.send(mqtt.AppendPublish5(nil, "rt/temp", []byte("21.5"), 1, true, false, 1, props))
+	pub.expect(mqtt.TypePuback)
+	check := func(s *Server, who string, left uint32) {
+		t.Helper()
+		c := dial5(t, s)
+		c.login(who)
+		c.send(mqtt.AppendSubscribe5(nil, 1, mqtt.AppendVBIProp(nil, mqtt.PropSubscriptionID, 5), mqtt.Subscription5{Filter: "rt/#", QoS: 1}))
+		c.expect(mqtt.TypeSuback)
+		p := c.expect(mqtt.TypePublish)
+		pr := p.Props
+		var kv []string
+		for k, v := range mqtt.UserProps(p.Raw) {
+			kv = append(kv, string(k)+"="+string(v))
+		}
+		if p.Topic != "rt/temp" || p.Payload != "21.5" || !p.Retain || pr.PayloadFormat != 1 || pr.MessageExpiry != left ||
+			string(pr.ContentType) != "text/plain" || string(pr.ResponseTopic) != "rt/reply" ||
+			!bytes.Equal(pr.CorrelationData, []byte{1, 2}) || strings.Join(kv, ",") != "unit=C,unit=F" || pr.SubscriptionID != 5 {
+			t.Fatalf("%s: retained delivery %+v, user properties %q (want expiry %d)", who, p, kv, left)
+		}
+		c.send(mqtt.AppendAck5(nil, mqtt.TypePuback, p.ID, 0, nil))
+	}
+	now.Add(30)
+	check(s, "later", 70)
+	old := dial(t, s)
+	old.connect("old", false)
+	old.send(mqtt.AppendSubscribe(nil, 1, mqtt.Subscription{Filter: "rt/#", QoS: 1}))
+	old.expect(mqtt.TypeSuback)
+	if p := old.expect(mqtt.TypePublish); p.Topic != "rt/temp" || p.Payload != "21.5" || !p.Retain {
+		t.Fatalf("3.1.1 retained delivery %+v", p)
+	}
+	s.Close()
+
+	now.Add(20)
+	s = startDurable(t, dir, clock)
+	check(s, "after-restart", 50)
+	now.Add(50) // expired: no longer sent
+	c := dial5(t, s)
+	c.login("too-late")
+	c.subscribe("rt/#", 1)
+	if p, err := c.tryRead(300 * time.Millisecond); err == nil {
+		t.Fatalf("an expired retained message was sent: %+v", p)
 	}
 }

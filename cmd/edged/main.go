@@ -59,7 +59,7 @@ type options struct {
 	newInboxBurst                        float64
 	handshake, inboxExpiry               time.Duration
 	tlsTicketRotate                      time.Duration
-	partialTimeout                       time.Duration
+	partialTimeout, maxKeepAlive         time.Duration
 	maxPartial                           int64
 	dataDir, fsync                       string
 	inMemory, repair                     bool
@@ -89,6 +89,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.tlsTicketRotate, "tls-ticket-rotate", 24*time.Hour, "how often a new TLS session ticket key replaces the current one (`duration`); tickets of the two keys before it still resume; 0 keeps one key for the process's life (an upgrade hands the keys over)")
 	fs.IntVar(&o.drainRate, "upgrade-drain-rate", defaultDrainRate, "at an upgrade, connections the new binary does not take over (all of them when its handoff format differs; WebSocket connections) are closed at most this many per `second`, so their clients reconnect to it gradually; 0 closes them at once")
 	fs.IntVar(&o.maxPacket, "max-packet-size", edge.DefaultMaxPacketSize, "largest accepted packet in `bytes`")
+	fs.DurationVar(&o.maxKeepAlive, "max-keepalive", 0, "longest keepalive (`duration`, whole seconds) an MQTT 5.0 client is held to: a longer one, or none, gets this as Server Keep Alive in CONNACK; 0 for no bound (3.1.1 clients keep their own)")
 	fs.IntVar(&o.inboxMessages, "inbox-messages", edge.DefaultInboxMessages, "inbox bound per user in `messages`")
 	fs.IntVar(&o.inboxBytes, "inbox-bytes", edge.DefaultInboxBytes, "inbox bound per user in `bytes`")
 	fs.IntVar(&o.inflight, "inflight", edge.DefaultInflight, "in-flight `window`: unacknowledged deliveries per connection")
@@ -359,6 +360,7 @@ func buildConfig(o *options, stderr io.Writer) (cfg edge.Config, note string, er
 		Addr:             o.listen.list[0].bindAddr(),
 		Loops:            o.loops,
 		MaxPacketSize:    o.maxPacket,
+		MaxKeepAlive:     o.maxKeepAlive,
 		InboxMessages:    o.inboxMessages,
 		InboxBytes:       o.inboxBytes,
 		Inflight:         o.inflight,
