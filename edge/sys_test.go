@@ -114,6 +114,9 @@ func atLeast(v string, n int64) bool {
 // (MQTT 3.1.1 section 4.7.2), neither live nor retained.
 func TestSysKeptOutOfWildcards(t *testing.T) {
 	s := sysServer(t, nil)
+	// The first round is published by the $SYS goroutine after Start:
+	// a SUBSCRIBE before it would get a live uptime, not the retained one.
+	waitFor(t, "the first $SYS round", func() bool { _, _, ok := s.tree.retained("$SYS/broker/uptime"); return ok })
 	sys := dial(t, s)
 	sys.connect("sys", false)
 	if code := sys.subscribe("$SYS/broker/uptime", 0); code != 0 {
