@@ -136,9 +136,17 @@ func StartEdgedWith(t testing.TB, scheme string, flags ...string) (addr string, 
 		_ = cmd.Wait()
 		out.Close()
 	})
-	for i := 0; i < 100; i++ {
-		if c, err := net.Dial("tcp4", addr); err == nil {
+	// Both: the client listener is bound (and a dial completes in its
+	// backlog) before the admin listener is.
+	up := func(a string) bool {
+		c, err := net.Dial("tcp4", a)
+		if err == nil {
 			c.Close()
+		}
+		return err == nil
+	}
+	for i := 0; i < 100; i++ {
+		if up(addr) && up(adminAddr) {
 			return addr, cmd.Process.Pid, "http://" + adminAddr + "/stats"
 		}
 		time.Sleep(50 * time.Millisecond)
