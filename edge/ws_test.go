@@ -520,16 +520,7 @@ func expectPaho(t *testing.T, msgs chan paho.Message, topic, payload string) {
 // engine are unaffected.
 func TestWSSRawClients(t *testing.T) {
 	s := startWSServer(t, true)
-	tc, err := tls.Dial("tcp", s.wss, &tls.Config{RootCAs: s.files.Pool, ServerName: "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tc.Close() })
-	code, wc := wsUpgrade(t, tc, upgradeRequest("/mqtt"))
-	if code != http.StatusSwitchingProtocols {
-		t.Fatalf("wss upgrade: %d", code)
-	}
-	c := &rawClient{t: t, conn: wc}
+	c, wc, tc := dialWSS(t, s.wss, s.files)
 	c.connect("wss-raw", false)
 	for _, size := range []int{1, 300, 70 << 10} {
 		roundTrip(t, c, fmt.Sprint("t/wss/", size), size)
@@ -587,23 +578,7 @@ func TestHandoffWS(t *testing.T) {
 	if p := wsBob.expect(mqtt.TypePublish); p.Topic != "u/wsbob/m/alice/m1" {
 		t.Fatalf("wsbob got %+v", p)
 	}
-	h, err := s1.Freeze()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(h.Conns) != 1 {
-		t.Fatalf("exported %d connections, want 1 (alice's TCP one)", len(h.Conns))
-	}
-	h2 := dupHandoff(t, h)
-	s2 := startServer(t, func(c *Config) { wsCfg(c); c.Handoff, c.AdminAddr = h2, "" })
-	// As cmd/edged's upgrade does: what is not carried is drained.
-	if n, err := s1.FinishDrain(h, 0); err != nil || n != 1 {
-		t.Fatalf("FinishDrain: %d closed, %v; want 1 (wsbob)", n, err)
-	}
-	wsReadToClose(t, wc)
-	if wc.closeCode != 1001 {
-		t.Fatalf("wsbob's close code %d, want 1001 (going away)", wc.closeCode)
-	}
+	s2 := handOffDrainingWS(t, s1, wsCfg, wc)
 	if s2.Connections() != 1 {
 		t.Fatalf("new server holds %d connections, want 1", s2.Connections())
 	}
@@ -633,4 +608,83 @@ func TestHandoffWS(t *testing.T) {
 		}
 		alice.puback(p.ID) // Inflight 1: the next one comes after this
 	}
+}
+
+// TestHandoffWSS: a wss:// connection is not carried either: the old
+// process seals its close frame (1001) in the TLS record after the output
+// Export sealed, while its loops are parked, so the client reads a valid
+// record and the close code; reconnected over wss:// to the new process it
+// gets what was in flight again.
+func TestHandoffWSS(t *testing.T) {
+	dir := t.TempDir()
+	files := testenv.MakeTLSFiles(t)
+	cfg := func(c *Config) {
+		ts, err := edgetls.New(edgetls.Config{CertFile: files.ECDSACert, KeyFile: files.ECDSAKey})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.DataDir, c.Inflight = dir, 1
+		c.ExtraAddrs = []string{"127.0.0.1:0"}
+		c.TLS, c.TLSGroups = ts, []int{1}
+		c.WS, c.WSGroups = edgews.New(edgews.Config{}), []WSGroup{{Group: 1, Path: "/mqtt"}}
+	}
+	s1 := startServer(t, cfg)
+	wssAddr := s1.Addrs()[1].String()
+	bob, wc, _ := dialWSS(t, wssAddr, files)
+	bob.connect("wssbob", false)
+	alice := &rawClient{t: t, conn: dialRaw(t, s1.Addrs()[0].String())}
+	alice.connect("alice", false)
+	alice.publishAcked("u/wssbob/m1", "one")
+	if p := bob.expect(mqtt.TypePublish); p.Topic != "u/wssbob/m/alice/m1" {
+		t.Fatalf("wssbob got %+v", p)
+	}
+	s2 := handOffDrainingWS(t, s1, cfg, wc) // the close frame in a valid TLS record
+	bob2, _, _ := dialWSS(t, wssAddr, files)
+	bob2.connect("wssbob", false)
+	if p := bob2.expect(mqtt.TypePublish); p.Topic != "u/wssbob/m/alice/m1" || !p.Dup {
+		t.Fatalf("after the handoff wssbob got %s dup %v, want m1 again with DUP", p.Topic, p.Dup)
+	}
+	if s2.Connections() != 2 {
+		t.Fatalf("new server holds %d connections, want 2 (alice carried, wssbob back)", s2.Connections())
+	}
+}
+
+// handOffDrainingWS hands s1, with one TCP connection and the WebSocket one
+// wc, over to a new server made with cfg, as cmd/edged's upgrade does: the
+// TCP connection is carried, and wc, not carried, is drained: its client
+// reads the close frame 1001 (going away). It returns the new server.
+func handOffDrainingWS(t *testing.T, s1 *Server, cfg func(*Config), wc *wsConn) *Server {
+	t.Helper()
+	h, err := s1.Freeze()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Conns) != 1 {
+		t.Fatalf("exported %d connections, want 1 (the TCP one)", len(h.Conns))
+	}
+	s2 := startServer(t, func(c *Config) { cfg(c); c.Handoff, c.AdminAddr = dupHandoff(t, h), "" })
+	if n, err := s1.FinishDrain(h, 0); err != nil || n != 1 {
+		t.Fatalf("FinishDrain: %d closed, %v; want 1 (the WebSocket one)", n, err)
+	}
+	wsReadToClose(t, wc)
+	if wc.closeCode != 1001 {
+		t.Fatalf("the WebSocket client's close code %d, want 1001 (going away)", wc.closeCode)
+	}
+	return s2
+}
+
+// dialWSS connects a WebSocket client over TLS (trusting files' CA) to
+// addr's /mqtt.
+func dialWSS(t testing.TB, addr string, files *testenv.TLSFiles) (*rawClient, *wsConn, *tls.Conn) {
+	t.Helper()
+	tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: files.Pool, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tc.Close() })
+	code, wc := wsUpgrade(t, tc, upgradeRequest("/mqtt"))
+	if code != http.StatusSwitchingProtocols {
+		t.Fatalf("wss upgrade: %d", code)
+	}
+	return &rawClient{t: t, conn: wc}, wc, tc
 }
