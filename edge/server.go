@@ -171,6 +171,8 @@ type loopState struct {
 	// sent counts the PUBLISH packets this loop wrote ($SYS messages/sent);
 	// per loop, so that counting costs no shared cache line.
 	sent atomic.Uint64
+	// cl is the cluster state (edge/cluster.go); unused without one.
+	cl clusterLoop
 }
 
 // New validates cfg and builds a Server (not yet listening). It returns an
@@ -217,6 +219,9 @@ func New(cfg Config) (*Server, error) {
 	s.loops = make([]*loopState, eng.NumLoops())
 	for i := range s.loops {
 		s.loops[i] = &loopState{out: make([]byte, 0, 512), topic: make([]byte, 0, 256), rcpt: make([]byte, 0, 256)}
+		if cfg.Cluster != nil {
+			s.loops[i].cl = newClusterLoop(true)
+		}
 	}
 	return s, nil
 }
@@ -328,6 +333,13 @@ func (s *Server) Start() (err error) {
 		s.kick(h) // what was queued or in flight at the handoff goes on
 	}
 	s.handoffKicks = nil
+	if s.cfg.Cluster != nil {
+		// After the loops run: loading the directory may move inboxes
+		// recovered from the log to the nodes their users went to.
+		if err := s.runCluster(); err != nil {
+			return fmt.Errorf("join cluster: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -364,6 +376,9 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	if admin != nil {
 		admin.Close()
+	}
+	if s.cfg.Cluster != nil {
+		s.cfg.Cluster.Close() // no more deliveries from other nodes
 	}
 	s.stopSweeper()
 	s.stopSys()
@@ -724,6 +739,9 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pa
 		c.SetDeadline(0)
 	}
 	if profile {
+		if s.cfg.Cluster != nil {
+			s.cfg.Cluster.Claim(userID)
+		}
 		s.presence(ls, userID, nil)
 	}
 	return reasonOK
@@ -806,6 +824,7 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 	if !s.allowPublish(ss, c.Loop().Now().UnixNano()) {
 		return ReasonFlood
 	}
+	ls.cl.used = false
 	if p.QoS == 2 {
 		cl.mu.Lock()
 		seen := false
@@ -1009,6 +1028,12 @@ func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, gr
 	}
 	n := len(t) + len(payload) + 9
 	cl := s.reg.lock(to, false)
+	if s.cfg.Cluster != nil && (cl == nil || cl.handle == 0) && s.routeAway(ls, kind, to, from, group, mid, payload) {
+		if cl != nil {
+			cl.mu.Unlock()
+		}
+		return storeOK
+	}
 	if cl == nil {
 		if ss != nil && !s.reg.known(to) && !s.takeNewInbox(ss) {
 			s.stats.newInboxRate.Add(1)
@@ -1080,6 +1105,12 @@ func (s *Server) notice(ls *loopState, to, about, mid, why []byte, force bool) b
 	cl := s.reg.lock(to, true)
 	if cl == nil {
 		return false
+	}
+	if s.cfg.Cluster != nil && cl.handle == 0 && s.routeAway(ls, 'e', to, about, nil, mid, why) {
+		gen := cl.gen
+		cl.mu.Unlock()
+		s.reg.release(cl, gen)
+		return true
 	}
 	if !force && !s.fitsLocked(cl, 'e', 1, heldSize(n)) {
 		gen := cl.gen
@@ -1309,6 +1340,9 @@ func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, 
 		s.kick(h)
 	}
 	clear(ls.subs)
+	if s.cfg.Cluster != nil {
+		s.broadcast(ls, topic, payload, qos, retain)
+	}
 }
 
 // pump sends cl's inbox to c up to the in-flight window; cl is locked and c
