@@ -492,26 +492,45 @@ func (n *Node) watch(w jetstream.KeyWatcher, loaded chan struct{}, apply func(je
 	}
 }
 
-// consume fetches this node's batches, hands them to deliver (which
-// returns once they are durable here) and acks them; on an error they are
-// not acked, so JetStream redelivers them after AckWait.
+// consume takes this node's batches as JetStream pushes them (a pull
+// consumer with prefetch), hands what has arrived, up to fetchBatch, to
+// deliver (which returns once they are durable here) and acks them; on an
+// error they are not acked: JetStream redelivers them.
 func (n *Node) consume(cons jetstream.Consumer, deliver func([][]byte) error) {
 	defer n.wg.Done()
+	in := make(chan jetstream.Msg, 4*fetchBatch)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case in <- m:
+		case <-n.ctx.Done():
+		}
+	}, jetstream.PullMaxMessages(4*fetchBatch))
+	if err != nil {
+		n.o.Logger.Error("cluster: consume", "err", err)
+		return
+	}
+	defer cc.Stop()
 	var msgs []jetstream.Msg
 	var data [][]byte
-	for n.ctx.Err() == nil {
-		b, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
+	for {
 		msgs, data = msgs[:0], data[:0]
-		for m := range b.Messages() {
+		select {
+		case <-n.ctx.Done():
+			return
+		case m := <-in:
 			msgs = append(msgs, m)
-			data = append(data, m.Data())
 		}
-		if len(msgs) == 0 {
-			continue
+	more:
+		for len(msgs) < fetchBatch {
+			select {
+			case m := <-in:
+				msgs = append(msgs, m)
+			default:
+				break more
+			}
+		}
+		for _, m := range msgs {
+			data = append(data, m.Data())
 		}
 		if err := deliver(data); err != nil {
 			n.o.Logger.Warn("cluster: deliver batches", "n", len(msgs), "err", err)
@@ -521,7 +540,7 @@ func (n *Node) consume(cons jetstream.Consumer, deliver func([][]byte) error) {
 			continue
 		}
 		for _, m := range msgs {
-			m.DoubleAck(n.ctx)
+			m.Ack()
 		}
 	}
 }
