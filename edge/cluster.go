@@ -17,6 +17,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgedhq/edged/netpoll"
@@ -30,6 +31,11 @@ const (
 )
 
 var errBadBatch = errors.New("malformed cluster batch")
+
+// clusterCounters are Stats.Cluster.
+type clusterCounters struct {
+	batches, records, failed, received, moved, broadcasts atomic.Uint64
+}
 
 // clusterLoop is a loopState's cluster part.
 type clusterLoop struct {
@@ -88,6 +94,7 @@ func (s *Server) routeAway(ls *loopState, kind byte, to, from, group, mid, paylo
 	if kind == 'm' || kind == 'r' || kind == 'g' {
 		props = ls.fwd
 	}
+	s.clstats.records.Add(1)
 	b := ls.cl.batches[node]
 	b = append(b, 'D', kind)
 	for _, f := range [][]byte{to, from, group, mid, payload, props} {
@@ -130,6 +137,7 @@ func (s *Server) broadcast(ls *loopState, topic, payload []byte, qos byte, retai
 func (s *Server) flushCluster(l *netpoll.Loop, ls *loopState) {
 	c := &ls.cl
 	if len(c.gen) > 0 {
+		s.clstats.broadcasts.Add(1)
 		s.cfg.Cluster.Broadcast(c.gen) // copied into the connection's buffer
 		c.gen = c.gen[:0]
 	}
@@ -141,11 +149,13 @@ func (s *Server) flushCluster(l *netpoll.Loop, ls *loopState) {
 	c.tick++
 	c.used = false
 	c.pending[tick] = len(c.batches)
+	s.clstats.batches.Add(uint64(len(c.batches)))
 	for node, b := range c.batches {
 		s.cfg.Cluster.Send(node, b, func(err error) {
 			kind := msgClusterAck
 			if err != nil {
 				kind = msgClusterFail
+				s.clstats.failed.Add(1)
 				if s.logs.allow() {
 					s.cfg.Logger.Warn("cluster: batch refused; its PUBACKs are not sent", "node", node, "err", err)
 				}
@@ -183,6 +193,7 @@ func (c *clusterLoop) tickState(tick uint64) (ready, ok bool) {
 // goroutine) and returns once they are durable here or forwarded.
 func (s *Server) deliverBatches(ls *loopState, batches [][]byte) error {
 	var f [7][]byte
+	s.clstats.received.Add(uint64(len(batches)))
 	for _, b := range batches {
 		var err error
 		for len(b) > 0 && err == nil {
@@ -354,6 +365,7 @@ func (s *Server) moveAway(user, node string) {
 	if len(batch) == 0 {
 		return
 	}
+	s.clstats.moved.Add(uint64(len(seqs)))
 	id := ""
 	if seqs[0] != 0 {
 		id = fmt.Sprintf("%s/%s/%d", s.cfg.Cluster.Node(), user, seqs[0])

@@ -58,6 +58,7 @@ type Server struct {
 	big     map[uint32]struct{}
 	anonSeq atomic.Uint64
 	stats   msgCounters
+	clstats clusterCounters // edge/cluster.go
 	logs    logLimiter
 	push    *pusher // nil without Config.Push.Webhook
 

@@ -575,3 +575,70 @@ func TestClusterKill9(t *testing.T) {
 		t.Fatalf("acknowledged but never delivered (first 10): %v\nvictim log:\n%s", missing, nodes[victim].errb.String())
 	}
 }
+
+// TestClusterPartition cuts one node's private link: a QoS 1 message from
+// its client to a user on another node is not acknowledged (the node
+// closes the publisher, cluster_unavailable) and not lost: sent again
+// after the link is back, it arrives. Same-node messages go on meanwhile.
+func TestClusterPartition(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	cn := newClusterNet(t, 3)
+	bin := buildEdged(t)
+	nodes, _ := startTestCluster(t, bin, cn)
+	h0, h1 := cn.pub(0), cn.pub(1)
+	bob := cn.collect(t, h1, "bob") // claimed on n1
+	dave := cn.collect(t, h0, "dave")
+	time.Sleep(time.Second) // every node's directory has bob and dave
+	alice, err := pahoConnectVia(h0+":1883", "alice", nil, cn.dialer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Disconnect(0)
+
+	ipCmd(t, "-n", cn.nodes[0], "link", "set", "priv", "down")
+	tok := alice.Publish("u/bob/p1", 1, false, "through the partition")
+	if tok.WaitTimeout(6*time.Second) && tok.Error() == nil {
+		t.Fatal("n0 acknowledged a message for n1 while cut off from the cluster")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for alice.IsConnectionOpen() && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if alice.IsConnectionOpen() {
+		t.Fatal("n0 did not close the publisher whose message it could not store")
+	}
+	carol, err := pahoConnectVia(h0+":1883", "carol", nil, cn.dialer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok := carol.Publish("u/dave/local", 1, false, "same node"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("same-node message during the partition: %v", tok.Error())
+	}
+	carol.Disconnect(0)
+	want(t, "dave on n0 during the partition", dave.take(t, 1), "u/dave/m/carol/local same node")
+
+	ipCmd(t, "-n", cn.nodes[0], "link", "set", "priv", "up")
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		alice, err = pahoConnectVia(h0+":1883", "alice", nil, cn.dialer())
+		if err == nil {
+			tok := alice.Publish("u/bob/p1", 1, false, "through the partition")
+			if tok.WaitTimeout(6*time.Second) && tok.Error() == nil {
+				alice.Disconnect(0)
+				break
+			}
+			alice.Disconnect(0)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n0 did not recover from the partition: %s", nodes[0].errb.String())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	got := bob.take(t, 1)
+	want(t, "bob on n1 after the partition", got, "u/bob/m/alice/p1 through the partition")
+	if !strings.Contains(nodes[0].errb.String(), "cluster: batch refused") {
+		t.Errorf("n0 did not log the refused batch: %s", nodes[0].errb.String())
+	}
+}
