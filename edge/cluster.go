@@ -17,6 +17,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -37,32 +38,174 @@ type clusterCounters struct {
 	batches, records, failed, received, moved, broadcasts atomic.Uint64
 }
 
-// clusterLoop is a loopState's cluster part.
+// Batching limits. A destination gets at most maxFlights batches in flight
+// per loop; while they are, its records gather (across iterations) into
+// the next batch, so that batches grow with the load instead of JetStream
+// messages growing with it. A batch is sealed at maxBatch bytes (under
+// NATS's max_payload; a single record may be bigger, up to the server's
+// max_payload, which the embedded server sets to 8 MiB).
+const (
+	maxFlights = 2
+	maxBatch   = 512 << 10
+)
+
+// clusterLoop is a loopState's cluster part. Ticks number the loop's
+// iterations; a held PUBACK waits for the tick in which its message was
+// batched (heldAck.tick): it may go once no batch still unsent or in
+// flight holds a record of that tick or an earlier one (low), and not if
+// a batch holding that tick was refused (failed).
 type clusterLoop struct {
 	// loop: this loopState is an event loop's (batches are flushed by
-	// OnTick); else records are sent at once. remote: it routes what
-	// came from another node (no broadcast back).
-	loop, remote bool
-	// batches are the records per destination node of this iteration;
-	// gen the generic publishes to broadcast.
+	// OnTick; the consumer's is flushed by deliverBatches); else records
+	// are sent at once. remote: it routes what came from another node
+	// (no broadcast back). here: store moved entries here whatever the
+	// directory says (an inbox put back after a failed move).
+	loop, remote, here bool
+	// batches are the records gathering per destination node; gen the
+	// generic publishes to broadcast.
 	batches map[string][]byte
 	gen     []byte
-	// tick names this iteration's batches; used says the PUBLISH being
-	// handled put something into them (its PUBACK waits for tick).
+	// tick is this iteration's; used says the PUBLISH being handled put
+	// something into batches (its PUBACK waits for tick).
 	tick uint64
 	used bool
-	// here: store moved entries here whatever the directory says (an
-	// inbox put back after a failed move).
-	here bool
-	// pending counts each sent tick's batches not yet stored; failed are
-	// the ticks of which one was refused (their PUBACKs are not sent).
-	pending map[uint64]int
-	failed  map[uint64]struct{}
+	dest map[string]*destQ
+	// flights are the batches sent, by id (the loop message's Arg).
+	flights    map[uint64]*flight
+	nextFlight uint64
+	failed     []tickRange
+}
+
+// destQ is one destination's batches beyond the gathering one.
+type destQ struct {
+	min    uint64    // first tick in batches[node]; 0: empty
+	sealed []sealed  // full batches not yet sent
+	open   []*flight // sent, in order, until the front is done
+	flying int       // sent and not done
+}
+
+type sealed struct {
+	b        []byte
+	min, max uint64
+}
+
+type tickRange struct{ min, max uint64 }
+
+type flight struct {
+	node         string
+	min, max     uint64
+	done, failed bool
 }
 
 func newClusterLoop(loop bool) clusterLoop {
 	return clusterLoop{loop: loop, batches: make(map[string][]byte), tick: 1,
-		pending: make(map[uint64]int), failed: make(map[uint64]struct{})}
+		dest: make(map[string]*destQ), flights: make(map[uint64]*flight)}
+}
+
+func (c *clusterLoop) q(node string) *destQ {
+	q := c.dest[node]
+	if q == nil {
+		q = &destQ{}
+		c.dest[node] = q
+	}
+	return q
+}
+
+// gather returns node's gathering batch, with room for need more bytes
+// (the batch is sealed first if it would pass maxBatch); put it back with
+// c.batches[node] = b.
+func (c *clusterLoop) gather(node string, need int) []byte {
+	b := c.batches[node]
+	q := c.q(node)
+	if len(b) > 0 && len(b)+need > maxBatch {
+		q.sealed = append(q.sealed, sealed{b: b, min: q.min, max: c.tick})
+		b, q.min = nil, 0
+	}
+	if len(b) == 0 {
+		q.min = c.tick
+	}
+	return b
+}
+
+// next takes node's next batch to send, if any.
+func (c *clusterLoop) next(node string, q *destQ) (sealed, bool) {
+	if len(q.sealed) > 0 {
+		sb := q.sealed[0]
+		q.sealed[0] = sealed{}
+		q.sealed = q.sealed[1:]
+		return sb, true
+	}
+	if b := c.batches[node]; len(b) > 0 {
+		delete(c.batches, node)
+		sb := sealed{b: b, min: q.min, max: c.tick}
+		q.min = 0
+		return sb, true
+	}
+	return sealed{}, false
+}
+
+// done records a flight's outcome (on the loop).
+func (c *clusterLoop) done(id uint64, ok bool) {
+	f := c.flights[id]
+	if f == nil {
+		return
+	}
+	delete(c.flights, id)
+	f.done, f.failed = true, !ok
+	q := c.dest[f.node]
+	q.flying--
+	for len(q.open) > 0 && q.open[0].done {
+		if q.open[0].failed {
+			c.failed = append(c.failed, tickRange{q.open[0].min, q.open[0].max})
+		}
+		q.open[0] = nil
+		q.open = q.open[1:]
+	}
+}
+
+// low is the first tick some batch not yet stored holds (MaxUint64: none).
+func (c *clusterLoop) low() uint64 {
+	low := uint64(math.MaxUint64)
+	for node, q := range c.dest {
+		if len(c.batches[node]) > 0 {
+			low = min(low, q.min)
+		}
+		if len(q.sealed) > 0 {
+			low = min(low, q.sealed[0].min)
+		}
+		if len(q.open) > 0 {
+			low = min(low, q.open[0].min)
+		}
+	}
+	return low
+}
+
+// refused reports whether a batch holding tick was refused.
+func (c *clusterLoop) refused(tick uint64) bool {
+	for _, r := range c.failed {
+		if tick >= r.min && tick <= r.max {
+			return true
+		}
+	}
+	return false
+}
+
+// drain sends every batch with send, in order (the consumer's loopState).
+func (c *clusterLoop) drain(send func(node string, b []byte) error) error {
+	for node, q := range c.dest {
+		for {
+			sb, ok := c.next(node, q)
+			if !ok {
+				break
+			}
+			if err := send(node, sb.b); err != nil {
+				return err
+			}
+		}
+	}
+	clear(c.batches)
+	clear(c.dest)
+	return nil
 }
 
 func appendField(b, f []byte) []byte {
@@ -95,22 +238,25 @@ func (s *Server) routeAway(ls *loopState, kind byte, to, from, group, mid, paylo
 		props = ls.fwd
 	}
 	s.clstats.records.Add(1)
-	b := ls.cl.batches[node]
-	b = append(b, 'D', kind)
-	for _, f := range [][]byte{to, from, group, mid, payload, props} {
-		b = appendField(b, f)
-	}
-	ls.cl.used = true
+	fs := [...][]byte{to, from, group, mid, payload, props}
 	if !ls.cl.loop {
 		// Off the loops (expiry notices, delayed wills): sent at once.
-		delete(ls.cl.batches, node)
+		b := append(make([]byte, 0, 64+len(payload)+len(props)), 'D', kind)
+		for _, f := range fs {
+			b = appendField(b, f)
+		}
 		if err := s.cfg.Cluster.SendSync(node, b, ""); err != nil {
 			s.cfg.Logger.Warn("cluster: send", "node", node, "err", err)
 			return false // stored here instead: it moves when the user is claimed again
 		}
 		return true
 	}
+	b := append(ls.cl.gather(node, 64+len(payload)+len(props)), 'D', kind)
+	for _, f := range fs {
+		b = appendField(b, f)
+	}
 	ls.cl.batches[node] = b
+	ls.cl.used = true
 	return true
 }
 
@@ -132,8 +278,9 @@ func (s *Server) broadcast(ls *loopState, topic, payload []byte, qos byte, retai
 	ls.cl.gen = b
 }
 
-// flushCluster sends the iteration's batches (OnTick, before the held
-// acknowledgements are looked at).
+// flushCluster sends the batches that may go (OnTick, before the held
+// acknowledgements are looked at): per destination up to maxFlights in
+// flight; the rest go as acks come back.
 func (s *Server) flushCluster(l *netpoll.Loop, ls *loopState) {
 	c := &ls.cl
 	if len(c.gen) > 0 {
@@ -141,52 +288,35 @@ func (s *Server) flushCluster(l *netpoll.Loop, ls *loopState) {
 		s.cfg.Cluster.Broadcast(c.gen) // copied into the connection's buffer
 		c.gen = c.gen[:0]
 	}
-	if len(c.batches) == 0 {
-		c.used = false
-		return
+	loop := l.ID()
+	for node, q := range c.dest {
+		for q.flying < maxFlights {
+			sb, ok := c.next(node, q)
+			if !ok {
+				break
+			}
+			c.nextFlight++
+			id := c.nextFlight
+			f := &flight{node: node, min: sb.min, max: sb.max}
+			c.flights[id] = f
+			q.open = append(q.open, f)
+			q.flying++
+			s.clstats.batches.Add(1)
+			s.cfg.Cluster.Send(node, sb.b, func(err error) {
+				kind := msgClusterAck
+				if err != nil {
+					kind = msgClusterFail
+					s.clstats.failed.Add(1)
+					if s.logs.allow() {
+						s.cfg.Logger.Warn("cluster: batch refused; its PUBACKs are not sent", "node", node, "err", err)
+					}
+				}
+				s.eng.PostLoop(loop, netpoll.Message{Kind: kind, Arg: id})
+			})
+		}
 	}
-	tick, loop := c.tick, l.ID()
 	c.tick++
 	c.used = false
-	c.pending[tick] = len(c.batches)
-	s.clstats.batches.Add(uint64(len(c.batches)))
-	for node, b := range c.batches {
-		s.cfg.Cluster.Send(node, b, func(err error) {
-			kind := msgClusterAck
-			if err != nil {
-				kind = msgClusterFail
-				s.clstats.failed.Add(1)
-				if s.logs.allow() {
-					s.cfg.Logger.Warn("cluster: batch refused; its PUBACKs are not sent", "node", node, "err", err)
-				}
-			}
-			s.eng.PostLoop(loop, netpoll.Message{Kind: kind, Arg: tick})
-		})
-	}
-	clear(c.batches) // the transport owns the buffers now
-}
-
-// clusterDone records the outcome of one batch of a tick (on the loop).
-func (c *clusterLoop) done(tick uint64, ok bool) {
-	if !ok {
-		c.failed[tick] = struct{}{}
-	}
-	if c.pending[tick]--; c.pending[tick] <= 0 {
-		delete(c.pending, tick)
-	}
-}
-
-// tickState says whether the held acknowledgement of tick may go (ready),
-// and if so whether its batch was stored (ok).
-func (c *clusterLoop) tickState(tick uint64) (ready, ok bool) {
-	if tick == 0 {
-		return true, true
-	}
-	if c.pending[tick] > 0 {
-		return false, false
-	}
-	_, failed := c.failed[tick]
-	return true, !failed
 }
 
 // deliverBatches stores batches sent to this node (the cluster's consumer
@@ -241,12 +371,11 @@ func (s *Server) deliverBatches(ls *loopState, batches [][]byte) error {
 			return err
 		}
 	}
-	for node, b := range ls.cl.batches { // users who moved on meanwhile
-		if err := s.cfg.Cluster.SendSync(node, b, ""); err != nil {
-			return err // redelivered: what was stored here may be stored twice
-		}
+	// Records for users who moved on meanwhile: redelivered on an error,
+	// so what was stored here may then be stored twice.
+	if err := ls.cl.drain(func(node string, b []byte) error { return s.cfg.Cluster.SendSync(node, b, "") }); err != nil {
+		return err
 	}
-	clear(ls.cl.batches)
 	return s.syncStore()
 }
 
@@ -259,7 +388,7 @@ func (s *Server) storeMoved(ls *loopState, to []byte, flags byte, pkt []byte) {
 			if cl != nil {
 				cl.mu.Unlock()
 			}
-			b := append(ls.cl.batches[node], 'X')
+			b := append(ls.cl.gather(node, 32+len(pkt)), 'X')
 			ls.cl.batches[node] = appendField(appendField(appendField(b, to), []byte{flags}), pkt)
 			return
 		}

@@ -81,7 +81,7 @@ type heldAck struct {
 	seq  uint64
 	tick uint64 // the cluster batches it waits for too (edge/cluster.go); 0: none
 	pid  uint16
-	typ mqtt.Type
+	typ  mqtt.Type
 }
 
 func u64(b *[8]byte, v uint64) []byte { binary.LittleEndian.PutUint64(b[:], v); return b[:] }
@@ -229,22 +229,25 @@ func (s *Server) commitTick(l *netpoll.Loop, ls *loopState) {
 		durable = s.writeTick(ls)
 	}
 	if len(ls.acks) == 0 {
-		clear(ls.cl.failed)
+		ls.cl.failed = ls.cl.failed[:0]
 		return
+	}
+	low := uint64(math.MaxUint64) // the first cluster tick not stored (edge/cluster.go)
+	if s.cfg.Cluster != nil {
+		low = ls.cl.low()
 	}
 	// In order: a PUBACK waits for those before it on the loop (MQTT
 	// 4.6: in the order of the PUBLISH packets).
 	k := 0
 	for ; k < len(ls.acks); k++ {
 		a := ls.acks[k]
-		ready, ok := ls.cl.tickState(a.tick)
-		if a.seq > durable || !ready {
+		if a.seq > durable || a.tick != 0 && a.tick >= low {
 			break
 		}
 		c := l.Conn(a.h)
 		switch {
 		case c == nil: // closed: the client sends it again and gets it then
-		case !ok:
+		case a.tick != 0 && ls.cl.refused(a.tick):
 			// The batch for another node was refused (no quorum, a
 			// partition): not acknowledged; the client resends.
 			c.Close(closeErr(ReasonClusterUnavailable))

@@ -317,6 +317,15 @@ func (s *Server) Start() (err error) {
 	if err := s.eng.Start(); err != nil {
 		return fmt.Errorf("start engine: %w", err)
 	}
+	if s.cfg.Cluster != nil {
+		// With the loops running: loading the directory may move inboxes
+		// recovered from the log to the nodes their users went to.
+		if err := s.runCluster(); err != nil {
+			s.cfg.Cluster.Close()
+			s.eng.Close()
+			return fmt.Errorf("join cluster: %w", err)
+		}
+	}
 	s.started = true
 	s.startSys()
 	if s.push != nil {
@@ -334,13 +343,6 @@ func (s *Server) Start() (err error) {
 		s.kick(h) // what was queued or in flight at the handoff goes on
 	}
 	s.handoffKicks = nil
-	if s.cfg.Cluster != nil {
-		// After the loops run: loading the directory may move inboxes
-		// recovered from the log to the nodes their users went to.
-		if err := s.runCluster(); err != nil {
-			return fmt.Errorf("join cluster: %w", err)
-		}
-	}
 	return nil
 }
 

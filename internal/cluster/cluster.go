@@ -57,6 +57,11 @@ const (
 	// fetchBatch is how many batches the consumer takes per fetch (one
 	// WAL commit each): bounded so that an ack is never far behind.
 	fetchBatch = 64
+	// maxPayload is the embedded server's max_payload: room for a batch
+	// (edge seals them at 512 KiB) holding one message of edged's largest
+	// packet size but one (--max-packet-size up to 64 MiB: bigger ones
+	// cannot cross nodes; their PUBLISH is not acknowledged).
+	maxPayload = 8 << 20
 )
 
 // Options configure a Node.
@@ -204,6 +209,7 @@ func (n *Node) startServer() error {
 		Port: server.RANDOM_PORT,
 		JetStream:  true,
 		StoreDir:   n.o.StoreDir,
+		MaxPayload: maxPayload,
 		NoSigs:     true,
 		NoLog:      !n.o.NATSLog,
 		Cluster:    server.ClusterOpts{Name: clusterName, Host: host, Port: p},
@@ -450,7 +456,12 @@ func (n *Node) Run(h edge.ClusterHooks) error {
 	for {
 		cons, err = n.js.CreateOrUpdateConsumer(ctx, streamName, jetstream.ConsumerConfig{
 			Durable: "node-" + n.o.Node, FilterSubject: nodeSubject + n.o.Node,
+			// MemoryStorage: the consumer's state is replicated (R3)
+			// but not written to files; with work-queue retention the
+			// stream itself holds every batch not yet acked, so a
+			// consumer recreated from nothing loses nothing.
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 4 * fetchBatch,
+			MemoryStorage: true,
 		})
 		if err == nil {
 			break
