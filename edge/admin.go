@@ -314,6 +314,7 @@ type ClusterStats struct {
 	BatchesReceived uint64 `json:"batches_received"` // batches for this node, stored
 	Moved           uint64 `json:"moved"`            // inbox entries moved to the node a user went to
 	Broadcasts      uint64 `json:"broadcasts"`       // generic publish batches broadcast
+	Directory       int    `json:"directory"`        // users in this node's copy of the directory
 }
 
 // DiskStats describe the durable store (Config.DataDir).
@@ -381,7 +382,7 @@ func (s *Server) Stats() Stats {
 		c := &s.clstats
 		st.Cluster = &ClusterStats{BatchesSent: c.batches.Load(), RecordsSent: c.records.Load(),
 			BatchesFailed: c.failed.Load(), BatchesReceived: c.received.Load(), Moved: c.moved.Load(),
-			Broadcasts: c.broadcasts.Load()}
+			Broadcasts: c.broadcasts.Load(), Directory: s.cfg.Cluster.Users()}
 	}
 	if s.cfg.WS != nil {
 		w := s.cfg.WS.Stats()

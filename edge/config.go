@@ -235,6 +235,8 @@ type Cluster interface {
 	Home(user []byte) (node string, ok bool)
 	// Claim records, asynchronously, that user connected to this node.
 	Claim(user string)
+	// Users is the number of users in the directory.
+	Users() int
 	// Send queues batch, durably (JetStream), for node dest and calls
 	// done once with nil when it is stored there, or an error (timeout,
 	// no quorum). done runs on a cluster goroutine.

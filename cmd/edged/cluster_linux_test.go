@@ -261,6 +261,7 @@ func (co *collector) take(t *testing.T, n int) []string {
 			t.Fatalf("got %q, waiting for %d", out, n)
 		}
 	}
+	time.Sleep(300 * time.Millisecond) // Paho sends the last PUBACK after the handler returns
 	co.c.Disconnect(250)
 	return out
 }
