@@ -552,6 +552,14 @@ func (s *Server) runCluster() error {
 				if b, err = fields(b[1:], gf[:]); err != nil || len(gf[2]) != 1 {
 					return
 				}
+				if len(gf[0]) > 2 && string(gf[0][:2]) == "p/" && validIDBytes(gf[0][2:]) {
+					s.rpMu.Lock()
+					if s.rpres == nil {
+						s.rpres = make(map[string]string)
+					}
+					s.rpres[string(gf[0][2:])] = string(gf[1])
+					s.rpMu.Unlock()
+				}
 				s.publishGeneric(gls, gf[0], gf[1], gf[2][0]&3, gf[2][0]&4 != 0)
 			}
 		},
@@ -562,4 +570,20 @@ func (s *Server) runCluster() error {
 			}
 		},
 	})
+}
+
+// remotePresence appends to dst the presence of user last heard from the
+// node the directory names for user, if that is another node; ok false
+// otherwise (the local registry has the answer).
+func (s *Server) remotePresence(user, dst []byte) ([]byte, bool) {
+	if s.cfg.Cluster == nil {
+		return dst, false
+	}
+	if node, ok := s.cfg.Cluster.Home(user); !ok || node == s.cfg.Cluster.Node() {
+		return dst, false
+	}
+	s.rpMu.Lock()
+	p, ok := s.rpres[string(user)]
+	s.rpMu.Unlock()
+	return append(dst, p...), ok
 }

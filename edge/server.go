@@ -59,8 +59,12 @@ type Server struct {
 	anonSeq atomic.Uint64
 	stats   msgCounters
 	clstats clusterCounters // edge/cluster.go
-	logs    logLimiter
-	push    *pusher // nil without Config.Push.Webhook
+	// rpMu guards rpres: the last presence payload heard from another
+	// node per user (edge/cluster.go: remotePresence); nil on a single node.
+	rpMu  sync.Mutex
+	rpres map[string]string
+	logs  logLimiter
+	push  *pusher // nil without Config.Push.Webhook
 
 	// sweepMu guards sweepAt, the next record the expiry sweep examines.
 	sweepMu sync.Mutex
@@ -1605,14 +1609,18 @@ func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *clie
 
 // sendPresence sends the current presence of the user in filter p/<user>.
 func (s *Server) sendPresence(ls *loopState, cl *client, filter []byte, qos byte) {
-	online, last, known := s.reg.presence(filter[2:])
-	if !known {
-		return
-	}
 	var buf [32]byte
-	payload := append(buf[:0], "online"...)
-	if !online {
-		payload = strconv.AppendInt(append(buf[:0], "offline "...), last, 10)
+	payload, known := s.remotePresence(filter[2:], buf[:0])
+	if !known {
+		var online bool
+		var last int64
+		if online, last, known = s.reg.presence(filter[2:]); !known {
+			return
+		}
+		payload = append(buf[:0], "online"...)
+		if !online {
+			payload = strconv.AppendInt(append(buf[:0], "offline "...), last, 10)
+		}
 	}
 	// The same bounds as retained delivery; and one pending (unsent) entry
 	// per presence topic is enough: a second SUBSCRIBE to p/<user> while

@@ -350,6 +350,10 @@ func TestClusterProfile(t *testing.T) {
 		dave := cn.sub(t, h2, "dave", 1, "u/dave/#") // online, from n2
 		cn.pubMsg(t, h1, "anon1", "news/today", "sunny", "-r")
 		want(t, "watcher on n0", watcher.lines(t), "p/dave online", "news/today sunny")
+		// A new subscriber on n1 gets dave's current presence at SUBSCRIBE
+		// (what n1 heard from n2, the node the directory names).
+		now := cn.sub(t, h1, "watcher2", 1, "p/dave")
+		want(t, "presence at SUBSCRIBE on n1", now.lines(t), "p/dave online")
 		dave.cmd.Process.Kill()
 		// The retained message reached every node's store.
 		late := cn.sub(t, h2, "late", 1, "news/#")
