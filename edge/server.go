@@ -59,12 +59,13 @@ type Server struct {
 	anonSeq atomic.Uint64
 	stats   msgCounters
 	clstats clusterCounters // edge/cluster.go
+	logs    logLimiter
+	push    *pusher // nil without Config.Push.Webhook
+
 	// rpMu guards rpres: the last presence payload heard from another
 	// node per user (edge/cluster.go: remotePresence); nil on a single node.
 	rpMu  sync.Mutex
 	rpres map[string]string
-	logs  logLimiter
-	push  *pusher // nil without Config.Push.Webhook
 
 	// sweepMu guards sweepAt, the next record the expiry sweep examines.
 	sweepMu sync.Mutex

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -431,7 +432,7 @@ func TestClusterKill9(t *testing.T) {
 	}
 	cn := newClusterNet(t, 3)
 	bin := buildEdged(t)
-	nodes, _ := startTestCluster(t, bin, cn)
+	nodes, token := startTestCluster(t, bin, cn)
 	const victim = 1
 	addr := func(i int) string { return cn.pub(i) + ":1883" }
 	connect := func(i int, id string, h paho.MessageHandler) (paho.Client, error) {
@@ -534,9 +535,14 @@ func TestClusterKill9(t *testing.T) {
 	killed.Store(true)
 	nodes[victim].kill() // SIGKILL
 	t.Logf("killed n%d after %d acknowledged messages", victim, before)
-	time.Sleep(4 * time.Second)
+	// JetStream elects new leaders for what n1 led (a few seconds): until
+	// then cross-node PUBLISHes are refused, not acknowledged.
+	time.Sleep(12 * time.Second)
 	stop.Store(true)
 	wg.Wait()
+	mu.Lock()
+	t.Logf("%d acknowledged after the kill", len(acked)-before)
+	mu.Unlock()
 	nodes[victim].start(t) // hands its inboxes to node 2 and consumes its stream
 	if nodes[victim].cmd == nil {
 		t.FailNow()
@@ -570,6 +576,21 @@ func TestClusterKill9(t *testing.T) {
 		}
 	}
 	t.Logf("deliveries %d, delivered more than once %d", len(got), dups)
+	// How many inbox entries the restarted node handed to node 2.
+	hc := &http.Client{Transport: &http.Transport{DialContext: cn.dialer()}, Timeout: 10 * time.Second}
+	req, _ := http.NewRequest("GET", "http://"+cn.pub(victim)+":9090/server/stats", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := hc.Do(req); err == nil {
+		var st struct {
+			Cluster struct {
+				Moved    uint64 `json:"moved"`
+				Received uint64 `json:"batches_received"`
+			} `json:"cluster"`
+		}
+		json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		t.Logf("restarted n%d: moved %d inbox entries, received %d batches since its restart", victim, st.Cluster.Moved, st.Cluster.Received)
+	}
 	if len(acked) < 100 {
 		t.Fatalf("only %d messages acknowledged: the load did not run", len(acked))
 	}
