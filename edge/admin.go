@@ -302,6 +302,19 @@ type Stats struct {
 	// Failed handshakes are close reasons (Closes: tls_*).
 	TLS *TLSStats `json:"tls,omitempty"`
 	WS  *WSStats  `json:"ws,omitempty"`
+	// Cluster counts the cross-node traffic (nil without Config.Cluster).
+	Cluster *ClusterStats `json:"cluster,omitempty"`
+}
+
+// ClusterStats count a node's cross-node traffic (edge/cluster.go).
+type ClusterStats struct {
+	BatchesSent     uint64 `json:"batches_sent"`     // JetStream messages to other nodes (one per destination per loop iteration)
+	RecordsSent     uint64 `json:"records_sent"`     // profile messages, receipts and moved entries in them
+	BatchesFailed   uint64 `json:"batches_failed"`   // refused or timed out: their PUBACKs were not sent
+	BatchesReceived uint64 `json:"batches_received"` // batches for this node, stored
+	Moved           uint64 `json:"moved"`            // inbox entries moved to the node a user went to
+	Broadcasts      uint64 `json:"broadcasts"`       // generic publish batches broadcast
+	Directory       int    `json:"directory"`        // users in this node's copy of the directory
 }
 
 // DiskStats describe the durable store (Config.DataDir).
@@ -364,6 +377,12 @@ func (s *Server) Stats() Stats {
 		t := s.cfg.TLS.Stats()
 		st.TLS = &TLSStats{Handshakes: t.Handshakes, Resumed: t.Resumed, InProgress: t.InProgress,
 			Sessions: t.Sessions, KeyUpdates: t.KeyUpdates}
+	}
+	if s.cfg.Cluster != nil {
+		c := &s.clstats
+		st.Cluster = &ClusterStats{BatchesSent: c.batches.Load(), RecordsSent: c.records.Load(),
+			BatchesFailed: c.failed.Load(), BatchesReceived: c.received.Load(), Moved: c.moved.Load(),
+			Broadcasts: c.broadcasts.Load(), Directory: s.cfg.Cluster.Users()}
 	}
 	if s.cfg.WS != nil {
 		w := s.cfg.WS.Stats()

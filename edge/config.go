@@ -223,6 +223,57 @@ type Config struct {
 	// Push configures push notifications for offline users (push.go);
 	// off without a Webhook.
 	Push PushConfig
+	// Cluster, if set, routes profile messages, generic publishes and
+	// group changes to the other nodes of a cluster (docs/CLUSTER.md,
+	// internal/cluster). Nil: a single node, no cluster code runs.
+	Cluster Cluster
+}
+
+// Cluster is what a node needs from the cluster transport
+// (internal/cluster implements it over NATS). Its methods are safe for
+// concurrent use and never block a loop for long: Send and Broadcast only
+// queue.
+type Cluster interface {
+	// Node is this node's name.
+	Node() string
+	// Home returns the node the directory names for user (the node the
+	// user last connected to); ok false if none.
+	Home(user []byte) (node string, ok bool)
+	// Claim records, asynchronously, that user connected to this node.
+	Claim(user string)
+	// Users is the number of users in the directory.
+	Users() int
+	// Send queues batch, durably (JetStream), for node dest and calls
+	// done once with nil when it is stored there, or an error (timeout,
+	// no quorum). done runs on a cluster goroutine.
+	Send(dest string, batch []byte, done func(error))
+	// SendSync is Send waiting for the outcome; id, if not empty, lets
+	// the transport drop a repeat of the same batch (a move retried
+	// after a restart).
+	SendSync(dest string, batch []byte, id string) error
+	// Broadcast sends batch to every other node, at most once (core NATS).
+	Broadcast(batch []byte)
+	// SetGroup records a membership change cluster-wide.
+	SetGroup(add bool, group, user string) error
+	// Run starts delivering to hooks: it returns once the directory and
+	// the groups were loaded (Moved and Group called for each entry).
+	Run(hooks ClusterHooks) error
+	// Close stops the deliveries.
+	Close() error
+}
+
+// ClusterHooks are the Server's entry points for the cluster transport,
+// called on its goroutines.
+type ClusterHooks struct {
+	// Deliver stores batches sent to this node and returns once they are
+	// durable here (or forwarded durably); the transport then acks them.
+	Deliver func(batches [][]byte) error
+	// Generic routes a broadcast batch of generic publishes locally.
+	Generic func(batch []byte)
+	// Moved says the directory now names node for user.
+	Moved func(user, node string)
+	// Group applies a membership change made on any node.
+	Group func(add bool, group, user string)
 }
 
 func (c *Config) setDefaults() error {

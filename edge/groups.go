@@ -16,29 +16,53 @@ type Groups struct {
 	// returns.
 	onChange func(add bool, group, user string) uint64
 	sync     func() error
+	// cluster, if set, records a change cluster-wide (Config.Cluster);
+	// the other nodes apply it with set(..., false).
+	cluster func(add bool, group, user string) error
 }
 
 func newGroups() *Groups { return &Groups{m: make(map[string]map[string]struct{})} }
 
 // Add makes user a member of group. It returns ErrBadGroup or ErrBadUserID
 // for invalid names, ErrStoreUnavailable if the change is made but not yet
-// durable (the store retries), and reports whether the user was added (false if
-// already a member).
-func (g *Groups) Add(group, user string) (bool, error) {
+// durable (the store retries) or, in a cluster, not recorded cluster-wide,
+// and reports whether the user was added (false if already a member).
+func (g *Groups) Add(group, user string) (bool, error) { return g.set(true, group, user, true) }
+
+// Remove removes user from group and reports whether it was a member. An
+// empty group is deleted. Errors as for Add.
+func (g *Groups) Remove(group, user string) (bool, error) { return g.set(false, group, user, true) }
+
+// set adds (add) or removes user, reporting whether that changed anything,
+// and, if share, records the change cluster-wide.
+func (g *Groups) set(add bool, group, user string, share bool) (bool, error) {
 	if err := checkGroupUser(group, user); err != nil {
 		return false, err
 	}
 	g.mu.Lock()
 	mem := g.m[group]
-	if mem == nil {
+	if mem == nil && add {
 		mem = make(map[string]struct{})
 		g.m[group] = mem
 	}
 	_, had := mem[user]
-	mem[user] = struct{}{}
-	g.logLocked(true, group, user)
+	if add {
+		mem[user] = struct{}{}
+	} else {
+		delete(mem, user)
+		if had && len(mem) == 0 {
+			delete(g.m, group)
+		}
+	}
+	g.logLocked(add, group, user)
 	g.mu.Unlock()
-	return !had, g.commit()
+	err := g.commit()
+	if share && g.cluster != nil && err == nil {
+		if err = g.cluster(add, group, user); err != nil {
+			err = fmt.Errorf("share group change: %w: %w", ErrStoreUnavailable, err)
+		}
+	}
+	return had != add, err
 }
 
 // logLocked logs a change (g.mu held), even one that changes nothing: a
@@ -61,24 +85,6 @@ func (g *Groups) commit() error {
 		return fmt.Errorf("store group change: %w: %w", ErrStoreUnavailable, err)
 	}
 	return nil
-}
-
-// Remove removes user from group and reports whether it was a member. An
-// empty group is deleted. Errors as for Add.
-func (g *Groups) Remove(group, user string) (bool, error) {
-	if err := checkGroupUser(group, user); err != nil {
-		return false, err
-	}
-	g.mu.Lock()
-	mem := g.m[group]
-	_, had := mem[user]
-	delete(mem, user)
-	if had && len(mem) == 0 {
-		delete(g.m, group)
-	}
-	g.logLocked(false, group, user)
-	g.mu.Unlock()
-	return had, g.commit()
 }
 
 // Members returns the sorted members of group (nil if it has none).

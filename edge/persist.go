@@ -77,10 +77,11 @@ const persistFlags = fDurable | fReceipt | fReleased | fProps
 
 // heldAck is a PUBACK or PUBREC waiting until the store holds seq.
 type heldAck struct {
-	h   netpoll.Handle
-	seq uint64
-	pid uint16
-	typ mqtt.Type
+	h    netpoll.Handle
+	seq  uint64
+	tick uint64 // the cluster batches it waits for too (edge/cluster.go); 0: none
+	pid  uint16
+	typ  mqtt.Type
 }
 
 func u64(b *[8]byte, v uint64) []byte { binary.LittleEndian.PutUint64(b[:], v); return b[:] }
@@ -224,11 +225,20 @@ func (s *Server) syncStore() error {
 // ackAfter sends a PUBACK, PUBREC or PUBCOMP for pid on c, after the store holds
 // what the PUBLISH logged (at once without a store).
 func (s *Server) ackAfter(c *netpoll.Conn, ls *loopState, typ mqtt.Type, pid uint16) {
-	if s.wal == nil {
+	var tick uint64
+	if ls.cl.used {
+		tick = ls.cl.tick // batched for another node: wait for its store too
+		ls.cl.used = false
+	}
+	if s.wal == nil && tick == 0 {
 		writeAck(c, ls, typ, pid)
 		return
 	}
-	ls.acks = append(ls.acks, heldAck{h: c.Handle(), seq: s.wal.Last(), pid: pid, typ: typ})
+	var seq uint64
+	if s.wal != nil {
+		seq = s.wal.Last()
+	}
+	ls.acks = append(ls.acks, heldAck{h: c.Handle(), seq: seq, tick: tick, pid: pid, typ: typ})
 	if typ == mqtt.TypePuback {
 		if c5 := ls.conn5If(c); c5 != nil {
 			c5.heldAcks++ // the client's unacknowledged QoS 1 (Receive Maximum)
@@ -258,6 +268,50 @@ func ackPacket(typ mqtt.Type, pid uint16) []byte { return appendAck(nil, typ, pi
 func (s *Server) commitTick(l *netpoll.Loop, ls *loopState) {
 	// A failure is logged once by the store (and again when it
 	// recovers); meanwhile the acknowledgements wait.
+	durable := uint64(math.MaxUint64)
+	if s.wal != nil {
+		durable = s.writeTick(ls)
+	}
+	if len(ls.acks) == 0 {
+		ls.cl.failed = ls.cl.failed[:0]
+		return
+	}
+	low := uint64(math.MaxUint64) // the first cluster tick not stored (edge/cluster.go)
+	if s.cfg.Cluster != nil {
+		low = ls.cl.low()
+	}
+	// In order: a PUBACK waits for those before it on the loop (MQTT
+	// 4.6: in the order of the PUBLISH packets).
+	k := 0
+	for ; k < len(ls.acks); k++ {
+		a := ls.acks[k]
+		if a.seq > durable || a.tick != 0 && a.tick >= low {
+			break
+		}
+		c := l.Conn(a.h)
+		switch {
+		case c == nil: // closed: the client sends it again and gets it then
+		case a.tick != 0 && ls.cl.refused(a.tick):
+			// The batch for another node was refused (no quorum, a
+			// partition): not acknowledged; the client resends.
+			c.Close(closeErr(ReasonClusterUnavailable))
+		default:
+			writeAck(c, ls, a.typ, a.pid)
+			if a.typ == mqtt.TypePuback {
+				if c5 := ls.conn5If(c); c5 != nil {
+					c5.heldAcks--
+				}
+			}
+		}
+	}
+	n := copy(ls.acks, ls.acks[k:])
+	clear(ls.acks[n:])
+	ls.acks = ls.acks[:n]
+}
+
+// writeTick writes (and under SyncAlways asks to fsync) what the loops
+// logged; it returns the durable seq.
+func (s *Server) writeTick(ls *loopState) uint64 {
 	switch {
 	case s.ctlSeq.Load() > s.wal.Durable():
 		// A session, subscription or QoS 2 change: its reply (CONNACK,
@@ -272,28 +326,7 @@ func (s *Server) commitTick(l *netpoll.Loop, ls *loopState) {
 			s.wal.RequestSync()
 		}
 	}
-	if len(ls.acks) == 0 {
-		return
-	}
-	durable := s.wal.Durable()
-	k := 0
-	for _, a := range ls.acks {
-		if a.seq > durable {
-			ls.acks[k] = a
-			k++
-			continue
-		}
-		if c := l.Conn(a.h); c != nil {
-			writeAck(c, ls, a.typ, a.pid)
-			if a.typ == mqtt.TypePuback {
-				if c5 := ls.conn5If(c); c5 != nil {
-					c5.heldAcks--
-				}
-			}
-		} // else closed: the client sends it again and gets it then
-	}
-	clear(ls.acks[k:])
-	ls.acks = ls.acks[:k]
+	return s.wal.Durable()
 }
 
 func (s *Server) diskStats() *DiskStats {
@@ -545,25 +578,11 @@ func (s *Server) insertReplayed(cl *client, seq uint64, flags byte, pkt []byte, 
 	if q.findSeq(seq) >= 0 {
 		return false
 	}
-	buf := getBuf(len(pkt))
-	*buf = append(*buf, pkt...)
-	b := *buf
-	b[0] &^= 0x08 // DUP is per connection: recovery sets it again
-	e := entry{buf: buf, flags: flags & persistFlags, seq: seq, pid: pid}
-	if q := (b[0] >> 1) & 3; q > 0 {
-		i := 1
-		for b[i]&0x80 != 0 {
-			i++
-		}
-		i++
-		n := int(b[i])<<8 | int(b[i+1])
-		e.pidOff = uint32(i + 2 + n)
-		if int(e.pidOff)+2 > len(b) {
-			putBuf(buf)
-			return false
-		}
-		b[e.pidOff], b[e.pidOff+1] = 0, 1
+	e, ok := entryOf(pkt, flags) // DUP is per connection: recovery sets it again
+	if !ok {
+		return false
 	}
+	e.seq, e.pid = seq, pid
 	q.push(e)
 	// Keep seq order: a put replayed after a later one (the fuzzy
 	// snapshot restates state the log then repeats) moves into place.

@@ -56,6 +56,7 @@ const (
 	ReasonWSUnmasked                        // an unmasked frame from the client
 	ReasonWSTooBig                          // a data frame over the frame size limit
 	ReasonWSClose                           // the client sent a WebSocket close frame
+	ReasonClusterUnavailable                // a PUBLISH for another node that the cluster could not store (no quorum, a partition), not acknowledged
 	numReasons
 )
 
@@ -69,6 +70,7 @@ var reasonNames = [numReasons]string{
 	"tls_bad_record", "tls_alert", "store_unavailable",
 	"ws_bad_handshake", "ws_bad_path", "ws_bad_version", "ws_no_subprotocol", "ws_handshake_timeout", "ws_handshakes_busy",
 	"ws_bad_frame", "ws_text_frame", "ws_unmasked", "ws_too_big", "ws_close",
+	"cluster_unavailable",
 }
 
 // wsFailReason maps an upgrade failure to its close reason.

@@ -437,6 +437,9 @@ func (s *Server) OnLoopMessage(l *netpoll.Loop, m *netpoll.Message) {
 	if m.Kind == msgStoreWake {
 		s.loops[l.ID()].storeWake = false // OnTick writes and sends what became durable
 	}
+	if m.Kind == msgClusterAck || m.Kind == msgClusterFail {
+		s.loops[l.ID()].cl.done(m.Arg, m.Kind == msgClusterAck) // OnTick sends the PUBACKs
+	}
 }
 
 // OnTick implements netpoll.LoopHandler: one slice of the loop's retained
@@ -446,7 +449,10 @@ func (s *Server) OnTick(l *netpoll.Loop) {
 	if len(ls.scanning) > 0 || len(ls.parked) > 0 {
 		s.tickScans(l, ls)
 	}
-	if s.wal != nil {
+	if s.cfg.Cluster != nil {
+		s.flushCluster(l, ls)
+	}
+	if s.wal != nil || s.cfg.Cluster != nil {
 		s.commitTick(l, ls) // last: the scans above may have logged entries
 	}
 }

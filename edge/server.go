@@ -58,8 +58,14 @@ type Server struct {
 	big     map[uint32]struct{}
 	anonSeq atomic.Uint64
 	stats   msgCounters
+	clstats clusterCounters // edge/cluster.go
 	logs    logLimiter
 	push    *pusher // nil without Config.Push.Webhook
+
+	// rpMu guards rpres: the last presence payload heard from another
+	// node per user (edge/cluster.go: remotePresence); nil on a single node.
+	rpMu  sync.Mutex
+	rpres map[string]string
 
 	// sweepMu guards sweepAt, the next record the expiry sweep examines.
 	sweepMu sync.Mutex
@@ -176,6 +182,8 @@ type loopState struct {
 	// sent counts the PUBLISH packets this loop wrote ($SYS messages/sent);
 	// per loop, so that counting costs no shared cache line.
 	sent atomic.Uint64
+	// cl is the cluster state (edge/cluster.go); unused without one.
+	cl clusterLoop
 }
 
 // New validates cfg and builds a Server (not yet listening). It returns an
@@ -228,6 +236,9 @@ func New(cfg Config) (*Server, error) {
 	s.loops = make([]*loopState, eng.NumLoops())
 	for i := range s.loops {
 		s.loops[i] = &loopState{out: make([]byte, 0, 512), topic: make([]byte, 0, 256), rcpt: make([]byte, 0, 256)}
+		if cfg.Cluster != nil {
+			s.loops[i].cl = newClusterLoop(true)
+		}
 	}
 	return s, nil
 }
@@ -325,6 +336,15 @@ func (s *Server) Start() (err error) {
 	if err := s.eng.Start(); err != nil {
 		return fmt.Errorf("start engine: %w", err)
 	}
+	if s.cfg.Cluster != nil {
+		// With the loops running: loading the directory may move inboxes
+		// recovered from the log to the nodes their users went to.
+		if err := s.runCluster(); err != nil {
+			s.cfg.Cluster.Close()
+			s.eng.Close()
+			return fmt.Errorf("join cluster: %w", err)
+		}
+	}
 	s.started = true
 	s.startSys()
 	if s.push != nil {
@@ -377,6 +397,9 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	if admin != nil {
 		admin.Close()
+	}
+	if s.cfg.Cluster != nil {
+		s.cfg.Cluster.Close() // no more deliveries from other nodes
 	}
 	s.stopSweeper()
 	s.stopSys()
@@ -740,6 +763,9 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pa
 		c.SetDeadline(0)
 	}
 	if profile {
+		if s.cfg.Cluster != nil {
+			s.cfg.Cluster.Claim(userID)
+		}
 		s.presence(ls, userID, nil)
 	}
 	return reasonOK
@@ -833,6 +859,7 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 	if !s.allowPublish(ss, c.Loop().Now().UnixNano()) {
 		return ReasonFlood
 	}
+	ls.cl.used = false
 	if p.QoS == 2 {
 		cl.mu.Lock()
 		seen := false
@@ -1036,6 +1063,12 @@ func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, gr
 	}
 	n := len(t) + len(payload) + 9
 	cl := s.reg.lock(to, false)
+	if s.cfg.Cluster != nil && (cl == nil || cl.handle == 0) && s.routeAway(ls, kind, to, from, group, mid, payload) {
+		if cl != nil {
+			cl.mu.Unlock()
+		}
+		return storeOK
+	}
 	if cl == nil {
 		if ss != nil && !s.reg.known(to) && !s.takeNewInbox(ss) {
 			s.stats.newInboxRate.Add(1)
@@ -1107,6 +1140,12 @@ func (s *Server) notice(ls *loopState, to, about, mid, why []byte, force bool) b
 	cl := s.reg.lock(to, true)
 	if cl == nil {
 		return false
+	}
+	if s.cfg.Cluster != nil && cl.handle == 0 && s.routeAway(ls, 'e', to, about, nil, mid, why) {
+		gen := cl.gen
+		cl.mu.Unlock()
+		s.reg.release(cl, gen)
+		return true
 	}
 	if !force && !s.fitsLocked(cl, 'e', 1, heldSize(n)) {
 		gen := cl.gen
@@ -1336,6 +1375,9 @@ func (s *Server) publishGeneric(ls *loopState, topic, payload []byte, qos byte, 
 		s.kick(h)
 	}
 	clear(ls.subs)
+	if s.cfg.Cluster != nil {
+		s.broadcast(ls, topic, payload, qos, retain)
+	}
 }
 
 // pump sends cl's inbox to c up to the in-flight window; cl is locked and c
@@ -1595,14 +1637,18 @@ func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *clie
 
 // sendPresence sends the current presence of the user in filter p/<user>.
 func (s *Server) sendPresence(ls *loopState, cl *client, filter []byte, qos byte) {
-	online, last, known := s.reg.presence(filter[2:])
-	if !known {
-		return
-	}
 	var buf [32]byte
-	payload := append(buf[:0], "online"...)
-	if !online {
-		payload = strconv.AppendInt(append(buf[:0], "offline "...), last, 10)
+	payload, known := s.remotePresence(filter[2:], buf[:0])
+	if !known {
+		var online bool
+		var last int64
+		if online, last, known = s.reg.presence(filter[2:]); !known {
+			return
+		}
+		payload = append(buf[:0], "online"...)
+		if !online {
+			payload = strconv.AppendInt(append(buf[:0], "offline "...), last, 10)
+		}
 	}
 	// The same bounds as retained delivery; and one pending (unsent) entry
 	// per presence topic is enough: a second SUBSCRIBE to p/<user> while

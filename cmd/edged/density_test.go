@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -24,10 +23,7 @@ import (
 // pools and buffers were paid for by the first batch).
 func BenchmarkIdleConnections(b *testing.B) {
 	const n = 5_000
-	bin := filepath.Join(b.TempDir(), "edged")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v: %s", err, out)
-	}
+	bin := buildEdgedB(b)
 	for b.Loop() {
 		total, marginal := idleRSS(b, bin, n)
 		b.ReportMetric(total, "rss-B/conn")

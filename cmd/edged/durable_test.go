@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,9 +34,19 @@ func freeAddr(t *testing.T) string {
 // pahoConnect connects a fresh Paho client (no automatic reconnect, so it
 // never resends on its own: a publish it lost is "unknown" to the test).
 func pahoConnect(addr, id string, h paho.MessageHandler) (paho.Client, error) {
+	return pahoConnectVia(addr, id, h, nil)
+}
+
+// pahoConnectVia is pahoConnect with dial making the socket (nil: Paho's).
+func pahoConnectVia(addr, id string, h paho.MessageHandler, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (paho.Client, error) {
 	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetCleanSession(true).
 		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(2 * time.Second).
 		SetOrderMatters(true).SetKeepAlive(30 * time.Second)
+	if dial != nil {
+		o.SetCustomOpenConnectionFn(func(u *url.URL, _ paho.ClientOptions) (net.Conn, error) {
+			return dial(context.Background(), "tcp", u.Host)
+		})
+	}
 	if h != nil {
 		o.SetDefaultPublishHandler(h)
 	}

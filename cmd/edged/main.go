@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -28,6 +29,7 @@ import (
 	"github.com/edgedhq/edged/edge"
 	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/internal/buildinfo"
+	"github.com/edgedhq/edged/internal/cluster"
 	"github.com/edgedhq/edged/internal/edgetls"
 	"github.com/edgedhq/edged/internal/edgews"
 	"github.com/edgedhq/edged/internal/wal"
@@ -64,6 +66,8 @@ type options struct {
 	dataDir, fsync                       string
 	inMemory, repair                     bool
 	pushWebhook                          string
+	node, clusterListen, clusterPeers    string
+	natsURL                              string
 	pushInterval, sysInterval            time.Duration
 	ops                                  opsOptions
 }
@@ -114,6 +118,10 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.pushWebhook, "push-webhook", "", "`URL` (http or https) that gets batched JSON push notifications when a message lands in the inbox of a user with no live connection")
 	fs.DurationVar(&o.pushInterval, "push-interval", edge.DefaultPushInterval, "at most one push notification per user per `duration` (later ones are collapsed)")
 	fs.DurationVar(&o.sysInterval, "sys-interval", edge.DefaultSysInterval, "`duration` between updates of the retained $SYS/broker/ statistics (subscribable from loopback only); 0 for none")
+	fs.StringVar(&o.node, "node", "", "this node's `name` in a cluster ([A-Za-z0-9_-]); with --cluster-listen or --nats, users connected to other nodes are reached through NATS (docs/CLUSTER.md)")
+	fs.StringVar(&o.clusterListen, "cluster-listen", "", "`host:port` (the private NIC) where this node's embedded NATS server listens for routes from the other nodes")
+	fs.StringVar(&o.clusterPeers, "cluster-peers", "", "comma-separated `host:port` route addresses of the other nodes (this node's own may be listed; it is skipped)")
+	fs.StringVar(&o.natsURL, "nats", "", "`URL` of an existing NATS cluster with JetStream to use instead of an embedded server")
 	fs.IntVar(&o.loops, "loops", 0, "number of event loops (`n`), 0 for GOMAXPROCS")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -216,6 +224,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		}
 		cfg.Handoff, handoffReply = h, reply
 	}
+	node, err := startCluster(&o, &cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "edged: %v\n", err)
+		if errors.Is(err, cluster.ErrBadOptions) {
+			return exitUsage
+		}
+		return exitError
+	}
+	if node != nil {
+		defer node.Close()
+	}
 	s, err := edge.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "edged: %v\n", err)
@@ -287,6 +306,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	signal.Notify(usr2, syscall.SIGUSR2)
 	defer signal.Stop(usr2)
 	for waitReload(ctx, hup, usr2, upgradeReq, cfg.TLS, log) {
+		if node != nil {
+			log.Error("upgrade: not supported on a cluster node (restart it: its users reconnect to the others); still serving")
+			continue
+		}
 		log.Info("upgrade: starting the new binary", "exe", exe)
 		ust.begin()
 		pid, err := upgrade(s, ops, exe, args, o.drainRate, log)
@@ -539,4 +562,43 @@ func loadConfig(fs *flag.FlagSet, path string) error {
 		return fmt.Errorf("read config: %w", err)
 	}
 	return nil
+}
+
+// startCluster joins the cluster the flags name (nil without --node): the
+// embedded NATS server's JetStream lives under the data directory (a
+// temporary one with --in-memory).
+func startCluster(o *options, cfg *edge.Config) (*cluster.Node, error) {
+	if o.node == "" {
+		if o.clusterListen != "" || o.clusterPeers != "" || o.natsURL != "" {
+			return nil, fmt.Errorf("--cluster-listen, --cluster-peers and --nats need --node: %w", cluster.ErrBadOptions)
+		}
+		return nil, nil
+	}
+	if o.clusterListen == "" && o.natsURL == "" {
+		return nil, fmt.Errorf("--node needs --cluster-listen or --nats: %w", cluster.ErrBadOptions)
+	}
+	co := cluster.Options{Node: o.node, Listen: o.clusterListen, URL: o.natsURL, Logger: cfg.Logger,
+		NATSLog: os.Getenv("EDGED_NATS_LOG") == "1"} // the embedded server's own log, for debugging
+	for _, p := range strings.Split(o.clusterPeers, ",") {
+		if p = strings.TrimSpace(p); p != "" && p != o.clusterListen {
+			co.Peers = append(co.Peers, p)
+		}
+	}
+	if o.natsURL == "" {
+		if cfg.DataDir != "" {
+			co.StoreDir = filepath.Join(cfg.DataDir, "nats")
+		} else {
+			dir, err := os.MkdirTemp("", "edged-nats-")
+			if err != nil {
+				return nil, fmt.Errorf("make jetstream dir: %w", err)
+			}
+			co.StoreDir = dir
+		}
+	}
+	n, err := cluster.Start(co)
+	if err != nil {
+		return nil, fmt.Errorf("start cluster node %s: %w", o.node, err)
+	}
+	cfg.Cluster = n
+	return n, nil
 }

@@ -69,6 +69,9 @@ func TestUsageErrors(t *testing.T) {
 		{"zero push interval", []string{"--listen", "127.0.0.1:0", "--push-interval", "0s"}, 2, "parse --push-interval 0s: want a duration > 0"},
 		{"negative sys interval", []string{"--listen", "127.0.0.1:0", "--sys-interval", "-1s"}, 2, "parse --sys-interval -1s: want a duration >= 0"},
 		{"bad sys interval", []string{"--sys-interval", "often"}, 2, `--sys-interval "often": want a duration`},
+		{"cluster flags without a node", []string{"--data-dir", dir, "--cluster-listen", "127.0.0.1:0"}, 2, "--cluster-listen, --cluster-peers and --nats need --node"},
+		{"node without a cluster", []string{"--data-dir", dir, "--node", "n1"}, 2, "--node needs --cluster-listen or --nats"},
+		{"bad node name", []string{"--data-dir", dir, "--node", "a.b", "--cluster-listen", "127.0.0.1:0"}, 2, `check node name "a.b"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
@@ -157,5 +160,19 @@ func TestLimitFlags(t *testing.T) {
 	fs.Parse([]string{"--new-inbox-rate", "5000"})
 	if cfg, _, _ = buildConfig(&o, io.Discard); cfg.NewInboxRate != 5000 || cfg.NewInboxBurst != 0 {
 		t.Fatalf("--new-inbox-rate 5000: rate %v, burst %v; want 5000 and 0 (max(1000, rate) in edge)", cfg.NewInboxRate, cfg.NewInboxBurst)
+	}
+}
+
+// TestNoClusterNoNATS: without cluster flags edged runs no NATS (no
+// JetStream directory, no cluster counters): a single node is unchanged.
+func TestNoClusterNoNATS(t *testing.T) {
+	dir := t.TempDir()
+	s, _, stop := startRun(t, "--listen", "127.0.0.1:0", "--admin", "off", "--data-dir", dir)
+	if st := s.Stats(); st.Cluster != nil {
+		t.Errorf("cluster counters on a single node: %+v", st.Cluster)
+	}
+	stop()
+	if _, err := os.Stat(filepath.Join(dir, "nats")); !os.IsNotExist(err) {
+		t.Errorf("a single node made %s/nats: %v", dir, err)
 	}
 }

@@ -1,0 +1,101 @@
+package edge
+
+import (
+	"bytes"
+	"math"
+	"testing"
+)
+
+// TestClusterLoopTicks walks the held-PUBACK accounting of a loop's
+// cluster batches: a tick is stored once no batch unsent or in flight holds
+// it or an earlier one; a refused batch marks its ticks refused.
+func TestClusterLoopTicks(t *testing.T) {
+	c := newClusterLoop(true)
+	put := func(node string, rec string) {
+		b := c.gather(node, len(rec))
+		c.batches[node] = append(b, rec...)
+	}
+	send := func(node string) (id uint64) { // what flushCluster does for one batch
+		q := c.dest[node]
+		sb, ok := c.next(node, q)
+		if !ok {
+			t.Fatalf("nothing to send for %s", node)
+		}
+		c.nextFlight++
+		f := &flight{node: node, min: sb.min, max: sb.max}
+		c.flights[c.nextFlight] = f
+		q.open = append(q.open, f)
+		q.flying++
+		return c.nextFlight
+	}
+	if c.low() != math.MaxUint64 {
+		t.Fatal("an empty loop holds a tick")
+	}
+	put("b", "r1") // tick 1
+	put("c", "r2")
+	if c.low() != 1 {
+		t.Fatalf("low %d, want 1", c.low())
+	}
+	b1, c1 := send("b"), send("c")
+	c.tick++         // tick 2
+	put("b", "r3")   // gathers while b's first batch flies
+	c.done(b1, true) // b's tick-1 batch stored; c's still flying
+	if c.low() != 1 {
+		t.Fatalf("low %d, want 1 (c's batch of tick 1 flies)", c.low())
+	}
+	c.done(c1, true)
+	if c.low() != 2 {
+		t.Fatalf("low %d, want 2 (b's gathering batch)", c.low())
+	}
+	b2 := send("b")
+	c.tick++ // tick 3
+	c.done(b2, false)
+	if c.low() != math.MaxUint64 || !c.refused(2) || c.refused(1) || c.refused(3) {
+		t.Fatalf("after a refused tick-2 batch: low %d, refused(1,2,3) %v %v %v", c.low(), c.refused(1), c.refused(2), c.refused(3))
+	}
+	// A batch past maxBatch is sealed, and the next one starts at the
+	// current tick.
+	big := string(bytes.Repeat([]byte{'x'}, maxBatch-2))
+	put("b", big)
+	c.tick++ // tick 4
+	put("b", "more")
+	if q := c.dest["b"]; len(q.sealed) != 1 || q.sealed[0].min != 3 || q.min != 4 {
+		t.Fatalf("sealing: %d sealed, first min %d, gathering from %d", len(q.sealed), q.sealed[0].min, q.min)
+	}
+	var sent [][]byte
+	c.drain(func(node string, b []byte) error { sent = append(sent, b); return nil })
+	if len(sent) != 2 || len(sent[0]) != len(big) || string(sent[1]) != "more" || c.low() != math.MaxUint64 {
+		t.Fatalf("drain sent %d batches, low %d", len(sent), c.low())
+	}
+}
+
+// TestBatchFields: fields reads what appendField wrote and refuses a
+// truncated or overlong record.
+func TestBatchFields(t *testing.T) {
+	b := appendField(appendField(appendField(nil, []byte("alice")), nil), bytes.Repeat([]byte{7}, 300))
+	var f [3][]byte
+	rest, err := fields(b, f[:])
+	if err != nil || len(rest) != 0 || string(f[0]) != "alice" || len(f[1]) != 0 || len(f[2]) != 300 {
+		t.Fatalf("fields: %q %v", f, err)
+	}
+	for n := range len(b) - 1 {
+		if _, err := fields(b[:n], f[:]); err == nil {
+			t.Fatalf("truncated at %d: no error", n)
+		}
+	}
+	if _, err := fields([]byte{0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01}, f[:1]); err == nil {
+		t.Fatal("a length past the batch: no error")
+	}
+}
+
+// FuzzBatchFields: no input makes fields panic or read past its input.
+func FuzzBatchFields(f *testing.F) {
+	f.Add(appendField(appendField(nil, []byte("u")), []byte("payload")))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var dst [6][]byte
+		rest, err := fields(b, dst[:])
+		if err == nil && len(rest) > len(b) {
+			t.Fatal("rest longer than the input")
+		}
+	})
+}

@@ -1,0 +1,605 @@
+// Package cluster is edged's cluster transport over NATS (docs/CLUSTER.md):
+// an embedded nats-server whose routes join the other nodes (or an existing
+// NATS cluster), a JetStream stream with one subject per node for durable
+// cross-node batches, a KV bucket for the directory of users and one for
+// group membership, and core NATS for broadcast generic publishes.
+//
+// Lifecycle: Start, then edge.Server.Start calls Run (through
+// edge.Config.Cluster); Close after the Server closed. A Node is safe for
+// concurrent use.
+package cluster
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgedhq/edged/edge"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Sentinel errors.
+var (
+	// ErrBadOptions: the options are inconsistent.
+	ErrBadOptions = errors.New("bad cluster options")
+	// ErrNotReady: the NATS cluster did not form (JetStream quorum) in time.
+	ErrNotReady = errors.New("cluster not ready")
+)
+
+// Names in NATS.
+const (
+	streamName  = "EDGED"
+	nodeSubject = "edged.node." // + node name: batches for that node
+	pubSubject  = "edged.pub."  // + node name: broadcast generic publishes
+	dirBucket   = "edged_dir"
+	groupBucket = "edged_groups"
+	clusterName = "edged"
+)
+
+// Defaults.
+const (
+	// DefaultPublishTimeout bounds a JetStream publish: past it the held
+	// PUBACKs of the batch are refused (a partition, no quorum).
+	DefaultPublishTimeout = 2 * time.Second
+	// readyTimeout is how long Start and Run wait for the JetStream
+	// cluster to elect a leader and take the stream and buckets.
+	readyTimeout = 60 * time.Second
+	// fetchBatch is how many batches the consumer takes per fetch (one
+	// WAL commit each): bounded so that an ack is never far behind.
+	fetchBatch = 64
+	// claimBatch is how many directory claims are in flight at once.
+	claimBatch = 256
+	// maxPayload is the embedded server's max_payload: room for a batch
+	// (edge seals them at 512 KiB) holding one message of edged's largest
+	// packet size but one (--max-packet-size up to 64 MiB: bigger ones
+	// cannot cross nodes; their PUBLISH is not acknowledged).
+	maxPayload = 8 << 20
+)
+
+// Options configure a Node.
+type Options struct {
+	// Node is this node's name (required): [A-Za-z0-9_-], 1-64.
+	Node string
+	// Listen is the route listen address (host:port) of the embedded
+	// server; Peers are the other nodes' route addresses. Ignored with URL.
+	Listen string
+	Peers  []string
+	// URL, if set, is an existing NATS cluster (with JetStream) to use
+	// instead of an embedded server.
+	URL string
+	// Size is the number of nodes, for the replica count min(3, Size)
+	// (default len(Peers)+1).
+	Size int
+	// StoreDir is the embedded JetStream's directory (required without URL).
+	StoreDir string
+	// PublishTimeout bounds a JetStream publish (default 2 s).
+	PublishTimeout time.Duration
+	// Logger gets start-up lines and failures (default slog.Default()).
+	Logger *slog.Logger
+	// NATSLog turns the embedded server's own log on (to stderr).
+	NATSLog bool
+}
+
+// Node is one node's connection to the cluster; it implements edge.Cluster.
+type Node struct {
+	o   Options
+	srv *server.Server // nil with Options.URL
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	dir jetstream.KeyValue
+	grp jetstream.KeyValue
+
+	// mu guards home: the directory, user id -> node, from the watch.
+	mu   sync.RWMutex
+	home map[string]string
+
+	// claims are the users to claim in the directory (Claim), written by
+	// the claimer goroutine.
+	cmu    sync.Mutex
+	claims []string
+	cwake  chan struct{}
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	sub    *nats.Subscription
+}
+
+var _ edge.Cluster = (*Node)(nil)
+
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Start starts the embedded server (unless Options.URL), connects to it and
+// makes the stream and buckets (waiting for the cluster to form). On error
+// nothing is left running.
+func Start(o Options) (n *Node, err error) {
+	if !validName(o.Node) {
+		return nil, fmt.Errorf("check node name %q: %w", o.Node, ErrBadOptions)
+	}
+	if o.URL == "" && (o.Listen == "" || o.StoreDir == "") {
+		return nil, fmt.Errorf("check options: an embedded server needs a listen address and a store directory: %w", ErrBadOptions)
+	}
+	if o.Size == 0 {
+		o.Size = len(o.Peers) + 1
+	}
+	if o.PublishTimeout == 0 {
+		o.PublishTimeout = DefaultPublishTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	n = &Node{o: o, home: make(map[string]string), cwake: make(chan struct{}, 1)}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			n.Close()
+			n = nil
+		}
+	}()
+	var copts []nats.Option
+	copts = append(copts, nats.Name("edged-"+o.Node), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	url := o.URL
+	if o.URL == "" {
+		if err := n.startServer(); err != nil {
+			return n, err
+		}
+		copts = append(copts, nats.InProcessServer(n.srv))
+	}
+	if n.nc, err = nats.Connect(url, copts...); err != nil {
+		return n, fmt.Errorf("connect nats: %w", err)
+	}
+	if n.js, err = jetstream.New(n.nc, jetstream.WithPublishAsyncTimeout(o.PublishTimeout), jetstream.WithPublishAsyncMaxPending(4096)); err != nil {
+		return n, fmt.Errorf("open jetstream: %w", err)
+	}
+	if err := n.setup(); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+func (n *Node) replicas() int { return min(3, max(1, n.o.Size)) }
+
+func (n *Node) startServer() error {
+	host, port, err := net.SplitHostPort(n.o.Listen)
+	if err != nil {
+		return fmt.Errorf("parse cluster listen %q: %w: %w", n.o.Listen, ErrBadOptions, err)
+	}
+	var p int
+	if _, err := fmt.Sscan(port, &p); err != nil {
+		return fmt.Errorf("parse cluster port %q: %w", port, ErrBadOptions)
+	}
+	var routes []*url.URL
+	for _, peer := range n.o.Peers {
+		if peer == n.o.Listen {
+			continue
+		}
+		u, err := url.Parse("nats-route://" + peer)
+		if err != nil {
+			return fmt.Errorf("parse cluster peer %q: %w: %w", peer, ErrBadOptions, err)
+		}
+		routes = append(routes, u)
+	}
+	if err := os.MkdirAll(n.o.StoreDir, 0o700); err != nil {
+		return fmt.Errorf("make jetstream dir: %w", err)
+	}
+	opts := &server.Options{
+		ServerName: n.o.Node,
+		// The node connects in process; the client port is loopback on
+		// a random port (with DontListen the server never starts its
+		// routes: StartRouting waits for the client accept loop).
+		Host:       "127.0.0.1",
+		Port:       server.RANDOM_PORT,
+		JetStream:  true,
+		StoreDir:   n.o.StoreDir,
+		MaxPayload: maxPayload,
+		NoSigs:     true,
+		NoLog:      !n.o.NATSLog,
+		// Routes run on the private network: no S2 compression (it
+		// showed in the profiles of the cross-node benchmark).
+		Cluster: server.ClusterOpts{Name: clusterName, Host: host, Port: p,
+			Compression: server.CompressionOpts{Mode: server.CompressionOff}},
+		Routes: routes,
+	}
+	if len(routes) == 0 && n.o.Size <= 1 {
+		opts.Cluster = server.ClusterOpts{} // one node: no routes, plain JetStream
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("create nats server: %w", err)
+	}
+	if n.o.NATSLog {
+		srv.ConfigureLogger()
+	}
+	n.srv = srv
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		return fmt.Errorf("start nats server: not ready after 30 s: %w", ErrNotReady)
+	}
+	return nil
+}
+
+// setup makes the stream and the buckets, retrying while the JetStream
+// cluster elects its leaders.
+func (n *Node) setup() error {
+	r := n.replicas()
+	deadline := time.Now().Add(readyTimeout)
+	var last error
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		last = n.setupOnce(ctx, r)
+		cancel()
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-n.ctx.Done():
+			return n.ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("set up jetstream (replicas %d): %w: %w", r, ErrNotReady, last)
+}
+
+func (n *Node) setupOnce(ctx context.Context, r int) error {
+	_, err := n.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: streamName, Subjects: []string{nodeSubject + ">"}, Replicas: r,
+		Storage: jetstream.FileStorage, Retention: jetstream.WorkQueuePolicy,
+		Duplicates: 2 * time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("create stream: %w", err)
+	}
+	if n.dir, err = n.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: dirBucket, Replicas: r, History: 1}); err != nil {
+		return fmt.Errorf("create directory bucket: %w", err)
+	}
+	if n.grp, err = n.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: groupBucket, Replicas: r, History: 1}); err != nil {
+		return fmt.Errorf("create group bucket: %w", err)
+	}
+	return nil
+}
+
+// key encodes a user or group name as a KV key token (user ids may hold
+// '.', the KV token separator).
+func key(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func unkey(k string) (string, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(k)
+	return string(b), err == nil
+}
+
+// Node implements edge.Cluster.
+func (n *Node) Node() string { return n.o.Node }
+
+// Home implements edge.Cluster.
+func (n *Node) Home(user []byte) (string, bool) {
+	n.mu.RLock()
+	node, ok := n.home[string(user)]
+	n.mu.RUnlock()
+	return node, ok
+}
+
+// Users implements edge.Cluster.
+func (n *Node) Users() int {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return len(n.home)
+}
+
+// Claim implements edge.Cluster: the claimer goroutine writes it.
+func (n *Node) Claim(user string) {
+	if node, ok := n.Home([]byte(user)); ok && node == n.o.Node {
+		return
+	}
+	n.cmu.Lock()
+	n.claims = append(n.claims, user)
+	n.cmu.Unlock()
+	select {
+	case n.cwake <- struct{}{}:
+	default:
+	}
+}
+
+// claimer writes the queued claims; a failed write (no quorum) is retried
+// every 500 ms.
+func (n *Node) claimer() {
+	defer n.wg.Done()
+	var retry []string
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.cwake:
+		case <-time.After(500 * time.Millisecond):
+		}
+		n.cmu.Lock()
+		todo := append(retry, n.claims...)
+		n.claims = nil
+		n.cmu.Unlock()
+		retry = nil
+		// Pipelined: a KV put is a JetStream publish to the bucket's
+		// subject, so claims go out claimBatch at a time.
+		for len(todo) > 0 {
+			k := min(len(todo), claimBatch)
+			chunk := todo[:k]
+			todo = todo[k:]
+			futs := make([]jetstream.PubAckFuture, 0, k)
+			var err error
+			for _, u := range chunk {
+				var f jetstream.PubAckFuture
+				if f, err = n.js.PublishAsync("$KV."+dirBucket+"."+key(u), []byte(n.o.Node)); err != nil {
+					break
+				}
+				futs = append(futs, f)
+			}
+			for i, f := range futs {
+				select {
+				case <-f.Ok():
+					// The watch confirms it; meanwhile route as if it had.
+					n.mu.Lock()
+					n.home[chunk[i]] = n.o.Node
+					n.mu.Unlock()
+				case e := <-f.Err():
+					err = e
+					retry = append(retry, chunk[i])
+				}
+			}
+			retry = append(retry, chunk[len(futs):]...)
+			if err != nil {
+				n.o.Logger.Warn("cluster: claim users", "n", len(retry)+len(todo), "err", err)
+				retry = append(retry, todo...)
+				break
+			}
+		}
+	}
+}
+
+// Send implements edge.Cluster.
+func (n *Node) Send(dest string, batch []byte, done func(error)) {
+	f, err := n.js.PublishMsgAsync(&nats.Msg{Subject: nodeSubject + dest, Data: batch})
+	if err != nil {
+		done(fmt.Errorf("publish to %s: %w", dest, err))
+		return
+	}
+	go func() {
+		select {
+		case <-f.Ok():
+			done(nil)
+		case err := <-f.Err():
+			done(fmt.Errorf("publish to %s: %w", dest, err))
+		}
+	}()
+}
+
+// SendSync implements edge.Cluster.
+func (n *Node) SendSync(dest string, batch []byte, id string) error {
+	ctx, cancel := context.WithTimeout(n.ctx, n.o.PublishTimeout)
+	defer cancel()
+	var opts []jetstream.PublishOpt
+	if id != "" {
+		opts = append(opts, jetstream.WithMsgID(id))
+	}
+	if _, err := n.js.PublishMsg(ctx, &nats.Msg{Subject: nodeSubject + dest, Data: batch}, opts...); err != nil {
+		return fmt.Errorf("publish to %s: %w", dest, err)
+	}
+	return nil
+}
+
+// Broadcast implements edge.Cluster.
+func (n *Node) Broadcast(batch []byte) {
+	n.nc.Publish(pubSubject+n.o.Node, batch) // at most once: an error is a loss like any other
+}
+
+// SetGroup implements edge.Cluster.
+func (n *Node) SetGroup(add bool, group, user string) error {
+	ctx, cancel := context.WithTimeout(n.ctx, n.o.PublishTimeout)
+	defer cancel()
+	k := key(group) + "." + key(user)
+	var err error
+	if add {
+		_, err = n.grp.Put(ctx, k, []byte{1})
+	} else {
+		err = n.grp.Delete(ctx, k)
+	}
+	if err != nil {
+		return fmt.Errorf("record group change: %w", err)
+	}
+	return nil
+}
+
+// Run implements edge.Cluster.
+func (n *Node) Run(h edge.ClusterHooks) error {
+	dw, err := n.dir.WatchAll(n.ctx)
+	if err != nil {
+		return fmt.Errorf("watch directory: %w", err)
+	}
+	gw, err := n.grp.WatchAll(n.ctx)
+	if err != nil {
+		dw.Stop()
+		return fmt.Errorf("watch groups: %w", err)
+	}
+	dirLoaded, grpLoaded := make(chan struct{}), make(chan struct{})
+	n.wg.Add(2)
+	go n.watch(dw, dirLoaded, func(e jetstream.KeyValueEntry) {
+		u, ok := unkey(e.Key())
+		if !ok {
+			return
+		}
+		if e.Operation() != jetstream.KeyValuePut {
+			n.mu.Lock()
+			delete(n.home, u)
+			n.mu.Unlock()
+			return
+		}
+		node := string(e.Value())
+		n.mu.Lock()
+		n.home[u] = node
+		n.mu.Unlock()
+		h.Moved(u, node)
+	})
+	go n.watch(gw, grpLoaded, func(e jetstream.KeyValueEntry) {
+		gk, uk, ok := strings.Cut(e.Key(), ".")
+		g, ok1 := unkey(gk)
+		u, ok2 := unkey(uk)
+		if ok && ok1 && ok2 {
+			h.Group(e.Operation() == jetstream.KeyValuePut, g, u)
+		}
+	})
+	for _, c := range []chan struct{}{dirLoaded, grpLoaded} {
+		select {
+		case <-c:
+		case <-time.After(readyTimeout):
+			return fmt.Errorf("load directory and groups: %w", ErrNotReady)
+		}
+	}
+	n.sub, err = n.nc.Subscribe(pubSubject+"*", func(m *nats.Msg) {
+		if m.Subject != pubSubject+n.o.Node {
+			h.Generic(m.Data)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe to broadcasts: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, readyTimeout)
+	defer cancel()
+	var cons jetstream.Consumer
+	for {
+		cons, err = n.js.CreateOrUpdateConsumer(ctx, streamName, jetstream.ConsumerConfig{
+			Durable: "node-" + n.o.Node, FilterSubject: nodeSubject + n.o.Node,
+			// MemoryStorage: the consumer's state is replicated (R3)
+			// but not written to files; with work-queue retention the
+			// stream itself holds every batch not yet acked, so a
+			// consumer recreated from nothing loses nothing.
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 4 * fetchBatch,
+			MemoryStorage: true,
+		})
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("create consumer: %w: %w", ErrNotReady, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	n.wg.Add(2)
+	go n.consume(cons, h.Deliver)
+	go n.claimer()
+	return nil
+}
+
+// watch feeds a KV watcher's entries to apply; loaded is closed after the
+// initial values (the nil entry).
+func (n *Node) watch(w jetstream.KeyWatcher, loaded chan struct{}, apply func(jetstream.KeyValueEntry)) {
+	defer n.wg.Done()
+	defer w.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				if loaded != nil {
+					close(loaded)
+					loaded = nil
+				}
+				continue
+			}
+			apply(e)
+		}
+	}
+}
+
+// consume takes this node's batches as JetStream pushes them (a pull
+// consumer with prefetch), hands what has arrived, up to fetchBatch, to
+// deliver (which returns once they are durable here) and acks them; on an
+// error they are not acked: JetStream redelivers them.
+func (n *Node) consume(cons jetstream.Consumer, deliver func([][]byte) error) {
+	defer n.wg.Done()
+	in := make(chan jetstream.Msg, 4*fetchBatch)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case in <- m:
+		case <-n.ctx.Done():
+		}
+	}, jetstream.PullMaxMessages(4*fetchBatch))
+	if err != nil {
+		n.o.Logger.Error("cluster: consume", "err", err)
+		return
+	}
+	defer cc.Stop()
+	var msgs []jetstream.Msg
+	var data [][]byte
+	for {
+		msgs, data = msgs[:0], data[:0]
+		select {
+		case <-n.ctx.Done():
+			return
+		case m := <-in:
+			msgs = append(msgs, m)
+		}
+	more:
+		for len(msgs) < fetchBatch {
+			select {
+			case m := <-in:
+				msgs = append(msgs, m)
+			default:
+				break more
+			}
+		}
+		for _, m := range msgs {
+			data = append(data, m.Data())
+		}
+		if err := deliver(data); err != nil {
+			n.o.Logger.Warn("cluster: deliver batches", "n", len(msgs), "err", err)
+			for _, m := range msgs {
+				m.NakWithDelay(time.Second)
+			}
+			continue
+		}
+		for _, m := range msgs {
+			m.Ack()
+		}
+	}
+}
+
+// Close implements edge.Cluster: stops the goroutines, the connection and
+// the embedded server.
+func (n *Node) Close() error {
+	n.cancel()
+	if n.sub != nil {
+		n.sub.Unsubscribe()
+	}
+	n.wg.Wait()
+	if n.nc != nil {
+		n.nc.Drain()
+		n.nc.Close()
+	}
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+	}
+	return nil
+}
