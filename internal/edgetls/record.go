@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/edgedhq/edged/internal/slots"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -118,27 +119,19 @@ type aeadEntry struct {
 
 // loopState is one loop's tables; only that loop touches it.
 type loopState struct {
-	chunks [][]connState
-	cache  [2][aeadCacheSize]aeadEntry // [0] in, [1] out
-	nonce  [12]byte
-	ad     [13]byte
-	hdr    [recHeader]byte
-	inner  []byte // TLS 1.3 inner plaintext: payload + content type
-	rec    []byte // a record built by the transport itself (alert, KeyUpdate)
+	conns slots.Table[connState]
+	cache [2][aeadCacheSize]aeadEntry // [0] in, [1] out
+	nonce [12]byte
+	ad    [13]byte
+	hdr   [recHeader]byte
+	inner []byte // TLS 1.3 inner plaintext: payload + content type
+	rec   []byte // a record built by the transport itself (alert, KeyUpdate)
 }
 
-// chunkShift sizes the state table's chunks: 256 records (59 KB), so a loop
-// with few sessions does not pay for 4,096 (950 KB, 95 B per session at
-// 10,000 over two loops).
-const chunkShift = 8
-
-func (ls *loopState) get(slot uint32) *connState {
-	ci := int(slot >> chunkShift)
-	for ci >= len(ls.chunks) {
-		ls.chunks = append(ls.chunks, make([]connState, 1<<chunkShift))
-	}
-	return &ls.chunks[ci][slot&(1<<chunkShift-1)]
-}
+// get returns slot's record state (the table grows in chunks of 256
+// records, 59 KB, so a loop with few sessions does not pay for 4,096: 950
+// KB, 95 B per session at 10,000 over two loops).
+func (ls *loopState) get(slot uint32) *connState { return ls.conns.Get(slot) }
 
 func (s *Server) loopOf(c *netpoll.Conn) *loopState {
 	i := c.LoopID()

@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/edgedhq/edged/internal/edgetls"
+	"github.com/edgedhq/edged/internal/slots"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -106,7 +107,7 @@ var (
 
 // loopState is one loop's tables; only that loop touches it.
 type loopState struct {
-	chunks [][]connState
+	conns slots.Table[connState]
 	// carry holds, for a wss connection, the decrypted bytes of a frame
 	// header or control frame that is not complete yet (at most
 	// maxControlFrame): the TLS records that brought them are consumed,
@@ -119,16 +120,9 @@ type loopState struct {
 	ctl   [maxControl]byte
 }
 
-// chunkShift sizes the state table's chunks: 256 records (3 KB).
-const chunkShift = 8
-
-func (ls *loopState) get(slot uint32) *connState {
-	ci := int(slot >> chunkShift)
-	for ci >= len(ls.chunks) {
-		ls.chunks = append(ls.chunks, make([]connState, 1<<chunkShift))
-	}
-	return &ls.chunks[ci][slot&(1<<chunkShift-1)]
-}
+// get returns slot's framing state (the table grows in chunks of 256
+// records, 3 KB).
+func (ls *loopState) get(slot uint32) *connState { return ls.conns.Get(slot) }
 
 func (s *Server) loopOf(c *netpoll.Conn) *loopState {
 	i := c.LoopID()
