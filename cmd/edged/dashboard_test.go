@@ -41,15 +41,7 @@ func TestDashboardInChromium(t *testing.T) {
 	defer stop()
 	page := "http://" + s.AdminAddr().String() + "/"
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome),
-		chromedp.NoSandbox, // tests run as root, where Chromium's sandbox refuses to start
-		chromedp.Flag("disable-gpu", true), chromedp.UserDataDir(t.TempDir()))
-	actx, cancelA := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancelA()
-	bctx, cancelB := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	defer cancelB()
+	bctx := headlessChromium(t, chrome)
 
 	var mu sync.Mutex
 	var foreign, errs []string
@@ -131,4 +123,20 @@ func TestDashboardInChromium(t *testing.T) {
 	if len(errs) > 0 {
 		t.Errorf("script errors: %s", strings.Join(errs, "; "))
 	}
+}
+
+// headlessChromium starts the Chromium at chrome, headless, for the rest
+// of the test (90 s at most) and returns its browser context.
+func headlessChromium(t *testing.T, chrome string) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome),
+		chromedp.NoSandbox, // tests run as root, where Chromium's sandbox refuses to start
+		chromedp.Flag("disable-gpu", true), chromedp.UserDataDir(t.TempDir()))
+	actx, cancelA := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(cancelA)
+	bctx, cancelB := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(cancelB)
+	return bctx
 }

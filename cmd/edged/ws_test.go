@@ -106,15 +106,7 @@ func TestWebSocketInChromium(t *testing.T) {
 	mqttConnect(t, bob, "tcpbob", []byte{0x20, 2, 0, 0})
 	bobIn := &pubReader{c: bob}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome),
-		chromedp.NoSandbox, // tests run as root, where Chromium's sandbox refuses to start
-		chromedp.Flag("disable-gpu", true), chromedp.UserDataDir(t.TempDir()))
-	actx, cancelA := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancelA()
-	bctx, cancelB := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	defer cancelB()
+	bctx := headlessChromium(t, chrome)
 	var mu sync.Mutex
 	var jsErrs []string
 	if err := chromedp.Listen(bctx, func(ev any) {
