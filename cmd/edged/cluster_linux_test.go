@@ -258,7 +258,7 @@ func (co *collector) take(t *testing.T, n int) []string {
 		select {
 		case m := <-co.msgs:
 			out = append(out, m)
-		case <-time.After(15 * time.Second):
+		case <-time.After(30 * time.Second): // a loaded CI machine, JetStream electing leaders after a partition
 			t.Fatalf("got %q, waiting for %d", out, n)
 		}
 	}

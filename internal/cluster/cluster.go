@@ -544,7 +544,13 @@ func (n *Node) consume(cons jetstream.Consumer, deliver func([][]byte) error) {
 		case in <- m:
 		case <-n.ctx.Done():
 		}
-	}, jetstream.PullMaxMessages(4*fetchBatch))
+	}, jetstream.PullMaxMessages(4*fetchBatch),
+		// A pull request lost with a stream or consumer leader (a node
+		// that died, a partition) is noticed after two missed heartbeats
+		// and issued again: with the default 30 s expiry (15 s heartbeat)
+		// batches waited up to 30 s after a partition healed; 5 s bounds
+		// that at ~5 s, for one idle pull every 5 s per node.
+		jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		n.o.Logger.Error("cluster: consume", "err", err)
 		return
