@@ -1,6 +1,6 @@
 module github.com/edgedhq/edged
 
-go 1.26.8
+go 1.27.3
 
 require (
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0
@@ -17,8 +17,8 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/procfs v0.22.0
 	go.uber.org/goleak v1.3.0
-	golang.org/x/crypto v0.58.0
-	golang.org/x/net v0.60.0
+	golang.org/x/crypto v0.59.0
+	golang.org/x/net v0.63.0
 	golang.org/x/sys v0.50.0
 )
 

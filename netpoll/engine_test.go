@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,10 @@ type closeLog struct {
 
 func (c *closeLog) add(err error) { c.mu.Lock(); c.reasons = append(c.reasons, err); c.mu.Unlock() }
 func (c *closeLog) total() int    { c.mu.Lock(); defer c.mu.Unlock(); return len(c.reasons) }
+
+// all returns a copy of the reasons so far (for a failure message: the
+// loops may still be adding).
+func (c *closeLog) all() []error { c.mu.Lock(); defer c.mu.Unlock(); return slices.Clone(c.reasons) }
 
 func (c *closeLog) count(target error) int {
 	c.mu.Lock()
