@@ -11,7 +11,7 @@ import (
 
 // MQTT 5.0 beside 3.1.1. A connection speaks the version of its CONNECT
 // (session flag sV5); everything version-specific is here so that the
-// 3.1.1 path in server.go keeps its shape:
+// 3.1.1 path (handler.go, connect.go, pubsub.go) keeps its shape:
 //
 //   - decoding: a v5 connection's packets go through mqtt.Decode5; a codec
 //     error becomes a DISCONNECT with its reason code, then the close;
