@@ -9,13 +9,27 @@ import (
 	"github.com/edgedhq/edged/netpoll"
 )
 
-// ownedLocked reports, with cl.mu held, whether c still speaks for cl's
-// session: no takeover has happened since ss connected. handle() checks the
-// owner without the lock first; every change to the session re-checks here,
-// so a packet in flight on the old connection during a takeover on another
-// loop cannot touch the new session.
-func ownedLocked(c *netpoll.Conn, ss *session, cl *client) bool {
-	return cl.handle == c.Handle() && cl.epoch == ss.epoch
+// ownedLocked is the one ownership check: it reports, with cl.mu held (or
+// the loops frozen, handoff.go), whether the connection h, whose session
+// connected at epoch (session.epoch), still speaks for cl's session: no
+// CONNECT took it over (connect), no node took it away (cluster.go:
+// moveAway) and the connection did not close (OnClose) since. Every
+// change to the session checks it under the lock, so a packet in flight on
+// the old connection during a takeover on another loop cannot touch the
+// new session.
+//
+// cl.owner mirrors cl.handle for handle()'s lock-free first look (mayOwn);
+// that look only turns away the packets of a connection already taken
+// over, it never stands in for this check.
+func ownedLocked(cl *client, h netpoll.Handle, epoch uint32) bool {
+	return cl.handle == h && cl.epoch == epoch
+}
+
+// mayOwn is handle()'s lock-free look at the owner (cl may be nil: the
+// record went): false means c was taken over and its takeover message is
+// on its way; true is a hint, to be confirmed by ownedLocked under cl.mu.
+func mayOwn(c *netpoll.Conn, cl *client) bool {
+	return cl != nil && netpoll.Handle(cl.owner.Load()) == c.Handle()
 }
 
 // anonymousOK reports whether a client from peer may connect without a

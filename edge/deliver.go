@@ -141,7 +141,7 @@ func (s *Server) pump(c *netpoll.Conn, cl *client) {
 // ack handles PUBACK, PUBREC and PUBCOMP for deliveries to cl.
 func (s *Server) ack(c *netpoll.Conn, ls *loopState, ss *session, cl *client, t mqtt.Type, pid uint16) {
 	cl.mu.Lock()
-	if cl.handle != c.Handle() || cl.epoch != ss.epoch {
+	if !ownedLocked(cl, c.Handle(), ss.epoch) {
 		cl.mu.Unlock()
 		return
 	}
@@ -179,8 +179,8 @@ func (s *Server) ack(c *netpoll.Conn, ls *loopState, ss *session, cl *client, t 
 	if receipt {
 		// u/<me>/m/<from>/<mid> -> u/<from>/d/<me>/<mid>
 		t := ls.rcpt
-		if me, from, mid, ok := splitDelivered(t); ok {
-			s.storeDirect(ls, nil, 'd', from, me, nil, mid, nil)
+		if m, ok := delivered(t); ok {
+			s.storeDirect(ls, nil, 'd', m.from, m.to, nil, m.mid, nil)
 		}
 		ls.rcpt = t[:0]
 	}

@@ -15,6 +15,17 @@ const (
 	msgScanWake                   // (loop message) retained scans have work: do not block in the poller
 )
 
+// handler is the Server as the engine sees it: the netpoll.Handler and
+// netpoll.LoopHandler callbacks, called on the loops only, so that they are
+// not part of the Server's public face. It embeds the Server: the
+// callbacks' bodies use its fields and methods as they are.
+type handler struct{ *Server }
+
+var (
+	_ netpoll.Handler     = handler{}
+	_ netpoll.LoopHandler = handler{}
+)
+
 // loopState is a loop's private state: its session slab and scratch space.
 type loopState struct {
 	sess  sessions
@@ -87,7 +98,7 @@ type loopState struct {
 func (s *Server) loop(c *netpoll.Conn) *loopState { return s.loops[c.LoopID()] }
 
 // OnOpen implements netpoll.Handler.
-func (s *Server) OnOpen(c *netpoll.Conn) {
+func (s handler) OnOpen(c *netpoll.Conn) {
 	ls := s.loop(c)
 	ss := ls.sess.get(c.Slot())
 	*ss = session{}
@@ -105,7 +116,7 @@ func (s *Server) OnOpen(c *netpoll.Conn) {
 
 // OnData implements netpoll.Handler: it decodes and handles every complete
 // packet in data.
-func (s *Server) OnData(c *netpoll.Conn, data []byte) (int, error) {
+func (s handler) OnData(c *netpoll.Conn, data []byte) (int, error) {
 	ls := s.loop(c)
 	ss := ls.sess.get(c.Slot())
 	n := 0
@@ -151,7 +162,7 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 		return s.connect(c, ls, ss, p)
 	}
 	cl := s.reg.at(ss.client)
-	if cl == nil || netpoll.Handle(cl.owner.Load()) != c.Handle() {
+	if !mayOwn(c, cl) {
 		// Taken over (the takeover message is on its way): this
 		// connection no longer speaks for the client.
 		return ReasonTakeover
@@ -173,7 +184,7 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 		s.ack(c, ls, ss, cl, p.Type, p.PacketID)
 	case mqtt.TypePubrel:
 		cl.mu.Lock()
-		if x := cl.xp(); x != nil && ownedLocked(c, ss, cl) {
+		if x := cl.xp(); x != nil && ownedLocked(cl, c.Handle(), ss.epoch) {
 			for i, id := range x.qos2in {
 				if id == p.PacketID {
 					x.qos2in[i] = x.qos2in[len(x.qos2in)-1]
@@ -194,7 +205,7 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 		c.Write(mqtt.AppendPingresp(ls.out[:0]))
 	case mqtt.TypeDisconnect:
 		cl.mu.Lock()
-		if cl.handle == c.Handle() && cl.xp() != nil {
+		if ownedLocked(cl, c.Handle(), ss.epoch) && cl.xp() != nil {
 			cl.xp().will = nil // 3.14.4: a DISCONNECT discards the will
 		}
 		cl.mu.Unlock()
@@ -206,7 +217,7 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 }
 
 // OnTimer implements netpoll.Handler: handshake and keepalive timeouts.
-func (s *Server) OnTimer(c *netpoll.Conn) {
+func (s handler) OnTimer(c *netpoll.Conn) {
 	if s.loop(c).sess.get(c.Slot()).client == 0 {
 		if s.cfg.WS != nil && s.cfg.WS.Upgrading(c) {
 			c.Close(s.cfg.WS.TimedOut()) // ws_handshake_timeout
@@ -222,7 +233,7 @@ func (s *Server) OnTimer(c *netpoll.Conn) {
 }
 
 // OnMessage implements netpoll.Handler.
-func (s *Server) OnMessage(c *netpoll.Conn, m *netpoll.Message) {
+func (s handler) OnMessage(c *netpoll.Conn, m *netpoll.Message) {
 	ss := s.loop(c).sess.get(c.Slot())
 	switch m.Kind {
 	case msgTakeover:
@@ -239,7 +250,7 @@ func (s *Server) OnMessage(c *netpoll.Conn, m *netpoll.Message) {
 			return
 		}
 		cl.mu.Lock()
-		if cl.handle == c.Handle() && cl.epoch == ss.epoch {
+		if ownedLocked(cl, c.Handle(), ss.epoch) {
 			cl.kick = false
 			s.pump(c, cl)
 			cl.trimExt()
@@ -249,7 +260,7 @@ func (s *Server) OnMessage(c *netpoll.Conn, m *netpoll.Message) {
 }
 
 // OnClose implements netpoll.Handler.
-func (s *Server) OnClose(c *netpoll.Conn, reason error) {
+func (s handler) OnClose(c *netpoll.Conn, reason error) {
 	r := classify(reason)
 	s.closes[r].Add(1)
 	s.conns.Add(-1)
@@ -275,7 +286,7 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 		return
 	}
 	cl.mu.Lock()
-	if cl.handle != c.Handle() || cl.epoch != epoch {
+	if !ownedLocked(cl, c.Handle(), epoch) {
 		cl.mu.Unlock() // taken over: the new connection owns the session
 		return
 	}
@@ -321,7 +332,7 @@ func (s *Server) OnClose(c *netpoll.Conn, reason error) {
 }
 
 // OnLoopMessage implements netpoll.LoopHandler.
-func (s *Server) OnLoopMessage(l *netpoll.Loop, m *netpoll.Message) {
+func (s handler) OnLoopMessage(l *netpoll.Loop, m *netpoll.Message) {
 	if m.Kind == msgScanWake {
 		s.loops[l.ID()].wakePosted = false
 	}
@@ -335,7 +346,7 @@ func (s *Server) OnLoopMessage(l *netpoll.Loop, m *netpoll.Message) {
 
 // OnTick implements netpoll.LoopHandler: one slice of the loop's retained
 // scans, round robin over its scanning connections.
-func (s *Server) OnTick(l *netpoll.Loop) {
+func (s handler) OnTick(l *netpoll.Loop) {
 	ls := s.loops[l.ID()]
 	if len(ls.scanning) > 0 || len(ls.parked) > 0 {
 		s.tickScans(l, ls)

@@ -46,24 +46,73 @@ const (
 	storeRateLimited
 )
 
-// profileTopicLen returns the length of u/<to>/<kind>/[<group>/]<from>/<mid>.
-func profileTopicLen(to, from, group, mid []byte) int {
-	n := 2 + len(to) + 3 + len(from) + 1 + len(mid)
-	if group != nil {
-		n += len(group) + 1
+// profTopic is the layout of the topics the server writes into inboxes
+// (PROTOCOL.md): u/<to>/<kind>/<from>/<mid>, and u/<to>/g/<group>/<from>/<mid>
+// for a group message. kind is m (direct message), r (read receipt), g
+// (group message), d (delivered receipt) or e (notice). appendTo writes
+// it, len is what appendTo writes, and parseProfTopic reads it back: the
+// layout is written down once. The parts are not copied.
+type profTopic struct {
+	to, from, group, mid []byte
+	kind                 byte
+}
+
+// len returns the length of the encoded topic.
+func (p profTopic) len() int {
+	n := 2 + len(p.to) + 3 + len(p.from) + 1 + len(p.mid)
+	if p.kind == 'g' {
+		n += len(p.group) + 1
 	}
 	return n
 }
 
-// appendProfileTopic builds u/<to>/<kind>/[<group>/]<from>/<mid> in ls.topic.
-func appendProfileTopic(ls *loopState, kind byte, to, from, group, mid []byte) []byte {
-	t := append(ls.topic[:0], "u/"...)
-	t = append(t, to...)
-	t = append(t, '/', kind, '/')
-	if kind == 'g' {
-		t = append(append(t, group...), '/')
+// appendTo appends the encoded topic to t.
+func (p profTopic) appendTo(t []byte) []byte {
+	t = append(t, "u/"...)
+	t = append(t, p.to...)
+	t = append(t, '/', p.kind, '/')
+	if p.kind == 'g' {
+		t = append(append(t, p.group...), '/')
 	}
-	t = append(append(append(t, from...), '/'), mid...)
+	return append(append(append(t, p.from...), '/'), p.mid...)
+}
+
+// parseProfTopic reads a topic that appendTo wrote (an inbox entry's),
+// without allocating; ok is false for any other shape.
+func parseProfTopic(t []byte) (p profTopic, ok bool) {
+	rest, ok := bytes.CutPrefix(t, []byte("u/"))
+	if !ok {
+		return profTopic{}, false
+	}
+	var kind []byte
+	if p.to, rest, ok = bytes.Cut(rest, []byte{'/'}); !ok {
+		return profTopic{}, false
+	}
+	if kind, rest, ok = bytes.Cut(rest, []byte{'/'}); !ok || len(kind) != 1 {
+		return profTopic{}, false
+	}
+	p.kind = kind[0]
+	if p.kind == 'g' {
+		if p.group, rest, ok = bytes.Cut(rest, []byte{'/'}); !ok {
+			return profTopic{}, false
+		}
+	}
+	if p.from, p.mid, ok = bytes.Cut(rest, []byte{'/'}); !ok {
+		return profTopic{}, false
+	}
+	return p, true
+}
+
+// delivered returns the direct message u/<me>/m/<from>/<mid> that t (an
+// entry with fReceipt) carries, ok false if it is not one.
+func delivered(t []byte) (p profTopic, ok bool) {
+	p, ok = parseProfTopic(t)
+	return p, ok && p.kind == 'm'
+}
+
+// appendProfileTopic builds p in ls.topic.
+func appendProfileTopic(ls *loopState, p profTopic) []byte {
+	t := p.appendTo(ls.topic[:0])
 	ls.topic = t[:0]
 	return t
 }
@@ -112,7 +161,7 @@ func (s *Server) fitsLocked(cl *client, kind byte, count, held int) bool {
 // dropped and counted, so notices never recurse. ss is the publishing
 // session for m and r (their new-inbox rate), nil for the others.
 func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, group, mid, payload []byte) storeResult {
-	t := appendProfileTopic(ls, kind, to, from, group, mid)
+	t := appendProfileTopic(ls, profTopic{kind: kind, to: to, from: from, group: group, mid: mid})
 	flags := uint8(fDurable)
 	if kind == 'm' {
 		flags |= fReceipt
@@ -191,7 +240,7 @@ func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, gr
 // inbox, within the notice allowance and the store cap unless force is
 // set; it reports whether it was stored. It never causes another notice.
 func (s *Server) notice(ls *loopState, to, about, mid, why []byte, force bool) bool {
-	t := appendProfileTopic(ls, 'e', to, about, nil, mid)
+	t := appendProfileTopic(ls, profTopic{kind: 'e', to: to, from: about, mid: mid})
 	n := len(t) + len(why) + 9
 	cl := s.reg.lock(to, true)
 	if cl == nil {
@@ -243,7 +292,7 @@ func (s *Server) storeGroup(ls *loopState, from, group, mid, payload []byte, mem
 	count, held := 0, 0
 	for _, m := range members {
 		to := []byte(m)
-		n := profileTopicLen(to, from, group, mid) + len(payload) + 9
+		n := profTopic{kind: 'g', to: to, from: from, group: group, mid: mid}.len() + len(payload) + 9
 		cl := s.reg.lock(to, false)
 		fits := s.fitsLocked(cl, 'g', 1, heldSize(n))
 		if cl != nil {
@@ -251,7 +300,7 @@ func (s *Server) storeGroup(ls *loopState, from, group, mid, payload []byte, mem
 		}
 		if !fits {
 			count++
-			held += heldSize(profileTopicLen(from, to, nil, mid) + len(inboxFull) + 9)
+			held += heldSize(profTopic{kind: 'e', to: from, from: to, mid: mid}.len() + len(inboxFull) + 9)
 		}
 	}
 	if count > 0 {
@@ -269,23 +318,4 @@ func (s *Server) storeGroup(ls *loopState, from, group, mid, payload []byte, mem
 		s.storeDirect(ls, nil, 'g', []byte(m), from, group, mid, payload)
 	}
 	return storeOK
-}
-
-// splitDelivered splits u/<me>/m/<from>/<mid> without allocating.
-func splitDelivered(t []byte) (me, from, mid []byte, ok bool) {
-	if len(t) < 2 || t[0] != 'u' || t[1] != '/' {
-		return nil, nil, nil, false
-	}
-	rest := t[2:]
-	i := bytes.IndexByte(rest, '/')
-	if i < 0 || len(rest) < i+3 || rest[i+1] != 'm' || rest[i+2] != '/' {
-		return nil, nil, nil, false
-	}
-	meB := rest[:i]
-	rest = rest[i+3:]
-	j := bytes.IndexByte(rest, '/')
-	if j < 0 {
-		return nil, nil, nil, false
-	}
-	return meB, rest[:j], rest[j+1:], true
 }

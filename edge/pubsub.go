@@ -74,7 +74,7 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		defer func() { ls.fwd, ls.self = nil, nil }()
 	}
 	cl.mu.Lock()
-	if !ownedLocked(c, ss, cl) {
+	if !ownedLocked(cl, c.Handle(), ss.epoch) {
 		cl.mu.Unlock()
 		return ReasonTakeover
 	}
@@ -142,7 +142,7 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		s.ackAfter(c, ls, mqtt.TypePuback, p.PacketID)
 	case 2:
 		cl.mu.Lock()
-		if ownedLocked(c, ss, cl) {
+		if ownedLocked(cl, c.Handle(), ss.epoch) {
 			x := cl.x()
 			x.qos2in = append(x.qos2in, p.PacketID)
 			s.logQ2(cl, p.PacketID, true)
@@ -258,7 +258,7 @@ func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *clie
 			continue
 		}
 		cl.mu.Lock()
-		if !ownedLocked(c, ss, cl) {
+		if !ownedLocked(cl, c.Handle(), ss.epoch) {
 			cl.mu.Unlock()
 			break
 		}
@@ -354,7 +354,7 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 	f := string(filter)
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	if !ownedLocked(c, ss, cl) {
+	if !ownedLocked(cl, c.Handle(), ss.epoch) {
 		return mqtt.SubackFailure // taken over meanwhile: not the new session's subscription
 	}
 	if cl.persistent && s.wal != nil && s.wal.Failed() {
@@ -412,7 +412,7 @@ func (s *Server) unsubscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *cl
 	cl.mu.Lock()
 	for filter := range p.Filters() {
 		code := mqtt.RCNoSubscriptionExisted
-		if !ownedLocked(c, ss, cl) {
+		if !ownedLocked(cl, c.Handle(), ss.epoch) {
 			break
 		}
 		if s.removeSubLocked(cl, filter) {

@@ -516,7 +516,7 @@ func (s *Server) serveScans(l *netpoll.Loop, ls *loopState, h netpoll.Handle, bu
 	st := scanDone
 	if cl := s.reg.at(ss.client); cl != nil {
 		cl.mu.Lock()
-		if ownedLocked(c, ss, cl) {
+		if ownedLocked(cl, c.Handle(), ss.epoch) {
 			st = s.runScans(c, cl, budget)
 		}
 		cl.trimExt()

@@ -16,7 +16,7 @@ import (
 )
 
 // Server is an edged server. Its exported methods are safe for concurrent
-// use; the netpoll.Handler methods are called by the engine only.
+// use; the engine calls its handler (handler.go).
 type Server struct {
 	cfg    Config
 	eng    *netpoll.Engine
@@ -129,7 +129,7 @@ func New(cfg Config) (*Server, error) {
 		Loops:      cfg.Loops,
 		MaxPending: maxPending,
 		MaxQueued:  cfg.MaxQueued,
-		Handler:    s,
+		Handler:    handler{s},
 		LiveHook:   cfg.LiveHook,
 		ExtraAddrs: cfg.ExtraAddrs,
 

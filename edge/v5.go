@@ -352,7 +352,7 @@ func (s *Server) handle5(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 			}
 			c5.expiry = p.Props.SessionExpiry
 			cl.mu.Lock()
-			if ownedLocked(c, ss, cl) && cl.persistent {
+			if ownedLocked(cl, c.Handle(), ss.epoch) && cl.persistent {
 				if c5.expiry == 0 {
 					cl.persistent = false
 					s.held.Add(-sessionOverhead)
