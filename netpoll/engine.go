@@ -10,6 +10,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgedhq/edged/internal/slab"
+	"github.com/edgedhq/edged/internal/wheel"
 )
 
 // Engine runs a set of event loops behind one TCP address.
@@ -106,8 +109,8 @@ func New(cfg Config) (_ *Engine, err error) {
 		}
 		l := &Loop{
 			id: i, e: e, p: p,
-			slab:  NewSlab[Conn](),
-			wheel: NewWheel(0),
+			slab:  slab.New[Conn](),
+			wheel: wheel.New(0),
 			start: time.Now(),
 			tick:  cfg.TimerTick,
 			q:     newMPSC(mpscSize),
