@@ -11,7 +11,7 @@
 // engine's callbacks are an unexported handler (handler.go). The lock order
 // is written in locks.go.
 //
-// Every closed connection is counted by Reason (CloseCounts, Stats) so
+// Every closed connection is counted by Reason (Stats.Closes) so
 // that the observability work can export them.
 //
 // The wire protocol and its semantics are those of PROTOCOL.md:

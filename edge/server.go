@@ -348,26 +348,3 @@ func (s *Server) Close() error {
 	}
 	return nil
 }
-
-// CloseCounts returns the number of closed connections per reason.
-func (s *Server) CloseCounts() map[string]uint64 { return s.closes.snapshot() }
-
-// CloseCount returns the number of connections closed for reason r.
-func (s *Server) CloseCount(r Reason) uint64 { return s.closes[r].Load() }
-
-// Connections returns the number of open client connections.
-func (s *Server) Connections() int64 { return s.conns.Load() }
-
-// Clients returns the number of client records (connected, persistent, or
-// with undelivered messages).
-func (s *Server) Clients() int64 { return s.reg.count.Load() }
-
-// InboxLen returns the number of messages in user's inbox (0 if unknown).
-func (s *Server) InboxLen(user string) int {
-	cl := s.reg.lock([]byte(user), false)
-	if cl == nil {
-		return 0
-	}
-	defer cl.mu.Unlock()
-	return cl.box().len()
-}

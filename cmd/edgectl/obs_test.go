@@ -273,10 +273,11 @@ func TestTopFitsATerminal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(srv.Counters()) < 10 {
-		t.Fatalf("the edge server reports %d counters; the test wants its full set", len(srv.Counters()))
+	if len(srv.Stats().Counters()) < 10 {
+		t.Fatalf("the edge server reports %d counters; the test wants its full set", len(srv.Stats().Counters()))
 	}
-	admin := liveAdminWith(t, obs.Options{Counters: srv.Counters, Gauges: srv.Gauges})
+	admin := liveAdminWith(t, obs.Options{Counters: func() map[string]int64 { return srv.Stats().Counters() },
+		Gauges: func() map[string]int64 { return srv.Stats().Gauges() }})
 	out, errOut, code := edgectl("top", "--once", "--admin", admin)
 	if code != 0 {
 		t.Fatalf("top --once: exit %d: %s", code, errOut)

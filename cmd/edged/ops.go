@@ -85,17 +85,16 @@ func newOps(o *opsOptions, cfg *edge.Config) (_ *ops, err error) {
 // attach runs after edge.New (the listeners exist) and before Start: it
 // creates the reporter and attaches socket steering.
 func (p *ops) attach(s *edge.Server) error {
-	eng := s.Engine()
-	p.queueCap.Store(int64(eng.MaxQueued()))
+	p.queueCap.Store(int64(s.MaxQueued()))
 	p.inflight.Store(int64(s.Inflight()))
 	rep, err := obs.New(obs.Options{
 		LoopStats: s.LoopStats,
-		Counters:  s.Counters,
-		Gauges:    s.Gauges,
+		Counters:  func() map[string]int64 { return s.Stats().Counters() },
+		Gauges:    func() map[string]int64 { return s.Stats().Gauges() },
 		Info:      func() any { return s.Stats() },
 		Queues: func() []obs.QueueInfo {
 			var q []obs.QueueInfo
-			for _, b := range eng.Backlogs() {
+			for _, b := range s.Backlogs() {
 				q = append(q, obs.QueueInfo{Kind: obs.KindConnBacklog,
 					Name: fmt.Sprintf("L%d/%d", b.Loop, uint32(b.Handle)), Len: int64(b.Queued)})
 			}
@@ -105,9 +104,9 @@ func (p *ops) attach(s *edge.Server) error {
 			return q
 		},
 		Knobs: []obs.Knob{
-			obs.BoolKnob("accept_pause", "stop accepting new connections (established ones keep working)", &p.accepts, eng.PauseAccepts),
+			obs.BoolKnob("accept_pause", "stop accepting new connections (established ones keep working)", &p.accepts, s.PauseAccepts),
 			obs.IntKnob("queue_cap", "bytes of unread output after which a client that does not read is closed", &p.queueCap, 1<<10, 1<<30,
-				func(n int64) { eng.SetMaxQueued(int(n)) }),
+				func(n int64) { s.SetMaxQueued(int(n)) }),
 			obs.IntKnob("inflight", "unacknowledged deliveries per connection", &p.inflight, 1, 1024,
 				func(n int64) { s.SetInflight(int(n)) }),
 		},
@@ -126,12 +125,11 @@ func (p *ops) attach(s *edge.Server) error {
 // when a --listen names an interface, the SK_LOOKUP program that sends each
 // NIC's connections to its group.
 func (p *ops) attachSteering(s *edge.Server) error {
-	eng := s.Engine()
+	ln := s.Listeners()
 	nic := false
 	for _, l := range p.o.listeners {
 		nic = nic || l.iface != ""
 	}
-	addrs := eng.Addrs()
 	var root string // where status pins go; "" for none
 	switch p.o.steerPin {
 	case "off":
@@ -164,17 +162,17 @@ func (p *ops) attachSteering(s *edge.Server) error {
 	switch {
 	case p.policy == ebpf.PolicyOff:
 		p.log.Info("socket steering off: the kernel's SO_REUSEPORT hash picks the loop")
-	case !eng.ReusePort():
+	case !ln.ReusePort:
 		p.log.Warn("socket steering needs one listener per loop; SO_REUSEPORT is unavailable, so loop 0 hands connections round-robin")
 	default:
 		for g, l := range p.o.listeners {
-			_, port, _ := net.SplitHostPort(addrs[g].String())
+			_, port, _ := net.SplitHostPort(ln.Groups[g].Addr.String())
 			name := l.name
 			if name == "" {
 				name = "client"
 			}
 			pin := pinDir(name + "-" + port)
-			cfg := ebpf.Config{Policy: p.policy, Listeners: eng.GroupFDs(g), PinPath: pin, SockMap: l.iface != "", Logger: p.log}
+			cfg := ebpf.Config{Policy: p.policy, Listeners: ln.Groups[g].FDs, PinPath: pin, SockMap: l.iface != "", Logger: p.log}
 			st, err := ebpf.Attach(cfg)
 			// Sockets handed over by an upgrade were in the old
 			// process's socket array until it detached; the kernel
@@ -192,7 +190,7 @@ func (p *ops) attachSteering(s *edge.Server) error {
 			}
 			steers = append(steers, st)
 			p.log.Info("socket steering", "listen", l.String(), "policy", p.o.steering, "mode", st.Mode().String(),
-				"loops", strconv.Itoa(eng.NumLoops()), "pin", pin)
+				"loops", strconv.Itoa(ln.Loops), "pin", pin)
 		}
 	}
 	if !nic {
@@ -213,7 +211,7 @@ func (p *ops) attachSteering(s *edge.Server) error {
 		if name == "" {
 			name = l.iface
 		}
-		groups = append(groups, ebpf.NICGroup{Name: name, Ifindex: ifi.Index, Port: uint16(pn), Listeners: eng.GroupFDs(g)})
+		groups = append(groups, ebpf.NICGroup{Name: name, Ifindex: ifi.Index, Port: uint16(pn), Listeners: ln.Groups[g].FDs})
 	}
 	lk, err := ebpf.AttachLookup(ebpf.LookupConfig{Groups: groups, PinPath: pinDir("nics")})
 	if err != nil {
