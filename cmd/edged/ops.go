@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/edgedhq/edged/ebpf"
+	steer "github.com/edgedhq/edged/ebpf"
 	"github.com/edgedhq/edged/edge"
 	"github.com/edgedhq/edged/internal/obs"
 )
@@ -30,7 +30,7 @@ type opsOptions struct {
 
 func addOpsFlags(fs *flag.FlagSet, o *opsOptions) {
 	fs.StringVar(&o.steering, "steering", "least", "eBPF SO_REUSEPORT steering `policy` across loops: off, cpu, hash or least (falls back to the kernel's hash without CAP_BPF)")
-	fs.StringVar(&o.steerPin, "steer-pin", "auto", "bpffs `dir` where steering state is pinned for 'edgectl steer status'; auto: "+ebpf.DefaultPinRoot+"/client-PORT, off: none")
+	fs.StringVar(&o.steerPin, "steer-pin", "auto", "bpffs `dir` where steering state is pinned for 'edgectl steer status'; auto: "+steer.DefaultPinRoot+"/client-PORT, off: none")
 	fs.StringVar(&o.profile, "profile", "", "write a whole-run profile of `kind` cpu, mem, mutex, block or trace on exit")
 	fs.StringVar(&o.profileDir, "profile-dir", ".", "`dir` for --profile output")
 }
@@ -42,10 +42,10 @@ var errOpsUsage = errors.New("bad flag")
 type ops struct {
 	o        *opsOptions
 	log      *slog.Logger
-	policy   ebpf.Policy
+	policy   steer.Policy
 	rep      *obs.Reporter
-	steers   atomic.Pointer[[]*ebpf.Steering] // one per listener group
-	lookup   *ebpf.Lookup
+	steers   atomic.Pointer[[]*steer.Steering] // one per listener group
+	lookup   *steer.Lookup
 	stopProf func()
 	accepts  atomic.Bool
 	queueCap atomic.Int64
@@ -56,7 +56,7 @@ type ops struct {
 // steering into cfg; attach completes them once the server exists.
 func newOps(o *opsOptions, cfg *edge.Config) (_ *ops, err error) {
 	p := &ops{o: o, log: cfg.Logger}
-	if p.policy, err = ebpf.ParsePolicy(o.steering); err != nil {
+	if p.policy, err = steer.ParsePolicy(o.steering); err != nil {
 		return nil, fmt.Errorf("parse --steering: %w: %w", err, errOpsUsage)
 	}
 	if o.profile != "" {
@@ -134,10 +134,10 @@ func (p *ops) attachSteering(s *edge.Server) error {
 	switch p.o.steerPin {
 	case "off":
 	case "auto":
-		if ebpf.OnBPFFS(filepath.Dir(ebpf.DefaultPinRoot)) {
-			root = ebpf.DefaultPinRoot
+		if steer.OnBPFFS(filepath.Dir(steer.DefaultPinRoot)) {
+			root = steer.DefaultPinRoot
 		} else {
-			p.log.Info("socket steering: no bpffs mounted, so no status pins", "want", filepath.Dir(ebpf.DefaultPinRoot))
+			p.log.Info("socket steering: no bpffs mounted, so no status pins", "want", filepath.Dir(steer.DefaultPinRoot))
 		}
 	default:
 		root = p.o.steerPin
@@ -150,17 +150,17 @@ func (p *ops) attachSteering(s *edge.Server) error {
 	}
 	if root != "" {
 		// Pins of an edged that was killed stay behind: drop them.
-		removed, err := ebpf.PruneStale(root)
+		removed, err := steer.PruneStale(root)
 		if err != nil {
 			p.log.Warn("socket steering: prune stale pins", "root", root, "err", err)
 		} else if len(removed) > 0 {
 			p.log.Info("socket steering: removed pins of exited processes", "root", root, "pins", strings.Join(removed, " "))
 		}
 	}
-	var steers []*ebpf.Steering
+	var steers []*steer.Steering
 	defer func() { p.steers.Store(&steers) }()
 	switch {
-	case p.policy == ebpf.PolicyOff:
+	case p.policy == steer.PolicyOff:
 		p.log.Info("socket steering off: the kernel's SO_REUSEPORT hash picks the loop")
 	case !ln.ReusePort:
 		p.log.Warn("socket steering needs one listener per loop; SO_REUSEPORT is unavailable, so loop 0 hands connections round-robin")
@@ -172,14 +172,14 @@ func (p *ops) attachSteering(s *edge.Server) error {
 				name = "client"
 			}
 			pin := pinDir(name + "-" + port)
-			cfg := ebpf.Config{Policy: p.policy, Listeners: ln.Groups[g].FDs, PinPath: pin, SockMap: l.iface != "", Logger: p.log}
-			st, err := ebpf.Attach(cfg)
+			cfg := steer.Config{Policy: p.policy, Listeners: ln.Groups[g].FDs, PinPath: pin, SockMap: l.iface != "", Logger: p.log}
+			st, err := steer.Attach(cfg)
 			// Sockets handed over by an upgrade were in the old
 			// process's socket array until it detached; the kernel
 			// frees that array a moment later (EBUSY until then).
 			for end := time.Now().Add(3 * time.Second); err != nil && errors.Is(err, unix.EBUSY) && time.Now().Before(end); {
 				time.Sleep(20 * time.Millisecond)
-				st, err = ebpf.Attach(cfg)
+				st, err = steer.Attach(cfg)
 			}
 			if err != nil {
 				for _, st := range steers {
@@ -196,7 +196,7 @@ func (p *ops) attachSteering(s *edge.Server) error {
 	if !nic {
 		return nil
 	}
-	var groups []ebpf.NICGroup
+	var groups []steer.NICGroup
 	for g, l := range p.o.listeners {
 		if l.iface == "" {
 			continue
@@ -211,9 +211,9 @@ func (p *ops) attachSteering(s *edge.Server) error {
 		if name == "" {
 			name = l.iface
 		}
-		groups = append(groups, ebpf.NICGroup{Name: name, Ifindex: ifi.Index, Port: uint16(pn), Listeners: ln.Groups[g].FDs})
+		groups = append(groups, steer.NICGroup{Name: name, Ifindex: ifi.Index, Port: uint16(pn), Listeners: ln.Groups[g].FDs})
 	}
-	lk, err := ebpf.AttachLookup(ebpf.LookupConfig{Groups: groups, PinPath: pinDir("nics")})
+	lk, err := steer.AttachLookup(steer.LookupConfig{Groups: groups, PinPath: pinDir("nics")})
 	if err != nil {
 		return fmt.Errorf("attach NIC steering (SK_LOOKUP; without BPF bind each listener to its NIC's own address instead): %w", err)
 	}
