@@ -9,6 +9,9 @@ import (
 	"github.com/edgedhq/edged/netpoll"
 )
 
+// The session machine: CONNECT (authentication, takeover, session
+// resumption), the ownership check, and what ending a session drops.
+
 // ownedLocked is the one ownership check: it reports, with cl.mu held (or
 // the loops frozen, handoff.go), whether the connection h, whose session
 // connected at epoch (session.epoch), still speaks for cl's session: no

@@ -5,6 +5,10 @@ import (
 	"github.com/edgedhq/edged/netpoll"
 )
 
+// An inbox to its connection: appending (pushLocked), waking the owner's
+// loop (kick), writing up to the in-flight window (pump), acknowledgements
+// (ack).
+
 // pushLocked appends a PUBLISH to cl's inbox (cl locked) and returns the
 // handle to kick, or 0.
 func (s *Server) pushLocked(cl *client, topic, payload []byte, qos byte, retain bool, flags uint8) netpoll.Handle {

@@ -8,6 +8,9 @@ import (
 	"github.com/edgedhq/edged/netpoll"
 )
 
+// The engine's side of the Server: the netpoll callbacks, each packet's
+// dispatch (handle), and a loop's private state.
+
 // Cross-loop message kinds.
 const (
 	msgKick     uint32 = iota + 1 // the client's inbox has something to send

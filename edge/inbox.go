@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 )
 
+// A user's inbox: the FIFO of stored PUBLISH packets and its accounting.
+
 // inbox entry flags.
 const (
 	fDurable  = 1 << iota // profile message: kept whatever the clean-session flag says

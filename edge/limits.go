@@ -7,6 +7,9 @@ import (
 	"time"
 )
 
+// Limits: the per-connection publish and new-inbox token buckets, the
+// per-source buckets, the store cap, the log limiter.
+
 // allowPublish refills both of ss's token buckets and takes a publish token.
 func (s *Server) allowPublish(ss *session, now int64) bool {
 	dt := float64(now-ss.last) / 1e9

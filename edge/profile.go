@@ -2,6 +2,10 @@ package edge
 
 import "bytes"
 
+// The messaging profile's routing (PROTOCOL.md): direct messages, read
+// receipts, group messages and notices into inboxes, within the inbox
+// bounds and the store cap.
+
 var inboxFull = []byte("inbox_full")
 
 // profileTopic reports whether topic is in the messaging profile's space
@@ -46,19 +50,19 @@ const (
 	storeRateLimited
 )
 
-// profTopic is the layout of the topics the server writes into inboxes
+// inboxTopic is the layout of the topics the server writes into inboxes
 // (PROTOCOL.md): u/<to>/<kind>/<from>/<mid>, and u/<to>/g/<group>/<from>/<mid>
 // for a group message. kind is m (direct message), r (read receipt), g
 // (group message), d (delivered receipt) or e (notice). appendTo writes
-// it, len is what appendTo writes, and parseProfTopic reads it back: the
+// it, len is what appendTo writes, and parseInboxTopic reads it back: the
 // layout is written down once. The parts are not copied.
-type profTopic struct {
+type inboxTopic struct {
 	to, from, group, mid []byte
 	kind                 byte
 }
 
 // len returns the length of the encoded topic.
-func (p profTopic) len() int {
+func (p inboxTopic) len() int {
 	n := 2 + len(p.to) + 3 + len(p.from) + 1 + len(p.mid)
 	if p.kind == 'g' {
 		n += len(p.group) + 1
@@ -67,7 +71,7 @@ func (p profTopic) len() int {
 }
 
 // appendTo appends the encoded topic to t.
-func (p profTopic) appendTo(t []byte) []byte {
+func (p inboxTopic) appendTo(t []byte) []byte {
 	t = append(t, "u/"...)
 	t = append(t, p.to...)
 	t = append(t, '/', p.kind, '/')
@@ -77,41 +81,41 @@ func (p profTopic) appendTo(t []byte) []byte {
 	return append(append(append(t, p.from...), '/'), p.mid...)
 }
 
-// parseProfTopic reads a topic that appendTo wrote (an inbox entry's),
+// parseInboxTopic reads a topic that appendTo wrote (an inbox entry's),
 // without allocating; ok is false for any other shape.
-func parseProfTopic(t []byte) (p profTopic, ok bool) {
+func parseInboxTopic(t []byte) (p inboxTopic, ok bool) {
 	rest, ok := bytes.CutPrefix(t, []byte("u/"))
 	if !ok {
-		return profTopic{}, false
+		return inboxTopic{}, false
 	}
 	var kind []byte
 	if p.to, rest, ok = bytes.Cut(rest, []byte{'/'}); !ok {
-		return profTopic{}, false
+		return inboxTopic{}, false
 	}
 	if kind, rest, ok = bytes.Cut(rest, []byte{'/'}); !ok || len(kind) != 1 {
-		return profTopic{}, false
+		return inboxTopic{}, false
 	}
 	p.kind = kind[0]
 	if p.kind == 'g' {
 		if p.group, rest, ok = bytes.Cut(rest, []byte{'/'}); !ok {
-			return profTopic{}, false
+			return inboxTopic{}, false
 		}
 	}
 	if p.from, p.mid, ok = bytes.Cut(rest, []byte{'/'}); !ok {
-		return profTopic{}, false
+		return inboxTopic{}, false
 	}
 	return p, true
 }
 
 // delivered returns the direct message u/<me>/m/<from>/<mid> that t (an
 // entry with fReceipt) carries, ok false if it is not one.
-func delivered(t []byte) (p profTopic, ok bool) {
-	p, ok = parseProfTopic(t)
+func delivered(t []byte) (p inboxTopic, ok bool) {
+	p, ok = parseInboxTopic(t)
 	return p, ok && p.kind == 'm'
 }
 
 // appendProfileTopic builds p in ls.topic.
-func appendProfileTopic(ls *loopState, p profTopic) []byte {
+func appendProfileTopic(ls *loopState, p inboxTopic) []byte {
 	t := p.appendTo(ls.topic[:0])
 	ls.topic = t[:0]
 	return t
@@ -161,7 +165,7 @@ func (s *Server) fitsLocked(cl *client, kind byte, count, held int) bool {
 // dropped and counted, so notices never recurse. ss is the publishing
 // session for m and r (their new-inbox rate), nil for the others.
 func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, group, mid, payload []byte) storeResult {
-	t := appendProfileTopic(ls, profTopic{kind: kind, to: to, from: from, group: group, mid: mid})
+	t := appendProfileTopic(ls, inboxTopic{kind: kind, to: to, from: from, group: group, mid: mid})
 	flags := uint8(fDurable)
 	if kind == 'm' {
 		flags |= fReceipt
@@ -240,7 +244,7 @@ func (s *Server) storeDirect(ls *loopState, ss *session, kind byte, to, from, gr
 // inbox, within the notice allowance and the store cap unless force is
 // set; it reports whether it was stored. It never causes another notice.
 func (s *Server) notice(ls *loopState, to, about, mid, why []byte, force bool) bool {
-	t := appendProfileTopic(ls, profTopic{kind: 'e', to: to, from: about, mid: mid})
+	t := appendProfileTopic(ls, inboxTopic{kind: 'e', to: to, from: about, mid: mid})
 	n := len(t) + len(why) + 9
 	cl := s.reg.lock(to, true)
 	if cl == nil {
@@ -292,7 +296,7 @@ func (s *Server) storeGroup(ls *loopState, from, group, mid, payload []byte, mem
 	count, held := 0, 0
 	for _, m := range members {
 		to := []byte(m)
-		n := profTopic{kind: 'g', to: to, from: from, group: group, mid: mid}.len() + len(payload) + 9
+		n := inboxTopic{kind: 'g', to: to, from: from, group: group, mid: mid}.len() + len(payload) + 9
 		cl := s.reg.lock(to, false)
 		fits := s.fitsLocked(cl, 'g', 1, heldSize(n))
 		if cl != nil {
@@ -300,7 +304,7 @@ func (s *Server) storeGroup(ls *loopState, from, group, mid, payload []byte, mem
 		}
 		if !fits {
 			count++
-			held += heldSize(profTopic{kind: 'e', to: from, from: to, mid: mid}.len() + len(inboxFull) + 9)
+			held += heldSize(inboxTopic{kind: 'e', to: from, from: to, mid: mid}.len() + len(inboxFull) + 9)
 		}
 	}
 	if count > 0 {

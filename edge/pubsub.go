@@ -9,6 +9,9 @@ import (
 	"github.com/edgedhq/edged/netpoll"
 )
 
+// PUBLISH, and plain MQTT through the topic tree: publish, subscribe,
+// unsubscribe, retained delivery at SUBSCRIBE, presence (p/<user>).
+
 // dropSubs removes cl's generic subscriptions; cl is locked.
 func (s *Server) dropSubs(cl *client) {
 	x := cl.xp()
