@@ -1,11 +1,16 @@
 package bench
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/edgedhq/edged/internal/unsupported"
+)
 
 // Sentinel errors. Functions name in their documentation the ones they return.
 var (
-	// ErrNotSupported: the connection engine needs Linux (epoll).
-	ErrNotSupported = errors.New("edgebench engine not supported on this OS (needs Linux epoll)")
+	// ErrNotSupported: the connection engine needs Linux (epoll); it wraps
+	// errors.ErrUnsupported.
+	ErrNotSupported = unsupported.New("edgebench engine not supported on this OS (needs Linux epoll)")
 	// ErrMalformed: a packet from the server does not parse as MQTT 3.1.1.
 	ErrMalformed = errors.New("malformed mqtt packet")
 	// ErrTooLarge: a packet exceeds MaxPacket.

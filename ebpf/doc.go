@@ -1,5 +1,11 @@
-// Package ebpf steers new TCP connections across edged's event loops with an
+// Package steer steers new TCP connections across edged's event loops with an
 // SK_REUSEPORT program, and across NICs with an SK_LOOKUP program.
+//
+// It lives in the directory ebpf/ (import path github.com/edgedhq/edged/ebpf)
+// but is named steer, so that it does not shadow cilium/ebpf, which its own
+// files import as ebpf; importers name it explicitly:
+//
+//	import steer "github.com/edgedhq/edged/ebpf"
 //
 // Attach loads a program (written with cilium/ebpf's asm package, so no C
 // compiler is needed) that picks, for every SYN, one listener of the loops'
@@ -34,4 +40,4 @@
 // Lookup are safe for concurrent use. With a PinPath, the maps and programs
 // are pinned on bpffs so that `edgectl steer status` (ReadStatus) can read
 // them from another process; Close removes the pins.
-package ebpf
+package steer

@@ -1,4 +1,4 @@
-package ebpf
+package steer
 
 import (
 	"errors"
@@ -53,7 +53,7 @@ type Lookup struct {
 // NIC's group through the normal lookup).
 //
 // It returns ErrBadConfig for an invalid config, and ErrNotPermitted or
-// ErrNotSupported where BPF is refused: there is no safe fallback that
+// ErrUnsupported where BPF is refused: there is no safe fallback that
 // keeps NICs apart, so the caller should then bind each group to its NIC's
 // address instead.
 func AttachLookup(cfg LookupConfig) (l *Lookup, err error) {

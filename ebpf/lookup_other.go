@@ -1,6 +1,6 @@
 //go:build !linux
 
-package ebpf
+package steer
 
 import (
 	"fmt"
@@ -11,16 +11,16 @@ import (
 type Lookup struct{}
 
 // AttachLookup returns ErrBadConfig for an invalid config and otherwise
-// ErrNotSupported outside Linux: bind each group to its NIC's address there.
+// ErrUnsupported outside Linux: bind each group to its NIC's address there.
 func AttachLookup(cfg LookupConfig) (*Lookup, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return nil, fmt.Errorf("attach lookup on %s: %w", runtime.GOOS, ErrNotSupported)
+	return nil, fmt.Errorf("attach lookup on %s: %w", runtime.GOOS, ErrUnsupported)
 }
 
-// Stats returns ErrNotSupported outside Linux.
-func (*Lookup) Stats() ([]GroupStats, uint64, error) { return nil, 0, ErrNotSupported }
+// Stats returns ErrUnsupported outside Linux.
+func (*Lookup) Stats() ([]GroupStats, uint64, error) { return nil, 0, ErrUnsupported }
 
 // Close does nothing outside Linux.
 func (*Lookup) Close() error { return nil }

@@ -1,4 +1,4 @@
-package ebpf
+package steer
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package ebpf
+package steer
 
 import (
 	"errors"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/edgedhq/edged/internal/unsupported"
 )
 
 // MaxLoops is the most listeners (loops) one steering group may have: the
@@ -23,8 +25,9 @@ var (
 	ErrBadConfig = errors.New("invalid steering config")
 	// ErrNotPermitted: the kernel refused BPF (no CAP_BPF/CAP_NET_ADMIN).
 	ErrNotPermitted = errors.New("bpf not permitted")
-	// ErrNotSupported: BPF steering is not available on this OS or kernel.
-	ErrNotSupported = errors.New("bpf steering not supported")
+	// ErrUnsupported: BPF steering is not available on this OS or kernel;
+	// it wraps errors.ErrUnsupported.
+	ErrUnsupported = unsupported.New("bpf steering not supported")
 	// ErrClosed: the Steering or Lookup was closed.
 	ErrClosed = errors.New("steering closed")
 )
@@ -196,7 +199,7 @@ func Attach(cfg Config) (*Steering, error) {
 		return s, nil
 	}
 	k, err := attachKernel(cfg, s.live.Load())
-	if errors.Is(err, ErrNotPermitted) || errors.Is(err, ErrNotSupported) {
+	if errors.Is(err, ErrNotPermitted) || errors.Is(err, ErrUnsupported) {
 		s.fallback(cfg, err)
 		return s, nil
 	}

@@ -1,4 +1,4 @@
-package ebpf
+package steer
 
 import (
 	"errors"
@@ -51,14 +51,14 @@ type kernel struct {
 	attached bool
 }
 
-// classify maps a BPF syscall failure to ErrNotPermitted/ErrNotSupported
+// classify maps a BPF syscall failure to ErrNotPermitted/ErrUnsupported
 // where it means the fallback applies.
 func classify(what string, err error) error {
 	switch {
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
 		return fmt.Errorf("%s: %w: %w", what, ErrNotPermitted, err)
 	case errors.Is(err, ebpf.ErrNotSupported):
-		return fmt.Errorf("%s: %w: %w", what, ErrNotSupported, err)
+		return fmt.Errorf("%s: %w: %w", what, ErrUnsupported, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package ebpf
+package steer
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ type kernel struct{ live *liveArray }
 func checkListeners([]int) error { return nil }
 
 func attachKernel(Config, *liveArray) (*kernel, error) {
-	return nil, fmt.Errorf("attach steering on %s: %w", runtime.GOOS, ErrNotSupported)
+	return nil, fmt.Errorf("attach steering on %s: %w", runtime.GOOS, ErrUnsupported)
 }
 
 func (*kernel) bindLifetime(*Steering)        {}

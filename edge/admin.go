@@ -13,24 +13,6 @@ import (
 	"strings"
 )
 
-// AdminHandler returns the admin HTTP API:
-//
-//	GET    /healthz                       200 "ok"
-//	GET    /groups                        {"groups": [...]}
-//	GET    /groups/{group}                {"group": g, "members": [...]}
-//	PUT    /groups/{group}/members/{user} 201 added, 200 already a member
-//	DELETE /groups/{group}/members/{user} 200 removed, 404 not a member
-//	GET    /stats                         connections, clients, messages, closes by reason
-//	GET    /inboxes?limit=N               {"inboxes": [...], "total": n, "bytes": b}: the N
-//	                                      largest inboxes by bytes held (default 100, at most 10,000)
-//	DELETE /inboxes/{user}                200 {"purged": n, "bytes": b}, 404 no such inbox
-//	DELETE /inboxes?user=ID               the same for any id ("." and ".." too; edgectl uses it)
-//
-// Errors are JSON {"error": "..."} with 400 for invalid names. The mux is
-// exported through Mux so that observability endpoints can be added.
-// AdminHandler enforces the access policy of AdminGuard; Mux does not.
-func (s *Server) AdminHandler() http.Handler { return s.AdminGuard(s.Mux()) }
-
 // MinAdminToken is the shortest admin bearer token accepted.
 const MinAdminToken = 16
 
@@ -179,7 +161,23 @@ func crossSite(r *http.Request, adminHost string) bool {
 	return !ok || !allowedHost(rest, adminHost)
 }
 
-// Mux returns a new admin ServeMux with the routes of AdminHandler.
+// Mux returns a new admin ServeMux with the admin HTTP API:
+//
+//	GET    /healthz                       200 "ok"
+//	GET    /groups                        {"groups": [...]}
+//	GET    /groups/{group}                {"group": g, "members": [...]}
+//	PUT    /groups/{group}/members/{user} 201 added, 200 already a member
+//	DELETE /groups/{group}/members/{user} 200 removed, 404 not a member
+//	GET    /stats                         connections, clients, messages, closes by reason
+//	GET    /inboxes?limit=N               {"inboxes": [...], "total": n, "bytes": b}: the N
+//	                                      largest inboxes by bytes held (default 100, at most 10,000)
+//	DELETE /inboxes/{user}                200 {"purged": n, "bytes": b}, 404 no such inbox
+//	DELETE /inboxes?user=ID               the same for any id ("." and ".." too; edgectl uses it)
+//
+// Errors are JSON {"error": "..."} with 400 for invalid names. Routes can
+// be added to it (Config.AdminRoutes: the observability endpoints). Mux
+// enforces no access policy: wrap it in AdminGuard, as Start does.
+
 func (s *Server) Mux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -266,9 +264,13 @@ func (s *Server) Mux() *http.ServeMux {
 
 // Stats is a snapshot of the server's counters.
 type Stats struct {
-	Connections  int64  `json:"connections"`
-	Clients      int64  `json:"clients"`
-	Published    uint64 `json:"published"`
+	Connections int64  `json:"connections"`
+	Clients     int64  `json:"clients"`
+	Published   uint64 `json:"published"`
+	// MessagesOut counts the PUBLISH packets written to clients, summed
+	// over the loops (/metrics messages_out; not in /stats, whose fields
+	// are fixed).
+	MessagesOut  uint64 `json:"-"`
 	Stored       uint64 `json:"stored"`
 	InboxFull    uint64 `json:"inbox_full"`
 	Dropped      uint64 `json:"dropped"`
@@ -353,6 +355,7 @@ func (s *Server) Stats() Stats {
 		Connections:       s.conns.Load(),
 		Clients:           s.reg.count.Load(),
 		Published:         s.stats.published.Load(),
+		MessagesOut:       s.sentTotal(),
 		Stored:            s.stats.stored.Load(),
 		InboxFull:         s.stats.inboxFull.Load(),
 		Dropped:           s.stats.dropped.Load(),

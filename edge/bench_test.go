@@ -15,6 +15,8 @@ import (
 
 	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/internal/edgews"
+	"github.com/edgedhq/edged/internal/slab"
+	"github.com/edgedhq/edged/internal/wheel"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -249,10 +251,10 @@ func simulateSessions(b *testing.B, n int, router bool) (perSession, gcMs float6
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	slab := netpoll.NewSlab[simRec]()
+	slab := slab.New[simRec]()
 	var sess sessions
 	reg := newRegistry()
-	wheel := netpoll.NewWheel(0)
+	wheel := wheel.New(0)
 	id := make([]byte, 0, 16)
 	for i := range n {
 		slot, gen, _, err := slab.Alloc()

@@ -461,7 +461,7 @@ func (s *Server) moveAway(user, node string) {
 	old := cl.handle
 	if old != 0 {
 		// The old connection's packets are no longer its session's
-		// (ownedLocked, ack check handle and epoch).
+		// (ownedLocked checks handle and epoch).
 		cl.handle = 0
 		cl.owner.Store(0)
 		cl.epoch++

@@ -7,10 +7,11 @@
 // Lifecycle: New builds a Server from a Config, Start binds the listeners
 // and runs the loops, Close stops it (every connection is closed; inboxes
 // stay in memory until the Server is dropped — the edge keeps no history
-// on disk). The Server's exported methods are safe for concurrent use; its
-// netpoll.Handler methods are for the engine only.
+// on disk). The Server's exported methods are safe for concurrent use; the
+// engine's callbacks are an unexported handler (handler.go). The lock order
+// is written in locks.go.
 //
-// Every closed connection is counted by Reason (CloseCounts, Stats) so
+// Every closed connection is counted by Reason (Stats.Closes) so
 // that the observability work can export them.
 //
 // The wire protocol and its semantics are those of PROTOCOL.md:

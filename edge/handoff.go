@@ -409,7 +409,7 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 		ss := s.loops[x.Loop].sess.get(uint32(x.Handle))
 		var id []byte
 		if ss.client != 0 {
-			if cl := s.reg.at(ss.client); cl != nil && !cl.dead && cl.handle == x.Handle && cl.epoch == ss.epoch {
+			if cl := s.reg.at(ss.client); cl != nil && !cl.dead && ownedLocked(cl, x.Handle, ss.epoch) {
 				id = cl.idBytes()
 			}
 		}

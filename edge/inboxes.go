@@ -138,7 +138,7 @@ func (s *Server) emptyLocked(cl *client, why []byte) (n, bytes int) {
 	s.reg.release(cl, gen)
 	ls := &loopState{}
 	for _, t := range notes {
-		if me, from, mid, ok := splitDelivered(t); ok && !s.notice(ls, from, me, mid, why, false) {
+		if m, ok := delivered(t); ok && !s.notice(ls, m.from, m.to, m.mid, why, false) {
 			s.stats.notices.Add(1)
 		}
 	}

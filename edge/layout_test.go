@@ -5,7 +5,7 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/edgedhq/edged/netpoll"
+	"github.com/edgedhq/edged/internal/slab"
 )
 
 // TestRecordLayout pins the per-connection costs behind the idle budget
@@ -16,7 +16,7 @@ import (
 // v5 connection's conn5 is 16 pointer-free bytes.
 func TestRecordLayout(t *testing.T) {
 	for _, typ := range []reflect.Type{reflect.TypeFor[session](), reflect.TypeFor[client](), reflect.TypeFor[conn5]()} {
-		if netpoll.HasPointers(typ) {
+		if slab.HasPointers(typ) {
 			t.Errorf("%v holds pointers: the GC would scan every connection", typ)
 		}
 	}

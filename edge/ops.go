@@ -2,6 +2,7 @@ package edge
 
 import (
 	"fmt"
+	"net"
 
 	"github.com/edgedhq/edged/netpoll"
 )
@@ -11,9 +12,58 @@ import (
 // LoopStats returns the event loops' counters.
 func (s *Server) LoopStats() []netpoll.LoopStats { return s.eng.Stats() }
 
-// Engine returns the server's event-loop engine, for socket steering and the
-// engine's own knobs (accept pause, output cap).
-func (s *Server) Engine() *netpoll.Engine { return s.eng }
+// Listeners describes the client listeners, for socket steering: one group
+// per address (Config.Addr, then Config.ExtraAddrs), each with a listening
+// socket per loop when the kernel has SO_REUSEPORT.
+type Listeners struct {
+	// ReusePort reports whether each loop has its own SO_REUSEPORT
+	// listener in each group (false: the fallback, one listener per
+	// address whose connections are handed round the loops).
+	ReusePort bool
+	// Loops is the number of event loops.
+	Loops int
+	// Groups are the listener groups by address, in Addrs order.
+	Groups []ListenerGroup
+}
+
+// ListenerGroup is one address's listening sockets.
+type ListenerGroup struct {
+	Addr net.Addr
+	// FDs are the listening sockets, index = loop (one in the fallback).
+	// The server owns them: they are for attaching steering programs,
+	// never for closing.
+	FDs []int
+}
+
+// Listeners returns the client listeners (after New, before and after
+// Start).
+func (s *Server) Listeners() Listeners {
+	l := Listeners{ReusePort: s.eng.ReusePort(), Loops: s.eng.NumLoops()}
+	for g, a := range s.eng.Addrs() {
+		l.Groups = append(l.Groups, ListenerGroup{Addr: a, FDs: s.eng.GroupFDs(g)})
+	}
+	return l
+}
+
+// PauseAccepts stops (true) or resumes (false) accepting new connections;
+// established ones are not affected and new ones wait in the kernel's listen
+// backlog (netpoll.Engine.PauseAccepts).
+func (s *Server) PauseAccepts(pause bool) { s.eng.PauseAccepts(pause) }
+
+// AcceptsPaused reports whether PauseAccepts(true) is in effect.
+func (s *Server) AcceptsPaused() bool { return s.eng.AcceptsPaused() }
+
+// MaxQueued returns the per-connection cap on unread output, in bytes
+// (Config.MaxQueued, a knob).
+func (s *Server) MaxQueued() int { return s.eng.MaxQueued() }
+
+// SetMaxQueued changes the per-connection cap on unread output for every
+// later write; n <= 0 is refused.
+func (s *Server) SetMaxQueued(n int) error { return s.eng.SetMaxQueued(n) }
+
+// Backlogs returns the longest output backlogs (up to 16 per loop): the
+// connections whose peers do not read.
+func (s *Server) Backlogs() []netpoll.Backlog { return s.eng.Backlogs() }
 
 // Inflight returns the current in-flight window.
 func (s *Server) Inflight() int { return int(s.inflight.Load()) }
@@ -28,13 +78,13 @@ func (s *Server) SetInflight(n int) error {
 	return nil
 }
 
-// Counters returns the server's monotonic counters by name (messages in and
+// Counters returns st's monotonic counters by name (messages in and
 // PUBLISH packets delivered, inbox entries stored and refused, dropped
-// deliveries, closes by reason), as the activity reporter exports them.
-func (s *Server) Counters() map[string]int64 {
-	st := s.Stats()
+// deliveries, closes by reason, the store's and push's work), as the
+// activity reporter exports them (/metrics).
+func (st Stats) Counters() map[string]int64 {
 	m := map[string]int64{
-		"messages_in": int64(st.Published), "messages_out": int64(s.sentTotal()), "inbox_stored": int64(st.Stored),
+		"messages_in": int64(st.Published), "messages_out": int64(st.MessagesOut), "inbox_stored": int64(st.Stored),
 		"inbox_full": int64(st.InboxFull), "deliveries_dropped": int64(st.Dropped),
 		"store_full": int64(st.StoreFull), "new_inbox_rate": int64(st.NewInboxRate),
 		"notices_dropped": int64(st.NoticesDropped), "inbox_expired": int64(st.Expired),
@@ -49,18 +99,28 @@ func (s *Server) Counters() map[string]int64 {
 		m["store_records"], m["store_written_bytes"], m["store_fsyncs"] = int64(d.Records), int64(d.BytesWritten), int64(d.Fsyncs)
 		m["store_write_errors"], m["store_compactions"] = int64(d.WriteErrors), int64(d.Compactions)
 	}
-	s.pushCounters(m)
+	if p := st.Push; p != nil {
+		m["push_notifications_sent"] = int64(p.Sent)
+		m["push_posts"] = int64(p.Posts)
+		m["push_retries"] = int64(p.Retries)
+		m["push_collapsed"] = int64(p.Collapsed)
+		for reason, n := range p.Dropped {
+			m["push_dropped_"+reason] = int64(n)
+		}
+	}
 	return m
 }
 
-// Gauges returns the server's levels by name: connections, clients and
-// the bytes held by the store (inboxes and retained messages).
-func (s *Server) Gauges() map[string]int64 {
-	m := map[string]int64{"connections": s.Connections(), "clients": s.Clients(), "store_bytes": s.held.Load()}
-	if s.wal != nil {
-		m["store_disk_bytes"] = s.wal.DiskBytes()
+// Gauges returns st's levels by name: connections, clients, the bytes
+// held by the store (inboxes and retained messages) and, with a data dir,
+// its size on disk and whether it is failing, as the activity reporter
+// exports them (/metrics).
+func (st Stats) Gauges() map[string]int64 {
+	m := map[string]int64{"connections": st.Connections, "clients": st.Clients, "store_bytes": st.StoreBytes}
+	if d := st.Disk; d != nil {
+		m["store_disk_bytes"] = d.DiskBytes
 		m["store_failing"] = 0
-		if s.wal.Failed() {
+		if d.Failing {
 			m["store_failing"] = 1
 		}
 	}

@@ -373,29 +373,6 @@ func (p *pusher) stats() PushStats {
 	return st
 }
 
-// PushStats returns the push counters (zero if push is off).
-func (s *Server) PushStats() PushStats {
-	if s.push == nil {
-		return PushStats{Dropped: map[string]uint64{}}
-	}
-	return s.push.stats()
-}
-
-// pushCounters adds the push counters to m (Counters) if push is on.
-func (s *Server) pushCounters(m map[string]int64) {
-	if s.push == nil {
-		return
-	}
-	st := s.push.stats()
-	m["push_notifications_sent"] = int64(st.Sent)
-	m["push_posts"] = int64(st.Posts)
-	m["push_retries"] = int64(st.Retries)
-	m["push_collapsed"] = int64(st.Collapsed)
-	for reason, n := range st.Dropped {
-		m["push_dropped_"+reason] = int64(n)
-	}
-}
-
 // notifyOffline is storeDirect's hook: kind is the profile message kind
 // just stored for the offline user to.
 func (s *Server) notifyOffline(kind byte, to, from, group, mid []byte) {

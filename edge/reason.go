@@ -12,7 +12,7 @@ import (
 )
 
 // Reason classifies why a connection was closed. Every close is counted by
-// reason (Server.CloseCounts) so the observability work can export them.
+// reason (Stats.Closes) so the observability work can export them.
 type Reason uint8
 
 // Close reasons. Their names (Reason.String) are stable metric labels.

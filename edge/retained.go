@@ -429,34 +429,6 @@ func (s *Server) cancelScans(cl *client) {
 	x.scans = nil
 }
 
-// OnLoopMessage implements netpoll.LoopHandler.
-func (s *Server) OnLoopMessage(l *netpoll.Loop, m *netpoll.Message) {
-	if m.Kind == msgScanWake {
-		s.loops[l.ID()].wakePosted = false
-	}
-	if m.Kind == msgStoreWake {
-		s.loops[l.ID()].storeWake = false // OnTick writes and sends what became durable
-	}
-	if m.Kind == msgClusterAck || m.Kind == msgClusterFail {
-		s.loops[l.ID()].cl.done(m.Arg, m.Kind == msgClusterAck) // OnTick sends the PUBACKs
-	}
-}
-
-// OnTick implements netpoll.LoopHandler: one slice of the loop's retained
-// scans, round robin over its scanning connections.
-func (s *Server) OnTick(l *netpoll.Loop) {
-	ls := s.loops[l.ID()]
-	if len(ls.scanning) > 0 || len(ls.parked) > 0 {
-		s.tickScans(l, ls)
-	}
-	if s.cfg.Cluster != nil {
-		s.flushCluster(l, ls)
-	}
-	if s.wal != nil || s.cfg.Cluster != nil {
-		s.commitTick(l, ls) // last: the scans above may have logged entries
-	}
-}
-
 // tickScans serves one slice of the loop's scans.
 func (s *Server) tickScans(l *netpoll.Loop, ls *loopState) {
 	t0 := time.Now()
@@ -544,7 +516,7 @@ func (s *Server) serveScans(l *netpoll.Loop, ls *loopState, h netpoll.Handle, bu
 	st := scanDone
 	if cl := s.reg.at(ss.client); cl != nil {
 		cl.mu.Lock()
-		if ownedLocked(c, ss, cl) {
+		if ownedLocked(cl, c.Handle(), ss.epoch) {
 			st = s.runScans(c, cl, budget)
 		}
 		cl.trimExt()

@@ -170,3 +170,29 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestInboxTopic: parseInboxTopic reads back what appendTo wrote, len is
+// what it wrote, and other shapes are refused.
+func TestInboxTopic(t *testing.T) {
+	for _, p := range []inboxTopic{
+		{kind: 'm', to: []byte("bob"), from: []byte("alice"), mid: []byte("m1")},
+		{kind: 'g', to: []byte("bob"), from: []byte("alice"), group: []byte("team"), mid: []byte("7")},
+		{kind: 'e', to: []byte("alice"), from: []byte("bob"), mid: []byte("x.y-z_")},
+		{kind: 'd', to: []byte("a"), from: []byte("b"), mid: []byte("c")},
+	} {
+		enc := p.appendTo(nil)
+		got, ok := parseInboxTopic(enc)
+		if !ok || len(enc) != p.len() || got.kind != p.kind || string(got.to) != string(p.to) || string(got.from) != string(p.from) ||
+			string(got.group) != string(p.group) || string(got.mid) != string(p.mid) {
+			t.Errorf("%s: parsed %+v ok %v, len %d (encoded %d)", enc, got, ok, p.len(), len(enc))
+		}
+		if _, ok := delivered(enc); ok != (p.kind == 'm') {
+			t.Errorf("%s: delivered says %v", enc, ok)
+		}
+	}
+	for _, bad := range []string{"", "u", "u/", "u/bob", "u/bob/m", "u/bob/m/alice", "u/bob/mm/alice/1", "r/bob/m/alice/1", "u/bob/g/team/alice"} {
+		if p, ok := parseInboxTopic([]byte(bad)); ok {
+			t.Errorf("%q parsed as %+v", bad, p)
+		}
+	}
+}

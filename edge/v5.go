@@ -11,7 +11,7 @@ import (
 
 // MQTT 5.0 beside 3.1.1. A connection speaks the version of its CONNECT
 // (session flag sV5); everything version-specific is here so that the
-// 3.1.1 path in server.go keeps its shape:
+// 3.1.1 path (handler.go, connect.go, pubsub.go) keeps its shape:
 //
 //   - decoding: a v5 connection's packets go through mqtt.Decode5; a codec
 //     error becomes a DISCONNECT with its reason code, then the close;
@@ -352,7 +352,7 @@ func (s *Server) handle5(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 			}
 			c5.expiry = p.Props.SessionExpiry
 			cl.mu.Lock()
-			if ownedLocked(c, ss, cl) && cl.persistent {
+			if ownedLocked(cl, c.Handle(), ss.epoch) && cl.persistent {
 				if c5.expiry == 0 {
 					cl.persistent = false
 					s.held.Add(-sessionOverhead)

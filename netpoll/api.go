@@ -3,6 +3,8 @@ package netpoll
 import (
 	"errors"
 	"time"
+
+	"github.com/edgedhq/edged/internal/unsupported"
 )
 
 // Handler receives a loop's events. Every method is called on the loop that
@@ -132,7 +134,7 @@ var (
 	ErrPartialTimeout  = errors.New("netpoll: partial frame not completed in time")
 	ErrPartialBudget   = errors.New("netpoll: partial frames of all connections over their cap")
 	ErrShutdown        = errors.New("netpoll: shutting down")
-	ErrUnsupported     = errors.New("netpoll: not supported on this platform")
+	ErrUnsupported     = unsupported.New("netpoll: not supported on this platform") // wraps errors.ErrUnsupported
 	ErrClosedByHandler = errors.New("netpoll: closed by handler")
 	ErrAddrInUse       = errors.New("netpoll: address in use by another listener")
 	errNoTransport     = errors.New("netpoll: adopt: the engine has no Transport")

@@ -16,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgedhq/edged/internal/slab"
+	"github.com/edgedhq/edged/internal/wheel"
 )
 
 // The benchmarks here run the server and its clients in separate processes
@@ -345,8 +348,8 @@ func BenchmarkGC(b *testing.B) {
 			runtime.GC()
 			var m0, m1 runtime.MemStats
 			runtime.ReadMemStats(&m0)
-			s := NewSlab[Conn]()
-			w := NewWheel(0)
+			s := slab.New[Conn]()
+			w := wheel.New(0)
 			for i := 0; i < n; i++ {
 				slot, _, c, _ := s.Alloc()
 				c.fd = int32(i)
@@ -392,18 +395,5 @@ func BenchmarkMPSC(b *testing.B) {
 	for b.Loop() {
 		q.push(item{to: 1, msg: Message{Arg: 1}})
 		q.pop(&it)
-	}
-}
-
-func BenchmarkWheelAddCancel(b *testing.B) {
-	b.ReportAllocs()
-	w := NewWheel(0)
-	for i := uint32(0); i < 100000; i++ {
-		w.Add(i, int64(i%5000)+1)
-	}
-	i := uint32(0)
-	for b.Loop() {
-		w.Add(i%100000, int64(i%7000)+1)
-		i++
 	}
 }

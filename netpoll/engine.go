@@ -10,6 +10,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgedhq/edged/internal/slab"
+	"github.com/edgedhq/edged/internal/wheel"
 )
 
 // Engine runs a set of event loops behind one TCP address.
@@ -106,8 +109,8 @@ func New(cfg Config) (_ *Engine, err error) {
 		}
 		l := &Loop{
 			id: i, e: e, p: p,
-			slab:  NewSlab[Conn](),
-			wheel: NewWheel(0),
+			slab:  slab.New[Conn](),
+			wheel: wheel.New(0),
 			start: time.Now(),
 			tick:  cfg.TimerTick,
 			q:     newMPSC(mpscSize),
@@ -312,12 +315,9 @@ func (e *Engine) NumLoops() int { return len(e.loops) }
 // (false: the fallback, one listener whose connections loop 0 hands round).
 func (e *Engine) ReusePort() bool { return e.reuse }
 
-// ListenerFDs returns the listening sockets, index = loop, for socket
-// steering (eBPF). In the fallback there is only one. The engine owns them.
-func (e *Engine) ListenerFDs() []int { return e.GroupFDs(0) }
-
-// GroupFDs returns listener group g's sockets, index = loop (see
-// ListenerFDs); nil for a group that does not exist.
+// GroupFDs returns listener group g's listening sockets (g indexes Addrs),
+// index = loop, for socket steering (eBPF). In the fallback there is only
+// one per group. The engine owns them. nil for a group that does not exist.
 func (e *Engine) GroupFDs(g int) []int {
 	var fds []int
 	for _, l := range e.loops {

@@ -400,8 +400,8 @@ func TestFallbackSharedListenerSpreadsConnections(t *testing.T) {
 	checkLeaks(t)
 	e := startEngine(t, Config{Loops: 2, DisableReusePort: true})
 	defer e.Close()
-	if e.ReusePort() || len(e.ListenerFDs()) != 1 {
-		t.Fatalf("fallback not in effect: reuse=%v listeners=%d", e.ReusePort(), len(e.ListenerFDs()))
+	if e.ReusePort() || len(e.GroupFDs(0)) != 1 {
+		t.Fatalf("fallback not in effect: reuse=%v listeners=%d", e.ReusePort(), len(e.GroupFDs(0)))
 	}
 	for i := 0; i < 20; i++ {
 		c, err := net.Dial("tcp", e.Addr().String())

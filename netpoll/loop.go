@@ -21,9 +21,9 @@ type Loop struct {
 	e    *Engine
 	p    *poller
 	lfds []int // one listener per address group; -1: none of its own
-	slab *Slab[Conn]
+	slab *connSlab
 
-	wheel *Wheel
+	wheel *timerWheel
 	start time.Time
 	tick  time.Duration
 	now   time.Time

@@ -1,11 +1,16 @@
 package capture
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/edgedhq/edged/internal/unsupported"
+)
 
 // Sentinel errors; functions name the ones they return.
 var (
-	// ErrNotSupported: packet capture is implemented for Linux only.
-	ErrNotSupported = errors.New("packet capture is not supported on this system")
+	// ErrNotSupported: packet capture is implemented for Linux only; it
+	// wraps errors.ErrUnsupported.
+	ErrNotSupported = unsupported.New("packet capture is not supported on this system")
 	// ErrLinkType: the interface or capture file has a link type that this
 	// package cannot decode.
 	ErrLinkType = errors.New("unsupported link type")

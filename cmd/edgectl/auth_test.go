@@ -30,7 +30,8 @@ func TestAdminTokenVerbs(t *testing.T) {
 	}
 	var inflight atomic.Int64
 	inflight.Store(32)
-	rep, err = obs.New(obs.Options{LoopStats: s.LoopStats, Counters: s.Counters, Gauges: s.Gauges,
+	rep, err = obs.New(obs.Options{LoopStats: s.LoopStats, Counters: func() map[string]int64 { return s.Stats().Counters() },
+		Gauges:   func() map[string]int64 { return s.Stats().Gauges() },
 		Info:     func() any { return s.Stats() },
 		Knobs:    []obs.Knob{obs.IntKnob("inflight", "window", &inflight, 1, 1024, func(n int64) { s.SetInflight(int(n)) })},
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),

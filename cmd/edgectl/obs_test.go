@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"github.com/edgedhq/edged/edge"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgedhq/edged/edge"
+	"github.com/edgedhq/edged/internal/echo"
 	"github.com/edgedhq/edged/internal/obs"
 	"github.com/edgedhq/edged/netpoll"
 )
@@ -29,7 +30,7 @@ func liveAdmin(t *testing.T) string {
 // liveAdminWith is liveAdmin with more sources in the reporter's options.
 func liveAdminWith(t *testing.T, opt obs.Options) string {
 	t.Helper()
-	e, err := netpoll.New(netpoll.Config{Addr: "127.0.0.1:0", Loops: 2, Handler: netpoll.Echo{}, Logf: t.Logf})
+	e, err := netpoll.New(netpoll.Config{Addr: "127.0.0.1:0", Loops: 2, Handler: echo.Handler{}, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,10 +273,11 @@ func TestTopFitsATerminal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(srv.Counters()) < 10 {
-		t.Fatalf("the edge server reports %d counters; the test wants its full set", len(srv.Counters()))
+	if len(srv.Stats().Counters()) < 10 {
+		t.Fatalf("the edge server reports %d counters; the test wants its full set", len(srv.Stats().Counters()))
 	}
-	admin := liveAdminWith(t, obs.Options{Counters: srv.Counters, Gauges: srv.Gauges})
+	admin := liveAdminWith(t, obs.Options{Counters: func() map[string]int64 { return srv.Stats().Counters() },
+		Gauges: func() map[string]int64 { return srv.Stats().Gauges() }})
 	out, errOut, code := edgectl("top", "--once", "--admin", admin)
 	if code != 0 {
 		t.Fatalf("top --once: exit %d: %s", code, errOut)

@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 
-	"github.com/edgedhq/edged/ebpf"
+	steer "github.com/edgedhq/edged/ebpf"
 )
 
 func init() {
@@ -15,7 +15,7 @@ func steerHelp(ctx *env) {
 	fmt.Fprintf(w, "Usage: edgectl steer status [--pin DIR]\n\nNouns:\n")
 	fmt.Fprintf(w, "  status  the pinned reuseport groups (program, policy, per-loop accepts, live,\n")
 	fmt.Fprintf(w, "          pending) and NIC lookups (per-group assigned, dropped) (reads only)\n")
-	fmt.Fprintf(w, "\nedged pins its steering under %s/<group> when started with a pin path.\n", ebpf.DefaultPinRoot)
+	fmt.Fprintf(w, "\nedged pins its steering under %s/<group> when started with a pin path.\n", steer.DefaultPinRoot)
 	fmt.Fprintf(w, "Run edgectl steer status --help for its flags.\n")
 }
 
@@ -33,12 +33,12 @@ func runSteer(ctx *env, args []string) error {
 		return usagef("unknown noun %q (have status)", args[0])
 	}
 	fs := ctx.flags("steer status", "[--pin DIR]")
-	pin := fs.String("pin", ebpf.DefaultPinRoot, "bpffs directory that holds the pinned steering groups")
+	pin := fs.String("pin", steer.DefaultPinRoot, "bpffs directory that holds the pinned steering groups")
 	if err := ctx.parse(fs, args[1:]); err != nil {
 		return err
 	}
 	if *pin == "" {
 		return usagef("--pin must name a directory")
 	}
-	return ebpf.StatusReport(ctx.stdout, *pin)
+	return steer.StatusReport(ctx.stdout, *pin)
 }

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgedhq/edged/ebpf"
+	steer "github.com/edgedhq/edged/ebpf"
 	"github.com/edgedhq/edged/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -69,7 +69,7 @@ func TestSteerStatusPinned(t *testing.T) {
 		sa, _ := unix.Getsockname(fd)
 		port = sa.(*unix.SockaddrInet4).Port
 	}
-	s, err := ebpf.Attach(ebpf.Config{Policy: ebpf.PolicyLeast, Listeners: fds, LoopCPUs: []int{0, 1}, PinPath: filepath.Join(root, "client")})
+	s, err := steer.Attach(steer.Config{Policy: steer.PolicyLeast, Listeners: fds, LoopCPUs: []int{0, 1}, PinPath: filepath.Join(root, "client")})
 	if err != nil {
 		t.Fatal(err)
 	}

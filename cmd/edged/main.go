@@ -322,7 +322,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		log.Info("edged handed over", "new_pid", pid)
 		return exitOK
 	}
-	log.Info("edged shutting down", "connections", s.Connections())
+	log.Info("edged shutting down", "connections", s.Stats().Connections)
 	ops.detach()
 	if err := s.Close(); err != nil {
 		fmt.Fprintf(stderr, "edged: %v\n", err)

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgedhq/edged/ebpf"
+	steer "github.com/edgedhq/edged/ebpf"
 	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/internal/testenv"
 	"golang.org/x/sys/unix"
@@ -142,7 +142,7 @@ func TestDualNICSteering(t *testing.T) {
 	cmd, errb := start("public=198.18.0.1:1883%pub-s,private=198.18.0.1:1883%priv-s")
 	const perNIC = 30
 	pub, priv := dial("pub-c", perNIC), dial("priv-c", perNIC)
-	st, err := ebpf.ReadStatus(pins)
+	st, err := steer.ReadStatus(pins)
 	if err != nil {
 		t.Fatalf("read pins: %v\n%s", err, errb.String())
 	}
@@ -189,12 +189,12 @@ func TestStalePinsPruned(t *testing.T) {
 	first, _ := start()
 	first.Process.Kill()
 	first.Wait()
-	if st, err := ebpf.ReadStatus(pins); err != nil || len(st.Groups) != 1 {
+	if st, err := steer.ReadStatus(pins); err != nil || len(st.Groups) != 1 {
 		t.Fatalf("after kill -9: %+v, %v; want the dead edged's group still pinned", st, err)
 	}
 	second, errb := start()
 	defer func() { second.Process.Signal(syscall.SIGTERM); second.Wait() }()
-	st, err := ebpf.ReadStatus(pins)
+	st, err := steer.ReadStatus(pins)
 	if err != nil || len(st.Groups) != 1 || st.Groups[0].PID != second.Process.Pid {
 		t.Fatalf("pins after the second start: %+v, %v; want only the live edged's group\n%s", st, err, errb.String())
 	}

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/edgedhq/edged/ebpf"
+	steer "github.com/edgedhq/edged/ebpf"
 	"github.com/edgedhq/edged/edge"
 	"github.com/edgedhq/edged/internal/obs"
 )
@@ -30,7 +30,7 @@ type opsOptions struct {
 
 func addOpsFlags(fs *flag.FlagSet, o *opsOptions) {
 	fs.StringVar(&o.steering, "steering", "least", "eBPF SO_REUSEPORT steering `policy` across loops: off, cpu, hash or least (falls back to the kernel's hash without CAP_BPF)")
-	fs.StringVar(&o.steerPin, "steer-pin", "auto", "bpffs `dir` where steering state is pinned for 'edgectl steer status'; auto: "+ebpf.DefaultPinRoot+"/client-PORT, off: none")
+	fs.StringVar(&o.steerPin, "steer-pin", "auto", "bpffs `dir` where steering state is pinned for 'edgectl steer status'; auto: "+steer.DefaultPinRoot+"/client-PORT, off: none")
 	fs.StringVar(&o.profile, "profile", "", "write a whole-run profile of `kind` cpu, mem, mutex, block or trace on exit")
 	fs.StringVar(&o.profileDir, "profile-dir", ".", "`dir` for --profile output")
 }
@@ -42,10 +42,10 @@ var errOpsUsage = errors.New("bad flag")
 type ops struct {
 	o        *opsOptions
 	log      *slog.Logger
-	policy   ebpf.Policy
+	policy   steer.Policy
 	rep      *obs.Reporter
-	steers   atomic.Pointer[[]*ebpf.Steering] // one per listener group
-	lookup   *ebpf.Lookup
+	steers   atomic.Pointer[[]*steer.Steering] // one per listener group
+	lookup   *steer.Lookup
 	stopProf func()
 	accepts  atomic.Bool
 	queueCap atomic.Int64
@@ -56,7 +56,7 @@ type ops struct {
 // steering into cfg; attach completes them once the server exists.
 func newOps(o *opsOptions, cfg *edge.Config) (_ *ops, err error) {
 	p := &ops{o: o, log: cfg.Logger}
-	if p.policy, err = ebpf.ParsePolicy(o.steering); err != nil {
+	if p.policy, err = steer.ParsePolicy(o.steering); err != nil {
 		return nil, fmt.Errorf("parse --steering: %w: %w", err, errOpsUsage)
 	}
 	if o.profile != "" {
@@ -85,17 +85,16 @@ func newOps(o *opsOptions, cfg *edge.Config) (_ *ops, err error) {
 // attach runs after edge.New (the listeners exist) and before Start: it
 // creates the reporter and attaches socket steering.
 func (p *ops) attach(s *edge.Server) error {
-	eng := s.Engine()
-	p.queueCap.Store(int64(eng.MaxQueued()))
+	p.queueCap.Store(int64(s.MaxQueued()))
 	p.inflight.Store(int64(s.Inflight()))
 	rep, err := obs.New(obs.Options{
 		LoopStats: s.LoopStats,
-		Counters:  s.Counters,
-		Gauges:    s.Gauges,
+		Counters:  func() map[string]int64 { return s.Stats().Counters() },
+		Gauges:    func() map[string]int64 { return s.Stats().Gauges() },
 		Info:      func() any { return s.Stats() },
 		Queues: func() []obs.QueueInfo {
 			var q []obs.QueueInfo
-			for _, b := range eng.Backlogs() {
+			for _, b := range s.Backlogs() {
 				q = append(q, obs.QueueInfo{Kind: obs.KindConnBacklog,
 					Name: fmt.Sprintf("L%d/%d", b.Loop, uint32(b.Handle)), Len: int64(b.Queued)})
 			}
@@ -105,9 +104,9 @@ func (p *ops) attach(s *edge.Server) error {
 			return q
 		},
 		Knobs: []obs.Knob{
-			obs.BoolKnob("accept_pause", "stop accepting new connections (established ones keep working)", &p.accepts, eng.PauseAccepts),
+			obs.BoolKnob("accept_pause", "stop accepting new connections (established ones keep working)", &p.accepts, s.PauseAccepts),
 			obs.IntKnob("queue_cap", "bytes of unread output after which a client that does not read is closed", &p.queueCap, 1<<10, 1<<30,
-				func(n int64) { eng.SetMaxQueued(int(n)) }),
+				func(n int64) { s.SetMaxQueued(int(n)) }),
 			obs.IntKnob("inflight", "unacknowledged deliveries per connection", &p.inflight, 1, 1024,
 				func(n int64) { s.SetInflight(int(n)) }),
 		},
@@ -126,20 +125,19 @@ func (p *ops) attach(s *edge.Server) error {
 // when a --listen names an interface, the SK_LOOKUP program that sends each
 // NIC's connections to its group.
 func (p *ops) attachSteering(s *edge.Server) error {
-	eng := s.Engine()
+	ln := s.Listeners()
 	nic := false
 	for _, l := range p.o.listeners {
 		nic = nic || l.iface != ""
 	}
-	addrs := eng.Addrs()
 	var root string // where status pins go; "" for none
 	switch p.o.steerPin {
 	case "off":
 	case "auto":
-		if ebpf.OnBPFFS(filepath.Dir(ebpf.DefaultPinRoot)) {
-			root = ebpf.DefaultPinRoot
+		if steer.OnBPFFS(filepath.Dir(steer.DefaultPinRoot)) {
+			root = steer.DefaultPinRoot
 		} else {
-			p.log.Info("socket steering: no bpffs mounted, so no status pins", "want", filepath.Dir(ebpf.DefaultPinRoot))
+			p.log.Info("socket steering: no bpffs mounted, so no status pins", "want", filepath.Dir(steer.DefaultPinRoot))
 		}
 	default:
 		root = p.o.steerPin
@@ -152,36 +150,36 @@ func (p *ops) attachSteering(s *edge.Server) error {
 	}
 	if root != "" {
 		// Pins of an edged that was killed stay behind: drop them.
-		removed, err := ebpf.PruneStale(root)
+		removed, err := steer.PruneStale(root)
 		if err != nil {
 			p.log.Warn("socket steering: prune stale pins", "root", root, "err", err)
 		} else if len(removed) > 0 {
 			p.log.Info("socket steering: removed pins of exited processes", "root", root, "pins", strings.Join(removed, " "))
 		}
 	}
-	var steers []*ebpf.Steering
+	var steers []*steer.Steering
 	defer func() { p.steers.Store(&steers) }()
 	switch {
-	case p.policy == ebpf.PolicyOff:
+	case p.policy == steer.PolicyOff:
 		p.log.Info("socket steering off: the kernel's SO_REUSEPORT hash picks the loop")
-	case !eng.ReusePort():
+	case !ln.ReusePort:
 		p.log.Warn("socket steering needs one listener per loop; SO_REUSEPORT is unavailable, so loop 0 hands connections round-robin")
 	default:
 		for g, l := range p.o.listeners {
-			_, port, _ := net.SplitHostPort(addrs[g].String())
+			_, port, _ := net.SplitHostPort(ln.Groups[g].Addr.String())
 			name := l.name
 			if name == "" {
 				name = "client"
 			}
 			pin := pinDir(name + "-" + port)
-			cfg := ebpf.Config{Policy: p.policy, Listeners: eng.GroupFDs(g), PinPath: pin, SockMap: l.iface != "", Logger: p.log}
-			st, err := ebpf.Attach(cfg)
+			cfg := steer.Config{Policy: p.policy, Listeners: ln.Groups[g].FDs, PinPath: pin, SockMap: l.iface != "", Logger: p.log}
+			st, err := steer.Attach(cfg)
 			// Sockets handed over by an upgrade were in the old
 			// process's socket array until it detached; the kernel
 			// frees that array a moment later (EBUSY until then).
 			for end := time.Now().Add(3 * time.Second); err != nil && errors.Is(err, unix.EBUSY) && time.Now().Before(end); {
 				time.Sleep(20 * time.Millisecond)
-				st, err = ebpf.Attach(cfg)
+				st, err = steer.Attach(cfg)
 			}
 			if err != nil {
 				for _, st := range steers {
@@ -192,13 +190,13 @@ func (p *ops) attachSteering(s *edge.Server) error {
 			}
 			steers = append(steers, st)
 			p.log.Info("socket steering", "listen", l.String(), "policy", p.o.steering, "mode", st.Mode().String(),
-				"loops", strconv.Itoa(eng.NumLoops()), "pin", pin)
+				"loops", strconv.Itoa(ln.Loops), "pin", pin)
 		}
 	}
 	if !nic {
 		return nil
 	}
-	var groups []ebpf.NICGroup
+	var groups []steer.NICGroup
 	for g, l := range p.o.listeners {
 		if l.iface == "" {
 			continue
@@ -213,9 +211,9 @@ func (p *ops) attachSteering(s *edge.Server) error {
 		if name == "" {
 			name = l.iface
 		}
-		groups = append(groups, ebpf.NICGroup{Name: name, Ifindex: ifi.Index, Port: uint16(pn), Listeners: eng.GroupFDs(g)})
+		groups = append(groups, steer.NICGroup{Name: name, Ifindex: ifi.Index, Port: uint16(pn), Listeners: ln.Groups[g].FDs})
 	}
-	lk, err := ebpf.AttachLookup(ebpf.LookupConfig{Groups: groups, PinPath: pinDir("nics")})
+	lk, err := steer.AttachLookup(steer.LookupConfig{Groups: groups, PinPath: pinDir("nics")})
 	if err != nil {
 		return fmt.Errorf("attach NIC steering (SK_LOOKUP; without BPF bind each listener to its NIC's own address instead): %w", err)
 	}

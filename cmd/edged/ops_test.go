@@ -74,9 +74,9 @@ func TestOpsWiring(t *testing.T) {
 			t.Fatalf("PUT /knobs/%s: %d %s", knob, code, body)
 		}
 	}
-	if s.Inflight() != 8 || s.Engine().MaxQueued() != 65536 || !s.Engine().AcceptsPaused() {
+	if s.Inflight() != 8 || s.MaxQueued() != 65536 || !s.AcceptsPaused() {
 		t.Fatalf("knobs did not reach the server: inflight %d, queue cap %d, paused %v",
-			s.Inflight(), s.Engine().MaxQueued(), s.Engine().AcceptsPaused())
+			s.Inflight(), s.MaxQueued(), s.AcceptsPaused())
 	}
 	if code, _ := httpDo(t, "PUT", base+"/knobs/inflight", "0"); code != 400 {
 		t.Fatalf("out-of-range inflight accepted: %d", code)

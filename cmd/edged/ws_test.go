@@ -127,7 +127,7 @@ func TestWebSocketInChromium(t *testing.T) {
 		js := fmt.Sprintf(`window.got.some(m => m.startsWith(%q))`, topic+" ")
 		if _, err := chromedp.Run(bctx, chromedp.Poll[bool](js, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
 			got, _ := chromedp.Run(bctx, chromedp.Evaluate[[]string](`window.got.concat(window.errors)`))
-			t.Fatalf("the page did not receive %s: %v (it has %q; JS errors %q; closes %v; log %s)", topic, err, got, jsErrs, s.CloseCounts(), errb.String())
+			t.Fatalf("the page did not receive %s: %v (it has %q; JS errors %q; closes %v; log %s)", topic, err, got, jsErrs, s.Stats().Closes, errb.String())
 		}
 	}
 

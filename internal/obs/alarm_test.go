@@ -13,13 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgedhq/edged/internal/echo"
 	"github.com/edgedhq/edged/netpoll"
 )
 
-// backlogEcho is netpoll.Echo with Backlogs plugged in, the way a server
+// backlogEcho is echo.Handler with Backlogs plugged in, the way a server
 // builds its Options.Queues source.
 type backlogEcho struct {
-	netpoll.Echo
+	echo.Handler
 	*Backlogs
 }
 
@@ -28,7 +29,7 @@ func newBacklogEcho(loops int) *backlogEcho {
 }
 
 func (h *backlogEcho) OnData(c *netpoll.Conn, data []byte) (int, error) {
-	n, err := h.Echo.OnData(c, data)
+	n, err := h.Handler.OnData(c, data)
 	h.Note(c)
 	return n, err
 }

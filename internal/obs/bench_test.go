@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgedhq/edged/internal/echo"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -75,7 +76,7 @@ func BenchmarkSample(b *testing.B) {
 	}{{0, 0}, {10000, 0}, {10000, 10000}}
 	for _, bc := range cases {
 		b.Run(fmt.Sprintf("conns=%d/queues=%d", bc.conns, bc.queues), func(b *testing.B) {
-			e, err := netpoll.New(netpoll.Config{Addr: "127.0.0.1:0", Handler: netpoll.Echo{}, Logf: b.Logf})
+			e, err := netpoll.New(netpoll.Config{Addr: "127.0.0.1:0", Handler: echo.Handler{}, Logf: b.Logf})
 			if err != nil {
 				b.Fatal(err)
 			}

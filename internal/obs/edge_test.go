@@ -20,8 +20,8 @@ import (
 // lines cmd/edged uses to plug it in.
 func edgeSources(s *edge.Server) Options {
 	return Options{
-		Counters: s.Counters,
-		Gauges:   s.Gauges,
+		Counters: func() map[string]int64 { return s.Stats().Counters() },
+		Gauges:   func() map[string]int64 { return s.Stats().Gauges() },
 		Info:     func() any { return s.Stats() },
 	}
 }
@@ -122,7 +122,7 @@ func TestEdgePushMetrics(t *testing.T) {
 	if out, err := exec.Command("mosquitto_pub", "-h", host, "-p", port, "-i", "alice", "-q", "1", "-t", "u/bob/m1", "-m", "hi").CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_pub: %v: %s", err, out)
 	}
-	waitFor(t, "the notification posted", 10*time.Second, func() bool { return s.PushStats().Sent == 1 })
+	waitFor(t, "the notification posted", 10*time.Second, func() bool { return s.Stats().Push.Sent == 1 })
 	r.Sample()
 	_, m := httpDo(t, "GET", base+"/metrics", "")
 	for series, want := range map[string]float64{

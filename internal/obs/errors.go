@@ -1,6 +1,10 @@
 package obs
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/edgedhq/edged/internal/unsupported"
+)
 
 // Sentinel errors.
 var (
@@ -16,6 +20,7 @@ var (
 	ErrProfiling = errors.New("a profile is already running")
 	// ErrRouteTaken: the mux already serves one of the routes Mount adds.
 	ErrRouteTaken = errors.New("admin route already registered")
-	// ErrUnsupported: the figure or feature does not exist on this OS.
-	ErrUnsupported = errors.New("not supported on this system")
+	// ErrUnsupported: the figure or feature does not exist on this OS; it
+	// wraps errors.ErrUnsupported.
+	ErrUnsupported = unsupported.New("not supported on this system")
 )

@@ -3,7 +3,6 @@ package obs
 import (
 	"bufio"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/edgedhq/edged/internal/echo"
 	"github.com/edgedhq/edged/netpoll"
 	"go.uber.org/goleak"
 )
@@ -65,7 +67,7 @@ func startEngine(t testing.TB, cfg netpoll.Config) *netpoll.Engine {
 		cfg.Addr = "127.0.0.1:0"
 	}
 	if cfg.Handler == nil {
-		cfg.Handler = netpoll.Echo{}
+		cfg.Handler = echo.Handler{}
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = t.Logf

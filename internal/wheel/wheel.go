@@ -1,4 +1,6 @@
-package netpoll
+// Package wheel is netpoll's per-loop hierarchical timer wheel, internal so
+// that netpoll's public face does not carry it.
+package wheel
 
 import "math/bits"
 
@@ -35,8 +37,8 @@ type timerNode struct {
 	at         int64
 }
 
-// NewWheel returns a wheel whose current tick is now.
-func NewWheel(now int64) *Wheel { return &Wheel{now: now} }
+// New returns a wheel whose current tick is now.
+func New(now int64) *Wheel { return &Wheel{now: now} }
 
 // Now returns the last tick Advance reached.
 func (w *Wheel) Now() int64 { return w.now }

@@ -1,0 +1,36 @@
+package edge
+
+// Lock order, outermost first. A goroutine that holds a lock takes only
+// locks further down the list; locks on the same line are never held
+// together. Nothing on an event loop holds a lock across Engine.Post, a
+// socket write or file I/O.
+//
+//  1. Server.mu: the lifecycle (started, closed, the admin listener and the
+//     background goroutines' channels). Start holds it while the store
+//     replays (client records) and the cluster starts; everything else
+//     takes it alone, briefly (isClosed, AdminAddr, the stop functions).
+//  2. Server.sweepMu: one expiry sweep (inboxes.go: sweep), across its
+//     pass over the client records.
+//  3. shard.mu, a registry shard: registry.lock, registry.release,
+//     shard.rotateSeen. release drops client.mu before it takes the
+//     shard's, then locks both in this order.
+//  4. client.mu, one client record. Never two at once: ack unlocks the
+//     recipient before it stores the sender's receipt, storeDirect unlocks
+//     before it kicks, a full inbox's notice is stored after the unlock,
+//     storeGroup examines its members one at a time.
+//  5. topicTree.mu (subscriptions: addSubLocked, dropSubs) or
+//     topicTree.rmu (retained messages: the lookup in subscribe, runScans'
+//     step; setRetainedProps with no record locked), never both. runScans
+//     pushes into the record it holds while it holds rmu, so the leaves
+//     below are taken under rmu too.
+//  6. Leaves: Server.bigMu (watchInbox, from pushProps), registry.dirMu
+//     (registry.alloc under shard.mu, and alone before a walk of the
+//     records), longIDs.mu (under shard.mu), exts.mu (client.x), and the
+//     store's own locks (wal.Log.Append, under client.mu).
+//  7. Leaves taken with no other edge lock held: Groups.mu, Server.rpMu
+//     (remote presence), srcBuckets.mu (takeNewInbox: storeDirect found no
+//     record, so it holds none), pusher.runMu.
+//
+// client.owner is not a lock: an atomic mirror of client.handle for
+// handle()'s lock-free first look (mayOwn); ownedLocked under client.mu
+// decides.
