@@ -76,6 +76,11 @@ func (c *Config) setDefaults() error {
 	if c.Logf == nil {
 		c.Logf = log.Printf
 	}
+	w, err := resolveWait(c.Wait)
+	if err != nil {
+		return err
+	}
+	c.Wait = w
 	return nil
 }
 
@@ -104,8 +109,14 @@ func New(cfg Config) (_ *Engine, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("netpoll: loop %d: %w", i, err)
 		}
+		if cfg.Wait == WaitPark {
+			if err := p.enablePark(); err != nil {
+				p.close()
+				return nil, fmt.Errorf("netpoll: loop %d: %w", i, err)
+			}
+		}
 		l := &Loop{
-			id: i, e: e, p: p,
+			id: i, e: e, p: p, parks: cfg.Wait == WaitPark,
 			slab:  NewSlab[Conn](),
 			wheel: NewWheel(0),
 			start: time.Now(),
@@ -246,7 +257,8 @@ func (e *Engine) release() {
 	}
 }
 
-// Start runs the loops, each on its own locked OS thread.
+// Start runs the loops: each a goroutine, on its own locked OS thread in
+// WaitBlock mode.
 func (e *Engine) Start() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()

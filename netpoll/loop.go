@@ -11,17 +11,19 @@ import (
 	"time"
 )
 
-// Loop is one event loop: one OS thread, one poller, one listener (in a
+// Loop is one event loop: one goroutine (on its own OS thread in
+// WaitBlock mode), one poller, one listener (in a
 // SO_REUSEPORT group), one slab of connections, one timer wheel and one
 // inbound queue. Its methods may be called only from its own Handler
 // callbacks, except where noted.
 type Loop struct {
-	id   int
-	gid  uint16
-	e    *Engine
-	p    *poller
-	lfds []int // one listener per address group; -1: none of its own
-	slab *Slab[Conn]
+	id    int
+	gid   uint16
+	e     *Engine
+	p     *poller
+	parks bool  // WaitPark: waits parked on the runtime's poller, not locked to a thread
+	lfds  []int // one listener per address group; -1: none of its own
+	slab  *Slab[Conn]
 
 	wheel *Wheel
 	start time.Time
@@ -150,8 +152,10 @@ func (l *Loop) tickOf(t time.Time) int64 { return int64(t.Sub(l.start) / l.tick)
 func cookieOf(slot, gen uint32) uint64 { return uint64(gen)<<32 | uint64(slot) }
 
 func (l *Loop) run() {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if !l.parks {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	defer l.e.wg.Done()
 	lh, _ := l.e.cfg.Handler.(LoopHandler)
 	for {
@@ -200,7 +204,7 @@ func (l *Loop) run() {
 			}
 		}
 		t0 := time.Now()
-		n, err := l.p.wait(l.evs[:], timeout)
+		n, err := l.waitFor(timeout)
 		l.sleeping.Store(0)
 		t1 := time.Now()
 		l.waitNs.Add(int64(t1.Sub(t0)))

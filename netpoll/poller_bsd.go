@@ -4,6 +4,7 @@ package netpoll
 
 import (
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -157,3 +158,12 @@ func (p *poller) delConn(fd int) error {
 	p.setCookie(fd, 0)
 	return nil
 }
+
+// canPark: WaitPark is not implemented on kqueue (a kqueue descriptor can
+// be polled by the runtime's kqueue as an epoll set is by its epoll, but no
+// machine of this project can test it): WaitPark runs as WaitBlock.
+const canPark = false
+
+func (p *poller) enablePark() error { return ErrUnsupported }
+
+func (p *poller) park(evs []event, deadline time.Time) (int, error) { return 0, ErrUnsupported }

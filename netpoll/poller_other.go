@@ -2,6 +2,8 @@
 
 package netpoll
 
+import "time"
+
 type poller struct{}
 
 func openPoller() (*poller, error) { return nil, ErrUnsupported }
@@ -16,3 +18,8 @@ func (p *poller) close() error                                  { return nil }
 
 func (p *poller) delListener(fd int) error { return ErrUnsupported }
 func (p *poller) delConn(fd int) error     { return ErrUnsupported }
+
+const canPark = false
+
+func (p *poller) enablePark() error                                 { return ErrUnsupported }
+func (p *poller) park(evs []event, deadline time.Time) (int, error) { return 0, ErrUnsupported }

@@ -1,0 +1,77 @@
+package netpoll
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// WaitMode is how an idle loop waits for its next event (Config.Wait).
+//
+// WaitBlock: the loop runs on a locked OS thread that blocks in
+// epoll_wait/kevent. Every loop holds a P while it sleeps in that syscall,
+// so the runtime's sysmon thread keeps waking (every 20 us while a P has
+// been in a syscall for a tick) to retake it: at moderate load, where loops
+// sleep and wake once per message, sysmon and the P hand-offs cost about as
+// much CPU as a loop (BENCHMARKS.md, issue #12 part 3).
+//
+// WaitPark: the loop's epoll descriptor is itself registered with the Go
+// runtime's poller, and an idle loop is a goroutine parked on it (an os.File
+// read that polls the loop's epoll set without blocking, and parks while it
+// is empty). An idle loop holds no P and no thread: sysmon sleeps, several
+// loops with a little work each run on one thread, and a loop woken by
+// another runs as a goroutine switch, not a thread wake-up. The loop
+// goroutine is not locked to its thread (a parked locked goroutine would
+// still cost a thread hand-off per wake-up).
+type WaitMode string
+
+const (
+	WaitBlock WaitMode = "block"
+	WaitPark  WaitMode = "park"
+)
+
+// DefaultWait is the WaitMode of a Config that names none (and of an
+// EDGED_LOOP_WAIT that is unset).
+const DefaultWait = WaitPark
+
+// waitEnv is the environment variable that picks the WaitMode of a Config
+// that names none, to compare the modes with one binary.
+const waitEnv = "EDGED_LOOP_WAIT"
+
+// resolveWait returns the mode to run: m, else the environment's, else
+// DefaultWait; WaitPark becomes WaitBlock where it is not supported.
+func resolveWait(m WaitMode) (WaitMode, error) {
+	if m == "" {
+		m = WaitMode(os.Getenv(waitEnv))
+	}
+	switch m {
+	case "":
+		m = DefaultWait
+	case WaitBlock, WaitPark:
+	default:
+		return "", fmt.Errorf("netpoll: config: wait mode %q, want %q or %q", m, WaitBlock, WaitPark)
+	}
+	if m == WaitPark && !canPark {
+		m = WaitBlock
+	}
+	return m, nil
+}
+
+// Wait returns the WaitMode the engine's loops run.
+func (e *Engine) Wait() WaitMode { return e.cfg.Wait }
+
+// waitFor is the loop's wait for events, up to timeoutMs (-1: no limit),
+// in the engine's mode. A wait of 0 only looks.
+func (l *Loop) waitFor(timeoutMs int) (int, error) {
+	if timeoutMs == 0 || !l.parks {
+		return l.p.wait(l.evs[:], timeoutMs)
+	}
+	var deadline time.Time
+	if timeoutMs > 0 {
+		// Rounded up to the millisecond, so that the iterations of one
+		// millisecond that wait for the same timer set the same deadline
+		// (an unchanged deadline is not set again).
+		deadline = time.Now().Add(time.Duration(timeoutMs)*time.Millisecond + time.Millisecond - 1).Truncate(time.Millisecond)
+	}
+	return l.p.park(l.evs[:], deadline)
+}
