@@ -21,9 +21,12 @@ type Loop struct {
 	gid   uint16
 	e     *Engine
 	p     *poller
-	parks bool  // WaitPark: waits parked on the runtime's poller, not locked to a thread
-	lfds  []int // one listener per address group; -1: none of its own
-	slab  *Slab[Conn]
+	parks bool // WaitPark: waits parked on the runtime's poller, not locked to a thread
+	// lastPark is when the loop last slept in a park (WaitPark; see
+	// yieldIfStarved).
+	lastPark time.Time
+	lfds     []int // one listener per address group; -1: none of its own
+	slab     *Slab[Conn]
 
 	wheel *Wheel
 	start time.Time
@@ -86,6 +89,7 @@ type Loop struct {
 	passes                                                    atomic.Uint64 // iterations that looked at the accept pause (PauseAccepts)
 	queuedBytes, stale, acceptErrs, busyNs, waitNs            atomic.Int64
 	ndraining                                                 atomic.Int64 // len(draining)
+	yields                                                    atomic.Int64 // yieldIfStarved's yields
 }
 
 type closeReq struct {
@@ -261,6 +265,7 @@ func (l *Loop) run() {
 			}
 		}
 		l.busyNs.Add(int64(time.Since(t1)))
+		l.yieldIfStarved()
 		if l.e.freezing.Load() && l.park() {
 			return // abandoned: the connections belong to another process now
 		}

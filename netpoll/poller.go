@@ -56,3 +56,6 @@ const maxEvents = 256
 //	    fills evs), the deadline passes (0, nil; zero: no deadline) or
 //	    the poller is closed. A wake (or any readiness) that happens
 //	    after the call starts makes it return: no lost wake-up.
+//	func (p *poller) pending() bool
+//	    whether events are ready, without taking them; safe from any
+//	    goroutine (false where park is not supported).

@@ -18,6 +18,7 @@ type poller struct {
 	// cookies maps an fd to its cookie. Kevent_t.Udata is a pointer field,
 	// and integers stored there would look like bad pointers to the GC.
 	cookies []uint64
+	parked  bool // always false: no park here
 }
 
 // wakeIdent is the EVFILT_USER identifier used for wake-ups.
@@ -167,3 +168,5 @@ const canPark = false
 func (p *poller) enablePark() error { return ErrUnsupported }
 
 func (p *poller) park(evs []event, deadline time.Time) (int, error) { return 0, ErrUnsupported }
+
+func (p *poller) pending() bool { return false }

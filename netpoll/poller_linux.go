@@ -25,6 +25,8 @@ type poller struct {
 	deadline time.Time          // the file's read deadline as last set
 	want, n  int                // tryWait's buffer length and result
 	werr     error
+	looks    int  // tryWait calls in this park
+	parked   bool // the last park slept (did not return from its first look)
 }
 
 func openPoller() (p *poller, err error) {
@@ -166,8 +168,9 @@ func (p *poller) park(evs []event, deadline time.Time) (int, error) {
 		}
 		p.deadline = deadline
 	}
-	p.want, p.n, p.werr = len(evs), 0, nil
+	p.want, p.n, p.werr, p.looks = len(evs), 0, nil, 0
 	err := p.rc.Read(p.try)
+	p.parked = p.looks != 1
 	if p.werr != nil {
 		return 0, os.NewSyscallError("epoll_wait", p.werr)
 	}
@@ -180,9 +183,19 @@ func (p *poller) park(evs []event, deadline time.Time) (int, error) {
 	return p.events(evs, p.n), nil
 }
 
+// pending reports whether the epoll set has events ready, without taking
+// them (poll(2) on the epoll descriptor; raw: it does not block). Safe from
+// any goroutine while the poller is open.
+func (p *poller) pending() bool {
+	fds := [1]unix.PollFd{{Fd: int32(p.epfd), Events: unix.POLLIN}}
+	n, _, e := unix.RawSyscall(unix.SYS_POLL, uintptr(unsafe.Pointer(&fds[0])), 1, 0)
+	return e == 0 && n > 0
+}
+
 // tryWait is park's look at the epoll set; true ends the park. EINTR looks
 // again: giving up on it would park with events ready and no new edge.
 func (p *poller) tryWait(uintptr) bool {
+	p.looks++
 	for {
 		n, err := p.look(p.want)
 		if err == unix.EINTR {

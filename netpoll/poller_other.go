@@ -4,7 +4,7 @@ package netpoll
 
 import "time"
 
-type poller struct{}
+type poller struct{ parked bool }
 
 func openPoller() (*poller, error) { return nil, ErrUnsupported }
 
@@ -23,3 +23,4 @@ const canPark = false
 
 func (p *poller) enablePark() error                                 { return ErrUnsupported }
 func (p *poller) park(evs []event, deadline time.Time) (int, error) { return 0, ErrUnsupported }
+func (p *poller) pending() bool                                     { return false }

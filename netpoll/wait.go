@@ -73,5 +73,50 @@ func (l *Loop) waitFor(timeoutMs int) (int, error) {
 		// (an unchanged deadline is not set again).
 		deadline = time.Now().Add(time.Duration(timeoutMs)*time.Millisecond + time.Millisecond - 1).Truncate(time.Millisecond)
 	}
-	return l.p.park(l.evs[:], deadline)
+	n, err := l.p.park(l.evs[:], deadline)
+	if l.p.parked {
+		l.lastPark = time.Now()
+	}
+	return n, err
+}
+
+// yieldAfter is how long a WaitPark loop may run without parking (every
+// look found work) before it checks for starved siblings (yieldIfStarved).
+const yieldAfter = time.Millisecond
+
+// yieldIfStarved gets a sibling loop that is parked with events ready a
+// thread, when this loop has been busy (not parked) for yieldAfter. The
+// runtime notices a parked loop's readiness only when some thread polls its
+// poller: one with nothing to run, or sysmon every 10 ms, and only while
+// sysmon is awake (it sleeps deeply once every P was idle, and the loops'
+// raw syscalls do not wake it). On two Ps, the thread that was polling may
+// be the one now running this loop, with the other thread asleep: the
+// sibling's work would wait until this loop parks. Readying the engine's
+// kicker goroutine wakes an idle thread (the runtime's wakep), which, with
+// nothing else to run, polls and runs the sibling. (A short time.Sleep
+// would do it on this thread, but could cost this loop a millisecond: the
+// runtime's epoll wait rounds up to whole milliseconds.)
+func (l *Loop) yieldIfStarved() {
+	if !l.parks || l.e.kick == nil || l.now.Sub(l.lastPark) < yieldAfter {
+		return
+	}
+	l.lastPark = l.now
+	for _, o := range l.e.loops {
+		if o != l && o.sleeping.Load() != 0 && (o.q.length.Load() > 0 || o.p.pending()) {
+			select {
+			case l.e.kick <- struct{}{}:
+				l.yields.Add(1)
+			default: // a kick is on its way
+			}
+			return
+		}
+	}
+}
+
+// kicker receives the kicks of yieldIfStarved: being readied is its whole
+// job. It ends when release closes kick.
+func (e *Engine) kicker() {
+	defer close(e.kicked)
+	for range e.kick {
+	}
 }
