@@ -22,7 +22,9 @@ import (
 // loops with a little work each run on one thread, and a loop woken by
 // another runs as a goroutine switch, not a thread wake-up. The loop
 // goroutine is not locked to its thread (a parked locked goroutine would
-// still cost a thread hand-off per wake-up).
+// still cost a thread hand-off per wake-up). The price: the loops share the
+// Ps with every other goroutine of the process, so a CPU-bound goroutine can
+// delay a runnable loop by up to a scheduler time slice (10 ms).
 type WaitMode string
 
 const (
