@@ -97,6 +97,13 @@ type Config struct {
 	Backlog int
 	// TimerTick is the timer wheel resolution (default 10ms).
 	TimerTick time.Duration
+	// Wait is how an idle loop waits for its next event (see wait.go):
+	// WaitPark parks the loop's goroutine on the Go runtime's poller,
+	// WaitBlock holds a locked OS thread blocked in the poller's own wait.
+	// Empty: the EDGED_LOOP_WAIT environment variable ("park" or "block"),
+	// else DefaultWait. WaitPark falls back to WaitBlock where the
+	// platform's poller cannot be parked on (kqueue, for now).
+	Wait WaitMode
 	// Listeners, if set, are inherited listening sockets to serve instead
 	// of binding Addr and ExtraAddrs: Listeners[g][i] is address group g's
 	// socket for loop i (one per loop with SO_REUSEPORT, else one), as

@@ -1,8 +1,11 @@
-// Package netpoll is edged's event-loop engine: N loops, each on a locked OS
-// thread, each owning the connections it accepted for their whole life, with
+// Package netpoll is edged's event-loop engine: N loops, each one goroutine
+// owning the connections it accepted for their whole life, with
 // edge-triggered reads into one shared buffer per loop, coalesced writes,
 // per-loop timer wheels, lock-free cross-loop queues, and slab-allocated,
-// pointer-free per-connection records.
+// pointer-free per-connection records. An idle loop parks on the Go
+// runtime's poller (Config.Wait, WaitPark, the default on Linux) or blocks
+// on its own locked OS thread (WaitBlock): handlers must not rely on running
+// on one OS thread.
 //
 // Lifecycle: New creates the listeners (one per loop in a SO_REUSEPORT group)
 // and the pollers; Start runs the loops; Close stops accepting, closes every

@@ -36,6 +36,11 @@ type Engine struct {
 	started bool
 	closed  bool
 
+	// kick and kicked: WaitPark's kicker goroutine (wait.go), from Start
+	// to release.
+	kick   chan struct{}
+	kicked chan struct{}
+
 	// frz and freezing: Freeze, Thaw, Abandon (handoff.go).
 	frz      freezer
 	freezing atomic.Bool
@@ -79,6 +84,11 @@ func (c *Config) setDefaults() error {
 	if c.Logf == nil {
 		c.Logf = log.Printf
 	}
+	w, err := resolveWait(c.Wait)
+	if err != nil {
+		return err
+	}
+	c.Wait = w
 	return nil
 }
 
@@ -107,8 +117,14 @@ func New(cfg Config) (_ *Engine, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("netpoll: loop %d: %w", i, err)
 		}
+		if cfg.Wait == WaitPark {
+			if err := p.enablePark(); err != nil {
+				p.close()
+				return nil, fmt.Errorf("netpoll: loop %d: %w", i, err)
+			}
+		}
 		l := &Loop{
-			id: i, e: e, p: p,
+			id: i, e: e, p: p, parks: cfg.Wait == WaitPark,
 			slab:  slab.New[Conn](),
 			wheel: wheel.New(0),
 			start: time.Now(),
@@ -238,6 +254,11 @@ func (e *Engine) inherit(groups [][]int, want int) error {
 
 // release closes every descriptor the engine holds; loops must not be running.
 func (e *Engine) release() {
+	if e.kick != nil {
+		close(e.kick)
+		<-e.kicked
+		e.kick = nil
+	}
 	for _, l := range e.loops {
 		l.closeListeners()
 		for l.posters.Load() != 0 {
@@ -249,7 +270,8 @@ func (e *Engine) release() {
 	}
 }
 
-// Start runs the loops, each on its own locked OS thread.
+// Start runs the loops: each a goroutine, on its own locked OS thread in
+// WaitBlock mode.
 func (e *Engine) Start() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -260,6 +282,10 @@ func (e *Engine) Start() error {
 		return errors.New("netpoll: engine already started")
 	}
 	e.started = true
+	if e.cfg.Wait == WaitPark && len(e.loops) > 1 {
+		e.kick, e.kicked = make(chan struct{}, 1), make(chan struct{})
+		go e.kicker()
+	}
 	for _, l := range e.loops {
 		e.wg.Add(1)
 		go l.run()
@@ -476,6 +502,7 @@ type LoopStats struct {
 	BytesIn     int64
 	BytesOut    int64
 	Wakeups     int64 // cross-loop wake-ups received
+	Yields      int64 // WaitPark: kicks that got a thread for a parked sibling loop with work (wait.go)
 	QueuedBytes int64 // output not yet taken by the kernel
 	QueueLen    int64 // cross-loop messages waiting
 	Stale       int64 // events and messages dropped for a stale handle
@@ -491,7 +518,7 @@ func (e *Engine) Stats() []LoopStats {
 		out[i] = LoopStats{
 			Loop: i, Conns: l.conns.Load(), Accepts: l.accepts.Load(), AcceptErrs: l.acceptErrs.Load(),
 			Reads: l.reads.Load(), Writes: l.writes.Load(), BytesIn: l.bytesIn.Load(), BytesOut: l.bytesOut.Load(),
-			Wakeups: l.wakeups.Load(), QueuedBytes: l.queuedBytes.Load(), QueueLen: l.q.length.Load(),
+			Wakeups: l.wakeups.Load(), Yields: l.yields.Load(), QueuedBytes: l.queuedBytes.Load(), QueueLen: l.q.length.Load(),
 			Stale: l.stale.Load(), Draining: l.ndraining.Load(), Busy: time.Duration(l.busyNs.Load()), Wait: time.Duration(l.waitNs.Load()),
 		}
 	}

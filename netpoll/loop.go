@@ -11,17 +11,22 @@ import (
 	"time"
 )
 
-// Loop is one event loop: one OS thread, one poller, one listener (in a
+// Loop is one event loop: one goroutine (on its own OS thread in
+// WaitBlock mode), one poller, one listener (in a
 // SO_REUSEPORT group), one slab of connections, one timer wheel and one
 // inbound queue. Its methods may be called only from its own Handler
 // callbacks, except where noted.
 type Loop struct {
-	id   int
-	gid  uint16
-	e    *Engine
-	p    *poller
-	lfds []int // one listener per address group; -1: none of its own
-	slab *connSlab
+	id    int
+	gid   uint16
+	e     *Engine
+	p     *poller
+	parks bool // WaitPark: waits parked on the runtime's poller, not locked to a thread
+	// lastPark is when the loop last slept in a park (WaitPark; see
+	// yieldIfStarved).
+	lastPark time.Time
+	lfds     []int // one listener per address group; -1: none of its own
+	slab     *connSlab
 
 	wheel *timerWheel
 	start time.Time
@@ -84,6 +89,7 @@ type Loop struct {
 	passes                                                    atomic.Uint64 // iterations that looked at the accept pause (PauseAccepts)
 	queuedBytes, stale, acceptErrs, busyNs, waitNs            atomic.Int64
 	ndraining                                                 atomic.Int64 // len(draining)
+	yields                                                    atomic.Int64 // yieldIfStarved's yields
 }
 
 type closeReq struct {
@@ -150,8 +156,10 @@ func (l *Loop) tickOf(t time.Time) int64 { return int64(t.Sub(l.start) / l.tick)
 func cookieOf(slot, gen uint32) uint64 { return uint64(gen)<<32 | uint64(slot) }
 
 func (l *Loop) run() {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if !l.parks {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	defer l.e.wg.Done()
 	lh, _ := l.e.cfg.Handler.(LoopHandler)
 	for {
@@ -200,7 +208,7 @@ func (l *Loop) run() {
 			}
 		}
 		t0 := time.Now()
-		n, err := l.p.wait(l.evs[:], timeout)
+		n, err := l.waitFor(timeout)
 		l.sleeping.Store(0)
 		t1 := time.Now()
 		l.waitNs.Add(int64(t1.Sub(t0)))
@@ -257,6 +265,7 @@ func (l *Loop) run() {
 			}
 		}
 		l.busyNs.Add(int64(time.Since(t1)))
+		l.yieldIfStarved()
 		if l.e.freezing.Load() && l.park() {
 			return // abandoned: the connections belong to another process now
 		}

@@ -45,3 +45,17 @@ const maxEvents = 256
 
 // Also: func (p *poller) delListener(fd int) error stops watching a listener
 // (accepting pauses, e.g. on EMFILE, until addListener is called again).
+
+// For WaitPark (wait.go), every platform file also provides:
+//
+//	const canPark bool
+//	    whether park works; if not, WaitPark runs as WaitBlock.
+//	func (p *poller) park(evs []event, deadline time.Time) (int, error)
+//	    wait's counterpart for a goroutine that does not hold its thread:
+//	    parks on the Go runtime's poller until events are ready (and
+//	    fills evs), the deadline passes (0, nil; zero: no deadline) or
+//	    the poller is closed. A wake (or any readiness) that happens
+//	    after the call starts makes it return: no lost wake-up.
+//	func (p *poller) pending() bool
+//	    whether events are ready, without taking them; safe from any
+//	    goroutine (false where park is not supported).

@@ -4,6 +4,7 @@ package netpoll
 
 import (
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,6 +18,7 @@ type poller struct {
 	// cookies maps an fd to its cookie. Kevent_t.Udata is a pointer field,
 	// and integers stored there would look like bad pointers to the GC.
 	cookies []uint64
+	parked  bool // always false: no park here
 }
 
 // wakeIdent is the EVFILT_USER identifier used for wake-ups.
@@ -157,3 +159,14 @@ func (p *poller) delConn(fd int) error {
 	p.setCookie(fd, 0)
 	return nil
 }
+
+// canPark: WaitPark is not implemented on kqueue (a kqueue descriptor can
+// be polled by the runtime's kqueue as an epoll set is by its epoll, but no
+// machine of this project can test it): WaitPark runs as WaitBlock.
+const canPark = false
+
+func (p *poller) enablePark() error { return ErrUnsupported }
+
+func (p *poller) park(evs []event, deadline time.Time) (int, error) { return 0, ErrUnsupported }
+
+func (p *poller) pending() bool { return false }

@@ -2,7 +2,9 @@
 
 package netpoll
 
-type poller struct{}
+import "time"
+
+type poller struct{ parked bool }
 
 func openPoller() (*poller, error) { return nil, ErrUnsupported }
 
@@ -16,3 +18,9 @@ func (p *poller) close() error                                  { return nil }
 
 func (p *poller) delListener(fd int) error { return ErrUnsupported }
 func (p *poller) delConn(fd int) error     { return ErrUnsupported }
+
+const canPark = false
+
+func (p *poller) enablePark() error                                 { return ErrUnsupported }
+func (p *poller) park(evs []event, deadline time.Time) (int, error) { return 0, ErrUnsupported }
+func (p *poller) pending() bool                                     { return false }

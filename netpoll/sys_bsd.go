@@ -9,6 +9,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+func sysRead(fd int, p []byte) (int, error)  { return again(unix.Read, fd, p) }
+func sysWrite(fd int, p []byte) (int, error) { return again(unix.Write, fd, p) }
+
+// again calls f until it does not fail with EINTR.
+func again(f func(int, []byte) (int, error), fd int, p []byte) (int, error) {
+	for {
+		n, err := f(fd, p)
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+}
+
 // acceptConn takes one connection. Darwin has no accept4, so the flags are
 // set after the fact under syscall.ForkLock, as the standard library does.
 func acceptConn(lfd int) (int, error) {

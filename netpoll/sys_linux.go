@@ -7,6 +7,36 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// sysRead and sysWrite are for non-blocking descriptors only: they are raw
+// syscalls, which skip the runtime's entersyscall/exitsyscall. Those would
+// make the loop's P look as if it were in a syscall and, whenever every P
+// had been idle (a parked loop that just woke: WaitPark at moderate load),
+// wake the runtime's sysmon thread from its deep sleep (entersyscall calls
+// entersyscallWakeSysmon when sched.sysmonwait is set, runtime/proc.go),
+// which then polls every 20 us for a millisecond: a thread wake-up or
+// more per message. A non-blocking read or write returns within
+// microseconds, which is what RawSyscall requires.
+func sysRead(fd int, p []byte) (int, error)  { return rawIO(unix.SYS_READ, fd, p) }
+func sysWrite(fd int, p []byte) (int, error) { return rawIO(unix.SYS_WRITE, fd, p) }
+
+// rawIO is read(2) or write(2) (trap) as a raw syscall, again on EINTR.
+func rawIO(trap uintptr, fd int, p []byte) (int, error) {
+	var b unsafe.Pointer
+	if len(p) > 0 {
+		b = unsafe.Pointer(&p[0])
+	}
+	for {
+		n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(b), uintptr(len(p)))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -1, e
+		}
+		return int(n), nil
+	}
+}
+
 // acceptConn takes one connection, non-blocking and close-on-exec in one
 // call. It passes no address buffer: x/sys/unix's Accept4 allocates a
 // Sockaddr for every connection, and the engine never needs the peer's

@@ -14,26 +14,6 @@ import (
 // This file and sys_linux.go / sys_bsd.go are the package's syscall funnel:
 // every raw call lives here and wraps its error with the call's name.
 
-func sysRead(fd int, p []byte) (int, error) {
-	for {
-		n, err := unix.Read(fd, p)
-		if err == unix.EINTR {
-			continue
-		}
-		return n, err
-	}
-}
-
-func sysWrite(fd int, p []byte) (int, error) {
-	for {
-		n, err := unix.Write(fd, p)
-		if err == unix.EINTR {
-			continue
-		}
-		return n, err
-	}
-}
-
 func sysClose(fd int) error { return unix.Close(fd) }
 
 func isAgain(err error) bool { return err == unix.EAGAIN || err == unix.EWOULDBLOCK }

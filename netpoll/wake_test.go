@@ -78,7 +78,15 @@ func (r *relay) OnMessage(c *Conn, m *Message) {
 // thread. A lost wake-up leaves a message undelivered (there is no other
 // traffic to wake the loop) and fails the test; per-producer order is
 // checked too.
+// Both wait modes: in WaitPark the race is with the park on the runtime's
+// poller (the nested epoll edge), in WaitBlock with epoll_wait.
 func TestPostNoLostWakeup(t *testing.T) {
+	for _, m := range []WaitMode{WaitBlock, WaitPark} {
+		t.Run(string(m), func(t *testing.T) { testPostNoLostWakeup(t, m) })
+	}
+}
+
+func testPostNoLostWakeup(t *testing.T, mode WaitMode) {
 	checkLeaks(t)
 	const producers, perProducer = 4, 500
 	// Widen the window between the loop's last look at its queue and its
@@ -91,8 +99,11 @@ func TestPostNoLostWakeup(t *testing.T) {
 		}
 	}
 	r := &relay{last: make([]atomic.Int64, producers)}
-	e := startEngine(t, Config{Loops: 2, Handler: r})
+	e := startEngine(t, Config{Loops: 2, Handler: r, Wait: mode})
 	defer func() { e.Close(); testHookBeforeSleep = nil }()
+	if e.Wait() != mode {
+		t.Fatalf("engine runs %q, want %q", e.Wait(), mode)
+	}
 	r.e.Store(e)
 	for i := 0; i < 64; i++ {
 		r.mu.Lock()
