@@ -57,8 +57,13 @@ type loopState struct {
 	// scanWakes counts the wake-ups the loop posted itself for scans.
 	scanWakes atomic.Int64
 	// longestSlice is the longest OnTick serving scans, in nanoseconds
-	// (written by the loop only; benchmarks read it).
+	// (written by the loop only; benchmarks read it); mostVisits is the
+	// most trie visits one OnTick made and scanSlices the OnTicks that
+	// made any (tests read them: the bound that does not depend on how
+	// loaded the machine is).
 	longestSlice atomic.Int64
+	mostVisits   atomic.Int64
+	scanSlices   atomic.Int64
 	// acks are the PUBACKs and PUBRECs waiting for the store (persist.go);
 	// storeWake: a msgStoreWake is queued for this loop.
 	acks      []heldAck

@@ -467,6 +467,12 @@ func (s *Server) tickScans(l *netpoll.Loop, ls *loopState) {
 	if d := int64(time.Since(t0)); d > ls.longestSlice.Load() {
 		ls.longestSlice.Store(d)
 	}
+	if used := int64(scanBudget - budget); used > 0 {
+		ls.scanSlices.Add(1)
+		if used > ls.mostVisits.Load() {
+			ls.mostVisits.Store(used)
+		}
+	}
 }
 
 // unpark looks at up to parkChecks parked connections, round robin, and
@@ -494,6 +500,16 @@ func (s *Server) unpark(l *netpoll.Loop, ls *loopState) bool {
 		ls.parked = ls.parked[:last]
 	}
 	return moved
+}
+
+// scanSliceStats returns the most trie visits one loop iteration made
+// serving retained scans, and how many iterations made any.
+func (s *Server) scanSliceStats() (most, slices int64) {
+	for _, ls := range s.loops {
+		most = max(most, ls.mostVisits.Load())
+		slices += ls.scanSlices.Load()
+	}
+	return most, slices
 }
 
 // longestScanSlice returns the longest time a loop spent in one OnTick
