@@ -768,6 +768,7 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pa
 		}
 		s.presence(ls, userID, nil)
 	}
+	connects.Ended()
 	return reasonOK
 }
 

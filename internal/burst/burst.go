@@ -1,6 +1,7 @@
 // Package burst counts handshakes in progress (TLS off the event loops,
-// WebSocket upgrades on them), bounds them, and returns the heap a burst of
-// them leaves behind to the OS once the burst is over.
+// WebSocket upgrades on them; MQTT CONNECTs, which end where they begin),
+// bounds them, and returns the heap a burst of them leaves behind to the OS
+// once the burst is over.
 //
 // A TLS handshake allocates buffers that are garbage once it ends
 // (crypto/tls: some 50-100 KB; a WebSocket upgrade allocates next to
@@ -58,6 +59,13 @@ func (c *Counter) Start(max int) bool {
 // Done counts the end of a handshake that Start counted.
 func (c *Counter) Done() {
 	c.inProgress.Add(-1)
+	c.Ended()
+}
+
+// Ended counts a handshake that Start did not count because it is handled
+// in one step, never in progress across a wait (an MQTT CONNECT on an event
+// loop): it ends a burst like any other.
+func (c *Counter) Ended() {
 	c.lastEnd.Store(time.Now().UnixNano())
 	if c.since.Add(1) >= After && c.armed.CompareAndSwap(false, true) {
 		time.AfterFunc(Quiet, c.scavenge)
