@@ -29,4 +29,9 @@ func TestRecordLayout(t *testing.T) {
 	if n := unsafe.Sizeof(client{}); n > 128 {
 		t.Errorf("client record is %d bytes, want <= 128", n)
 	}
+	// An idle subscribed session's extension: its subscriptions and will,
+	// the inbox and transient state behind pointers (nil while empty).
+	if n := unsafe.Sizeof(clientExt{}); n > 64 {
+		t.Errorf("clientExt is %d bytes, want <= 64 (a 64-byte size class)", n)
+	}
 }

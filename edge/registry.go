@@ -145,16 +145,62 @@ type will struct {
 // clientExt holds the state an idle client does not have: the inbox, the
 // generic subscriptions, QoS 2 state and the will. It lives in the exts
 // side table, so client records hold no pointers at all.
+//
+// An idle subscribed session keeps only its subscriptions (and a will if
+// it has one): the inbox and the transient state are behind pointers that
+// trimExt clears once they are empty, so that such a session's extension
+// is 64 bytes (a size class of its own; layout_test.go), not 160.
 type clientExt struct {
-	q      inbox
 	subs   indexedList[string, subRef] // generic subscriptions, by filter
 	subSeq uint32                      // last subRef.seq given out
+	will   *will
+	// q is the inbox; nil while it is empty (queue makes it, trimExt
+	// gives it back to inboxPool).
+	q *inbox
+	// more holds the retained scans and inbound QoS 2 state; nil while
+	// both are empty (busy makes it, trimExt drops it).
+	more *extMore
+}
+
+// extMore is the part of a clientExt that lasts only while messages move.
+type extMore struct {
 	// scans are the retained deliveries still to make on the current
 	// connection, oldest first (retained.go); a scan whose subscription was
 	// replaced or removed is dropped when reached.
 	scans  []*retainedScan
 	qos2in []uint16 // inbound QoS 2 packet ids awaiting PUBREL
-	will   *will
+}
+
+// queue returns x's inbox, making it if x has none; its client is locked.
+func (x *clientExt) queue() *inbox {
+	if x.q == nil {
+		x.q = inboxPool.Get().(*inbox)
+	}
+	return x.q
+}
+
+// busy returns x's scans and QoS 2 state, making them if x has none; its
+// client is locked.
+func (x *clientExt) busy() *extMore {
+	if x.more == nil {
+		x.more = new(extMore)
+	}
+	return x.more
+}
+
+// qos2 returns the inbound QoS 2 packet ids awaiting PUBREL (nil: none).
+func (x *clientExt) qos2() []uint16 {
+	if x.more == nil {
+		return nil
+	}
+	return x.more.qos2in
+}
+
+// clearQoS2 forgets the inbound QoS 2 packet ids (a session ended).
+func (x *clientExt) clearQoS2() {
+	if x.more != nil {
+		x.more.qos2in = nil
+	}
 }
 
 // exts is the side table of client extensions, shared by every registry
@@ -183,15 +229,19 @@ func (c *client) xp() *clientExt {
 // box returns c's inbox or nil (an empty inbox); c is locked.
 func (c *client) box() *inbox {
 	if x := c.xp(); x != nil {
-		return &x.q
+		return x.q
 	}
 	return nil
 }
 
-// extPool recycles extensions with their inbox's backing array, so that a
-// client whose inbox fills and empties with every message allocates
-// nothing in steady state, yet an idle client holds no extension.
-var extPool = sync.Pool{New: func() any { return &clientExt{} }}
+// extPool recycles extensions and inboxPool inboxes with their backing
+// array, so that a client whose inbox fills and empties with every message
+// allocates nothing in steady state, yet an idle client holds no inbox and
+// an idle unsubscribed one no extension.
+var (
+	extPool   = sync.Pool{New: func() any { return &clientExt{} }}
+	inboxPool = sync.Pool{New: func() any { return &inbox{} }}
+)
 
 // x returns c's extension, creating it; c is locked.
 func (c *client) x() *clientExt {
@@ -221,18 +271,33 @@ func (c *client) x() *clientExt {
 	return x
 }
 
-// trimExt gives back the extension of a client that holds nothing in it
-// (empty inbox, no subscriptions, no QoS 2 state, no will); c is locked.
+// trimExt gives back what c's extension holds empty: an empty inbox, no
+// scans or QoS 2 state, and then the extension itself if it holds nothing
+// at all (no subscriptions, no will either); c is locked.
 func (c *client) trimExt() {
 	x := c.xp()
-	if x == nil || x.q.len() > 0 || x.subs.len() > 0 || len(x.scans) > 0 || len(x.qos2in) > 0 || x.will != nil {
+	if x == nil {
 		return
 	}
-	items := x.q.items[:0]
-	if cap(items) > 64 {
-		items = nil // do not pool a burst's backing array
+	if q := x.q; q != nil && q.len() == 0 {
+		if q.bytes != 0 {
+			q.trim() // gives back what an empty inbox holds (an accounting bug)
+		}
+		items := q.items[:0]
+		if cap(items) > 64 {
+			items = nil // do not pool a burst's backing array
+		}
+		*q = inbox{items: items}
+		x.q = nil
+		inboxPool.Put(q)
 	}
-	*x = clientExt{q: inbox{items: items}}
+	if m := x.more; m != nil && len(m.scans) == 0 && len(m.qos2in) == 0 {
+		x.more = nil
+	}
+	if x.q != nil || x.more != nil || x.subs.len() > 0 || x.will != nil {
+		return
+	}
+	*x = clientExt{}
 	extSlot(c.xi).Store(nil)
 	exts.mu.Lock()
 	exts.free = append(exts.free, c.xi)

@@ -553,10 +553,11 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 	case mqtt.TypePubrel:
 		cl.mu.Lock()
 		if x := cl.xp(); x != nil && ownedLocked(c, ss, cl) {
-			for i, id := range x.qos2in {
+			for i, id := range x.qos2() {
 				if id == p.PacketID {
-					x.qos2in[i] = x.qos2in[len(x.qos2in)-1]
-					x.qos2in = x.qos2in[:len(x.qos2in)-1]
+					m := x.more
+					m.qos2in[i] = m.qos2in[len(m.qos2in)-1]
+					m.qos2in = m.qos2in[:len(m.qos2in)-1]
 					s.logQ2(cl, id, false)
 					break
 				}
@@ -779,7 +780,7 @@ func (s *Server) dropSession(cl *client) {
 	s.dropSubs(cl)
 	cl.box().dropGeneric()
 	if cl.xp() != nil {
-		cl.xp().qos2in = nil
+		cl.xp().clearQoS2()
 	}
 }
 
@@ -865,7 +866,7 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		cl.mu.Lock()
 		seen := false
 		if cl.xp() != nil {
-			seen = slices.Contains(cl.xp().qos2in, p.PacketID)
+			seen = slices.Contains(cl.xp().qos2(), p.PacketID)
 		}
 		cl.mu.Unlock()
 		if seen { // a DUP of a QoS 2 message already routed (method B, 4.3.3)
@@ -954,7 +955,7 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 	case 2:
 		cl.mu.Lock()
 		if ownedLocked(c, ss, cl) {
-			x := cl.x()
+			x := cl.x().busy()
 			x.qos2in = append(x.qos2in, p.PacketID)
 			s.logQ2(cl, p.PacketID, true)
 		}
@@ -1323,7 +1324,7 @@ func (s *Server) pushProps(cl *client, topic, payload []byte, qos byte, retain b
 			e.pidOff = uint32(len(*buf) - len(payload) - 2)
 		}
 	}
-	q := &cl.x().q
+	q := cl.x().queue()
 	if q.acct == nil {
 		q.acct, q.cnt = &s.held, &s.entries
 	}
