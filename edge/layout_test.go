@@ -26,8 +26,8 @@ func TestRecordLayout(t *testing.T) {
 	if n := unsafe.Sizeof(conn5{}); n != 16 { // ARCHITECTURE.md, MQTT 5.0; the idle v5 budget
 		t.Errorf("conn5 is %d bytes, want 16", n)
 	}
-	if n := unsafe.Sizeof(client{}); n > 128 {
-		t.Errorf("client record is %d bytes, want <= 128", n)
+	if n := unsafe.Sizeof(client{}); n > 104 {
+		t.Errorf("client record is %d bytes, want <= 104", n)
 	}
 	// An idle subscribed session's extension: its subscriptions and will,
 	// the inbox and transient state behind pointers (nil while empty).

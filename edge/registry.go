@@ -17,8 +17,9 @@ import (
 // inbox; otherwise it is released (an empty, offline user costs nothing).
 //
 // Records live in chunks that never move and are reused after release. An
-// id of up to 64 bytes is stored inline (idb); a longer one lives in
-// longIDs and counts against the store cap (longIDCost). The record holds
+// id of up to idInline bytes is stored inline (idb); a longer one lives in
+// longIDs and, if over idCharged bytes, counts against the store cap
+// (longIDCost). The record holds
 // no pointers (the inbox and the rest are in the exts side table), so the
 // garbage collector never scans it.
 // A holder that keeps a *client across an unlock must remember gen and
@@ -52,15 +53,17 @@ type client struct {
 	idb        [idInline]byte
 }
 
-// idInline is the longest client id stored in the record itself.
-const idInline = 64
+// idInline is the longest client id stored in the record itself: 40
+// bytes hold a UUID's 36 and make the record 104 bytes (layout_test.go),
+// 24 less than with 64 (each record is paid by every client, idle or not).
+const idInline = 40
 
 // idLong in client.idn marks a client id longer than the inline idb: the
 // id is in longIDs instead.
 const idLong = 0xFF
 
 // longIDs holds the client ids longer than client.idb (MQTT allows up to
-// 65,535 bytes; fleets rarely use more than 64): the record stays
+// 65,535 bytes; fleets rarely use more than 40): the record stays
 // pointer-free and only such clients pay for a map entry. An entry exists
 // exactly while its record is live with idn == idLong: registry.lock adds
 // it under the shard mutex, registry.release deletes it under the shard
@@ -71,9 +74,21 @@ var longIDs struct {
 	m  map[*client][]byte
 }
 
+// idCharged is the longest client id that the store total does not count
+// (README: a new client id over 64 bytes is refused when the store is
+// full): one of idInline+1 to idCharged bytes lives in longIDs, uncounted
+// like the record itself, so that lowering idInline changed no refusal.
+const idCharged = 64
+
 // longIDCost is what a long id holds in the store total: its bytes plus
-// the map entry and slice header (about 64 bytes).
-func longIDCost(n int) int64 { return int64(n) + 64 }
+// the map entry and slice header (about 64 bytes); 0 for an id of at most
+// idCharged bytes.
+func longIDCost(n int) int64 {
+	if n <= idCharged {
+		return 0
+	}
+	return int64(n) + 64
+}
 
 // sessionOverhead is what a persistent session holds in the store total
 // while it lasts (clean session 0 until a clean-session CONNECT): its
@@ -97,7 +112,13 @@ func (c *client) name() string { return string(c.idBytes()) }
 // profileID reports whether the client id is a messaging-profile user id
 // ([0-9A-Za-z_.-], 1-64 bytes): only such a client has an addressable inbox
 // (u/<id>/...), presence, and may publish profile messages.
-func (c *client) profileID() bool { return c.idn != idLong && validIDBytes(c.idb[:c.idn]) }
+func (c *client) profileID() bool {
+	if c.idn == idLong {
+		id := c.idBytes()
+		return len(id) <= 64 && validIDBytes(id)
+	}
+	return validIDBytes(c.idb[:c.idn])
+}
 
 // subRef is one of a client's generic subscriptions.
 type subRef struct {
@@ -443,8 +464,7 @@ func (r *registry) lock(id []byte, create bool) *client {
 			sh.mu.Unlock()
 			return nil
 		}
-		if len(id) > idInline && r.acct != nil {
-			cost := longIDCost(len(id))
+		if cost := longIDCost(len(id)); cost > 0 && r.acct != nil {
 			if r.acct.Add(cost) > r.capBytes {
 				r.acct.Add(-cost)
 				sh.mu.Unlock()
@@ -453,8 +473,8 @@ func (r *registry) lock(id []byte, create bool) *client {
 		}
 		c = r.alloc()
 		if c == nil {
-			if len(id) > idInline && r.acct != nil {
-				r.acct.Add(-longIDCost(len(id)))
+			if cost := longIDCost(len(id)); cost > 0 && r.acct != nil {
+				r.acct.Add(-cost)
 			}
 			sh.mu.Unlock()
 			return nil
