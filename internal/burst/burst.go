@@ -12,7 +12,8 @@
 // the background scavenger slowly returns it. So once at least After
 // handshakes ended since the last time, a check is armed: when none has
 // ended for Quiet (the burst is over) and none is in progress, the heap is
-// returned at once (debug.FreeOSMemory: one GC, cheap over the
+// returned at once (two GCs, the second in debug.FreeOSMemory, so that
+// what the burst left in sync.Pools is freed too; cheap over the
 // pointer-free slabs). Under steady churn, which never pauses, the
 // runtime's own pacing stays in charge.
 package burst
@@ -22,6 +23,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -80,6 +82,10 @@ func (c *Counter) scavenge() {
 	c.since.Store(0)
 	c.armed.Store(false)
 	c.scavenges.Add(1)
+	// sync.Pools keep what a burst put back for one collection more (their
+	// victim cache): a first collection moves it there, the one in
+	// FreeOSMemory frees it before the heap goes back.
+	runtime.GC()
 	debug.FreeOSMemory()
 }
 
