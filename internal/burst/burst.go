@@ -11,8 +11,10 @@
 // peak (measured for TLS: 51 MB of RSS for 23 MB in use after 10,000) until
 // the background scavenger slowly returns it. So once at least After
 // handshakes ended since the last time, a check is armed: when none has
-// ended for Quiet (the burst is over) and none is in progress, the heap is
-// returned at once (two GCs, the second in debug.FreeOSMemory, so that
+// ended for Quiet and none is in progress, and the heap allocated at most
+// QuietAlloc since the previous check (the burst is over, and so is what it
+// set going: the first messages of the new sessions, which fill pools), the
+// heap is returned at once (two GCs, the second in debug.FreeOSMemory, so that
 // what the burst left in sync.Pools is freed too; cheap over the
 // pointer-free slabs). Under steady churn, which never pauses, the
 // runtime's own pacing stays in charge.
@@ -25,6 +27,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,17 +37,19 @@ import (
 
 // The scavenge thresholds.
 const (
-	After = 1000
-	Quiet = 2 * time.Second
+	After      = 1000
+	Quiet      = 2 * time.Second
+	QuietAlloc = 1 << 20 // bytes allocated between two checks (Quiet/2 to Quiet apart) that still count as quiet
 )
 
 // Counter counts one kind of handshake; the zero value is ready. Its
 // methods are safe for concurrent use.
 type Counter struct {
 	inProgress atomic.Int64
-	since      atomic.Int64 // handshakes ended since the last scavenge
-	armed      atomic.Bool  // a scavenge check is pending
-	lastEnd    atomic.Int64 // unix nanos: the last handshake's end
+	since      atomic.Int64  // handshakes ended since the last scavenge
+	armed      atomic.Bool   // a scavenge check is pending
+	lastEnd    atomic.Int64  // unix nanos: the last handshake's end
+	allocs     atomic.Uint64 // heapAllocs at the previous check
 	scavenges  atomic.Uint64
 }
 
@@ -70,12 +75,25 @@ func (c *Counter) Done() {
 func (c *Counter) Ended() {
 	c.lastEnd.Store(time.Now().UnixNano())
 	if c.since.Add(1) >= After && c.armed.CompareAndSwap(false, true) {
+		c.allocs.Store(heapAllocs())
 		time.AfterFunc(Quiet, c.scavenge)
 	}
 }
 
+// heapAllocs is the bytes the heap has allocated since the process started.
+func heapAllocs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
+
 func (c *Counter) scavenge() {
-	if quiet := time.Duration(time.Now().UnixNano() - c.lastEnd.Load()); quiet < Quiet || c.inProgress.Load() != 0 {
+	a := heapAllocs()
+	busy := a-c.allocs.Swap(a) > QuietAlloc
+	if quiet := time.Duration(time.Now().UnixNano() - c.lastEnd.Load()); quiet < Quiet || c.inProgress.Load() != 0 || busy {
 		time.AfterFunc(Quiet-min(quiet, Quiet/2), c.scavenge) // the burst goes on
 		return
 	}
