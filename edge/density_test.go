@@ -2,7 +2,10 @@ package edge
 
 import (
 	"fmt"
+	"strings"
 	"testing"
+
+	"github.com/edgedhq/edged/edge/mqtt"
 )
 
 // TestTreeNodeSubscribers walks one filter through the forms a tnode keeps
@@ -67,4 +70,44 @@ func TestTreeNodeSubscribers(t *testing.T) {
 	if len(tr.root.children) != 0 {
 		t.Fatalf("tree not pruned: %v", tr.root.children)
 	}
+}
+
+// TestProfileIDsOutOfLine: profile user ids longer than the record holds
+// inline (idInline, up to the profile's 64 bytes) are still profile users:
+// direct messages and their receipts reach them, they have presence, and
+// the store total does not count their ids (idCharged).
+func TestProfileIDsOutOfLine(t *testing.T) {
+	s := startServer(t, nil)
+	long, longer := strings.Repeat("a", idInline+1), strings.Repeat("b", 64)
+	held := s.held.Load()
+	a, b := dial(t, s), dial(t, s)
+	a.connect(long, false)
+	b.connect(longer, false)
+	for _, id := range []string{long, longer} {
+		cl := s.reg.lock([]byte(id), false)
+		if cl == nil || cl.idn != idLong || !cl.profileID() {
+			t.Fatalf("%d-byte id: record %v, want out of line and a profile user", len(id), cl)
+		}
+		cl.mu.Unlock()
+	}
+	if d := s.held.Load() - held; d != 0 {
+		t.Fatalf("store total grew by %d for ids of at most 64 bytes, want 0", d)
+	}
+	id := a.publish("u/"+longer+"/m1", "hello", 1)
+	if p := a.expect(mqtt.TypePuback); p.ID != id {
+		t.Fatalf("PUBACK id %d, want %d", p.ID, id)
+	}
+	p := b.expect(mqtt.TypePublish)
+	if p.Topic != "u/"+longer+"/m/"+long+"/m1" || p.Payload != "hello" {
+		t.Fatalf("%d-byte user got %+v", len(longer), p)
+	}
+	b.puback(p.ID)
+	if d := a.expect(mqtt.TypePublish); d.Topic != "u/"+long+"/d/"+longer+"/m1" {
+		t.Fatalf("%d-byte user got %+v, want the delivered receipt", len(long), d)
+	}
+	b.conn.Close()
+	waitFor(t, "presence of the 64-byte user", func() bool {
+		online, last, known := s.reg.presence([]byte(longer))
+		return known && !online && last != 0
+	})
 }
