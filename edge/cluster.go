@@ -407,7 +407,7 @@ func (s *Server) storeMoved(ls *loopState, to []byte, flags byte, pkt []byte) {
 	if cl.made == 0 {
 		cl.made = uint32(s.cfg.Now().Unix())
 	}
-	q := &cl.x().q
+	q := cl.x().queue()
 	if q.acct == nil {
 		q.acct, q.cnt = &s.held, &s.entries
 	}

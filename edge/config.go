@@ -148,7 +148,7 @@ type Config struct {
 	MaxRetained int
 	// StoreMaxBytes caps the memory held by every inbox (direct and group
 	// messages, receipts, notices, persistent sessions' queued messages),
-	// the retained store, client ids over 64 bytes and persistent sessions
+	// the retained store, client ids over 64 bytes (idCharged) and persistent sessions
 	// (a CONNECT over the cap gets 0x03) together, counted as bytes held: buffer
 	// capacity plus a per-entry and per-inbox overhead (default
 	// DefaultStoreMaxBytes: half of GOMEMLIMIT if set, else a quarter of

@@ -219,6 +219,7 @@ func (s *Server) connect(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pa
 		}
 		s.presence(ls, userID, nil)
 	}
+	connects.Ended()
 	return reasonOK
 }
 
@@ -229,6 +230,6 @@ func (s *Server) dropSession(cl *client) {
 	s.dropSubs(cl)
 	cl.box().dropGeneric()
 	if cl.xp() != nil {
-		cl.xp().qos2in = nil
+		cl.xp().clearQoS2()
 	}
 }

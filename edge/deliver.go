@@ -28,7 +28,7 @@ func (s *Server) pushProps(cl *client, topic, payload []byte, qos byte, retain b
 			e.pidOff = uint32(len(*buf) - len(payload) - 2)
 		}
 	}
-	q := &cl.x().q
+	q := cl.x().queue()
 	if q.acct == nil {
 		q.acct, q.cnt = &s.held, &s.entries
 	}

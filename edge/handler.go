@@ -193,10 +193,11 @@ func (s *Server) handle(c *netpoll.Conn, ls *loopState, ss *session, p *mqtt.Pac
 	case mqtt.TypePubrel:
 		cl.mu.Lock()
 		if x := cl.xp(); x != nil && ownedLocked(cl, c.Handle(), ss.epoch) {
-			for i, id := range x.qos2in {
+			for i, id := range x.qos2() {
 				if id == p.PacketID {
-					x.qos2in[i] = x.qos2in[len(x.qos2in)-1]
-					x.qos2in = x.qos2in[:len(x.qos2in)-1]
+					m := x.more
+					m.qos2in[i] = m.qos2in[len(m.qos2in)-1]
+					m.qos2in = m.qos2in[:len(m.qos2in)-1]
 					s.logQ2(cl, id, false)
 					break
 				}

@@ -349,7 +349,7 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 		for _, sub := range x.subs.items {
 			put(recSub, 0, id, []byte(sub.filter), sub.record())
 		}
-		for _, pid := range x.qos2in {
+		for _, pid := range x.qos2() {
 			put(recQ2Add, 0, id, []byte{byte(pid >> 8), byte(pid)})
 		}
 		if w := x.will; w != nil {
@@ -359,12 +359,15 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 			}
 			put(hWill, 0, id, []byte(w.topic), []byte{w.qos}, []byte{r}, w.payload)
 		}
-		q := &x.q
+		q, nsent := x.q, 0 // nil: an empty inbox
 		for i := 0; i < q.len(); i++ {
 			e := q.at(i)
 			put(hEntry, e.seq, id, []byte{e.flags}, []byte{byte(e.pid >> 8), byte(e.pid)}, *e.buf)
 		}
-		binary.LittleEndian.PutUint32(b4[:], uint32(q.nsent))
+		if q != nil {
+			nsent = q.nsent
+		}
+		binary.LittleEndian.PutUint32(b4[:], uint32(nsent))
 		put(hSent, 0, id, b4[:])
 	}
 	for i := range s.reg.shards {
@@ -568,7 +571,7 @@ func (s *Server) importState(h *Handoff) (kick []netpoll.Handle, err error) {
 			if e.qos() > 0 {
 				e.pidOff = uint32(publishPIDOffset(*buf))
 			}
-			q := &cl.x().q
+			q := cl.x().queue()
 			if q.acct == nil {
 				q.acct = &s.held
 			}

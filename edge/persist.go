@@ -531,7 +531,7 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 			cl.box().dropGeneric()
 			rs.messages += cl.box().len()
 			if x := cl.xp(); x != nil {
-				x.qos2in = nil
+				x.clearQoS2()
 			}
 		}
 	case recSub:
@@ -548,7 +548,7 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 			return fmt.Errorf("record %d: %w", r.Seq, errBadRecord)
 		}
 		pid := uint16(b[0])<<8 | uint16(b[1])
-		x := cl.x()
+		x := cl.x().busy()
 		i := slices.Index(x.qos2in, pid)
 		if r.Type == recQ2Add && i < 0 {
 			x.qos2in = append(x.qos2in, pid)
@@ -571,7 +571,7 @@ func firstByte(b []byte) byte {
 // insertReplayed puts a replayed PUBLISH into cl's inbox in seq order,
 // unless it holds seq already; cl is locked.
 func (s *Server) insertReplayed(cl *client, seq uint64, flags byte, pkt []byte, made uint32, pid uint16) bool {
-	q := &cl.x().q
+	q := cl.x().queue()
 	if q.acct == nil {
 		q.acct = &s.held
 	}
@@ -722,7 +722,7 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 				for _, sub := range x.subs.items {
 					w.Append(recSub, 0, id, []byte(sub.filter), sub.record())
 				}
-				for _, pid := range x.qos2in {
+				for _, pid := range x.qos2() {
 					w.Append(recQ2Add, 0, id, []byte{byte(pid >> 8), byte(pid)})
 				}
 			}

@@ -57,7 +57,7 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 		cl.mu.Lock()
 		seen := false
 		if cl.xp() != nil {
-			seen = slices.Contains(cl.xp().qos2in, p.PacketID)
+			seen = slices.Contains(cl.xp().qos2(), p.PacketID)
 		}
 		cl.mu.Unlock()
 		if seen { // a DUP of a QoS 2 message already routed (method B, 4.3.3)
@@ -146,7 +146,7 @@ func (s *Server) publish(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 	case 2:
 		cl.mu.Lock()
 		if ownedLocked(cl, c.Handle(), ss.epoch) {
-			x := cl.x()
+			x := cl.x().busy()
 			x.qos2in = append(x.qos2in, p.PacketID)
 			s.logQ2(cl, p.PacketID, true)
 		}

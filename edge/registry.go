@@ -16,8 +16,9 @@ import (
 // inbox; otherwise it is released (an empty, offline user costs nothing).
 //
 // Records live in chunks that never move and are reused after release. An
-// id of up to 64 bytes is stored inline (idb); a longer one lives in
-// longIDs and counts against the store cap (longIDCost). The record holds
+// id of up to idInline bytes is stored inline (idb); a longer one lives in
+// longIDs and, if over idCharged bytes, counts against the store cap
+// (longIDCost). The record holds
 // no pointers (the inbox and the rest are in the exts side table), so the
 // garbage collector never scans it.
 // A holder that keeps a *client across an unlock must remember gen and
@@ -51,15 +52,17 @@ type client struct {
 	idb        [idInline]byte
 }
 
-// idInline is the longest client id stored in the record itself.
-const idInline = 64
+// idInline is the longest client id stored in the record itself: 40
+// bytes hold a UUID's 36 and make the record 104 bytes (layout_test.go),
+// 24 less than with 64 (each record is paid by every client, idle or not).
+const idInline = 40
 
 // idLong in client.idn marks a client id longer than the inline idb: the
 // id is in longIDs instead.
 const idLong = 0xFF
 
 // longIDs holds the client ids longer than client.idb (MQTT allows up to
-// 65,535 bytes; fleets rarely use more than 64): the record stays
+// 65,535 bytes; fleets rarely use more than 40): the record stays
 // pointer-free and only such clients pay for a map entry. An entry exists
 // exactly while its record is live with idn == idLong: registry.lock adds
 // it under the shard mutex, registry.release deletes it under the shard
@@ -70,9 +73,21 @@ var longIDs struct {
 	m  map[*client][]byte
 }
 
+// idCharged is the longest client id that the store total does not count
+// (README: a new client id over 64 bytes is refused when the store is
+// full): one of idInline+1 to idCharged bytes lives in longIDs, uncounted
+// like the record itself, so that lowering idInline changed no refusal.
+const idCharged = 64
+
 // longIDCost is what a long id holds in the store total: its bytes plus
-// the map entry and slice header (about 64 bytes).
-func longIDCost(n int) int64 { return int64(n) + 64 }
+// the map entry and slice header (about 64 bytes); 0 for an id of at most
+// idCharged bytes.
+func longIDCost(n int) int64 {
+	if n <= idCharged {
+		return 0
+	}
+	return int64(n) + 64
+}
 
 // sessionOverhead is what a persistent session holds in the store total
 // while it lasts (clean session 0 until a clean-session CONNECT): its
@@ -96,7 +111,13 @@ func (c *client) name() string { return string(c.idBytes()) }
 // profileID reports whether the client id is a messaging-profile user id
 // ([0-9A-Za-z_.-], 1-64 bytes): only such a client has an addressable inbox
 // (u/<id>/...), presence, and may publish profile messages.
-func (c *client) profileID() bool { return c.idn != idLong && validIDBytes(c.idb[:c.idn]) }
+func (c *client) profileID() bool {
+	if c.idn == idLong {
+		id := c.idBytes()
+		return len(id) <= 64 && validIDBytes(id)
+	}
+	return validIDBytes(c.idb[:c.idn])
+}
 
 // subRef is one of a client's generic subscriptions.
 type subRef struct {
@@ -144,16 +165,62 @@ type will struct {
 // clientExt holds the state an idle client does not have: the inbox, the
 // generic subscriptions, QoS 2 state and the will. It lives in the exts
 // side table, so client records hold no pointers at all.
+//
+// An idle subscribed session keeps only its subscriptions (and a will if
+// it has one): the inbox and the transient state are behind pointers that
+// trimExt clears once they are empty, so that such a session's extension
+// is 64 bytes (a size class of its own; layout_test.go), not 160.
 type clientExt struct {
-	q      inbox
 	subs   indexedList[string, subRef] // generic subscriptions, by filter
 	subSeq uint32                      // last subRef.seq given out
+	will   *will
+	// q is the inbox; nil while it is empty (queue makes it, trimExt
+	// gives it back to inboxPool).
+	q *inbox
+	// more holds the retained scans and inbound QoS 2 state; nil while
+	// both are empty (busy makes it, trimExt drops it).
+	more *extMore
+}
+
+// extMore is the part of a clientExt that lasts only while messages move.
+type extMore struct {
 	// scans are the retained deliveries still to make on the current
 	// connection, oldest first (retained.go); a scan whose subscription was
 	// replaced or removed is dropped when reached.
 	scans  []*retainedScan
 	qos2in []uint16 // inbound QoS 2 packet ids awaiting PUBREL
-	will   *will
+}
+
+// queue returns x's inbox, making it if x has none; its client is locked.
+func (x *clientExt) queue() *inbox {
+	if x.q == nil {
+		x.q = inboxPool.Get().(*inbox)
+	}
+	return x.q
+}
+
+// busy returns x's scans and QoS 2 state, making them if x has none; its
+// client is locked.
+func (x *clientExt) busy() *extMore {
+	if x.more == nil {
+		x.more = new(extMore)
+	}
+	return x.more
+}
+
+// qos2 returns the inbound QoS 2 packet ids awaiting PUBREL (nil: none).
+func (x *clientExt) qos2() []uint16 {
+	if x.more == nil {
+		return nil
+	}
+	return x.more.qos2in
+}
+
+// clearQoS2 forgets the inbound QoS 2 packet ids (a session ended).
+func (x *clientExt) clearQoS2() {
+	if x.more != nil {
+		x.more.qos2in = nil
+	}
 }
 
 // exts is the side table of client extensions, shared by every registry
@@ -182,15 +249,19 @@ func (c *client) xp() *clientExt {
 // box returns c's inbox or nil (an empty inbox); c is locked.
 func (c *client) box() *inbox {
 	if x := c.xp(); x != nil {
-		return &x.q
+		return x.q
 	}
 	return nil
 }
 
-// extPool recycles extensions with their inbox's backing array, so that a
-// client whose inbox fills and empties with every message allocates
-// nothing in steady state, yet an idle client holds no extension.
-var extPool = sync.Pool{New: func() any { return &clientExt{} }}
+// extPool recycles extensions and inboxPool inboxes with their backing
+// array, so that a client whose inbox fills and empties with every message
+// allocates nothing in steady state, yet an idle client holds no inbox and
+// an idle unsubscribed one no extension.
+var (
+	extPool   = sync.Pool{New: func() any { return &clientExt{} }}
+	inboxPool = sync.Pool{New: func() any { return &inbox{} }}
+)
 
 // x returns c's extension, creating it; c is locked.
 func (c *client) x() *clientExt {
@@ -220,18 +291,33 @@ func (c *client) x() *clientExt {
 	return x
 }
 
-// trimExt gives back the extension of a client that holds nothing in it
-// (empty inbox, no subscriptions, no QoS 2 state, no will); c is locked.
+// trimExt gives back what c's extension holds empty: an empty inbox, no
+// scans or QoS 2 state, and then the extension itself if it holds nothing
+// at all (no subscriptions, no will either); c is locked.
 func (c *client) trimExt() {
 	x := c.xp()
-	if x == nil || x.q.len() > 0 || x.subs.len() > 0 || len(x.scans) > 0 || len(x.qos2in) > 0 || x.will != nil {
+	if x == nil {
 		return
 	}
-	items := x.q.items[:0]
-	if cap(items) > 64 {
-		items = nil // do not pool a burst's backing array
+	if q := x.q; q != nil && q.len() == 0 {
+		if q.bytes != 0 {
+			q.trim() // gives back what an empty inbox holds (an accounting bug)
+		}
+		items := q.items[:0]
+		if cap(items) > 64 {
+			items = nil // do not pool a burst's backing array
+		}
+		*q = inbox{items: items}
+		x.q = nil
+		inboxPool.Put(q)
 	}
-	*x = clientExt{q: inbox{items: items}}
+	if m := x.more; m != nil && len(m.scans) == 0 && len(m.qos2in) == 0 {
+		x.more = nil
+	}
+	if x.q != nil || x.more != nil || x.subs.len() > 0 || x.will != nil {
+		return
+	}
+	*x = clientExt{}
 	extSlot(c.xi).Store(nil)
 	exts.mu.Lock()
 	exts.free = append(exts.free, c.xi)
@@ -377,8 +463,7 @@ func (r *registry) lock(id []byte, create bool) *client {
 			sh.mu.Unlock()
 			return nil
 		}
-		if len(id) > idInline && r.acct != nil {
-			cost := longIDCost(len(id))
+		if cost := longIDCost(len(id)); cost > 0 && r.acct != nil {
 			if r.acct.Add(cost) > r.capBytes {
 				r.acct.Add(-cost)
 				sh.mu.Unlock()
@@ -387,8 +472,8 @@ func (r *registry) lock(id []byte, create bool) *client {
 		}
 		c = r.alloc()
 		if c == nil {
-			if len(id) > idInline && r.acct != nil {
-				r.acct.Add(-longIDCost(len(id)))
+			if cost := longIDCost(len(id)); cost > 0 && r.acct != nil {
+				r.acct.Add(-cost)
 			}
 			sh.mu.Unlock()
 			return nil

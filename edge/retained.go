@@ -394,20 +394,21 @@ const (
 // stays within twice the subscriptions however often a filter is
 // subscribed again.
 func (s *Server) queueScan(x *clientExt, sc *retainedScan) {
-	if len(x.scans) >= 2*(x.subs.len()+1) {
+	m := x.busy()
+	if len(m.scans) >= 2*(x.subs.len()+1) {
 		w := 0
-		for _, old := range x.scans {
+		for _, old := range m.scans {
 			if scanCurrent(x, old) {
-				x.scans[w] = old
+				m.scans[w] = old
 				w++
 			} else {
 				s.tree.endScan(old)
 			}
 		}
-		clear(x.scans[w:])
-		x.scans = x.scans[:w]
+		clear(m.scans[w:])
+		m.scans = m.scans[:w]
 	}
-	x.scans = append(x.scans, sc)
+	m.scans = append(m.scans, sc)
 }
 
 // scanCurrent reports whether sc's subscription still exists unchanged.
@@ -420,13 +421,13 @@ func scanCurrent(x *clientExt, sc *retainedScan) bool {
 // the session was cleaned; cl is locked.
 func (s *Server) cancelScans(cl *client) {
 	x := cl.xp()
-	if x == nil {
+	if x == nil || x.more == nil {
 		return
 	}
-	for _, sc := range x.scans {
+	for _, sc := range x.more.scans {
 		s.tree.endScan(sc)
 	}
-	x.scans = nil
+	x.more.scans = nil
 }
 
 // tickScans serves one slice of the loop's scans.
@@ -548,12 +549,13 @@ func (s *Server) serveScans(l *netpoll.Loop, ls *loopState, h netpoll.Handle, bu
 // and c owns its session.
 func (s *Server) runScans(c *netpoll.Conn, cl *client, budget *int) scanState {
 	x := cl.xp()
-	for x != nil && len(x.scans) > 0 {
-		sc := x.scans[0]
+	for x != nil && x.more != nil && len(x.more.scans) > 0 {
+		m := x.more
+		sc := m.scans[0]
 		if !scanCurrent(x, sc) { // unsubscribed, or subscribed again: a newer scan replaces it
 			s.tree.endScan(sc)
-			x.scans[0] = nil
-			x.scans = x.scans[1:]
+			m.scans[0] = nil
+			m.scans = m.scans[1:]
 			continue
 		}
 		if st := s.scanRoom(c, cl); st != scanMore {
@@ -595,12 +597,12 @@ func (s *Server) runScans(c *netpoll.Conn, cl *client, budget *int) scanState {
 		s.pump(c, cl)
 		if done {
 			s.tree.endScan(sc)
-			x.scans[0] = nil
-			x.scans = x.scans[1:]
+			m.scans[0] = nil
+			m.scans = m.scans[1:]
 		}
 	}
-	if x != nil && len(x.scans) == 0 {
-		x.scans = nil
+	if x != nil && x.more != nil && len(x.more.scans) == 0 {
+		x.more.scans = nil
 	}
 	return scanDone
 }

@@ -437,7 +437,7 @@ func stateOf(s *Server, user string) clientState {
 			st.subs = append(st.subs, fmt.Sprintf("%s:%d", sub.filter, sub.qos))
 		}
 		slices.Sort(st.subs)
-		st.q2 = slices.Clone(x.qos2in)
+		st.q2 = slices.Clone(x.qos2())
 		slices.Sort(st.q2)
 	}
 	cl.mu.Unlock()

@@ -24,9 +24,78 @@ type tsub struct {
 
 func (s tsub) key() uint32 { return s.cl.idx }
 
+// tnode is a level of the topic tree. Most nodes that have subscriptions
+// have exactly one (a device subscribes to its own topic): that one is
+// inline (one), so such a leaf is one 48-byte object (layout_test.go), not
+// that plus a slice; more holds them all from the second client on.
 type tnode struct {
 	children map[string]*tnode
-	subs     indexedList[uint32, tsub] // keyed by client index: one per client
+	one      tsub                       // the subscription while it is the only one; one.cl == nil: none
+	more     *indexedList[uint32, tsub] // keyed by client index: one per client; nil while at most one
+}
+
+// nsubs is the number of subscriptions to n's filter.
+func (n *tnode) nsubs() int {
+	switch {
+	case n.more != nil:
+		return n.more.len()
+	case n.one.cl != nil:
+		return 1
+	}
+	return 0
+}
+
+// appendSubs appends n's subscriptions to out.
+func (n *tnode) appendSubs(out []tsub) []tsub {
+	switch {
+	case n.more != nil:
+		return append(out, n.more.items...)
+	case n.one.cl != nil:
+		return append(out, n.one)
+	}
+	return out
+}
+
+// put adds s, or replaces the subscription of s.cl.
+func (n *tnode) put(s tsub) {
+	switch {
+	case n.more != nil:
+		if i := n.more.find(s.cl.idx); i >= 0 {
+			n.more.items[i] = s
+		} else {
+			n.more.add(s)
+		}
+	case n.one.cl == nil || n.one.cl.idx == s.cl.idx:
+		n.one = s
+	default:
+		n.more = &indexedList[uint32, tsub]{}
+		n.more.add(n.one)
+		n.more.add(s)
+		n.one = tsub{}
+	}
+}
+
+// drop removes cl's subscription and reports whether there was one.
+func (n *tnode) drop(cl *client) bool {
+	if n.more == nil {
+		if n.one.cl != cl {
+			return false
+		}
+		n.one = tsub{}
+		return true
+	}
+	i := n.more.find(cl.idx)
+	if i < 0 || n.more.items[i].cl != cl {
+		return false
+	}
+	n.more.remove(i)
+	switch n.more.len() {
+	case 0:
+		n.more = nil
+	case 1:
+		n.one, n.more = n.more.items[0], nil
+	}
+	return true
 }
 
 // topicTree holds the generic subscriptions and the retained messages.
@@ -118,11 +187,7 @@ func (t *topicTree) subscribeID(filter string, cl *client, qos byte, id uint32) 
 		}
 		n = c
 	}
-	if i := n.subs.find(cl.idx); i >= 0 {
-		n.subs.items[i] = tsub{cl: cl, gen: cl.gen, qos: qos, opts: opts, id: id}
-		return
-	}
-	n.subs.add(tsub{cl: cl, gen: cl.gen, qos: qos, opts: opts, id: id})
+	n.put(tsub{cl: cl, gen: cl.gen, qos: qos, opts: opts, id: id})
 }
 
 // unsubscribe removes cl's subscription to filter and prunes empty nodes.
@@ -148,17 +213,15 @@ func (t *topicTree) unsubscribe(filter string, cl *client) bool {
 		depth++
 		n = c
 	}
-	i := n.subs.find(cl.idx)
-	if i < 0 || n.subs.items[i].cl != cl {
+	if !n.drop(cl) {
 		return false
 	}
-	n.subs.remove(i)
 	if depth > len(path) {
 		return true
 	}
 	for d := depth - 1; d >= 0; d-- {
 		child := path[d].children[names[d]]
-		if child.subs.len() > 0 || len(child.children) > 0 {
+		if child.nsubs() > 0 || len(child.children) > 0 {
 			break
 		}
 		delete(path[d].children, names[d])
@@ -232,7 +295,7 @@ func matchNode(n *tnode, topic []byte, wild bool, out []tsub) []tsub {
 	}
 	if wild {
 		if h := n.children["#"]; h != nil {
-			out = append(out, h.subs.items...)
+			out = h.appendSubs(out)
 		}
 	}
 	level, rest, more := bytes.Cut(topic, []byte{'/'})
@@ -251,9 +314,9 @@ func matchChild(c *tnode, rest []byte, more bool, out []tsub) []tsub {
 	if more {
 		return matchNode(c, rest, true, out)
 	}
-	out = append(out, c.subs.items...)
+	out = c.appendSubs(out)
 	if h := c.children["#"]; h != nil { // "a/#" matches "a"
-		out = append(out, h.subs.items...)
+		out = h.appendSubs(out)
 	}
 	return out
 }

@@ -387,7 +387,7 @@ func (s *Server) handle5(c *netpoll.Conn, ls *loopState, ss *session, cl *client
 				cl.mu.Lock()
 				n := held
 				if x := cl.xp(); x != nil {
-					n += len(x.qos2in)
+					n += len(x.qos2())
 				}
 				cl.mu.Unlock()
 				if n >= receiveMax5 {

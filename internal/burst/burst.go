@@ -1,6 +1,7 @@
 // Package burst counts handshakes in progress (TLS off the event loops,
-// WebSocket upgrades on them), bounds them, and returns the heap a burst of
-// them leaves behind to the OS once the burst is over.
+// WebSocket upgrades on them; MQTT CONNECTs, which end where they begin),
+// bounds them, and returns the heap a burst of them leaves behind to the OS
+// once the burst is over.
 //
 // A TLS handshake allocates buffers that are garbage once it ends
 // (crypto/tls: some 50-100 KB; a WebSocket upgrade allocates next to
@@ -10,8 +11,11 @@
 // peak (measured for TLS: 51 MB of RSS for 23 MB in use after 10,000) until
 // the background scavenger slowly returns it. So once at least After
 // handshakes ended since the last time, a check is armed: when none has
-// ended for Quiet (the burst is over) and none is in progress, the heap is
-// returned at once (debug.FreeOSMemory: one GC, cheap over the
+// ended for Quiet and none is in progress, and the heap allocated at most
+// QuietAlloc since the previous check (the burst is over, and so is what it
+// set going: the first messages of the new sessions, which fill pools), the
+// heap is returned at once (two GCs, the second in debug.FreeOSMemory, so that
+// what the burst left in sync.Pools is freed too; cheap over the
 // pointer-free slabs). Under steady churn, which never pauses, the
 // runtime's own pacing stays in charge.
 package burst
@@ -21,7 +25,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,17 +37,19 @@ import (
 
 // The scavenge thresholds.
 const (
-	After = 1000
-	Quiet = 2 * time.Second
+	After      = 1000
+	Quiet      = 2 * time.Second
+	QuietAlloc = 1 << 20 // bytes allocated between two checks (Quiet/2 to Quiet apart) that still count as quiet
 )
 
 // Counter counts one kind of handshake; the zero value is ready. Its
 // methods are safe for concurrent use.
 type Counter struct {
 	inProgress atomic.Int64
-	since      atomic.Int64 // handshakes ended since the last scavenge
-	armed      atomic.Bool  // a scavenge check is pending
-	lastEnd    atomic.Int64 // unix nanos: the last handshake's end
+	since      atomic.Int64  // handshakes ended since the last scavenge
+	armed      atomic.Bool   // a scavenge check is pending
+	lastEnd    atomic.Int64  // unix nanos: the last handshake's end
+	allocs     atomic.Uint64 // heapAllocs at the previous check
 	scavenges  atomic.Uint64
 }
 
@@ -58,20 +66,44 @@ func (c *Counter) Start(max int) bool {
 // Done counts the end of a handshake that Start counted.
 func (c *Counter) Done() {
 	c.inProgress.Add(-1)
+	c.Ended()
+}
+
+// Ended counts a handshake that Start did not count because it is handled
+// in one step, never in progress across a wait (an MQTT CONNECT on an event
+// loop): it ends a burst like any other.
+func (c *Counter) Ended() {
 	c.lastEnd.Store(time.Now().UnixNano())
 	if c.since.Add(1) >= After && c.armed.CompareAndSwap(false, true) {
+		c.allocs.Store(heapAllocs())
 		time.AfterFunc(Quiet, c.scavenge)
 	}
 }
 
+// heapAllocs is the bytes the heap has allocated since the process started.
+func heapAllocs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
+
 func (c *Counter) scavenge() {
-	if quiet := time.Duration(time.Now().UnixNano() - c.lastEnd.Load()); quiet < Quiet || c.inProgress.Load() != 0 {
+	a := heapAllocs()
+	busy := a-c.allocs.Swap(a) > QuietAlloc
+	if quiet := time.Duration(time.Now().UnixNano() - c.lastEnd.Load()); quiet < Quiet || c.inProgress.Load() != 0 || busy {
 		time.AfterFunc(Quiet-min(quiet, Quiet/2), c.scavenge) // the burst goes on
 		return
 	}
 	c.since.Store(0)
 	c.armed.Store(false)
 	c.scavenges.Add(1)
+	// sync.Pools keep what a burst put back for one collection more (their
+	// victim cache): a first collection moves it there, the one in
+	// FreeOSMemory frees it before the heap goes back.
+	runtime.GC()
 	debug.FreeOSMemory()
 }
 

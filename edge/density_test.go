@@ -1,0 +1,113 @@
+package edge
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/edgedhq/edged/edge/mqtt"
+)
+
+// TestTreeNodeSubscribers walks one filter through the forms a tnode keeps
+// its subscriptions in: none, one inline, a list from the second client on,
+// back to one inline and none; the filter matches exactly the clients that
+// hold a subscription at each step, with the QoS last given.
+func TestTreeNodeSubscribers(t *testing.T) {
+	tr := newTopicTree()
+	reg := newRegistry()
+	cls := make([]*client, 4)
+	for i := range cls {
+		cls[i] = reg.lock(fmt.Appendf(nil, "c%d", i), true)
+		cls[i].mu.Unlock()
+	}
+	want := map[*client]byte{}
+	check := func(step string) {
+		t.Helper()
+		got := map[*client]byte{}
+		for _, s := range tr.match([]byte("d/1"), nil) {
+			if _, dup := got[s.cl]; dup {
+				t.Fatalf("%s: %v matched twice", step, s.cl)
+			}
+			got[s.cl] = s.qos
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: matched %v, want %v", step, got, want)
+		}
+		for cl, q := range want {
+			if g, ok := got[cl]; !ok || g != q {
+				t.Fatalf("%s: matched %v, want %v", step, got, want)
+			}
+		}
+	}
+	sub := func(i int, qos byte) {
+		tr.subscribe("d/1", cls[i], qos)
+		want[cls[i]] = qos
+		check(fmt.Sprintf("subscribe c%d qos %d", i, qos))
+	}
+	unsub := func(i int, had bool) {
+		if got := tr.unsubscribe("d/1", cls[i]); got != had {
+			t.Fatalf("unsubscribe c%d = %v, want %v", i, got, had)
+		}
+		delete(want, cls[i])
+		check(fmt.Sprintf("unsubscribe c%d", i))
+	}
+	check("empty")
+	sub(0, 0)
+	sub(0, 1) // replaces the inline one
+	unsub(1, false)
+	sub(1, 0) // a list of two
+	sub(2, 1)
+	sub(1, 1) // replaces within the list
+	unsub(3, false)
+	unsub(0, true)
+	unsub(2, true) // one left: inline again
+	if n := tr.root.children["d"].children["1"]; n.more != nil || n.one.cl != cls[1] {
+		t.Fatalf("one subscriber left: more %v, one %v; want it inline", n.more, n.one.cl)
+	}
+	sub(3, 1)
+	unsub(1, true)
+	unsub(3, true)
+	if len(tr.root.children) != 0 {
+		t.Fatalf("tree not pruned: %v", tr.root.children)
+	}
+}
+
+// TestProfileIDsOutOfLine: profile user ids longer than the record holds
+// inline (idInline, up to the profile's 64 bytes) are still profile users:
+// direct messages and their receipts reach them, they have presence, and
+// the store total does not count their ids (idCharged).
+func TestProfileIDsOutOfLine(t *testing.T) {
+	s := startServer(t, nil)
+	long, longer := strings.Repeat("a", idInline+1), strings.Repeat("b", 64)
+	held := s.held.Load()
+	a, b := dial(t, s), dial(t, s)
+	a.connect(long, false)
+	b.connect(longer, false)
+	for _, id := range []string{long, longer} {
+		cl := s.reg.lock([]byte(id), false)
+		if cl == nil || cl.idn != idLong || !cl.profileID() {
+			t.Fatalf("%d-byte id: record %v, want out of line and a profile user", len(id), cl)
+		}
+		cl.mu.Unlock()
+	}
+	if d := s.held.Load() - held; d != 0 {
+		t.Fatalf("store total grew by %d for ids of at most 64 bytes, want 0", d)
+	}
+	id := a.publish("u/"+longer+"/m1", "hello", 1)
+	if p := a.expect(mqtt.TypePuback); p.ID != id {
+		t.Fatalf("PUBACK id %d, want %d", p.ID, id)
+	}
+	p := b.expect(mqtt.TypePublish)
+	if p.Topic != "u/"+longer+"/m/"+long+"/m1" || p.Payload != "hello" {
+		t.Fatalf("%d-byte user got %+v", len(longer), p)
+	}
+	b.puback(p.ID)
+	if d := a.expect(mqtt.TypePublish); d.Topic != "u/"+long+"/d/"+longer+"/m1" {
+		t.Fatalf("%d-byte user got %+v, want the delivered receipt", len(long), d)
+	}
+	b.conn.Close()
+	waitFor(t, "presence of the 64-byte user", func() bool {
+		online, last, known := s.reg.presence([]byte(longer))
+		return known && !online && last != 0
+	})
+}
