@@ -177,7 +177,6 @@ func crossSite(r *http.Request, adminHost string) bool {
 // Errors are JSON {"error": "..."} with 400 for invalid names. Routes can
 // be added to it (Config.AdminRoutes: the observability endpoints). Mux
 // enforces no access policy: wrap it in AdminGuard, as Start does.
-
 func (s *Server) Mux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -5,6 +5,10 @@ package edge
 // together. Nothing on an event loop holds a lock across Engine.Post, a
 // socket write or file I/O.
 //
+//  0. wal.Log's compaction lock (compactMu): Compact holds it while
+//     writeSnapshot (persist.go) walks the groups, the retained tree, every
+//     client record and every shard, so it comes before all of them;
+//     nothing takes it under an edge lock.
 //  1. Server.mu: the lifecycle (started, closed, the admin listener and the
 //     background goroutines' channels). Start holds it while the store
 //     replays (client records) and the cluster starts; everything else
@@ -25,9 +29,12 @@ package edge
 //     below are taken under rmu too.
 //  6. Leaves: Server.bigMu (watchInbox, from pushProps), registry.dirMu
 //     (registry.alloc under shard.mu, and alone before a walk of the
-//     records), longIDs.mu (under shard.mu), exts.mu (client.x), and the
-//     store's own locks (wal.Log.Append, under client.mu).
-//  7. Leaves taken with no other edge lock held: Groups.mu, Server.rpMu
+//     records), longIDs.mu (under shard.mu), exts.mu (client.x), the
+//     store's own locks (wal.Log.Append, under client.mu), and
+//     internal/cluster's Node.mu (Cluster.Home, from storeMoved under
+//     client.mu; the directory watcher calls Moved after releasing it).
+//  7. Leaves taken with no other edge lock held, apart from Server.mu
+//     during Start's replay (which adds groups): Groups.mu, Server.rpMu
 //     (remote presence), srcBuckets.mu (takeNewInbox: storeDirect found no
 //     record, so it holds none), pusher.runMu.
 //

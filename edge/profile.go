@@ -82,7 +82,11 @@ func (p inboxTopic) appendTo(t []byte) []byte {
 }
 
 // parseInboxTopic reads a topic that appendTo wrote (an inbox entry's),
-// without allocating; ok is false for any other shape.
+// without allocating. It is not a validator: it checks only the "u/"
+// prefix and the number of levels its kind needs, so a topic of another
+// shape may parse (any one-byte kind, empty levels, a mid holding '/');
+// ok is false when even those are missing. Topics the server wrote
+// always round-trip (every part is a valid id, with no '/').
 func parseInboxTopic(t []byte) (p inboxTopic, ok bool) {
 	rest, ok := bytes.CutPrefix(t, []byte("u/"))
 	if !ok {
