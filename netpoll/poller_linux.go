@@ -19,14 +19,15 @@ type poller struct {
 
 	// WaitPark (enablePark): the epoll descriptor as a file registered
 	// with the runtime's poller, which owns it from then on.
-	file     *os.File
-	rc       syscall.RawConn
-	try      func(uintptr) bool // p.tryWait, bound once: a closure per park would allocate
-	deadline time.Time          // the file's read deadline as last set
-	want, n  int                // tryWait's buffer length and result
-	werr     error
-	looks    int  // tryWait calls in this park
-	parked   bool // the last park slept (did not return from its first look)
+	file          *os.File
+	rc            syscall.RawConn
+	try           func(uintptr) bool // p.tryWait, bound once: a closure per park would allocate
+	deadline      time.Time          // the file's read deadline as last set
+	deadlineStale bool               // it expired: set it again even if equal
+	want, n       int                // tryWait's buffer length and result
+	werr          error
+	looks         int  // tryWait calls in this park
+	parked        bool // the last park slept (did not return from its first look)
 }
 
 func openPoller() (p *poller, err error) {
@@ -162,20 +163,26 @@ func (p *poller) enablePark() error {
 // found something: the readiness it leaves behind at most costs one
 // spurious look later.
 func (p *poller) park(evs []event, deadline time.Time) (int, error) {
-	if !deadline.Equal(p.deadline) {
+	if p.deadlineStale || !deadline.Equal(p.deadline) {
 		if err := p.file.SetReadDeadline(deadline); err != nil {
 			return 0, fmt.Errorf("set epoll read deadline: %w", err)
 		}
-		p.deadline = deadline
+		p.deadline, p.deadlineStale = deadline, false
 	}
 	p.want, p.n, p.werr, p.looks = len(evs), 0, nil, 0
 	err := p.rc.Read(p.try)
-	p.parked = p.looks != 1
+	// Slept: looked more than once, or looked, found nothing and slept
+	// until the deadline (the runtime does not look again then).
+	p.parked = p.looks != 1 || errors.Is(err, os.ErrDeadlineExceeded)
 	if p.werr != nil {
 		return 0, os.NewSyscallError("epoll_wait", p.werr)
 	}
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// Set the deadline again next time even if it is equal: a
+			// wall clock stepped back could otherwise repeat an
+			// expired one, and every park would return at once.
+			p.deadlineStale = true
 			return 0, nil // tryWait found nothing (or did not run): the next wait looks again
 		}
 		return 0, fmt.Errorf("park on epoll: %w", err)
@@ -184,11 +191,13 @@ func (p *poller) park(evs []event, deadline time.Time) (int, error) {
 }
 
 // pending reports whether the epoll set has events ready, without taking
-// them (poll(2) on the epoll descriptor; raw: it does not block). Safe from
-// any goroutine while the poller is open.
+// them (ppoll(2) with a zero timeout on the epoll descriptor: poll(2) does
+// not exist on arm64, riscv64 or loong64; raw: it does not block). Safe
+// from any goroutine while the poller is open.
 func (p *poller) pending() bool {
 	fds := [1]unix.PollFd{{Fd: int32(p.epfd), Events: unix.POLLIN}}
-	n, _, e := unix.RawSyscall(unix.SYS_POLL, uintptr(unsafe.Pointer(&fds[0])), 1, 0)
+	var zero unix.Timespec
+	n, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 1, uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
 	return e == 0 && n > 0
 }
 

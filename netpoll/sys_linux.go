@@ -16,8 +16,19 @@ import (
 // which then polls every 20 us for a millisecond: a thread wake-up or
 // more per message. A non-blocking read or write returns within
 // microseconds, which is what RawSyscall requires.
-func sysRead(fd int, p []byte) (int, error)  { return rawIO(unix.SYS_READ, fd, p) }
-func sysWrite(fd int, p []byte) (int, error) { return rawIO(unix.SYS_WRITE, fd, p) }
+//
+// A raw syscall also holds up a stop-the-world for its length (the
+// goroutine counts as running and cannot be preempted inside it), so one
+// write copies at most maxRawWrite bytes: flush loops until the kernel
+// pushes back, so a larger buffer only takes more calls.
+func sysRead(fd int, p []byte) (int, error) { return rawIO(unix.SYS_READ, fd, p) }
+func sysWrite(fd int, p []byte) (int, error) {
+	return rawIO(unix.SYS_WRITE, fd, p[:min(len(p), maxRawWrite)])
+}
+
+// maxRawWrite bounds one raw write(2): copying 256 KiB into a socket takes
+// tens of microseconds.
+const maxRawWrite = 256 << 10
 
 // rawIO is read(2) or write(2) (trap) as a raw syscall, again on EINTR.
 func rawIO(trap uintptr, fd int, p []byte) (int, error) {

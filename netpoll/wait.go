@@ -22,9 +22,22 @@ import (
 // loops with a little work each run on one thread, and a loop woken by
 // another runs as a goroutine switch, not a thread wake-up. The loop
 // goroutine is not locked to its thread (a parked locked goroutine would
-// still cost a thread hand-off per wake-up). The price: the loops share the
-// Ps with every other goroutine of the process, so a CPU-bound goroutine can
-// delay a runnable loop by up to a scheduler time slice (10 ms).
+// still cost a thread hand-off per wake-up).
+//
+// The price: the loops share the Ps with every other goroutine of the
+// process, so a CPU-bound goroutine can delay a runnable loop until the
+// runtime preempts it (sysmon, after 10 ms of running). sysmon does that
+// only while it is awake, and it sleeps deeply once every P was idle; the
+// loops' raw syscalls do not wake it, but a timer does: so no park lasts
+// longer than maxPark, and a loop held up this way waits at most about
+// maxPark plus a time slice (found in review: with unbounded parks a 3 s
+// computation on the only P held an idle loop's connections for 3 s).
+//
+// The nested epoll needs a kernel whose epoll wakes its own poll waiters on
+// every readiness callback, including one that lands while the set is
+// being scanned: Linux 5.7 or later (or a stable kernel with commit
+// 0c54a6a44bf3, "epoll: fix missing wakeup for ovflist"). On 5.5 and 5.6
+// without it a wake-up could be lost; use WaitBlock there.
 type WaitMode string
 
 const (
@@ -62,11 +75,21 @@ func resolveWait(m WaitMode) (WaitMode, error) {
 // Wait returns the WaitMode the engine's loops run.
 func (e *Engine) Wait() WaitMode { return e.cfg.Wait }
 
+// maxPark bounds a WaitPark loop's park, in milliseconds, so that the
+// runtime's sysmon, which sleeps until the next timer once every P was
+// idle, wakes at least this often and preempts a goroutine that keeps a P
+// from a runnable loop (see WaitPark). An idle loop wakes 100 times a
+// second for it.
+const maxPark = 10
+
 // waitFor is the loop's wait for events, up to timeoutMs (-1: no limit),
 // in the engine's mode. A wait of 0 only looks.
 func (l *Loop) waitFor(timeoutMs int) (int, error) {
 	if timeoutMs == 0 || !l.parks {
 		return l.p.wait(l.evs[:], timeoutMs)
+	}
+	if timeoutMs < 0 || timeoutMs > maxPark {
+		timeoutMs = maxPark
 	}
 	var deadline time.Time
 	if timeoutMs > 0 {
