@@ -62,8 +62,9 @@ test: vet ## run every test (real sockets, epoll, eBPF and netns as root), then 
 test-race: ## the concurrent packages (RACE_PKGS) under the race detector
 	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
 
-vet: ## go vet for linux, freebsd and darwin (the kqueue side is compile-checked only)
+vet: ## go vet for linux (amd64 and arm64: their syscall sets differ), freebsd and darwin (the kqueue side is compile-checked only)
 	$(GO) vet $(PKGS)
+	GOARCH=arm64 $(GO) vet $(PKGS)
 	GOOS=freebsd $(GO) vet $(PKGS)
 	GOOS=darwin $(GO) vet $(PKGS)
 
