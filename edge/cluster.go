@@ -468,6 +468,18 @@ func (s *Server) moveAway(user, node string) {
 		cl.kick = false
 		s.cancelScans(cl)
 	}
+	// The session continues on node, as after a local takeover: the old
+	// connection's will is not sent (connect replaces it), and a clean
+	// session's state here ends with it (its OnClose, no longer the
+	// owner, does not drop it). release below then frees the record;
+	// with either left it panicked, on this cluster goroutine (found in
+	// review: TestMoveAwayEndsCleanSession).
+	if x := cl.xp(); x != nil {
+		x.will = nil
+	}
+	if !cl.persistent {
+		s.dropSession(cl)
+	}
 	q := cl.box()
 	q.unsend()
 	var batch []byte

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"math"
 	"testing"
+	"time"
+
+	"github.com/edgedhq/edged/edge/mqtt"
 )
 
 // TestClusterLoopTicks walks the held-PUBACK accounting of a loop's
@@ -98,4 +101,55 @@ func FuzzBatchFields(f *testing.F) {
 			t.Fatal("rest longer than the input")
 		}
 	})
+}
+
+// stubCluster is a Cluster with no other node: only moveAway is exercised.
+type stubCluster struct{}
+
+func (stubCluster) Node() string                           { return "a" }
+func (stubCluster) Home([]byte) (string, bool)             { return "", false }
+func (stubCluster) Claim(string)                           {}
+func (stubCluster) Users() int                             { return 0 }
+func (stubCluster) Send(_ string, _ []byte, d func(error)) { d(nil) }
+func (stubCluster) SendSync(string, []byte, string) error  { return nil }
+func (stubCluster) Broadcast([]byte)                       {}
+func (stubCluster) SetGroup(bool, string, string) error    { return nil }
+func (stubCluster) Run(ClusterHooks) error                 { return nil }
+func (stubCluster) Close() error                           { return nil }
+
+// TestMoveAwayEndsCleanSession: a connected clean-session user whose
+// directory entry moves to another node, holding a will or an inbound QoS 2
+// id awaiting PUBREL, is taken over here without a panic (release used to
+// find the will or the QoS 2 state and panic on the cluster goroutine),
+// the will is not sent, and the record is freed.
+func TestMoveAwayEndsCleanSession(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		open func(c *rawClient)
+	}{
+		{"will", func(c *rawClient) { c.connectWith(mqttConnectWill("alice", "w/alice", "gone")) }},
+		{"qos2", func(c *rawClient) {
+			c.connect("alice", false)
+			c.publish("x/y", "p", 2)
+			c.expect(mqtt.TypePubrec)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, func(c *Config) { c.Cluster = stubCluster{} })
+			w := dial(t, s)
+			w.connect("watcher", false)
+			w.subscribe("w/#", 1)
+			a := dial(t, s)
+			tc.open(a)
+			s.moveAway("alice", "b")
+			if _, err := a.tryRead(5 * time.Second); err == nil {
+				// a DISCONNECT (v5) or nothing: then the close
+				a.tryRead(5 * time.Second)
+			}
+			waitFor(t, "the record freed", func() bool { return s.Clients() == 1 })
+			if p, err := w.tryRead(300 * time.Millisecond); err == nil {
+				t.Fatalf("watcher got %v %q: the will of a session that moved on was sent", p.Type, p.Topic)
+			}
+		})
+	}
 }

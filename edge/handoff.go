@@ -573,7 +573,7 @@ func (s *Server) importState(h *Handoff) (kick []netpoll.Handle, err error) {
 			}
 			q := cl.x().queue()
 			if q.acct == nil {
-				q.acct = &s.held
+				q.acct, q.cnt = &s.held, &s.entries
 			}
 			q.push(e)
 		case hSent:

@@ -573,7 +573,7 @@ func firstByte(b []byte) byte {
 func (s *Server) insertReplayed(cl *client, seq uint64, flags byte, pkt []byte, made uint32, pid uint16) bool {
 	q := cl.x().queue()
 	if q.acct == nil {
-		q.acct = &s.held
+		q.acct, q.cnt = &s.held, &s.entries
 	}
 	if q.findSeq(seq) >= 0 {
 		return false

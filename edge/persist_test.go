@@ -90,6 +90,12 @@ func TestDurableStateSurvivesRestart(t *testing.T) {
 			if got := s.InboxLen("bob"); got != n-2 {
 				t.Fatalf("bob's inbox after restart: %d, want %d", got, n-2)
 			}
+			// Replayed entries count in the entry total ($SYS
+			// messages/stored): bob's, carol's queued one, and the
+			// delivered receipts queued for alice.
+			if got, min := s.entries.Load(), int64(n-2+1); got < min {
+				t.Fatalf("entry total after restart %d, want at least %d (replayed inboxes not counted)", got, min)
+			}
 			bob = dial(t, s)
 			bob.connect("bob", false)
 			for i := 2; i < n; i++ {

@@ -10,7 +10,8 @@
 // room for twice the live data, so after a burst the process would hold its
 // peak (measured for TLS: 51 MB of RSS for 23 MB in use after 10,000) until
 // the background scavenger slowly returns it. So once at least After
-// handshakes ended since the last time, a check is armed: when none has
+// handshakes ended within Window (a burst: sparse churn never adds up to
+// one, however long it runs), a check is armed: when none has
 // ended for Quiet and none is in progress, and the heap allocated at most
 // QuietAlloc since the previous check (the burst is over, and so is what it
 // set going: the first messages of the new sessions, which fill pools), the
@@ -40,6 +41,11 @@ const (
 	After      = 1000
 	Quiet      = 2 * time.Second
 	QuietAlloc = 1 << 20 // bytes allocated between two checks (Quiet/2 to Quiet apart) that still count as quiet
+	// Window is how close together After handshakes must end to make a
+	// burst: the count starts again once its first is older than this
+	// (found in review: counted forever, reconnects at 0.5/s armed a
+	// scavenge, some seconds of GC work at 2M sessions, every half hour).
+	Window = time.Minute
 )
 
 // Counter counts one kind of handshake; the zero value is ready. Its
@@ -49,6 +55,7 @@ type Counter struct {
 	since      atomic.Int64  // handshakes ended since the last scavenge
 	armed      atomic.Bool   // a scavenge check is pending
 	lastEnd    atomic.Int64  // unix nanos: the last handshake's end
+	window     atomic.Int64  // unix nanos: when since began counting
 	allocs     atomic.Uint64 // heapAllocs at the previous check
 	scavenges  atomic.Uint64
 }
@@ -73,7 +80,11 @@ func (c *Counter) Done() {
 // in one step, never in progress across a wait (an MQTT CONNECT on an event
 // loop): it ends a burst like any other.
 func (c *Counter) Ended() {
-	c.lastEnd.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	c.lastEnd.Store(now)
+	if w := c.window.Load(); now-w > int64(Window) && !c.armed.Load() && c.window.CompareAndSwap(w, now) {
+		c.since.Store(0) // a new window: the ends before it were no burst
+	}
 	if c.since.Add(1) >= After && c.armed.CompareAndSwap(false, true) {
 		c.allocs.Store(heapAllocs())
 		time.AfterFunc(Quiet, c.scavenge)

@@ -85,3 +85,30 @@ func TestGroup(t *testing.T) {
 		t.Fatalf("Conn after Shutdown: %v, want ErrClosed", err)
 	}
 }
+
+// TestBurstWindow: After ends close together arm a scavenge check; ends
+// spread over more than Window do not add up to a burst.
+func TestBurstWindow(t *testing.T) {
+	var c Counter
+	for range After - 1 {
+		c.Ended()
+	}
+	if c.armed.Load() {
+		t.Fatalf("armed after %d ends, want %d", After-1, After)
+	}
+	// The window began over a minute ago: the next end starts a new
+	// one, and the 999 before it no longer count.
+	c.window.Store(time.Now().Add(-Window - time.Second).UnixNano())
+	c.Ended()
+	if c.armed.Load() || c.since.Load() != 1 {
+		t.Fatalf("an end after the window: armed %v, count %d; want false, 1", c.armed.Load(), c.since.Load())
+	}
+	for range After - 1 {
+		c.Ended()
+	}
+	if !c.armed.Load() {
+		t.Fatalf("not armed after %d ends within the window", After)
+	}
+	c.inProgress.Add(1) // keep the armed check from scavenging in this test
+	t.Cleanup(func() { c.inProgress.Add(-1) })
+}
