@@ -522,10 +522,18 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 					cl.expiry = expiryDeadline5(s.cfg.Now().Unix(), cl.expiry)
 				}
 			}
-		} else if cl.persistent {
-			s.held.Add(-sessionOverhead)
-			cl.persistent = false
-			rs.sessions--
+		} else {
+			// The session ended (a clean CONNECT): drop what it held
+			// even if the client is not persistent now. A fuzzy
+			// snapshot may have read it after the end, and the segment
+			// then re-applies the subscriptions and messages logged
+			// before the end onto that client
+			// (TestReplaySessionEndOverLaterSnapshot).
+			if cl.persistent {
+				s.held.Add(-sessionOverhead)
+				cl.persistent = false
+				rs.sessions--
+			}
 			s.dropSubs(cl)
 			rs.messages -= cl.box().len()
 			cl.box().dropGeneric()
