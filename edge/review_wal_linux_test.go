@@ -1,0 +1,157 @@
+package edge
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgedhq/edged/edge/mqtt"
+	"github.com/edgedhq/edged/internal/wal"
+)
+
+// TestReviewPersistentGenericInboxExpiredAfterRestart: a persistent
+// session of a client whose id is not a profile id (here "dev:1") holds
+// generic QoS 1 messages. Live, the inbox sweep never touches it (it was
+// seen; its inbox has no date). After a restart finishReplay dates the
+// inbox (cl.made = now) and the record has no last-seen time (recSeen is
+// logged for profile ids only), so the sweep takes it for the inbox of a
+// user who never connected and empties it InboxExpiry later.
+func TestReviewPersistentGenericInboxExpiredAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	set := func(c *Config) { c.Fsync = wal.SyncNever; c.Now = clock; c.InboxExpiry = time.Hour }
+	s := startDurable(t, dir, set)
+	dev := dial(t, s)
+	dev.connect("dev:1", true)
+	dev.subscribe("t/#", 1)
+	dev.conn.Close()
+	waitFor(t, "dev offline", func() bool { return s.Connections() == 0 })
+	pub := dial(t, s)
+	pub.connect("pub", false)
+	pub.publishAcked("t/x", "queued for a persistent session")
+	pub.conn.Close()
+	waitFor(t, "offline", func() bool { return s.Connections() == 0 })
+	s.sweep(1000) // starts the last-seen clock
+	now = now.Add(2 * time.Hour)
+	s.sweep(1000)
+	if n := s.InboxLen("dev:1"); n != 1 {
+		t.Fatalf("live: the persistent session holds %d, want 1", n)
+	}
+	s.Close()
+
+	s = startDurable(t, dir, set)
+	if n := s.InboxLen("dev:1"); n != 1 {
+		t.Fatalf("after the restart: %d, want 1", n)
+	}
+	now = now.Add(2 * time.Hour)
+	s.sweep(1000)
+	if n := s.InboxLen("dev:1"); n != 1 {
+		t.Errorf("after a restart the sweep emptied a persistent session's queue (%d left): live it never did", n)
+	}
+}
+
+// TestReviewInboxDateOfEarlierRecordAfterRestart: cl.made is the date of
+// the record's first message; a record released (inbox purged) and made
+// again later has a new date, and every put logs it. insertReplayed keeps
+// the smallest made of all the puts it replays, including the puts of the
+// earlier record (deleted since), so after a restart the inbox is dated
+// from the old record and expires early.
+func TestReviewInboxDateOfEarlierRecordAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	set := func(c *Config) { c.Fsync = wal.SyncNever; c.Now = clock; c.InboxExpiry = time.Hour }
+	s := startDurable(t, dir, set)
+	alice := dial(t, s)
+	alice.connect("alice", false)
+	alice.publishAcked("u/ghost/m1", "first")
+	if _, _, ok := s.PurgeInbox("ghost"); !ok {
+		t.Fatal("purge")
+	}
+	alice.puback(alice.expect(mqtt.TypePublish).ID) // the purged notice
+	now = now.Add(50 * time.Minute)
+	alice.publishAcked("u/ghost/m2", "second, 50 min later")
+	alice.conn.Close()
+	waitFor(t, "offline", func() bool { return s.Connections() == 0 })
+	s.sweep(1000)
+	now = now.Add(20 * time.Minute) // 70 min after the first record, 20 after the second
+	s.sweep(1000)
+	if n := s.InboxLen("ghost"); n != 1 {
+		t.Fatalf("live: ghost holds %d, want 1 (its inbox is 20 min old)", n)
+	}
+	s.Close()
+	s = startDurable(t, dir, set)
+	s.sweep(1000)
+	now = now.Add(time.Minute)
+	s.sweep(1000)
+	if n := s.InboxLen("ghost"); n != 1 {
+		t.Errorf("after a restart ghost's 21 min old inbox expired (1 h expiry): dated from the purged record")
+	}
+}
+
+// TestReviewLastSeenLostBySnapshot: writeSnapshot reads the clients, then
+// the shards' last-seen tables. A user in a last-seen table whose record
+// is made again meanwhile (a message for it, or a CONNECT) takes its
+// last-seen time out of the table into the record, unlogged; if the
+// record's index was passed already (a freed index is reused first), the
+// snapshot holds no last-seen time for the user at all, and the recSeen
+// that logged it was in a segment the compaction deletes. After the
+// restart the user was never seen: presence says unknown, and the inbox
+// is expired as the inbox of a user who never connected.
+func TestReviewLastSeenLostBySnapshot(t *testing.T) {
+	dir := t.TempDir()
+	s := startDurable(t, dir, func(c *Config) { c.Fsync = wal.SyncNever })
+	alice := dial(t, s)
+	alice.connect("alice", false) // index 1
+	bob := dial(t, s)
+	bob.connect("bob", false) // index 2
+	x := dial(t, s)
+	x.connect("x1", true) // index 3: a persistent session, offline below
+	x.conn.Close()
+	bob.conn.Close()
+	waitFor(t, "bob and x1 offline", func() bool { return s.Connections() == 1 })
+	waitFor(t, "bob released", func() bool {
+		cl := s.reg.lock([]byte("bob"), false)
+		if cl != nil {
+			cl.mu.Unlock()
+		}
+		return cl == nil
+	})
+	if _, seen, known := s.reg.presence([]byte("bob")); !known || seen == 0 {
+		t.Fatalf("bob not in the last-seen table")
+	}
+	// Hold x1: the snapshot stops there, past bob's (free) index.
+	held := s.reg.lock([]byte("x1"), false)
+	done := make(chan error, 1)
+	go func() { done <- s.compact() }()
+	waitFor(t, "snapshot started", func() bool {
+		m, _ := filepath.Glob(filepath.Join(dir, "snap-*.tmp"))
+		return len(m) > 0
+	})
+	time.Sleep(200 * time.Millisecond) // past index 2, waiting for x1
+	alice.publishAcked("u/bob/m1", "for bob") // bob's record again, at index 2
+	live := stateOf(s, "bob")
+	held.mu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if live.lastSeen == 0 || len(live.inbox) != 1 {
+		t.Fatalf("live bob: %+v", live)
+	}
+	alice.conn.Close()
+	waitFor(t, "offline", func() bool { return s.Connections() == 0 })
+	s.Close()
+	ents, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	t.Logf("data dir: %s", strings.Join(names, " "))
+	s = startDurable(t, dir, func(c *Config) { c.Fsync = wal.SyncNever })
+	if st := stateOf(s, "bob"); st.lastSeen != live.lastSeen {
+		t.Errorf("bob after the restart: last seen %d, live %d (inbox %v)", st.lastSeen, live.lastSeen, st.inbox)
+	}
+}
