@@ -3,6 +3,7 @@ package edge
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -154,4 +155,106 @@ func TestReviewLastSeenLostBySnapshot(t *testing.T) {
 	if st := stateOf(s, "bob"); st.lastSeen != live.lastSeen {
 		t.Errorf("bob after the restart: last seen %d, live %d (inbox %v)", st.lastSeen, live.lastSeen, st.inbox)
 	}
+}
+
+// TestReviewSnapshotInV5DisconnectWindow: a v5 DISCONNECT with Session
+// Expiry 0 ends a persistent session while its connection is still open
+// (handle5: persistent = false, a session record with persistent 0); the
+// session's subscriptions and generic messages go only at OnClose
+// (dropSession, nothing logged: replay of the session end drops them).
+// A snapshot that reads the client between the two writes its logged
+// generic entries (writeSnapshot writes every entry with a seq, persistent
+// or not); if the session end was logged before the compaction's
+// rotation, nothing after the snapshot drops them, and they come back
+// after a restart for a client that has no session.
+func TestReviewSnapshotInV5DisconnectWindow(t *testing.T) {
+	dir := t.TempDir()
+	s := startDurable(t, dir, func(c *Config) { c.Fsync = wal.SyncNever })
+	dev := dial5(t, s)
+	if p := dev.connect(mqtt.Connect{ClientID: []byte("dev"), CleanSession: true}, mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 300)); p.Code != 0 {
+		t.Fatalf("CONNACK %+v", p)
+	}
+	dev.subscribe("t/#", 1)
+	pub := dial(t, s)
+	pub.connect("pub", false)
+	pub.publishAcked("t/x", "in flight to dev")
+	dev.expect(mqtt.TypePublish) // not acknowledged
+	dev.send(mqtt.AppendDisconnect5(nil, 0, mqtt.AppendU32Prop(nil, mqtt.PropSessionExpiry, 0)))
+	dev.expectClosed()
+	pub.conn.Close()
+	waitFor(t, "offline", func() bool { return s.Connections() == 0 })
+	if st := stateOf(s, "dev"); st.persistent || len(st.subs) != 0 || len(st.inbox) != 0 {
+		t.Fatalf("dev live: %+v", st)
+	}
+	s.Close()
+	recs := readRecords(t, dir)
+	end := -1
+	for i, r := range recs {
+		f := r.Fields()
+		if id, _ := f.Next(); r.Type == recSession && string(id) == "dev" {
+			if p, _ := f.Next(); len(p) == 1 && p[0] == 0 {
+				end = i
+			}
+		}
+	}
+	if end < 0 {
+		t.Fatal("no session end for dev")
+	}
+	// The state in the window: every record up to the session end, and
+	// what handle5 did with it (the drop waits for OnClose).
+	s3 := startServer(t, nil)
+	var rs replayState
+	for _, r := range recs[:end] {
+		if err := s3.apply(&rs, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := s3.reg.lock([]byte("dev"), false)
+	cl.persistent, cl.expiry = false, 0
+	cl.mu.Unlock()
+	// The real snapshot of that state.
+	sdir := t.TempDir()
+	l, err := wal.Open(wal.Options{Dir: sdir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Replay(func(wal.Record) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Compact(s3.writeSnapshot); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	snap := readRecords(t, sdir)
+	// Replay: the snapshot, then segment R (what was logged after the
+	// session end: the rotation came after it).
+	s2 := startServer(t, nil)
+	rs = replayState{}
+	for _, r := range append(snap, recs[end+1:]...) {
+		if err := s2.apply(&rs, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2.finishReplay()
+	if st := stateOf(s2, "dev"); st.persistent || len(st.subs) != 0 || len(st.inbox) != 0 {
+		t.Errorf("dev replayed: %+v, live: no session, no subscription, no message", st)
+	}
+}
+
+func readRecords(t *testing.T, dir string) []wal.Record {
+	t.Helper()
+	l, err := wal.Open(wal.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var recs []wal.Record
+	if _, err := l.Replay(func(r wal.Record) error {
+		r.Data = slices.Clone(r.Data)
+		recs = append(recs, r)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return recs
 }
