@@ -132,7 +132,7 @@ func TestReviewLastSeenLostBySnapshot(t *testing.T) {
 		m, _ := filepath.Glob(filepath.Join(dir, "snap-*.tmp"))
 		return len(m) > 0
 	})
-	time.Sleep(200 * time.Millisecond) // past index 2, waiting for x1
+	time.Sleep(200 * time.Millisecond)        // past index 2, waiting for x1
 	alice.publishAcked("u/bob/m1", "for bob") // bob's record again, at index 2
 	live := stateOf(s, "bob")
 	held.mu.Unlock()
