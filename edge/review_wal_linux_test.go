@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -257,4 +258,54 @@ func readRecords(t *testing.T, dir string) []wal.Record {
 		t.Fatal(err)
 	}
 	return recs
+}
+
+// blockingCluster is stubCluster whose SendSync waits for release.
+type blockingCluster struct {
+	stubCluster
+	entered chan struct{}
+	release chan error
+}
+
+func (c blockingCluster) SendSync(string, []byte, string) error {
+	c.entered <- struct{}{}
+	return <-c.release
+}
+
+// TestReviewMoveAwayCompactionLosesInbox: moveAway drops the durable
+// entries it moves from memory, sends them, and logs their deletes only
+// once the other node has them, so that "a crash before this moves them
+// again" (the puts are still in the log). A compaction in between writes
+// a snapshot without them and deletes the segments holding their puts: a
+// kill -9 before the other node stored them (SendSync not yet returned)
+// loses them on both nodes.
+func TestReviewMoveAwayCompactionLosesInbox(t *testing.T) {
+	for _, compact := range []bool{false, true} {
+		t.Run(fmt.Sprintf("compact=%v", compact), func(t *testing.T) {
+			dir := t.TempDir()
+			bc := blockingCluster{entered: make(chan struct{}), release: make(chan error)}
+			s := startDurable(t, dir, func(c *Config) { c.Fsync = wal.SyncNever; c.Cluster = bc })
+			alice := dial(t, s)
+			alice.connect("alice", false)
+			alice.publishAcked("u/bob/m1", "for bob")
+			if n := s.InboxLen("bob"); n != 1 {
+				t.Fatalf("bob holds %d", n)
+			}
+			moved := make(chan struct{})
+			go func() { s.moveAway("bob", "b"); close(moved) }()
+			<-bc.entered // sending to b; the entry is out of memory here
+			if compact {
+				if err := s.compact(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			crash := copyDir(t, dir) // kill -9 now: b has not stored the batch
+			bc.release <- nil
+			<-moved
+			s2 := startDurable(t, crash, func(c *Config) { c.Fsync = wal.SyncNever; c.Cluster = stubCluster{} })
+			if n := s2.InboxLen("bob"); n != 1 {
+				t.Errorf("after a kill -9 during the move bob holds %d here, want 1 (to move again): the message is on neither node", n)
+			}
+		})
+	}
 }
