@@ -787,6 +787,7 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 		}
 		cl.mu.Unlock()
 	}
+	s.snapshotMoving(w)
 	for i := range s.reg.shards {
 		sh := &s.reg.shards[i]
 		sh.mu.Lock()
@@ -798,6 +799,27 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 		sh.mu.Unlock()
 	}
 	return w.Err()
+}
+
+// movingEntry is an entry moveAway is moving (Server.moving): its put
+// record's fields.
+type movingEntry struct {
+	user  string
+	flags byte
+	pkt   []byte
+	made  uint32
+}
+
+// snapshotMoving restates the entries being moved (their deletes, logged
+// after, remove them at replay).
+func (s *Server) snapshotMoving(w *wal.SnapshotWriter) {
+	var made [4]byte
+	s.moving.mu.Lock()
+	defer s.moving.mu.Unlock()
+	for seq, e := range s.moving.m {
+		binary.LittleEndian.PutUint32(made[:], e.made)
+		w.Append(recPut, seq, []byte(e.user), []byte{e.flags}, e.pkt, made[:])
+	}
 }
 
 // snapshotRetained writes every retained message. The walk copies the
