@@ -495,7 +495,7 @@ func (s *Server) moveAway(user, node string) {
 		seqs = append(seqs, e.seq)
 		if e.seq != 0 && s.wal != nil {
 			// Out of the inbox, still in the store until its delete
-			// below (TestReviewMoveAwayCompactionLosesInbox).
+			// below (TestCompactionDuringMoveAwayKeepsInbox).
 			s.moving.mu.Lock()
 			if s.moving.m == nil {
 				s.moving.m = make(map[uint64]movingEntry)

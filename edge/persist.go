@@ -138,7 +138,7 @@ func (s *Server) logClient(typ byte, cl *client, fields ...[]byte) {
 // from a shard's table (registry.revived): the table is not logged, and a
 // compaction's snapshot reads the records and then the tables, so a user
 // moving from one to the other meanwhile is in neither
-// (TestReviewLastSeenLostBySnapshot).
+// (TestSnapshotKeepsRevivedLastSeen).
 func (s *Server) logRevived(cl *client) {
 	if s.wal != nil && cl.lastSeen != 0 && cl.profileID() {
 		var b [8]byte
@@ -616,7 +616,7 @@ func (s *Server) insertReplayed(cl *client, seq uint64, flags byte, pkt []byte, 
 		// a later one, and the puts of the earlier record (deleted since)
 		// may be replayed too, before or after (a fuzzy snapshot): the
 		// latest date is the live record's
-		// (TestReviewInboxDateOfEarlierRecordAfterRestart).
+		// (TestReplayDatesInboxByLiveRecord).
 		cl.made = made
 	}
 	return true
@@ -682,7 +682,7 @@ func (s *Server) finishReplay() (inboxes int) {
 			// entry dates an inbox (deliverLocked, storeMoved): a
 			// persistent session's generic queue dated here was expired
 			// by the sweep as the inbox of a user who never connected
-			// (TestReviewPersistentGenericInboxExpiredAfterRestart).
+			// (TestReplayKeepsPersistentGenericQueueUndated).
 			cl.made = now
 		}
 		for i := 0; i < min(q.len(), window); i++ {
@@ -779,7 +779,7 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 			// belongs to a session whose end is logged already (a v5
 			// DISCONNECT with Session Expiry 0: OnClose drops it, with no
 			// record); replay of that end drops it, so must the snapshot
-			// (TestReviewSnapshotInV5DisconnectWindow).
+			// (TestSnapshotInV5DisconnectWindow).
 			if e.seq != 0 && (cl.persistent || e.flags&fDurable != 0) {
 				binary.LittleEndian.PutUint32(made[:], cl.made)
 				w.Append(recPut, e.seq, id, []byte{e.flags & persistFlags}, *e.buf, made[:], []byte{byte(e.pid >> 8), byte(e.pid)})

@@ -13,18 +13,17 @@ import (
 	"github.com/edgedhq/edged/internal/wal"
 )
 
-// TestReviewPersistentGenericInboxExpiredAfterRestart: a persistent
+// TestReplayKeepsPersistentGenericQueueUndated: a persistent
 // session of a client whose id is not a profile id (here "dev:1") holds
 // generic QoS 1 messages. Live, the inbox sweep never touches it (it was
 // seen; its inbox has no date). After a restart finishReplay dates the
 // inbox (cl.made = now) and the record has no last-seen time (recSeen is
 // logged for profile ids only), so the sweep takes it for the inbox of a
 // user who never connected and empties it InboxExpiry later.
-func TestReviewPersistentGenericInboxExpiredAfterRestart(t *testing.T) {
+func TestReplayKeepsPersistentGenericQueueUndated(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Unix(1_800_000_000, 0)
-	clock := func() time.Time { return now }
-	set := func(c *Config) { c.Fsync = wal.SyncNever; c.Now = clock; c.InboxExpiry = time.Hour }
+	set := hourExpiry(&now)
 	s := startDurable(t, dir, set)
 	dev := dial(t, s)
 	dev.connect("dev:1", true)
@@ -55,17 +54,16 @@ func TestReviewPersistentGenericInboxExpiredAfterRestart(t *testing.T) {
 	}
 }
 
-// TestReviewInboxDateOfEarlierRecordAfterRestart: cl.made is the date of
+// TestReplayDatesInboxByLiveRecord: cl.made is the date of
 // the record's first message; a record released (inbox purged) and made
 // again later has a new date, and every put logs it. insertReplayed keeps
 // the smallest made of all the puts it replays, including the puts of the
 // earlier record (deleted since), so after a restart the inbox is dated
 // from the old record and expires early.
-func TestReviewInboxDateOfEarlierRecordAfterRestart(t *testing.T) {
+func TestReplayDatesInboxByLiveRecord(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Unix(1_800_000_000, 0)
-	clock := func() time.Time { return now }
-	set := func(c *Config) { c.Fsync = wal.SyncNever; c.Now = clock; c.InboxExpiry = time.Hour }
+	set := hourExpiry(&now)
 	s := startDurable(t, dir, set)
 	alice := dial(t, s)
 	alice.connect("alice", false)
@@ -94,7 +92,7 @@ func TestReviewInboxDateOfEarlierRecordAfterRestart(t *testing.T) {
 	}
 }
 
-// TestReviewLastSeenLostBySnapshot: writeSnapshot reads the clients, then
+// TestSnapshotKeepsRevivedLastSeen: writeSnapshot reads the clients, then
 // the shards' last-seen tables. A user in a last-seen table whose record
 // is made again meanwhile (a message for it, or a CONNECT) takes its
 // last-seen time out of the table into the record, unlogged; if the
@@ -103,7 +101,7 @@ func TestReviewInboxDateOfEarlierRecordAfterRestart(t *testing.T) {
 // that logged it was in a segment the compaction deletes. After the
 // restart the user was never seen: presence says unknown, and the inbox
 // is expired as the inbox of a user who never connected.
-func TestReviewLastSeenLostBySnapshot(t *testing.T) {
+func TestSnapshotKeepsRevivedLastSeen(t *testing.T) {
 	dir := t.TempDir()
 	s := startDurable(t, dir, func(c *Config) { c.Fsync = wal.SyncNever })
 	alice := dial(t, s)
@@ -158,7 +156,7 @@ func TestReviewLastSeenLostBySnapshot(t *testing.T) {
 	}
 }
 
-// TestReviewSnapshotInV5DisconnectWindow: a v5 DISCONNECT with Session
+// TestSnapshotInV5DisconnectWindow: a v5 DISCONNECT with Session
 // Expiry 0 ends a persistent session while its connection is still open
 // (handle5: persistent = false, a session record with persistent 0); the
 // session's subscriptions and generic messages go only at OnClose
@@ -168,7 +166,7 @@ func TestReviewLastSeenLostBySnapshot(t *testing.T) {
 // or not); if the session end was logged before the compaction's
 // rotation, nothing after the snapshot drops them, and they come back
 // after a restart for a client that has no session.
-func TestReviewSnapshotInV5DisconnectWindow(t *testing.T) {
+func TestSnapshotInV5DisconnectWindow(t *testing.T) {
 	dir := t.TempDir()
 	s := startDurable(t, dir, func(c *Config) { c.Fsync = wal.SyncNever })
 	dev := dial5(t, s)
@@ -272,14 +270,14 @@ func (c blockingCluster) SendSync(string, []byte, string) error {
 	return <-c.release
 }
 
-// TestReviewMoveAwayCompactionLosesInbox: moveAway drops the durable
+// TestCompactionDuringMoveAwayKeepsInbox: moveAway drops the durable
 // entries it moves from memory, sends them, and logs their deletes only
 // once the other node has them, so that "a crash before this moves them
 // again" (the puts are still in the log). A compaction in between writes
 // a snapshot without them and deletes the segments holding their puts: a
 // kill -9 before the other node stored them (SendSync not yet returned)
 // loses them on both nodes.
-func TestReviewMoveAwayCompactionLosesInbox(t *testing.T) {
+func TestCompactionDuringMoveAwayKeepsInbox(t *testing.T) {
 	for _, compact := range []bool{false, true} {
 		t.Run(fmt.Sprintf("compact=%v", compact), func(t *testing.T) {
 			dir := t.TempDir()
