@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -492,6 +493,16 @@ func (s *Server) moveAway(user, node string) {
 		batch = append(batch, 'X')
 		batch = appendField(appendField(appendField(batch, []byte(user)), []byte{e.flags & persistFlags}), *e.buf)
 		seqs = append(seqs, e.seq)
+		if e.seq != 0 && s.wal != nil {
+			// Out of the inbox, still in the store until its delete
+			// below (TestCompactionDuringMoveAwayKeepsInbox).
+			s.moving.mu.Lock()
+			if s.moving.m == nil {
+				s.moving.m = make(map[uint64]movingEntry)
+			}
+			s.moving.m[e.seq] = movingEntry{user: user, flags: e.flags & persistFlags, pkt: slices.Clone(*e.buf), made: cl.made}
+			s.moving.mu.Unlock()
+		}
 	}
 	if len(batch) > 0 {
 		q.drop(func(e *entry) bool { return e.flags&fDurable != 0 })
@@ -530,11 +541,14 @@ func (s *Server) moveAway(user, node string) {
 		// Deleted here only now that node has them (or they were put
 		// back under new seqs): a crash before this moves them again.
 		var b [8]byte
+		s.moving.mu.Lock() // a snapshot restates an entry, or its delete is in the snapshot's segment
 		for _, seq := range seqs {
 			if seq != 0 {
 				s.wal.Append(recDel, []byte(user), u64(&b, seq))
+				delete(s.moving.m, seq)
 			}
 		}
+		s.moving.mu.Unlock()
 		s.syncStore()
 	}
 }

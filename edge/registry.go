@@ -371,6 +371,11 @@ type registry struct {
 	next  uint32
 	dir   [dirChunks]atomic.Pointer[[chunkSize]client]
 	count atomic.Int64
+	// revived, if set, is told (the record locked) that a new record took
+	// its last-seen time out of a shard's table: the durable store logs
+	// it, or a snapshot that read the record's index before and the table
+	// after holds it nowhere (persist.go: logRevived).
+	revived func(c *client)
 }
 
 func newRegistry() *registry {
@@ -499,6 +504,9 @@ func (r *registry) lock(id []byte, create bool) *client {
 			c.lastSeen = last
 			delete(sh.seen, string(id))
 			delete(sh.seenOld, string(id))
+			if r.revived != nil {
+				r.revived(c)
+			}
 		}
 		r.count.Add(1)
 		sh.mu.Unlock()

@@ -62,6 +62,14 @@ type Server struct {
 	wal      *wal.Log
 	storeLog logLimiter
 	ctlSeq   atomic.Uint64 // seq of the last control record (persist.go: logClient)
+	// moving holds the logged entries moveAway took out of an inbox and
+	// has not yet logged the deletes of: a snapshot restates them
+	// (writeSnapshot), or a compaction during the send would drop them
+	// from the store before the other node has them.
+	moving struct {
+		mu sync.Mutex
+		m  map[uint64]movingEntry // by seq
+	}
 
 	mu        sync.Mutex // guards admin, adminLn, started, closed, stopSweep, sweepDone, stopCompact, compactDone, stopSysC, sysDone
 	stopSysC  chan struct{}

@@ -242,6 +242,16 @@ func TestStoreCloseRecordsLeftUnwritten(t *testing.T) {
 	}
 }
 
+// hourExpiry configures a test store (no fsync) whose clock reads *now and
+// whose inboxes expire after an hour.
+func hourExpiry(now *time.Time) func(*Config) {
+	return func(c *Config) {
+		c.Fsync = wal.SyncNever
+		c.Now = func() time.Time { return *now }
+		c.InboxExpiry = time.Hour
+	}
+}
+
 // TestStoreExpiryClockResetByRestart: insertReplayed dates a replayed
 // inbox at the restart (cl.made = now) instead of its creation, so an
 // inbox for a user who never connects expires InboxExpiry after the last
@@ -250,8 +260,7 @@ func TestStoreCloseRecordsLeftUnwritten(t *testing.T) {
 func TestStoreExpiryClockResetByRestart(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Unix(1_800_000_000, 0)
-	clock := func() time.Time { return now }
-	set := func(c *Config) { c.Fsync = wal.SyncNever; c.Now = clock; c.InboxExpiry = time.Hour }
+	set := hourExpiry(&now)
 	s := startDurable(t, dir, set)
 	alice := dial(t, s)
 	alice.connect("alice", false)
