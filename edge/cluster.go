@@ -12,12 +12,19 @@ package edge
 //	'D' kind, to, from, group, mid, payload, props   a profile message for storeDirect
 //	'X' to, flags, packet                            an inbox entry moved as it is
 //	'P' topic, payload, qos|retain<<2                a generic publish (broadcast)
+//
+// Links: the batches a loop sends to one node are numbered on their link
+// (Batch.Seq); the destination keeps the last it stored per link (links,
+// logged as a link record after the batch's records, in the same WAL
+// commit, and replayed at start), drops one it stored already and refuses
+// a fast-path batch that does not follow it (docs/CLUSTER.md).
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +43,56 @@ var errBadBatch = errors.New("malformed cluster batch")
 // clusterCounters are Stats.Cluster.
 type clusterCounters struct {
 	batches, records, failed, received, moved, broadcasts atomic.Uint64
+	fast, dups, gaps                                      atomic.Uint64
+}
+
+// linkTable is the last batch stored per link (Batch.Link).
+type linkTable struct {
+	mu sync.Mutex // guards m; taken under nothing else
+	m  map[string]linkState
+}
+
+type linkState struct {
+	seq  uint64
+	used int64 // unix seconds: stored, or replayed, then (linkIdle)
+}
+
+// linkIdle: a snapshot leaves out a link not used for this long. Its
+// sender restarted (a new boot is a new link) or stopped sending here; a
+// batch that comes on it after all is stored whatever its Seq (a stream
+// batch) or sent to the stream (a fast one, as a gap): a duplicate is
+// possible only for a stream copy that waited that long.
+const linkIdle = 24 * 60 * 60
+
+// last returns link's last stored Seq (0: none).
+func (t *linkTable) last(link string) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[link].seq
+}
+
+// set records link's last stored seq (at most raising it: a replayed
+// snapshot may restate an older one) and returns the previous state.
+func (t *linkTable) set(link string, seq uint64, now int64) (linkState, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = make(map[string]linkState)
+	}
+	old, ok := t.m[link]
+	t.m[link] = linkState{seq: max(seq, old.seq), used: now}
+	return old, ok
+}
+
+// restore puts back what set replaced (a delivery that failed).
+func (t *linkTable) restore(link string, old linkState, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ok {
+		t.m[link] = old
+	} else {
+		delete(t.m, link)
+	}
 }
 
 // Batching limits. A destination gets at most maxFlights batches in flight
@@ -302,7 +359,7 @@ func (s *Server) flushCluster(l *netpoll.Loop, ls *loopState) {
 			q.open = append(q.open, f)
 			q.flying++
 			s.clstats.batches.Add(1)
-			s.cfg.Cluster.Send(node, sb.b, func(err error) {
+			s.cfg.Cluster.Send(node, loop, sb.b, func(err error) {
 				kind := msgClusterAck
 				if err != nil {
 					kind = msgClusterFail
@@ -320,11 +377,46 @@ func (s *Server) flushCluster(l *netpoll.Loop, ls *loopState) {
 }
 
 // deliverBatches stores batches sent to this node (the cluster's consumer
-// goroutine) and returns once they are durable here or forwarded.
-func (s *Server) deliverBatches(ls *loopState, batches [][]byte) error {
+// goroutine) and returns once they are durable here or forwarded. A batch
+// on a link is dropped if its Seq was stored already and, if it came over
+// the fast path, refused (Refused) unless it is the link's next; the
+// link's new last Seq is logged after the records it covers, once they
+// were forwarded, so that a torn log tail or a failure never marks a
+// batch stored whose records are not (a duplicate at worst, never a loss).
+func (s *Server) deliverBatches(ls *loopState, batches []Batch) error {
 	var f [7][]byte
 	s.clstats.received.Add(uint64(len(batches)))
-	for _, b := range batches {
+	type linkSeq struct {
+		link string
+		seq  uint64
+	}
+	var stored []linkSeq
+	for i := range batches {
+		bt := &batches[i]
+		if bt.Link != "" {
+			last := s.links.last(bt.Link)
+			for _, x := range stored { // an earlier batch of this call
+				if x.link == bt.Link {
+					last = max(last, x.seq)
+				}
+			}
+			if bt.Seq <= last {
+				s.clstats.dups.Add(1) // stored already (its reply was lost)
+				continue
+			}
+			if bt.Fast && bt.Seq != last+1 {
+				// Its predecessor went to the stream and is not here
+				// yet: this one follows it there.
+				bt.Refused = true
+				s.clstats.gaps.Add(1)
+				continue
+			}
+			stored = append(stored, linkSeq{bt.Link, bt.Seq})
+		}
+		if bt.Fast {
+			s.clstats.fast.Add(1)
+		}
+		b := bt.Data
 		var err error
 		for len(b) > 0 && err == nil {
 			typ := b[0]
@@ -376,7 +468,33 @@ func (s *Server) deliverBatches(ls *loopState, batches [][]byte) error {
 	if err := ls.cl.drain(func(node string, b []byte) error { return s.cfg.Cluster.SendSync(node, b, "") }); err != nil {
 		return err
 	}
-	return s.syncStore()
+	if len(stored) == 0 {
+		return s.syncStore()
+	}
+	type undo struct {
+		link string
+		old  linkState
+		ok   bool
+	}
+	undos := make([]undo, 0, len(stored))
+	now := s.cfg.Now().Unix()
+	for _, x := range stored {
+		old, ok := s.links.set(x.link, x.seq, now)
+		undos = append(undos, undo{x.link, old, ok})
+		if s.wal != nil {
+			var b8 [8]byte
+			s.wal.Append(recLink, []byte(x.link), u64(&b8, x.seq))
+		}
+	}
+	if err := s.syncStore(); err != nil {
+		// Not durable: a copy that comes again (from the stream) must
+		// be stored again, not taken for a duplicate.
+		for i := len(undos) - 1; i >= 0; i-- {
+			s.links.restore(undos[i].link, undos[i].old, undos[i].ok)
+		}
+		return err
+	}
+	return nil
 }
 
 // storeMoved puts an inbox entry moved from another node into to's inbox
@@ -517,7 +635,7 @@ func (s *Server) moveAway(user, node string) {
 		s.cfg.Logger.Warn("cluster: move inbox", "user", user, "node", node, "err", err)
 		ls := &loopState{cl: newClusterLoop(false)}
 		ls.cl.remote, ls.cl.here = true, true
-		if derr := s.deliverBatches(ls, [][]byte{batch}); derr != nil {
+		if derr := s.deliverBatches(ls, []Batch{{Data: batch}}); derr != nil {
 			s.cfg.Logger.Error("cluster: put inbox back", "user", user, "err", derr)
 		}
 		time.AfterFunc(time.Second, func() {
@@ -557,7 +675,7 @@ func (s *Server) runCluster() error {
 	gls.cl.remote = true
 	var gf [3][]byte
 	return c.Run(ClusterHooks{
-		Deliver: func(batches [][]byte) error { return s.deliverBatches(dls, batches) },
+		Deliver: func(batches []Batch) error { return s.deliverBatches(dls, batches) },
 		Generic: func(b []byte) {
 			for len(b) > 1 && b[0] == 'P' {
 				var err error

@@ -20,6 +20,9 @@ package edge
 //	group+   group, user / group-  group, user
 //	seen     user, unix seconds      last seen (presence)
 //	q2+      client, packet id / q2-  inbound QoS 2 awaiting PUBREL
+//	link     link, seq               the last cluster batch stored from a
+//	                                 link (edge/cluster.go), logged after
+//	                                 its records
 //
 // Each record restates a state change that is idempotent given its seq, so
 // that replaying a snapshot taken while the server ran (wal's fuzzy
@@ -66,6 +69,7 @@ const (
 	recQ2Add
 	recQ2Del
 	recSent
+	recLink
 )
 
 // msgStoreWake (a loop message) wakes a loop whose held acknowledgements
@@ -457,6 +461,12 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 			s.groups.Remove(string(a), string(b))
 		}
 		return nil
+	case recLink:
+		if len(b) != 8 {
+			return fmt.Errorf("record %d: %w", r.Seq, errBadRecord)
+		}
+		s.links.set(string(a), binary.LittleEndian.Uint64(b), s.cfg.Now().Unix())
+		return nil
 	}
 	create := r.Type == recPut || r.Type == recSession || r.Type == recSub || r.Type == recSeen || r.Type == recQ2Add
 	// Replay passes through moments over the store cap (see recRetain):
@@ -750,6 +760,14 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 		}
 		sh.mu.Unlock()
 	}
+	now := s.cfg.Now().Unix()
+	s.links.mu.Lock()
+	for l, st := range s.links.m {
+		if now-st.used < linkIdle {
+			w.Append(recLink, 0, []byte(l), u64(&b8, st.seq))
+		}
+	}
+	s.links.mu.Unlock()
 	return w.Err()
 }
 

@@ -37,10 +37,10 @@ type recorder struct {
 func (r *recorder) hooks() edge.ClusterHooks {
 	r.moved, r.groups = make(map[string]string), make(map[string]bool)
 	return edge.ClusterHooks{
-		Deliver: func(b [][]byte) error {
+		Deliver: func(b []edge.Batch) error {
 			r.mu.Lock()
 			for _, x := range b {
-				r.batches = append(r.batches, append([]byte(nil), x...))
+				r.batches = append(r.batches, append([]byte(nil), x.Data...))
 			}
 			r.mu.Unlock()
 			r.n.Add(int64(len(b)))
@@ -129,7 +129,7 @@ func TestNodes(t *testing.T) {
 		})
 	}
 	done := make(chan error, 1)
-	nodes[0].Send("n2", []byte("batch-1"), func(err error) { done <- err })
+	nodes[0].Send("n2", 0, []byte("batch-1"), func(err error) { done <- err })
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func BenchmarkSend(b *testing.B) {
 	for b.Loop() {
 		sem <- struct{}{}
 		t0 := time.Now()
-		nodes[0].Send("n1", payload, func(err error) {
+		nodes[0].Send("n1", 0, payload, func(err error) {
 			if err != nil {
 				b.Error(err)
 			}
