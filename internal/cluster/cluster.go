@@ -43,10 +43,10 @@ var (
 // Names in NATS.
 const (
 	streamName  = "EDGED"
-	nodeSubject = "edged.node." // + node name: batches for that node (the stream)
-	fastSubject = "edged.fast." // + node name: batches for that node (core NATS requests)
+	nodeSubject = "edged.node."  // + node name: batches for that node (the stream)
+	fastSubject = "edged.fast."  // + node name: batches for that node (core NATS requests)
 	replyPrefix = "edged.reply." // + node name + boot + request id: their replies
-	pubSubject  = "edged.pub."  // + node name: broadcast generic publishes
+	pubSubject  = "edged.pub."   // + node name: broadcast generic publishes
 	dirBucket   = "edged_dir"
 	groupBucket = "edged_groups"
 	clusterName = "edged"

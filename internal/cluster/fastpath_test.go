@@ -26,36 +26,32 @@ type member struct {
 // each node before its server starts (the consumer starts with it).
 func startMembers(t *testing.T, n int, prep func(i int, nd *Node)) []*member {
 	t.Helper()
-	addrs := freePorts(t, n)
+	nodes, opts := startCluster(t, n)
 	ms := make([]*member, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		ms[i] = &member{o: Options{Node: fmt.Sprintf("n%d", i), Listen: addrs[i], Peers: addrs, StoreDir: t.TempDir()}, data: t.TempDir()}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ms[i].node, errs[i] = Start(ms[i].o)
-		}()
-	}
-	wg.Wait()
-	t.Cleanup(func() {
-		for _, m := range ms {
-			m.stop()
-		}
-	})
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i, m := range ms {
+	for i, nd := range nodes {
+		ms[i] = &member{o: opts[i], node: nd, data: t.TempDir()}
 		if prep != nil {
-			prep(i, m.node)
+			prep(i, nd)
 		}
-		m.serve(t)
+		ms[i].serve(t)
+		t.Cleanup(ms[i].stop) // before the nodes' own cleanup (LIFO)
 	}
 	return ms
+}
+
+// bobAndAlice starts 3 members (prep as for startMembers) and connects bob
+// to n1 and alice to n0, both in every directory.
+func bobAndAlice(t *testing.T, prep func(i int, nd *Node)) (ms []*member, bob, alice *mqttClient) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts 3 embedded NATS servers and edge servers")
+	}
+	ms = startMembers(t, 3, prep)
+	bob = connect(t, ms[1], "bob")
+	waitHome(t, ms, "bob", "n1")
+	alice = connect(t, ms[0], "alice")
+	waitHome(t, ms, "alice", "n0")
+	return ms, bob, alice
 }
 
 func (m *member) serve(t *testing.T) {
@@ -231,14 +227,7 @@ func wantTopics(t *testing.T, got []string, prefix string, mids ...string) {
 // the destination drops that copy (its link says it is stored): the
 // recipient gets the message once, and the next one over the fast path.
 func TestFastPathReplyLost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts 3 embedded NATS servers and edge servers")
-	}
-	ms := startMembers(t, 3, nil)
-	bob := connect(t, ms[1], "bob")
-	waitHome(t, ms, "bob", "n1")
-	alice := connect(t, ms[0], "alice")
-	waitHome(t, ms, "alice", "n0")
+	ms, bob, alice := bobAndAlice(t, nil)
 	ms[1].node.dropReplies.Store(1)
 	alice.publish("u/bob/m1") // PUBACKed once the stream has its copy
 	eventually(t, "n1 dropped the stream's copy of m1", func() bool { return ms[1].stats().Duplicates == 1 })
@@ -257,19 +246,12 @@ func TestFastPathReplyLost(t *testing.T) {
 // sends it to the stream too; released, the consumer stores both in order,
 // and the link goes back to the fast path.
 func TestFastPathGap(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts 3 embedded NATS servers and edge servers")
-	}
 	hold := make(chan struct{})
-	ms := startMembers(t, 3, func(i int, nd *Node) {
+	ms, bob, alice := bobAndAlice(t, func(i int, nd *Node) {
 		if i == 1 {
 			nd.holdStream = hold
 		}
 	})
-	bob := connect(t, ms[1], "bob")
-	waitHome(t, ms, "bob", "n1")
-	alice := connect(t, ms[0], "alice")
-	waitHome(t, ms, "alice", "n0")
 	ms[0].node.toStream.Store(1)
 	alice.publish("u/bob/m1") // in the stream (PUBACKed: JetStream holds it), not consumed
 	alice.publish("u/bob/m2") // fast path: refused, then in the stream behind m1
@@ -294,15 +276,8 @@ func TestFastPathGap(t *testing.T) {
 // on (over the fast path, or the stream while the link is behind) comes
 // after them: the recipient gets every message once, in order.
 func TestFastPathDestinationDown(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts 3 embedded NATS servers and edge servers")
-	}
-	ms := startMembers(t, 3, nil)
-	bob := connect(t, ms[1], "bob")
-	waitHome(t, ms, "bob", "n1")
-	bob.c.Close() // offline: his inbox is on n1
-	alice := connect(t, ms[0], "alice")
-	waitHome(t, ms, "alice", "n0")
+	ms, bob, alice := bobAndAlice(t, nil)
+	bob.c.Close()             // offline: his inbox is on n1
 	alice.publish("u/bob/m0") // over the fast path
 	ms[1].stop()
 	// The stream and its consumer have leaders on the two nodes left.
