@@ -14,10 +14,10 @@ package edge
 //	'P' topic, payload, qos|retain<<2                a generic publish (broadcast)
 //
 // Links: the batches a loop sends to one node are numbered on their link
-// (Batch.Seq); the destination keeps the last it stored per link (links,
-// logged as a link record after the batch's records, in the same WAL
+// (Batch.Seq); the destination keeps the Seqs it stored per link (links,
+// logged as link records after the batch's records, in the same WAL
 // commit, and replayed at start), drops one it stored already and refuses
-// a fast-path batch that does not follow it (docs/CLUSTER.md).
+// a fast-path batch that does not follow the last (docs/CLUSTER.md).
 
 import (
 	"encoding/binary"
@@ -46,49 +46,112 @@ type clusterCounters struct {
 	fast, dups, gaps                                      atomic.Uint64
 }
 
-// linkTable is the last batch stored per link (Batch.Link).
+// linkTable is what was stored per link (Batch.Link): the Seqs, as
+// ranges.
 type linkTable struct {
 	mu sync.Mutex // guards m; taken under nothing else
-	m  map[string]linkState
+	m  map[string]*linkState
 }
 
+// linkState is one link's stored Seqs: sorted, disjoint, non-adjacent
+// ranges; one (1 to the last) but for holes: a batch the stream refused
+// to its sender (never acknowledged: it does not come) or one it
+// redelivers after a later one (a consumer that failed: it comes late and
+// is stored then, out of order).
 type linkState struct {
-	seq  uint64
+	runs []seqRange
 	used int64 // unix seconds: stored, or replayed, then (linkIdle)
 }
 
+type seqRange struct{ lo, hi uint64 }
+
+// maxRuns bounds a link's ranges (its holes): past it the first two merge,
+// the hole between them taken as stored (a batch that came for it that
+// late would be dropped as a duplicate).
+const maxRuns = 256
+
 // linkIdle: a snapshot leaves out a link not used for this long. Its
 // sender restarted (a new boot is a new link) or stopped sending here; a
-// batch that comes on it after all is stored whatever its Seq (a stream
-// batch) or sent to the stream (a fast one, as a gap): a duplicate is
-// possible only for a stream copy that waited that long.
+// batch that comes on it after all is stored (a stream batch) or sent to
+// the stream (a fast one, refused as not following the last): a duplicate
+// is possible only for a stream copy that waited that long.
 const linkIdle = 24 * 60 * 60
 
-// last returns link's last stored Seq (0: none).
-func (t *linkTable) last(link string) uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.m[link].seq
+func (st *linkState) has(seq uint64) bool {
+	for _, r := range st.runs {
+		if seq >= r.lo && seq <= r.hi {
+			return true
+		}
+	}
+	return false
 }
 
-// set records link's last stored seq (at most raising it: a replayed
-// snapshot may restate an older one) and returns the previous state.
-func (t *linkTable) set(link string, seq uint64, now int64) (linkState, bool) {
+func (st *linkState) last() uint64 {
+	if len(st.runs) == 0 {
+		return 0
+	}
+	return st.runs[len(st.runs)-1].hi
+}
+
+// add marks lo..hi stored.
+func (st *linkState) add(lo, hi uint64) {
+	if n := len(st.runs); n > 0 && st.runs[n-1].hi+1 == lo {
+		st.runs[n-1].hi = hi // the next batch: the usual case
+		return
+	}
+	i := 0
+	for i < len(st.runs) && st.runs[i].hi+1 < lo {
+		i++
+	}
+	j := i // runs[i:j] touch or overlap lo..hi: they merge
+	for j < len(st.runs) && st.runs[j].lo <= hi+1 {
+		lo, hi = min(lo, st.runs[j].lo), max(hi, st.runs[j].hi)
+		j++
+	}
+	st.runs = append(st.runs[:i], append([]seqRange{{lo, hi}}, st.runs[j:]...)...)
+	if len(st.runs) > maxRuns {
+		st.runs[1].lo = st.runs[0].lo
+		st.runs = append(st.runs[:0], st.runs[1:]...)
+	}
+}
+
+// state returns link's stored Seqs: whether seq is one, and the last.
+func (t *linkTable) state(link string, seq uint64) (stored bool, last uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.m[link]
+	if st == nil {
+		return false, 0
+	}
+	return st.has(seq), st.last()
+}
+
+// mark records lo..hi stored on link and returns what it replaced (nil:
+// nothing), for put.
+func (t *linkTable) mark(link string, lo, hi uint64, now int64) *linkState {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.m == nil {
-		t.m = make(map[string]linkState)
+		t.m = make(map[string]*linkState)
 	}
-	old, ok := t.m[link]
-	t.m[link] = linkState{seq: max(seq, old.seq), used: now}
-	return old, ok
+	st := t.m[link]
+	var old *linkState
+	if st == nil {
+		st = &linkState{}
+		t.m[link] = st
+	} else {
+		old = &linkState{runs: append([]seqRange(nil), st.runs...), used: st.used}
+	}
+	st.add(lo, hi)
+	st.used = now
+	return old
 }
 
-// restore puts back what set replaced (a delivery that failed).
-func (t *linkTable) restore(link string, old linkState, ok bool) {
+// put puts back what mark replaced (a delivery that failed).
+func (t *linkTable) put(link string, old *linkState) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if ok {
+	if old != nil {
 		t.m[link] = old
 	} else {
 		delete(t.m, link)
@@ -379,10 +442,10 @@ func (s *Server) flushCluster(l *netpoll.Loop, ls *loopState) {
 // deliverBatches stores batches sent to this node (the cluster's consumer
 // goroutine) and returns once they are durable here or forwarded. A batch
 // on a link is dropped if its Seq was stored already and, if it came over
-// the fast path, refused (Refused) unless it is the link's next; the
-// link's new last Seq is logged after the records it covers, once they
-// were forwarded, so that a torn log tail or a failure never marks a
-// batch stored whose records are not (a duplicate at worst, never a loss).
+// the fast path, refused (Refused) unless it follows the link's last; the
+// Seqs stored are logged after the records they cover, once those were
+// forwarded, so that a torn log tail or a failure never marks a batch
+// stored whose records are not (a duplicate at worst, never a loss).
 func (s *Server) deliverBatches(ls *loopState, batches []Batch) error {
 	var f [7][]byte
 	s.clstats.received.Add(uint64(len(batches)))
@@ -394,13 +457,14 @@ func (s *Server) deliverBatches(ls *loopState, batches []Batch) error {
 	for i := range batches {
 		bt := &batches[i]
 		if bt.Link != "" {
-			last := s.links.last(bt.Link)
+			dup, last := s.links.state(bt.Link, bt.Seq)
 			for _, x := range stored { // an earlier batch of this call
 				if x.link == bt.Link {
+					dup = dup || x.seq == bt.Seq
 					last = max(last, x.seq)
 				}
 			}
-			if bt.Seq <= last {
+			if dup {
 				s.clstats.dups.Add(1) // stored already (its reply was lost)
 				continue
 			}
@@ -473,24 +537,19 @@ func (s *Server) deliverBatches(ls *loopState, batches []Batch) error {
 	}
 	type undo struct {
 		link string
-		old  linkState
-		ok   bool
+		old  *linkState
 	}
 	undos := make([]undo, 0, len(stored))
 	now := s.cfg.Now().Unix()
 	for _, x := range stored {
-		old, ok := s.links.set(x.link, x.seq, now)
-		undos = append(undos, undo{x.link, old, ok})
-		if s.wal != nil {
-			var b8 [8]byte
-			s.wal.Append(recLink, []byte(x.link), u64(&b8, x.seq))
-		}
+		undos = append(undos, undo{x.link, s.links.mark(x.link, x.seq, x.seq, now)})
+		s.logLink(x.link, x.seq, x.seq)
 	}
 	if err := s.syncStore(); err != nil {
 		// Not durable: a copy that comes again (from the stream) must
 		// be stored again, not taken for a duplicate.
 		for i := len(undos) - 1; i >= 0; i-- {
-			s.links.restore(undos[i].link, undos[i].old, undos[i].ok)
+			s.links.put(undos[i].link, undos[i].old)
 		}
 		return err
 	}

@@ -159,9 +159,11 @@ func TestMoveAwayEndsCleanSession(t *testing.T) {
 // is stored once (a copy with a Seq stored already is dropped, as when a
 // fast-path reply was lost and the sender sent it to the stream), a
 // fast-path batch that does not follow its link's last is refused (its
-// predecessor is in the stream), a stream batch is stored past a gap (a
-// predecessor refused to its publisher), a batch on no link is always
-// stored, and the links' state survives a restart and a compaction.
+// predecessor is in the stream), a stream batch is stored past a hole (a
+// predecessor refused to its publisher) and a late predecessor is stored
+// too (not taken for a duplicate: the stream redelivers out of order
+// after a consumer failed), a batch on no link is always stored, and the
+// links' state survives a restart and a compaction.
 func TestDeliverBatchLinks(t *testing.T) {
 	dir := t.TempDir()
 	start := func() *Server { return startDurable(t, dir, func(c *Config) { c.Cluster = stubCluster{} }) }
@@ -197,23 +199,53 @@ func TestDeliverBatchLinks(t *testing.T) {
 	if bs := deliver(s, 3, batch(l, 2, false), batch(l, 3, true)); bs[0].Refused || bs[1].Refused {
 		t.Fatal("a fast-path batch following a stream batch of the same call was refused")
 	}
-	deliver(s, 4, batch(l, 6, false)) // the stream past a gap (4 and 5 refused to their publisher)
+	deliver(s, 4, batch(l, 6, false)) // the stream past a hole (4 and 5 not here)
 	deliver(s, 5, batch("", 0, true)) // on no link: stored
 	deliver(s, 6, batch("a/boot2/0", 1, true))
 	s.Close()
 
-	s = start()
-	if s.links.last(l) != 6 || s.links.last("a/boot2/0") != 1 {
-		t.Fatalf("after a restart: links %v", s.links.m)
+	runs := func(s *Server, link string) []seqRange {
+		s.links.mu.Lock()
+		defer s.links.mu.Unlock()
+		if st := s.links.m[link]; st != nil {
+			return append([]seqRange(nil), st.runs...)
+		}
+		return nil
 	}
-	deliver(s, 6, batch(l, 6, false), batch(l, 5, false))
+	s = start()
+	if r := runs(s, l); fmt.Sprint(r) != "[{1 3} {6 6}]" {
+		t.Fatalf("after a restart: %v", r)
+	}
+	deliver(s, 7, batch(l, 6, false), batch(l, 5, false)) // 6 again; 5, late
+	deliver(s, 8, batch(l, 7, true))                      // follows 6
+	deliver(s, 9, batch(l, 4, false))
 	if err := s.compact(); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	s = start()
-	if s.links.last(l) != 6 {
-		t.Fatalf("after a compaction and a restart: links %v", s.links.m)
+	if r := runs(s, l); fmt.Sprint(r) != "[{1 7}]" || len(runs(s, "a/boot2/0")) != 1 {
+		t.Fatalf("after a compaction and a restart: %v", r)
 	}
-	deliver(s, 7, batch(l, 7, true))
+	deliver(s, 9, batch(l, 4, false))
+	deliver(s, 10, batch(l, 8, true))
+}
+
+// TestLinkRuns: a link's stored Seqs as ranges: adjacent ones merge, a
+// range fills a hole, and past maxRuns the first hole is taken as stored.
+func TestLinkRuns(t *testing.T) {
+	var st linkState
+	for _, r := range []seqRange{{1, 1}, {2, 2}, {5, 5}, {9, 10}, {4, 4}, {3, 3}, {12, 12}, {6, 8}} {
+		st.add(r.lo, r.hi)
+	}
+	if fmt.Sprint(st.runs) != "[{1 10} {12 12}]" || !st.has(7) || st.has(11) || st.last() != 12 {
+		t.Fatalf("runs %v", st.runs)
+	}
+	for i := range uint64(maxRuns) {
+		st.add(14+2*i, 14+2*i) // a hole before each
+	}
+	// Two holes too many: 11 and 13 taken as stored, 15 still one.
+	if len(st.runs) != maxRuns || st.runs[0] != (seqRange{1, 14}) || !st.has(13) || st.has(15) {
+		t.Fatalf("%d runs, first %v", len(st.runs), st.runs[0])
+	}
 }

@@ -284,8 +284,8 @@ type ClusterHooks struct {
 // A Batch is one batch sent to this node (ClusterHooks.Deliver). A batch
 // sent with Cluster.Send is on a link, its sender's (node, boot, lane) to
 // this node, and numbered on it from 1: Deliver drops one whose Seq it
-// stored already (a duplicate: acked), stores the others in Seq order and
-// logs each link's last Seq with the records (docs/CLUSTER.md).
+// stored already (a duplicate: acked), stores the others and logs the
+// Seqs it stored with the records (docs/CLUSTER.md).
 type Batch struct {
 	Data []byte
 	// Link names the batch's link ("" for a batch on none: a move, a
@@ -293,9 +293,9 @@ type Batch struct {
 	Link string
 	Seq  uint64
 	// Fast: it came over core NATS (the fast path), not the stream: it
-	// is stored only if it is its link's next (Seq = last stored + 1);
-	// else Deliver sets Refused and the sender sends it to the stream
-	// (behind its predecessor).
+	// is stored only if it follows its link's last (Seq = the highest
+	// stored + 1); else Deliver sets Refused and the sender sends it to
+	// the stream (behind its predecessor).
 	Fast    bool
 	Refused bool
 }

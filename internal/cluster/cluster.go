@@ -69,6 +69,11 @@ const (
 	// goes to the stream (a destination that is slow, partitioned, or
 	// whose reply was lost; a dead one answers at once, no responders).
 	DefaultFastTimeout = time.Second
+	// fastQueue is the fast-path requests a node takes before NATS drops
+	// them (a slow consumer: they time out and go to the stream). Each
+	// sender loop has at most 2 in flight per destination (edge's
+	// maxFlights): room for 2,048 sender loops across the other nodes.
+	fastQueue = 4096
 	// maxPayload is the embedded server's max_payload: room for a batch
 	// (edge seals them at 512 KiB) holding one message of edged's largest
 	// packet size but one (--max-packet-size up to 64 MiB: bigger ones
@@ -674,7 +679,7 @@ func (n *Node) Run(h edge.ClusterHooks) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	fast := make(chan *nats.Msg, 4*fetchBatch)
+	fast := make(chan *nats.Msg, fastQueue)
 	if n.fsub, err = n.nc.ChanSubscribe(fastSubject+n.o.Node, fast); err != nil {
 		return fmt.Errorf("subscribe to fast-path batches: %w", err)
 	}
