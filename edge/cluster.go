@@ -503,8 +503,8 @@ func (s *Server) deliverBatches(ls *loopState, batches []Batch) error {
 					group = nil
 				}
 				for s.storeDirect(ls, nil, kind, f[0], f[1], group, f[3], f[4]) == storeNoRoom {
-					// Over the store cap: the batch waits (unacked in
-					// JetStream it is not lost) until there is room.
+					// Over the store cap: the batch waits (not yet
+					// acknowledged, it is not lost) until there is room.
 					if s.isClosed() {
 						return ErrClosed
 					}
