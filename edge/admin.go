@@ -309,10 +309,13 @@ type Stats struct {
 
 // ClusterStats count a node's cross-node traffic (edge/cluster.go).
 type ClusterStats struct {
-	BatchesSent     uint64 `json:"batches_sent"`     // JetStream messages to other nodes (one per destination per loop iteration)
+	BatchesSent     uint64 `json:"batches_sent"`     // batches to other nodes (one per destination per loop iteration)
 	RecordsSent     uint64 `json:"records_sent"`     // profile messages, receipts and moved entries in them
 	BatchesFailed   uint64 `json:"batches_failed"`   // refused or timed out: their PUBACKs were not sent
-	BatchesReceived uint64 `json:"batches_received"` // batches for this node, stored
+	BatchesReceived uint64 `json:"batches_received"` // batches for this node (fast path and stream)
+	FastStored      uint64 `json:"fast_stored"`      // of them: stored from the fast path (core NATS)
+	Duplicates      uint64 `json:"duplicates"`       // of them: stored already (a lost fast-path reply), dropped
+	Gaps            uint64 `json:"gaps"`             // of them: fast-path batches refused behind a predecessor in the stream
 	Moved           uint64 `json:"moved"`            // inbox entries moved to the node a user went to
 	Broadcasts      uint64 `json:"broadcasts"`       // generic publish batches broadcast
 	Directory       int    `json:"directory"`        // users in this node's copy of the directory
@@ -384,7 +387,8 @@ func (s *Server) Stats() Stats {
 		c := &s.clstats
 		st.Cluster = &ClusterStats{BatchesSent: c.batches.Load(), RecordsSent: c.records.Load(),
 			BatchesFailed: c.failed.Load(), BatchesReceived: c.received.Load(), Moved: c.moved.Load(),
-			Broadcasts: c.broadcasts.Load(), Directory: s.cfg.Cluster.Users()}
+			Broadcasts: c.broadcasts.Load(), Directory: s.cfg.Cluster.Users(),
+			FastStored: c.fast.Load(), Duplicates: c.dups.Load(), Gaps: c.gaps.Load()}
 	}
 	if s.cfg.WS != nil {
 		w := s.cfg.WS.Stats()

@@ -12,6 +12,12 @@ package edge
 //	'D' kind, to, from, group, mid, payload, props   a profile message for storeDirect
 //	'X' to, flags, packet                            an inbox entry moved as it is
 //	'P' topic, payload, qos|retain<<2                a generic publish (broadcast)
+//
+// Links: the batches a loop sends to one node are numbered on their link
+// (Batch.Seq); the destination keeps the Seqs it stored per link (links,
+// logged as link records after the batch's records, in the same WAL
+// commit, and replayed at start), drops one it stored already and refuses
+// a fast-path batch that does not follow the last (docs/CLUSTER.md).
 
 import (
 	"encoding/binary"
@@ -19,6 +25,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +44,119 @@ var errBadBatch = errors.New("malformed cluster batch")
 // clusterCounters are Stats.Cluster.
 type clusterCounters struct {
 	batches, records, failed, received, moved, broadcasts atomic.Uint64
+	fast, dups, gaps                                      atomic.Uint64
+}
+
+// linkTable is what was stored per link (Batch.Link): the Seqs, as
+// ranges.
+type linkTable struct {
+	mu sync.Mutex // guards m; taken under nothing else
+	m  map[string]*linkState
+}
+
+// linkState is one link's stored Seqs: sorted, disjoint, non-adjacent
+// ranges; one (1 to the last) but for holes: a batch the stream refused
+// to its sender (never acknowledged: it does not come) or one it
+// redelivers after a later one (a consumer that failed: it comes late and
+// is stored then, out of order).
+type linkState struct {
+	runs []seqRange
+	used int64 // unix seconds: stored, or replayed, then (linkIdle)
+}
+
+type seqRange struct{ lo, hi uint64 }
+
+// maxRuns bounds a link's ranges (its holes): past it the first two merge,
+// the hole between them taken as stored (a batch that came for it that
+// late would be dropped as a duplicate).
+const maxRuns = 256
+
+// linkIdle: a snapshot leaves out a link not used for this long. Its
+// sender restarted (a new boot is a new link) or stopped sending here; a
+// batch that comes on it after all is stored (a stream batch) or sent to
+// the stream (a fast one, refused as not following the last): a duplicate
+// is possible only for a stream copy that waited that long.
+const linkIdle = 24 * 60 * 60
+
+func (st *linkState) has(seq uint64) bool {
+	for _, r := range st.runs {
+		if seq >= r.lo && seq <= r.hi {
+			return true
+		}
+	}
+	return false
+}
+
+func (st *linkState) last() uint64 {
+	if len(st.runs) == 0 {
+		return 0
+	}
+	return st.runs[len(st.runs)-1].hi
+}
+
+// add marks lo..hi stored.
+func (st *linkState) add(lo, hi uint64) {
+	if n := len(st.runs); n > 0 && st.runs[n-1].hi+1 == lo {
+		st.runs[n-1].hi = hi // the next batch: the usual case
+		return
+	}
+	i := 0
+	for i < len(st.runs) && st.runs[i].hi+1 < lo {
+		i++
+	}
+	j := i // runs[i:j] touch or overlap lo..hi: they merge
+	for j < len(st.runs) && st.runs[j].lo <= hi+1 {
+		lo, hi = min(lo, st.runs[j].lo), max(hi, st.runs[j].hi)
+		j++
+	}
+	st.runs = append(st.runs[:i], append([]seqRange{{lo, hi}}, st.runs[j:]...)...)
+	if len(st.runs) > maxRuns {
+		st.runs[1].lo = st.runs[0].lo
+		st.runs = append(st.runs[:0], st.runs[1:]...)
+	}
+}
+
+// state returns link's stored Seqs: whether seq is one, and the last.
+func (t *linkTable) state(link string, seq uint64) (stored bool, last uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.m[link]
+	if st == nil {
+		return false, 0
+	}
+	return st.has(seq), st.last()
+}
+
+// mark records lo..hi stored on link and returns what it replaced (nil:
+// nothing), for put.
+func (t *linkTable) mark(link string, lo, hi uint64, now int64) *linkState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = make(map[string]*linkState)
+	}
+	st := t.m[link]
+	var old *linkState
+	if st == nil {
+		st = &linkState{}
+		t.m[link] = st
+	} else {
+		old = &linkState{runs: append([]seqRange(nil), st.runs...), used: st.used}
+	}
+	st.add(lo, hi)
+	st.used = now
+	return old
+}
+
+// put puts back what mark replaced (a delivery that failed).
+func (t *linkTable) put(link string, old *linkState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old != nil {
+		t.m[link] = old
+	} else {
+		delete(t.m, link)
+	}
 }
 
 // Batching limits. A destination gets at most maxFlights batches in flight
@@ -303,7 +423,7 @@ func (s *Server) flushCluster(l *netpoll.Loop, ls *loopState) {
 			q.open = append(q.open, f)
 			q.flying++
 			s.clstats.batches.Add(1)
-			s.cfg.Cluster.Send(node, sb.b, func(err error) {
+			s.cfg.Cluster.Send(node, loop, sb.b, func(err error) {
 				kind := msgClusterAck
 				if err != nil {
 					kind = msgClusterFail
@@ -321,11 +441,47 @@ func (s *Server) flushCluster(l *netpoll.Loop, ls *loopState) {
 }
 
 // deliverBatches stores batches sent to this node (the cluster's consumer
-// goroutine) and returns once they are durable here or forwarded.
-func (s *Server) deliverBatches(ls *loopState, batches [][]byte) error {
+// goroutine) and returns once they are durable here or forwarded. A batch
+// on a link is dropped if its Seq was stored already and, if it came over
+// the fast path, refused (Refused) unless it follows the link's last; the
+// Seqs stored are logged after the records they cover, once those were
+// forwarded, so that a torn log tail or a failure never marks a batch
+// stored whose records are not (a duplicate at worst, never a loss).
+func (s *Server) deliverBatches(ls *loopState, batches []Batch) error {
 	var f [7][]byte
 	s.clstats.received.Add(uint64(len(batches)))
-	for _, b := range batches {
+	type linkSeq struct {
+		link string
+		seq  uint64
+	}
+	var stored []linkSeq
+	for i := range batches {
+		bt := &batches[i]
+		if bt.Link != "" {
+			dup, last := s.links.state(bt.Link, bt.Seq)
+			for _, x := range stored { // an earlier batch of this call
+				if x.link == bt.Link {
+					dup = dup || x.seq == bt.Seq
+					last = max(last, x.seq)
+				}
+			}
+			if dup {
+				s.clstats.dups.Add(1) // stored already (its reply was lost)
+				continue
+			}
+			if bt.Fast && bt.Seq != last+1 {
+				// Its predecessor went to the stream and is not here
+				// yet: this one follows it there.
+				bt.Refused = true
+				s.clstats.gaps.Add(1)
+				continue
+			}
+			stored = append(stored, linkSeq{bt.Link, bt.Seq})
+		}
+		if bt.Fast {
+			s.clstats.fast.Add(1)
+		}
+		b := bt.Data
 		var err error
 		for len(b) > 0 && err == nil {
 			typ := b[0]
@@ -348,8 +504,8 @@ func (s *Server) deliverBatches(ls *loopState, batches [][]byte) error {
 					group = nil
 				}
 				for s.storeDirect(ls, nil, kind, f[0], f[1], group, f[3], f[4]) == storeNoRoom {
-					// Over the store cap: the batch waits (unacked in
-					// JetStream it is not lost) until there is room.
+					// Over the store cap: the batch waits (not yet
+					// acknowledged, it is not lost) until there is room.
 					if s.isClosed() {
 						return ErrClosed
 					}
@@ -377,7 +533,28 @@ func (s *Server) deliverBatches(ls *loopState, batches [][]byte) error {
 	if err := ls.cl.drain(func(node string, b []byte) error { return s.cfg.Cluster.SendSync(node, b, "") }); err != nil {
 		return err
 	}
-	return s.syncStore()
+	if len(stored) == 0 {
+		return s.syncStore()
+	}
+	type undo struct {
+		link string
+		old  *linkState
+	}
+	undos := make([]undo, 0, len(stored))
+	now := s.cfg.Now().Unix()
+	for _, x := range stored {
+		undos = append(undos, undo{x.link, s.links.mark(x.link, x.seq, x.seq, now)})
+		s.logLink(x.link, x.seq, x.seq)
+	}
+	if err := s.syncStore(); err != nil {
+		// Not durable: a copy that comes again (from the stream) must
+		// be stored again, not taken for a duplicate.
+		for i := len(undos) - 1; i >= 0; i-- {
+			s.links.put(undos[i].link, undos[i].old)
+		}
+		return err
+	}
+	return nil
 }
 
 // storeMoved puts an inbox entry moved from another node into to's inbox
@@ -528,7 +705,7 @@ func (s *Server) moveAway(user, node string) {
 		s.cfg.Logger.Warn("cluster: move inbox", "user", user, "node", node, "err", err)
 		ls := &loopState{cl: newClusterLoop(false)}
 		ls.cl.remote, ls.cl.here = true, true
-		if derr := s.deliverBatches(ls, [][]byte{batch}); derr != nil {
+		if derr := s.deliverBatches(ls, []Batch{{Data: batch}}); derr != nil {
 			s.cfg.Logger.Error("cluster: put inbox back", "user", user, "err", derr)
 		}
 		time.AfterFunc(time.Second, func() {
@@ -571,7 +748,7 @@ func (s *Server) runCluster() error {
 	gls.cl.remote = true
 	var gf [3][]byte
 	return c.Run(ClusterHooks{
-		Deliver: func(batches [][]byte) error { return s.deliverBatches(dls, batches) },
+		Deliver: func(batches []Batch) error { return s.deliverBatches(dls, batches) },
 		Generic: func(b []byte) {
 			for len(b) > 1 && b[0] == 'P' {
 				var err error

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -106,16 +107,16 @@ func FuzzBatchFields(f *testing.F) {
 // stubCluster is a Cluster with no other node: only moveAway is exercised.
 type stubCluster struct{}
 
-func (stubCluster) Node() string                           { return "a" }
-func (stubCluster) Home([]byte) (string, bool)             { return "", false }
-func (stubCluster) Claim(string)                           {}
-func (stubCluster) Users() int                             { return 0 }
-func (stubCluster) Send(_ string, _ []byte, d func(error)) { d(nil) }
-func (stubCluster) SendSync(string, []byte, string) error  { return nil }
-func (stubCluster) Broadcast([]byte)                       {}
-func (stubCluster) SetGroup(bool, string, string) error    { return nil }
-func (stubCluster) Run(ClusterHooks) error                 { return nil }
-func (stubCluster) Close() error                           { return nil }
+func (stubCluster) Node() string                                  { return "a" }
+func (stubCluster) Home([]byte) (string, bool)                    { return "", false }
+func (stubCluster) Claim(string)                                  {}
+func (stubCluster) Users() int                                    { return 0 }
+func (stubCluster) Send(_ string, _ int, _ []byte, d func(error)) { d(nil) }
+func (stubCluster) SendSync(string, []byte, string) error         { return nil }
+func (stubCluster) Broadcast([]byte)                              {}
+func (stubCluster) SetGroup(bool, string, string) error           { return nil }
+func (stubCluster) Run(ClusterHooks) error                        { return nil }
+func (stubCluster) Close() error                                  { return nil }
 
 // TestMoveAwayEndsCleanSession: a connected clean-session user whose
 // directory entry moves to another node, holding a will or an inbound QoS 2
@@ -151,5 +152,100 @@ func TestMoveAwayEndsCleanSession(t *testing.T) {
 				t.Fatalf("watcher got %v %q: the will of a session that moved on was sent", p.Type, p.Topic)
 			}
 		})
+	}
+}
+
+// TestDeliverBatchLinks walks the destination's side of the links: a batch
+// is stored once (a copy with a Seq stored already is dropped, as when a
+// fast-path reply was lost and the sender sent it to the stream), a
+// fast-path batch that does not follow its link's last is refused (its
+// predecessor is in the stream), a stream batch is stored past a hole (a
+// predecessor refused to its publisher) and a late predecessor is stored
+// too (not taken for a duplicate: the stream redelivers out of order
+// after a consumer failed), a batch on no link is always stored, and the
+// links' state survives a restart and a compaction.
+func TestDeliverBatchLinks(t *testing.T) {
+	dir := t.TempDir()
+	start := func() *Server { return startDurable(t, dir, func(c *Config) { c.Cluster = stubCluster{} }) }
+	s := start()
+	n := 0
+	batch := func(link string, seq uint64, fast bool) Batch {
+		n++
+		b := []byte{'D', 'm'}
+		for _, f := range []string{"bob", "alice", "", fmt.Sprintf("m%d", n), "hi", ""} {
+			b = appendField(b, []byte(f))
+		}
+		return Batch{Data: b, Link: link, Seq: seq, Fast: fast}
+	}
+	deliver := func(s *Server, want int, bs ...Batch) []Batch {
+		t.Helper()
+		ls := &loopState{cl: newClusterLoop(false)}
+		ls.cl.remote, ls.cl.loop = true, true
+		if err := s.deliverBatches(ls, bs); err != nil {
+			t.Fatal(err)
+		}
+		if got := s.InboxLen("bob"); got != want {
+			t.Fatalf("bob's inbox holds %d, want %d", got, want)
+		}
+		return bs
+	}
+	const l = "a/boot1/0"
+	deliver(s, 1, batch(l, 1, true))
+	deliver(s, 1, batch(l, 1, false)) // the stream's copy of a stored batch (a lost reply)
+	if bs := deliver(s, 1, batch(l, 3, true)); !bs[0].Refused {
+		t.Fatal("a fast-path batch after a gap was not refused")
+	}
+	// In one call: 2 from the stream, then 3 (fast) follows it.
+	if bs := deliver(s, 3, batch(l, 2, false), batch(l, 3, true)); bs[0].Refused || bs[1].Refused {
+		t.Fatal("a fast-path batch following a stream batch of the same call was refused")
+	}
+	deliver(s, 4, batch(l, 6, false)) // the stream past a hole (4 and 5 not here)
+	deliver(s, 5, batch("", 0, true)) // on no link: stored
+	deliver(s, 6, batch("a/boot2/0", 1, true))
+	s.Close()
+
+	runs := func(s *Server, link string) []seqRange {
+		s.links.mu.Lock()
+		defer s.links.mu.Unlock()
+		if st := s.links.m[link]; st != nil {
+			return append([]seqRange(nil), st.runs...)
+		}
+		return nil
+	}
+	s = start()
+	if r := runs(s, l); fmt.Sprint(r) != "[{1 3} {6 6}]" {
+		t.Fatalf("after a restart: %v", r)
+	}
+	deliver(s, 7, batch(l, 6, false), batch(l, 5, false)) // 6 again; 5, late
+	deliver(s, 8, batch(l, 7, true))                      // follows 6
+	deliver(s, 9, batch(l, 4, false))
+	if err := s.compact(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = start()
+	if r := runs(s, l); fmt.Sprint(r) != "[{1 7}]" || len(runs(s, "a/boot2/0")) != 1 {
+		t.Fatalf("after a compaction and a restart: %v", r)
+	}
+	deliver(s, 9, batch(l, 4, false))
+	deliver(s, 10, batch(l, 8, true))
+}
+
+// TestLinkRuns: a link's stored Seqs as ranges: adjacent ones merge, a
+// range fills a hole, and past maxRuns the first hole is taken as stored.
+func TestLinkRuns(t *testing.T) {
+	var st linkState
+	for _, r := range []seqRange{{1, 1}, {2, 2}, {5, 5}, {9, 10}, {4, 4}, {3, 3}, {12, 12}, {6, 8}} {
+		st.add(r.lo, r.hi)
+	}
+	if fmt.Sprint(st.runs) != "[{1 10} {12 12}]" || !st.has(7) || st.has(11) || st.last() != 12 {
+		t.Fatalf("runs %v", st.runs)
+	}
+	for i := range uint64(maxRuns) {
+		st.add(14+2*i, 14+2*i) // a hole before each
+	}
+	// Two holes too many: 11 and 13 taken as stored, 15 still one.
+	if len(st.runs) != maxRuns || st.runs[0] != (seqRange{1, 14}) || !st.has(13) || st.has(15) {
+		t.Fatalf("%d runs, first %v", len(st.runs), st.runs[0])
 	}
 }

@@ -243,10 +243,13 @@ type Cluster interface {
 	Claim(user string)
 	// Users is the number of users in the directory.
 	Users() int
-	// Send queues batch, durably (JetStream), for node dest and calls
-	// done once with nil when it is stored there, or an error (timeout,
-	// no quorum). done runs on a cluster goroutine.
-	Send(dest string, batch []byte, done func(error))
+	// Send queues batch for node dest and calls done once with nil when
+	// it is durable (stored by dest, per its --fsync, or in the
+	// cluster's stream), or an error (timeout, no quorum). lane orders
+	// batches (the loop's id): dest stores those of one lane in the
+	// order sent, each once (Batch.Link, Batch.Seq). done runs on a
+	// cluster goroutine.
+	Send(dest string, lane int, batch []byte, done func(error))
 	// SendSync is Send waiting for the outcome; id, if not empty, lets
 	// the transport drop a repeat of the same batch (a move retried
 	// after a restart).
@@ -266,14 +269,35 @@ type Cluster interface {
 // called on its goroutines.
 type ClusterHooks struct {
 	// Deliver stores batches sent to this node and returns once they are
-	// durable here (or forwarded durably); the transport then acks them.
-	Deliver func(batches [][]byte) error
+	// durable here (or forwarded durably); the transport then acks them
+	// (Batch.Refused: refuses them). It is called on one goroutine at a
+	// time.
+	Deliver func(batches []Batch) error
 	// Generic routes a broadcast batch of generic publishes locally.
 	Generic func(batch []byte)
 	// Moved says the directory now names node for user.
 	Moved func(user, node string)
 	// Group applies a membership change made on any node.
 	Group func(add bool, group, user string)
+}
+
+// A Batch is one batch sent to this node (ClusterHooks.Deliver). A batch
+// sent with Cluster.Send is on a link, its sender's (node, boot, lane) to
+// this node, and numbered on it from 1: Deliver drops one whose Seq it
+// stored already (a duplicate: acked), stores the others and logs the
+// Seqs it stored with the records (docs/CLUSTER.md).
+type Batch struct {
+	Data []byte
+	// Link names the batch's link ("" for a batch on none: a move, a
+	// forward; always stored); Seq is its number there.
+	Link string
+	Seq  uint64
+	// Fast: it came over core NATS (the fast path), not the stream: it
+	// is stored only if it follows its link's last (Seq = the highest
+	// stored + 1); else Deliver sets Refused and the sender sends it to
+	// the stream (behind its predecessor).
+	Fast    bool
+	Refused bool
 }
 
 func (c *Config) setDefaults() error {

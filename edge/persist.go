@@ -20,6 +20,9 @@ package edge
 //	group+   group, user / group-  group, user
 //	seen     user, unix seconds      last seen (presence)
 //	q2+      client, packet id / q2-  inbound QoS 2 awaiting PUBREL
+//	link     link, lo, hi            cluster batches lo..hi of a link are
+//	                                 stored (edge/cluster.go), logged after
+//	                                 their records
 //
 // Each record restates a state change that is idempotent given its seq, so
 // that replaying a snapshot taken while the server ran (wal's fuzzy
@@ -66,6 +69,7 @@ const (
 	recQ2Add
 	recQ2Del
 	recSent
+	recLink
 )
 
 // msgStoreWake (a loop message) wakes a loop whose held acknowledgements
@@ -223,6 +227,14 @@ func (s *Server) logGroup(add bool, group, user string) uint64 {
 		typ = recGroupAdd
 	}
 	return s.wal.Append(typ, []byte(group), []byte(user))
+}
+
+// logLink logs that batches lo..hi of link are stored.
+func (s *Server) logLink(link string, lo, hi uint64) {
+	if s.wal != nil {
+		var a, b [8]byte
+		s.wal.Append(recLink, []byte(link), u64(&a, lo), u64(&b, hi))
+	}
 }
 
 // syncStore makes everything logged so far durable (for callers off the
@@ -469,6 +481,12 @@ func (s *Server) apply(rs *replayState, r wal.Record) error {
 		} else {
 			s.groups.Remove(string(a), string(b))
 		}
+		return nil
+	case recLink:
+		if len(b) != 8 || len(c) != 8 {
+			return fmt.Errorf("record %d: %w", r.Seq, errBadRecord)
+		}
+		s.links.mark(string(a), binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint64(c), s.cfg.Now().Unix())
 		return nil
 	}
 	create := r.Type == recPut || r.Type == recSession || r.Type == recSub || r.Type == recSeen || r.Type == recQ2Add
@@ -798,6 +816,17 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 		}
 		sh.mu.Unlock()
 	}
+	now := s.cfg.Now().Unix()
+	var hi8 [8]byte
+	s.links.mu.Lock()
+	for l, st := range s.links.m {
+		if now-st.used < linkIdle {
+			for _, r := range st.runs {
+				w.Append(recLink, 0, []byte(l), u64(&b8, r.lo), u64(&hi8, r.hi))
+			}
+		}
+	}
+	s.links.mu.Unlock()
 	return w.Err()
 }
 

@@ -46,6 +46,7 @@ type Server struct {
 	anonSeq atomic.Uint64
 	stats   msgCounters
 	clstats clusterCounters // edge/cluster.go
+	links   linkTable       // edge/cluster.go: the last batch stored per link
 	logs    logLimiter
 	push    *pusher // nil without Config.Push.Webhook
 

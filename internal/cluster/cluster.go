@@ -1,8 +1,10 @@
 // Package cluster is edged's cluster transport over NATS (docs/CLUSTER.md):
 // an embedded nats-server whose routes join the other nodes (or an existing
-// NATS cluster), a JetStream stream with one subject per node for durable
-// cross-node batches, a KV bucket for the directory of users and one for
-// group membership, and core NATS for broadcast generic publishes.
+// NATS cluster), core NATS request/reply for cross-node batches (the fast
+// path: the destination stores a batch, then replies) with a JetStream
+// stream, one subject per node, as the fallback, a KV bucket for the
+// directory of users and one for group membership, and core NATS for
+// broadcast generic publishes.
 //
 // Lifecycle: Start, then edge.Server.Start calls Run (through
 // edge.Config.Cluster); Close after the Server closed. A Node is safe for
@@ -18,8 +20,10 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgedhq/edged/edge"
@@ -39,8 +43,10 @@ var (
 // Names in NATS.
 const (
 	streamName  = "EDGED"
-	nodeSubject = "edged.node." // + node name: batches for that node
-	pubSubject  = "edged.pub."  // + node name: broadcast generic publishes
+	nodeSubject = "edged.node."  // + node name: batches for that node (the stream)
+	fastSubject = "edged.fast."  // + node name: batches for that node (core NATS requests)
+	replyPrefix = "edged.reply." // + node name + boot + request id: their replies
+	pubSubject  = "edged.pub."   // + node name: broadcast generic publishes
 	dirBucket   = "edged_dir"
 	groupBucket = "edged_groups"
 	clusterName = "edged"
@@ -59,6 +65,15 @@ const (
 	fetchBatch = 64
 	// claimBatch is how many directory claims are in flight at once.
 	claimBatch = 256
+	// DefaultFastTimeout bounds a fast-path request: past it the batch
+	// goes to the stream (a destination that is slow, partitioned, or
+	// whose reply was lost; a dead one answers at once, no responders).
+	DefaultFastTimeout = time.Second
+	// fastQueue is the fast-path requests a node takes before NATS drops
+	// them (a slow consumer: they time out and go to the stream). Each
+	// sender loop has at most 2 in flight per destination (edge's
+	// maxFlights): room for 2,048 sender loops across the other nodes.
+	fastQueue = 4096
 	// maxPayload is the embedded server's max_payload: room for a batch
 	// (edge seals them at 512 KiB) holding one message of edged's largest
 	// packet size but one (--max-packet-size up to 64 MiB: bigger ones
@@ -84,6 +99,10 @@ type Options struct {
 	StoreDir string
 	// PublishTimeout bounds a JetStream publish (default 2 s).
 	PublishTimeout time.Duration
+	// FastTimeout bounds a fast-path request (default 1 s).
+	FastTimeout time.Duration
+	// NoFast sends every batch to the stream (no fast path).
+	NoFast bool
 	// Logger gets start-up lines and failures (default slog.Default()).
 	Logger *slog.Logger
 	// NATSLog turns the embedded server's own log on (to stderr).
@@ -109,10 +128,57 @@ type Node struct {
 	claims []string
 	cwake  chan struct{}
 
+	// boot names this start of the node in its links.
+	boot string
+	// lmu guards links and reqs: the sender side of the batches.
+	lmu     sync.Mutex
+	links   map[linkKey]*link
+	reqs    map[uint64]*request // fast-path requests awaiting their reply, by id
+	nextReq uint64
+	rsub    *nats.Subscription // replies
+	fsub    *nats.Subscription // fast-path requests for this node
+
+	// Fault injection for the tests (package cluster): dropReplies
+	// replies are left unsent after the batches were stored, holdStream
+	// (if not nil) holds the consumer until it is closed, toStream
+	// batches skip the fast path.
+	dropReplies atomic.Int64
+	holdStream  chan struct{}
+	toStream    atomic.Int64
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	sub    *nats.Subscription
+}
+
+// A link is the batches of one lane (an edge loop) to one destination, in
+// order: Seq counts them from 1. Its id names this node, its boot and
+// the lane, so that a restart starts a new link.
+type linkKey struct {
+	dest string
+	lane int
+}
+
+type link struct {
+	key  linkKey
+	id   string
+	seq  uint64
+	pend []*request // sent, not yet stored or in the stream, in Seq order
+}
+
+// A request is one batch on its link: sent over the fast path, then
+// stored there (fastDone) or marked for the stream (fallback), published
+// to it in Seq order once every batch before it is stored or published.
+type request struct {
+	l        *link
+	seq      uint64
+	data     []byte
+	done     func(error)
+	timer    *time.Timer
+	id       uint64
+	fastDone bool
+	fallback bool
 }
 
 var _ edge.Cluster = (*Node)(nil)
@@ -145,10 +211,14 @@ func Start(o Options) (n *Node, err error) {
 	if o.PublishTimeout == 0 {
 		o.PublishTimeout = DefaultPublishTimeout
 	}
+	if o.FastTimeout == 0 {
+		o.FastTimeout = DefaultFastTimeout
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	n = &Node{o: o, home: make(map[string]string), cwake: make(chan struct{}, 1)}
+	n = &Node{o: o, home: make(map[string]string), cwake: make(chan struct{}, 1),
+		boot: strconv.FormatInt(time.Now().UnixNano(), 36), links: make(map[linkKey]*link), reqs: make(map[uint64]*request)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -174,8 +244,13 @@ func Start(o Options) (n *Node, err error) {
 	if err := n.setup(); err != nil {
 		return n, err
 	}
+	if n.rsub, err = n.nc.Subscribe(n.replySubject()+"*", n.reply); err != nil {
+		return n, fmt.Errorf("subscribe to replies: %w", err)
+	}
 	return n, nil
 }
+
+func (n *Node) replySubject() string { return replyPrefix + n.o.Node + "." + n.boot + "." }
 
 func (n *Node) replicas() int { return min(3, max(1, n.o.Size)) }
 
@@ -373,19 +448,122 @@ func (n *Node) claimer() {
 	}
 }
 
-// Send implements edge.Cluster.
-func (n *Node) Send(dest string, batch []byte, done func(error)) {
-	f, err := n.js.PublishMsgAsync(&nats.Msg{Subject: nodeSubject + dest, Data: batch})
+// Headers of a batch on a link (edge.Batch).
+const (
+	linkHeader = "Edged-Link"
+	seqHeader  = "Edged-Seq"
+)
+
+// Replies to a fast-path request.
+const (
+	replyStored  = "ok"  // stored (or stored already)
+	replyGap     = "gap" // its predecessor is in the stream: send it there
+	replyFailure = "err" // not stored (Deliver failed)
+)
+
+// Send implements edge.Cluster: the batch goes to dest as a core NATS
+// request; stored there, dest replies and done(nil) runs. Without a reply
+// in FastTimeout, with no responders (dest is down) or refused, it goes
+// to the stream, behind the link's earlier batches (docs/CLUSTER.md).
+func (n *Node) Send(dest string, lane int, batch []byte, done func(error)) {
+	n.lmu.Lock()
+	k := linkKey{dest, lane}
+	l := n.links[k]
+	if l == nil {
+		l = &link{key: k, id: n.o.Node + "/" + n.boot + "/" + strconv.Itoa(lane)}
+		n.links[k] = l
+	}
+	l.seq++
+	r := &request{l: l, seq: l.seq, data: batch, done: done}
+	l.pend = append(l.pend, r)
+	if n.o.NoFast || n.toStream.Load() > 0 && n.toStream.Add(-1) >= 0 {
+		r.fallback = true
+		n.flushLocked(l)
+		n.lmu.Unlock()
+		return
+	}
+	n.nextReq++
+	r.id = n.nextReq
+	n.reqs[r.id] = r
+	id := r.id
+	r.timer = time.AfterFunc(n.o.FastTimeout, func() { n.resolve(id, false) })
+	n.lmu.Unlock()
+	m := &nats.Msg{Subject: fastSubject + dest, Reply: n.replySubject() + strconv.FormatUint(id, 10),
+		Header: nats.Header{linkHeader: {l.id}, seqHeader: {strconv.FormatUint(r.seq, 10)}}, Data: batch}
+	if err := n.nc.PublishMsg(m); err != nil {
+		n.resolve(id, false)
+	}
+}
+
+// reply takes a fast-path reply (on the subscription's goroutine).
+func (n *Node) reply(m *nats.Msg) {
+	id, err := strconv.ParseUint(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], 10, 64)
 	if err != nil {
-		done(fmt.Errorf("publish to %s: %w", dest, err))
+		return
+	}
+	// No responders (a status message, 503) or a refusal: the stream.
+	n.resolve(id, m.Header.Get("Status") == "" && string(m.Data) == replyStored)
+}
+
+// resolve records request id's outcome on the fast path.
+func (n *Node) resolve(id uint64, stored bool) {
+	n.lmu.Lock()
+	r := n.reqs[id]
+	if r == nil { // resolved already (a reply after the timeout)
+		n.lmu.Unlock()
+		return
+	}
+	delete(n.reqs, id)
+	r.timer.Stop()
+	if stored {
+		r.fastDone = true
+	} else {
+		r.fallback = true
+	}
+	n.flushLocked(r.l)
+	n.lmu.Unlock()
+	if stored {
+		r.done(nil)
+	}
+}
+
+// flushLocked publishes the link's batches marked for the stream, in Seq
+// order, and forgets those stored; it stops at the first one whose fast
+// path is still pending (n.lmu held: so the stream gets them in order).
+func (n *Node) flushLocked(l *link) {
+	for len(l.pend) > 0 {
+		r := l.pend[0]
+		if !r.fastDone && !r.fallback {
+			return
+		}
+		l.pend[0] = nil
+		l.pend = l.pend[1:]
+		if r.fastDone {
+			continue
+		}
+		n.publish(l, r)
+	}
+	if len(l.pend) == 0 {
+		l.pend = nil
+	}
+}
+
+// publish sends r to the stream (n.lmu held); done runs on its outcome.
+func (n *Node) publish(l *link, r *request) {
+	dest := l.key.dest
+	m := &nats.Msg{Subject: nodeSubject + dest, Data: r.data,
+		Header: nats.Header{linkHeader: {l.id}, seqHeader: {strconv.FormatUint(r.seq, 10)}}}
+	f, err := n.js.PublishMsgAsync(m)
+	if err != nil {
+		go r.done(fmt.Errorf("publish to %s: %w", dest, err))
 		return
 	}
 	go func() {
 		select {
 		case <-f.Ok():
-			done(nil)
+			r.done(nil)
 		case err := <-f.Err():
-			done(fmt.Errorf("publish to %s: %w", dest, err))
+			r.done(fmt.Errorf("publish to %s: %w", dest, err))
 		}
 	}()
 }
@@ -501,8 +679,12 @@ func (n *Node) Run(h edge.ClusterHooks) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+	fast := make(chan *nats.Msg, fastQueue)
+	if n.fsub, err = n.nc.ChanSubscribe(fastSubject+n.o.Node, fast); err != nil {
+		return fmt.Errorf("subscribe to fast-path batches: %w", err)
+	}
 	n.wg.Add(2)
-	go n.consume(cons, h.Deliver)
+	go n.consume(cons, fast, h.Deliver)
 	go n.claimer()
 	return nil
 }
@@ -533,10 +715,13 @@ func (n *Node) watch(w jetstream.KeyWatcher, loaded chan struct{}, apply func(je
 }
 
 // consume takes this node's batches as JetStream pushes them (a pull
-// consumer with prefetch), hands what has arrived, up to fetchBatch, to
-// deliver (which returns once they are durable here) and acks them; on an
-// error they are not acked: JetStream redelivers them.
-func (n *Node) consume(cons jetstream.Consumer, deliver func([][]byte) error) {
+// consumer with prefetch) and as fast-path requests come (fast), hands
+// what has arrived, up to fetchBatch, to deliver (which returns once they
+// are durable here) and acks them (the stream's; the fast path's get
+// their reply); on an error the stream's are not acked (JetStream
+// redelivers them) and the fast path's are refused (their senders send
+// them to the stream).
+func (n *Node) consume(cons jetstream.Consumer, fast <-chan *nats.Msg, deliver func([]edge.Batch) error) {
 	defer n.wg.Done()
 	in := make(chan jetstream.Msg, 4*fetchBatch)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
@@ -557,46 +742,88 @@ func (n *Node) consume(cons jetstream.Consumer, deliver func([][]byte) error) {
 	}
 	defer cc.Stop()
 	var msgs []jetstream.Msg
-	var data [][]byte
+	var fms []*nats.Msg
+	var batches []edge.Batch
+	stream, hold := (<-chan jetstream.Msg)(in), n.holdStream
+	if hold != nil {
+		stream = nil // a test holds the stream's batches back
+	}
 	for {
-		msgs, data = msgs[:0], data[:0]
+		msgs, fms, batches = msgs[:0], fms[:0], batches[:0]
 		select {
 		case <-n.ctx.Done():
 			return
-		case m := <-in:
+		case <-hold:
+			stream, hold = in, nil
+			continue
+		case m := <-stream:
 			msgs = append(msgs, m)
+		case m := <-fast:
+			fms = append(fms, m)
 		}
 	more:
-		for len(msgs) < fetchBatch {
+		for len(msgs)+len(fms) < fetchBatch {
 			select {
-			case m := <-in:
+			case m := <-stream:
 				msgs = append(msgs, m)
+			case m := <-fast:
+				fms = append(fms, m)
 			default:
 				break more
 			}
 		}
+		// The stream's first: a fast-path batch that follows one of
+		// them on its link is then stored, not refused.
 		for _, m := range msgs {
-			data = append(data, m.Data())
+			batches = append(batches, batchOf(m.Data(), m.Headers(), false))
 		}
-		if err := deliver(data); err != nil {
-			n.o.Logger.Warn("cluster: deliver batches", "n", len(msgs), "err", err)
+		for _, m := range fms {
+			batches = append(batches, batchOf(m.Data, m.Header, true))
+		}
+		if err := deliver(batches); err != nil {
+			n.o.Logger.Warn("cluster: deliver batches", "n", len(batches), "err", err)
 			for _, m := range msgs {
 				m.NakWithDelay(time.Second)
+			}
+			for _, m := range fms {
+				m.Respond([]byte(replyFailure))
 			}
 			continue
 		}
 		for _, m := range msgs {
 			m.Ack()
 		}
+		for i, m := range fms {
+			switch {
+			case n.dropReplies.Load() > 0 && n.dropReplies.Add(-1) >= 0:
+			case batches[len(msgs)+i].Refused:
+				m.Respond([]byte(replyGap))
+			default:
+				m.Respond([]byte(replyStored))
+			}
+		}
 	}
+}
+
+// batchOf reads a batch's link from its headers (none: a move, a forward).
+func batchOf(data []byte, h nats.Header, fast bool) edge.Batch {
+	b := edge.Batch{Data: data, Fast: fast}
+	if l := h.Get(linkHeader); l != "" {
+		if seq, err := strconv.ParseUint(h.Get(seqHeader), 10, 64); err == nil && seq > 0 {
+			b.Link, b.Seq = l, seq
+		}
+	}
+	return b
 }
 
 // Close implements edge.Cluster: stops the goroutines, the connection and
 // the embedded server.
 func (n *Node) Close() error {
 	n.cancel()
-	if n.sub != nil {
-		n.sub.Unsubscribe()
+	for _, sub := range []*nats.Subscription{n.sub, n.fsub, n.rsub} {
+		if sub != nil {
+			sub.Unsubscribe()
+		}
 	}
 	n.wg.Wait()
 	if n.nc != nil {

@@ -37,10 +37,10 @@ type recorder struct {
 func (r *recorder) hooks() edge.ClusterHooks {
 	r.moved, r.groups = make(map[string]string), make(map[string]bool)
 	return edge.ClusterHooks{
-		Deliver: func(b [][]byte) error {
+		Deliver: func(b []edge.Batch) error {
 			r.mu.Lock()
 			for _, x := range b {
-				r.batches = append(r.batches, append([]byte(nil), x...))
+				r.batches = append(r.batches, append([]byte(nil), x.Data...))
 			}
 			r.mu.Unlock()
 			r.n.Add(int64(len(b)))
@@ -63,15 +63,32 @@ func (r *recorder) hooks() edge.ClusterHooks {
 // startNodes starts n embedded nodes in this process, clustered.
 func startNodes(t testing.TB, n int) ([]*Node, []*recorder) {
 	t.Helper()
+	nodes, _ := startCluster(t, n)
+	recs := make([]*recorder, n)
+	for i, nd := range nodes {
+		recs[i] = &recorder{}
+		if err := nd.Run(recs[i].hooks()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return nodes, recs
+}
+
+// startCluster starts n embedded nodes (not yet Run), closed at the end of
+// the test; it returns them and their options.
+func startCluster(t testing.TB, n int) ([]*Node, []Options) {
+	t.Helper()
 	addrs := freePorts(t, n)
 	nodes := make([]*Node, n)
+	opts := make([]Options, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
+		opts[i] = Options{Node: fmt.Sprintf("n%d", i), Listen: addrs[i], Peers: addrs, StoreDir: t.TempDir()}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			nodes[i], errs[i] = Start(Options{Node: fmt.Sprintf("n%d", i), Listen: addrs[i], Peers: addrs, StoreDir: t.TempDir()})
+			nodes[i], errs[i] = Start(opts[i])
 		}()
 	}
 	wg.Wait()
@@ -87,14 +104,7 @@ func startNodes(t testing.TB, n int) ([]*Node, []*recorder) {
 			t.Fatal(err)
 		}
 	}
-	recs := make([]*recorder, n)
-	for i, nd := range nodes {
-		recs[i] = &recorder{}
-		if err := nd.Run(recs[i].hooks()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return nodes, recs
+	return nodes, opts
 }
 
 func eventually(t testing.TB, what string, f func() bool) {
@@ -129,7 +139,7 @@ func TestNodes(t *testing.T) {
 		})
 	}
 	done := make(chan error, 1)
-	nodes[0].Send("n2", []byte("batch-1"), func(err error) { done <- err })
+	nodes[0].Send("n2", 0, []byte("batch-1"), func(err error) { done <- err })
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +191,7 @@ func BenchmarkSend(b *testing.B) {
 	for b.Loop() {
 		sem <- struct{}{}
 		t0 := time.Now()
-		nodes[0].Send("n1", payload, func(err error) {
+		nodes[0].Send("n1", 0, payload, func(err error) {
 			if err != nil {
 				b.Error(err)
 			}
