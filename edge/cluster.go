@@ -760,6 +760,12 @@ func (s *Server) runCluster() error {
 					if s.rpres == nil {
 						s.rpres = make(map[string]string)
 					}
+					if _, ok := s.rpres[string(gf[0][2:])]; !ok && len(s.rpres) >= maxRemotePresence {
+						for u := range s.rpres { // full: forget one (the map's order is random)
+							delete(s.rpres, u)
+							break
+						}
+					}
 					s.rpres[string(gf[0][2:])] = string(gf[1])
 					s.rpMu.Unlock()
 				}
@@ -774,6 +780,12 @@ func (s *Server) runCluster() error {
 		},
 	})
 }
+
+// maxRemotePresence bounds the presence payloads kept from other nodes
+// (remotePresence), in users: one per user of the cluster would be 45
+// bytes on every node for every user (BENCHMARKS.md, "Cluster"). A user
+// forgotten here reads as unknown at SUBSCRIBE until the next change.
+const maxRemotePresence = 4096
 
 // remotePresence appends to dst the presence of user last heard from the
 // node the directory names for user, if that is another node; ok false

@@ -20,6 +20,11 @@ import (
 	"github.com/edgedhq/edged/edge/mqtt"
 )
 
+// benchPortOffset moves the benchmark nodes' fixed ports (routes 16300+i,
+// clients 18900+i, admin 19800+i): a benchmark that sets it does not
+// collide with another one running at the same time on the host.
+var benchPortOffset = 0
+
 // benchNode is an edged process of a benchmark (loopback, no namespaces).
 type benchNode struct {
 	addr string
@@ -35,7 +40,7 @@ func startBenchNodes(b *testing.B, bin string, n int) []benchNode {
 	b.Helper()
 	var peers []string
 	for i := range n {
-		peers = append(peers, fmt.Sprintf("127.0.0.1:%d", 16300+i))
+		peers = append(peers, fmt.Sprintf("127.0.0.1:%d", 16300+benchPortOffset+i))
 	}
 	nodes := make([]benchNode, n)
 	var wg sync.WaitGroup
@@ -43,7 +48,7 @@ func startBenchNodes(b *testing.B, bin string, n int) []benchNode {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", 18900+i), "--admin", fmt.Sprintf("127.0.0.1:%d", 19800+i), "--loops", "1",
+			args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", 18900+benchPortOffset+i), "--admin", fmt.Sprintf("127.0.0.1:%d", 19800+benchPortOffset+i), "--loops", "1",
 				"--data-dir", filepath.Join(b.TempDir(), "d"), "--fsync", "never", "--publish-rate", "-1", "--sys-interval", "0",
 				"--new-inbox-rate", "-1"}
 			if n > 1 {
@@ -371,11 +376,11 @@ func buildEdgedB(b *testing.B) string {
 	return bin
 }
 
-// minDirectory is the smallest directory of the nodes (admin on 19800+i).
+// minDirectory is the smallest directory of the nodes (admin on 19800+benchPortOffset+i).
 func minDirectory(nodes []benchNode) int {
 	m := -1
 	for i := range nodes {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/server/stats", 19800+i))
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/server/stats", 19800+benchPortOffset+i))
 		if err != nil {
 			return 0
 		}
@@ -397,10 +402,10 @@ func minDirectory(nodes []benchNode) int {
 }
 
 // clusterCounts sums the nodes' cluster batches and records sent (their
-// admin API is on 19800+i).
+// admin API is on 19800+benchPortOffset+i).
 func clusterCounts(nodes []benchNode) (c [2]uint64) {
 	for i := range nodes {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/server/stats", 19800+i))
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/server/stats", 19800+benchPortOffset+i))
 		if err != nil {
 			continue
 		}
