@@ -61,14 +61,14 @@ func TestTreeNodeSubscribers(t *testing.T) {
 	unsub(3, false)
 	unsub(0, true)
 	unsub(2, true) // one left: inline again
-	if n := tr.root.children["d"].children["1"]; n.more != nil || n.one.cl != cls[1] {
-		t.Fatalf("one subscriber left: more %v, one %v; want it inline", n.more, n.one.cl)
+	if n := tr.root.child("d").child("1"); n.x != nil || n.one.cl != cls[1] {
+		t.Fatalf("one subscriber left: ext %v, one %v; want it inline", n.x, n.one.cl)
 	}
 	sub(3, 1)
 	unsub(1, true)
 	unsub(3, true)
-	if len(tr.root.children) != 0 {
-		t.Fatalf("tree not pruned: %v", tr.root.children)
+	if n := tr.root.nkids(); n != 0 || tr.root.x != nil {
+		t.Fatalf("tree not pruned: %d children", n)
 	}
 }
 
@@ -110,4 +110,52 @@ func TestProfileIDsOutOfLine(t *testing.T) {
 		online, last, known := s.reg.presence([]byte(longer))
 		return known && !online && last != 0
 	})
+}
+
+// TestTreeKids churns a node's child table (growth, backward-shift
+// deletion, shrinking) against a map.
+func TestTreeKids(t *testing.T) {
+	var k kids
+	want := map[string]*tnode{}
+	check := func(step string) {
+		t.Helper()
+		if k.n != len(want) {
+			t.Fatalf("%s: %d children, want %d", step, k.n, len(want))
+		}
+		for name, c := range want {
+			if got := k.get(name); got != c {
+				t.Fatalf("%s: get(%q) = %p, want %p", step, name, got, c)
+			}
+		}
+		if k.get("absent") != nil {
+			t.Fatalf("%s: found a child never added", step)
+		}
+	}
+	for round := range 3 {
+		for i := range 1000 {
+			name := fmt.Sprint(i*7919%1000 + round)
+			if want[name] == nil {
+				c := &tnode{name: name}
+				k.add(c)
+				want[name] = c
+			}
+		}
+		check(fmt.Sprintf("round %d filled", round))
+		for i := range 1000 {
+			if i%3 != round {
+				name := fmt.Sprint(i)
+				k.remove(name)
+				delete(want, name)
+			}
+		}
+		check(fmt.Sprintf("round %d thinned", round))
+	}
+	for name := range want {
+		k.remove(name)
+		delete(want, name)
+	}
+	check("emptied")
+	if k.slots != nil {
+		t.Fatalf("empty table keeps %d slots", len(k.slots))
+	}
 }

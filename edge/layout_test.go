@@ -34,7 +34,8 @@ func TestRecordLayout(t *testing.T) {
 	if n := unsafe.Sizeof(clientExt{}); n > 64 {
 		t.Errorf("clientExt is %d bytes, want <= 64 (a 64-byte size class)", n)
 	}
-	// A topic-tree leaf with one subscriber, its subscription inline.
+	// A topic-tree leaf with one subscriber: its name and subscription
+	// inline, no child table (an 8-byte slot in its parent's).
 	if n := unsafe.Sizeof(tnode{}); n > 48 {
 		t.Errorf("tnode is %d bytes, want <= 48 (a 48-byte size class)", n)
 	}
