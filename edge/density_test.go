@@ -159,3 +159,95 @@ func TestTreeKids(t *testing.T) {
 		t.Fatalf("empty table keeps %d slots", len(k.slots))
 	}
 }
+
+// TestInlineSubscription walks a client's subscriptions through the forms
+// they are kept in: one exact filter in the client record (no extension),
+// spilled into the extension at the second, a wildcard filter in the
+// extension, none; messages reach the client in each form.
+func TestInlineSubscription(t *testing.T) {
+	s := startServer(t, nil)
+	dev, pub := dial(t, s), dial(t, s)
+	dev.connect("dev", true)
+	pub.connect("pub", false)
+	state := func(step string, inline string, ext int) {
+		t.Helper()
+		cl := s.reg.lock([]byte("dev"), false)
+		defer cl.mu.Unlock()
+		n := 0
+		if x := cl.xp(); x != nil {
+			n = x.subs.len()
+		}
+		if string(cl.inlineFilter()) != inline || n != ext {
+			t.Fatalf("%s: inline %q, %d in the extension; want %q, %d", step, cl.inlineFilter(), n, inline, ext)
+		}
+	}
+	delivered := func(step, topic string) {
+		t.Helper()
+		pub.publish(topic, step, 0)
+		if p := dev.expect(mqtt.TypePublish); string(p.Topic) != topic || string(p.Payload) != step {
+			t.Fatalf("%s: got %q on %q, want %q on %q", step, p.Payload, p.Topic, step, topic)
+		}
+	}
+	dev.subscribe("d/dev", 1)
+	state("one exact filter", "d/dev", 0)
+	delivered("inline", "d/dev")
+	dev.subscribe("d/dev", 0)
+	state("the same filter again", "d/dev", 0)
+	dev.subscribe("d/two", 0)
+	state("a second filter", "", 2)
+	delivered("spilled", "d/dev")
+	dev.unsubscribeMany("d/dev", "d/two")
+	state("unsubscribed", "", 0)
+	if cl := s.reg.lock([]byte("dev"), false); cl.xp() != nil {
+		cl.mu.Unlock()
+		t.Fatal("an unsubscribed client keeps its extension")
+	} else {
+		cl.mu.Unlock()
+	}
+	dev.subscribe("d/+", 0)
+	state("a wildcard filter", "", 1)
+	delivered("wildcard", "d/x")
+	dev.unsubscribeMany("d/+")
+	dev.subscribe("d/dev", 0)
+	state("exact again", "d/dev", 0)
+	dev.conn.Close()
+	waitFor(t, "the session to go offline", func() bool {
+		cl := s.reg.lock([]byte("dev"), false)
+		defer cl.mu.Unlock()
+		return cl.handle == 0
+	})
+	state("offline", "d/dev", 0)
+}
+
+// TestFilterArena churns the inline filters' arena: runs are reused by
+// length, never straddle a chunk, and keep their bytes until freed.
+func TestFilterArena(t *testing.T) {
+	a := new(arena)
+	live := map[uint32]string{}
+	for i := range 20000 {
+		f := strings.Repeat(fmt.Sprint(i%10), 1+i*37%maxInlineFilter)
+		ref := a.alloc(f)
+		if ref == 0 {
+			t.Fatalf("alloc %d: arena full", i)
+		}
+		if _, dup := live[ref]; dup {
+			t.Fatalf("alloc %d: reference %d given out twice", i, ref)
+		}
+		live[ref] = f
+		if i%3 == 0 {
+			for r, g := range live {
+				a.free(r, len(g))
+				delete(live, r)
+				break
+			}
+		}
+	}
+	for ref, f := range live {
+		if off := ref & (1<<arenaChunkBits - 1); int(off)+(len(f)+arenaUnit-1)/arenaUnit > 1<<arenaChunkBits {
+			t.Fatalf("reference %d (%d bytes) straddles a chunk", ref, len(f))
+		}
+		if got := string(a.bytes(ref, len(f))); got != f {
+			t.Fatalf("reference %d holds %q, want %q", ref, got, f)
+		}
+	}
+}

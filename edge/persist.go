@@ -718,10 +718,10 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 			} else {
 				w.Append(recSession, 0, id, []byte{1})
 			}
+			for f, sub := range cl.subs {
+				w.Append(recSub, 0, id, f, sub.record())
+			}
 			if x := cl.xp(); x != nil {
-				for _, sub := range x.subs.items {
-					w.Append(recSub, 0, id, []byte(sub.filter), sub.record())
-				}
 				for _, pid := range x.qos2() {
 					w.Append(recQ2Add, 0, id, []byte{byte(pid >> 8), byte(pid)})
 				}

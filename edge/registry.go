@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -49,13 +50,22 @@ type client struct {
 	// persistent: clean session 0, subscriptions and generic messages
 	// outlive the connection.
 	persistent bool
-	idb        [idInline]byte
+	// The client's only generic subscription, while it has exactly one and
+	// that one is inlineSub: its filter's bytes in filterArena (fref, flen;
+	// fref 0: none) and its QoS with the v5 options kept (subRef.qos). Such
+	// a client (a device subscribed to its own topic) needs no clientExt
+	// for its subscription; x.subs is empty while fref != 0.
+	flen uint8
+	fqos byte
+	fref uint32
+	idb  [idInline]byte
 }
 
-// idInline is the longest client id stored in the record itself: 40
-// bytes hold a UUID's 36 and make the record 104 bytes (layout_test.go),
-// 24 less than with 64 (each record is paid by every client, idle or not).
-const idInline = 40
+// idInline is the longest client id stored in the record itself: 36
+// bytes hold a UUID and make the record 104 bytes with its inline
+// subscription (layout_test.go), 24 less than with 64 (each record is paid
+// by every client, idle or not).
+const idInline = 36
 
 // idLong in client.idn marks a client id longer than the inline idb: the
 // id is in longIDs instead.
@@ -150,6 +160,166 @@ func parseSubField(b []byte) (qos byte, id uint32) {
 }
 
 func (r subRef) key() string { return r.filter }
+
+// inlineSub reports whether a client's only subscription to filter may be
+// kept in its record: an exact filter (so it never has a retained scan,
+// which names its subscription by subRef.seq), not shared, without a v5
+// Subscription Identifier, of at most maxInlineFilter bytes.
+func inlineSub(filter string, id uint32) bool {
+	if id != 0 || len(filter) == 0 || len(filter) > maxInlineFilter || hasWildcard(filter) {
+		return false
+	}
+	_, _, shared := mqtt.SplitShared(filter)
+	return !shared
+}
+
+// inlineFilter returns the filter of c's inline subscription (nil: none);
+// c is locked, and the bytes are valid while it stays so.
+func (c *client) inlineFilter() []byte {
+	if c.fref == 0 {
+		return nil
+	}
+	return filterArena.bytes(c.fref, int(c.flen))
+}
+
+// nsubs is the number of c's generic subscriptions; c is locked.
+func (c *client) nsubs() int {
+	if c.fref != 0 {
+		return 1
+	}
+	if x := c.xp(); x != nil {
+		return x.subs.len()
+	}
+	return 0
+}
+
+// hasSub reports whether c has a generic subscription to filter; c is
+// locked.
+func (c *client) hasSub(filter []byte) bool {
+	if c.fref != 0 {
+		return bytes.Equal(c.inlineFilter(), filter)
+	}
+	x := c.xp()
+	return x != nil && x.subs.find(string(filter)) >= 0
+}
+
+// subs yields c's generic subscriptions with their filters as bytes valid
+// until the next yield; c is locked and must not change meanwhile.
+func (c *client) subs(yield func(filter []byte, r subRef) bool) {
+	if c.fref != 0 {
+		yield(c.inlineFilter(), subRef{qos: c.fqos})
+		return
+	}
+	if x := c.xp(); x != nil {
+		for _, sub := range x.subs.items {
+			if !yield([]byte(sub.filter), sub) {
+				return
+			}
+		}
+	}
+}
+
+// setInline makes f (inlineSub, and c has no other subscription) c's
+// inline subscription; false if the arena is full. c is locked.
+func (c *client) setInline(f string, qos byte) bool {
+	ref := filterArena.alloc(f)
+	if ref == 0 {
+		return false
+	}
+	c.fref, c.flen, c.fqos = ref, uint8(len(f)), qos
+	return true
+}
+
+// dropInline forgets c's inline subscription; c is locked.
+func (c *client) dropInline() {
+	filterArena.free(c.fref, int(c.flen))
+	c.fref, c.flen, c.fqos = 0, 0, 0
+}
+
+// spillSub moves c's inline subscription into its extension (c is about
+// to have a second one, or one the record cannot hold); c is locked.
+func (c *client) spillSub() {
+	if c.fref == 0 {
+		return
+	}
+	f, qos := string(c.inlineFilter()), c.fqos
+	c.dropInline()
+	x := c.x()
+	x.subSeq++
+	x.subs.add(subRef{filter: f, seq: x.subSeq, qos: qos})
+}
+
+// maxInlineFilter is the longest filter an inline subscription holds
+// (client.flen is a byte).
+const maxInlineFilter = 255
+
+// filterArena holds the filters of inline subscriptions: pointer-free
+// chunks that never move, carved in 8-byte units, with freed runs reused
+// by size. A reference is the index of its first unit (0: none). mu is a
+// leaf lock; the bytes of a reference are written before it is given out
+// and not changed until it is freed, both under the owning client's mutex,
+// so a reader holding that mutex reads them without mu.
+var filterArena arena
+
+const (
+	arenaUnit      = 8
+	arenaChunkBits = 13 // units per chunk: 8,192 (64 KiB)
+	arenaChunks    = 1 << 15
+	arenaMaxUnits  = (maxInlineFilter + arenaUnit - 1) / arenaUnit
+)
+
+type arena struct {
+	mu   sync.Mutex                  // guards next, runs and chunk allocation
+	next uint32                      // next unused unit; 0 is never used
+	runs [arenaMaxUnits + 1][]uint32 // freed references by length in units
+	dir  [arenaChunks]atomic.Pointer[[arenaUnit << arenaChunkBits]byte]
+}
+
+// alloc copies s (1 to maxInlineFilter bytes) into the arena and returns
+// its reference, or 0 if the arena is full.
+func (a *arena) alloc(s string) uint32 {
+	u := uint32(len(s)+arenaUnit-1) / arenaUnit
+	a.mu.Lock()
+	var ref uint32
+	if fl := a.runs[u]; len(fl) > 0 {
+		ref = fl[len(fl)-1]
+		a.runs[u] = fl[:len(fl)-1]
+	} else {
+		if a.next == 0 {
+			a.next = 1
+		}
+		if off := a.next & (1<<arenaChunkBits - 1); off+u > 1<<arenaChunkBits {
+			a.next += 1<<arenaChunkBits - off // runs never straddle chunks
+		}
+		ref = a.next
+		ch := ref >> arenaChunkBits
+		if ch >= arenaChunks {
+			a.mu.Unlock()
+			return 0
+		}
+		if a.dir[ch].Load() == nil {
+			a.dir[ch].Store(new([arenaUnit << arenaChunkBits]byte))
+		}
+		a.next += u
+	}
+	a.mu.Unlock()
+	copy(a.bytes(ref, len(s)), s)
+	return ref
+}
+
+// bytes returns the n bytes at ref.
+func (a *arena) bytes(ref uint32, n int) []byte {
+	off := int(ref&(1<<arenaChunkBits-1)) * arenaUnit
+	return a.dir[ref>>arenaChunkBits].Load()[off : off+n : off+n]
+}
+
+// free gives back the n bytes at ref.
+func (a *arena) free(ref uint32, n int) {
+	u := (n + arenaUnit - 1) / arenaUnit
+	a.mu.Lock()
+	a.runs[u] = append(a.runs[u], ref)
+	a.mu.Unlock()
+}
 
 type will struct {
 	topic   string
@@ -535,6 +705,7 @@ func (r *registry) alloc() *client {
 	c.owner.Store(0)
 	c.handle, c.lastSeen, c.xi, c.made = 0, 0, 0, 0
 	c.nextPID, c.idn, c.dead, c.kick, c.persistent = 0, 0, false, false, false
+	c.fref, c.flen, c.fqos = 0, 0, 0
 	return c
 }
 
@@ -622,7 +793,7 @@ func (r *registry) release(c *client, gen uint32) {
 	sh := r.shardOf(h)
 	sh.mu.Lock()
 	c.mu.Lock()
-	if c.gen != gen || c.dead || c.handle != 0 || c.persistent || c.box().len() > 0 || c.xp() != nil && c.xp().subs.len() > 0 {
+	if c.gen != gen || c.dead || c.handle != 0 || c.persistent || c.box().len() > 0 || c.nsubs() > 0 {
 		c.mu.Unlock()
 		sh.mu.Unlock()
 		return
@@ -654,8 +825,8 @@ func (r *registry) release(c *client, gen uint32) {
 	c.dead = true
 	c.gen++
 	c.trimExt()
-	if c.xi != 0 {
-		panic("edge: registry invariant broken: released client keeps an extension")
+	if c.xi != 0 || c.fref != 0 {
+		panic("edge: registry invariant broken: released client keeps an extension or a subscription")
 	}
 	c.mu.Unlock()
 	sh.mu.Unlock()
