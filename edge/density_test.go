@@ -2,6 +2,7 @@ package edge
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 
@@ -249,5 +250,35 @@ func TestFilterArena(t *testing.T) {
 		if got := string(a.bytes(ref, len(f))); got != f {
 			t.Fatalf("reference %d holds %q, want %q", ref, got, f)
 		}
+	}
+}
+
+// TestFillCounters: FillCounters and FillGauges write what Stats().Counters()
+// and Gauges() return, and allocate nothing once the map holds every name
+// (the activity reporter's sources, asked each second on an idle server).
+func TestFillCounters(t *testing.T) {
+	s := startServer(t, nil)
+	c := dial(t, s)
+	c.connect("fill", false)
+	c.conn.Close()
+	waitFor(t, "the close to be counted", func() bool { return s.Stats().Closes[ReasonEOF.String()] > 0 })
+	for _, tc := range []struct {
+		name string
+		fill func(map[string]int64)
+		get  func() map[string]int64
+	}{
+		{"counters", s.FillCounters, func() map[string]int64 { return s.Stats().Counters() }},
+		{"gauges", s.FillGauges, func() map[string]int64 { return s.Stats().Gauges() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := map[string]int64{}
+			tc.fill(m)
+			if want := tc.get(); !maps.Equal(m, want) {
+				t.Fatalf("filled %v, want %v", m, want)
+			}
+			if n := testing.AllocsPerRun(10, func() { tc.fill(m) }); n != 0 {
+				t.Fatalf("%v allocations per fill, want 0", n)
+			}
+		})
 	}
 }

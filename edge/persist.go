@@ -330,16 +330,26 @@ func (s *Server) writeTick(ls *loopState) uint64 {
 }
 
 func (s *Server) diskStats() *DiskStats {
-	if s.wal == nil {
+	d := new(DiskStats)
+	if !s.diskStatsInto(d) {
 		return nil
 	}
+	return d
+}
+
+// diskStatsInto fills d and reports whether there is a store.
+func (s *Server) diskStatsInto(d *DiskStats) bool {
+	if s.wal == nil {
+		return false
+	}
 	st := &s.wal.Stats
-	return &DiskStats{
+	*d = DiskStats{
 		Records: st.Records.Load(), BytesWritten: st.Bytes.Load(), Writes: st.Writes.Load(),
 		Fsyncs: st.Syncs.Load(), FsyncSeconds: float64(st.SyncNanos.Load()) / 1e9,
 		WriteErrors: st.WriteErrors.Load(), Compactions: st.Compactions.Load(),
 		DiskBytes: s.wal.DiskBytes(), Failing: s.wal.Failed(),
 	}
+	return true
 }
 
 // storeDown reports whether a PUBLISH with qos and retain would need the
