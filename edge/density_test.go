@@ -73,21 +73,21 @@ func TestTreeNodeSubscribers(t *testing.T) {
 	}
 }
 
-// TestProfileIDsOutOfLine: profile user ids longer than the record holds
-// inline (idInline, up to the profile's 64 bytes) are still profile users:
+// TestProfileIDsOutOfLine: profile user ids, whose bytes live out of the
+// record (in recBytes), up to the profile's 64 bytes, are profile users:
 // direct messages and their receipts reach them, they have presence, and
 // the store total does not count their ids (idCharged).
 func TestProfileIDsOutOfLine(t *testing.T) {
 	s := startServer(t, nil)
-	long, longer := strings.Repeat("a", idInline+1), strings.Repeat("b", 64)
+	long, longer := strings.Repeat("a", 41), strings.Repeat("b", 64)
 	held := s.held.Load()
 	a, b := dial(t, s), dial(t, s)
 	a.connect(long, false)
 	b.connect(longer, false)
 	for _, id := range []string{long, longer} {
 		cl := s.reg.lock([]byte(id), false)
-		if cl == nil || cl.idn != idLong || !cl.profileID() {
-			t.Fatalf("%d-byte id: record %v, want out of line and a profile user", len(id), cl)
+		if cl == nil || int(cl.idn) != len(id) || string(cl.idBytes()) != id || !cl.profileID() {
+			t.Fatalf("%d-byte id: record %v, want it in recBytes and a profile user", len(id), cl)
 		}
 		cl.mu.Unlock()
 	}

@@ -17,8 +17,8 @@ import (
 // inbox; otherwise it is released (an empty, offline user costs nothing).
 //
 // Records live in chunks that never move and are reused after release. An
-// id of up to idInline bytes is stored inline (idb); a longer one lives in
-// longIDs and, if over idCharged bytes, counts against the store cap
+// id of up to maxArenaID bytes is in recBytes (idref, idn); a longer one
+// lives in longIDs; one over idCharged bytes counts against the store cap
 // (longIDCost). The record holds
 // no pointers (the inbox and the rest are in the exts side table), so the
 // garbage collector never scans it.
@@ -51,27 +51,31 @@ type client struct {
 	// outlive the connection.
 	persistent bool
 	// The client's only generic subscription, while it has exactly one and
-	// that one is inlineSub: its filter's bytes in filterArena (fref, flen;
+	// that one is inlineSub: its filter's bytes in recBytes (fref, flen;
 	// fref 0: none) and its QoS with the v5 options kept (subRef.qos). Such
 	// a client (a device subscribed to its own topic) needs no clientExt
 	// for its subscription; x.subs is empty while fref != 0.
 	flen uint8
 	fqos byte
 	fref uint32
-	idb  [idInline]byte
+	// idref is the client id's bytes in recBytes (idn of them) unless
+	// idn is idLong; set by registry.lock, given back by release, valid
+	// while the record is live.
+	idref uint32
 }
 
-// idInline is the longest client id stored in the record itself: 36
-// bytes hold a UUID and make the record 104 bytes with its inline
-// subscription (layout_test.go), 24 less than with 64 (each record is paid
-// by every client, idle or not).
-const idInline = 36
+// maxArenaID is the longest client id kept in recBytes (client.idn is a
+// byte, and idLong marks a longer one): the record is 72 bytes
+// (layout_test.go) and an id costs its length rounded up to 8 bytes, where
+// an inline array cost 36 bytes to every client (each record is paid by
+// every client, idle or not).
+const maxArenaID = 254
 
-// idLong in client.idn marks a client id longer than the inline idb: the
-// id is in longIDs instead.
+// idLong in client.idn marks a client id longer than maxArenaID (or one
+// recBytes had no room for): the id is in longIDs instead.
 const idLong = 0xFF
 
-// longIDs holds the client ids longer than client.idb (MQTT allows up to
+// longIDs holds the client ids longer than maxArenaID (MQTT allows up to
 // 65,535 bytes; fleets rarely use more than 40): the record stays
 // pointer-free and only such clients pay for a map entry. An entry exists
 // exactly while its record is live with idn == idLong: registry.lock adds
@@ -85,8 +89,7 @@ var longIDs struct {
 
 // idCharged is the longest client id that the store total does not count
 // (README: a new client id over 64 bytes is refused when the store is
-// full): one of idInline+1 to idCharged bytes lives in longIDs, uncounted
-// like the record itself, so that lowering idInline changed no refusal.
+// full), wherever its bytes live.
 const idCharged = 64
 
 // longIDCost is what a long id holds in the store total: its bytes plus
@@ -112,7 +115,10 @@ func (c *client) idBytes() []byte {
 		longIDs.mu.RUnlock()
 		return id
 	}
-	return c.idb[:c.idn]
+	if c.idn == 0 {
+		return nil
+	}
+	return recBytes.bytes(c.idref, int(c.idn))
 }
 
 // name returns a copy of the client id.
@@ -122,11 +128,8 @@ func (c *client) name() string { return string(c.idBytes()) }
 // ([0-9A-Za-z_.-], 1-64 bytes): only such a client has an addressable inbox
 // (u/<id>/...), presence, and may publish profile messages.
 func (c *client) profileID() bool {
-	if c.idn == idLong {
-		id := c.idBytes()
-		return len(id) <= 64 && validIDBytes(id)
-	}
-	return validIDBytes(c.idb[:c.idn])
+	id := c.idBytes()
+	return len(id) <= 64 && validIDBytes(id)
 }
 
 // subRef is one of a client's generic subscriptions.
@@ -179,7 +182,7 @@ func (c *client) inlineFilter() []byte {
 	if c.fref == 0 {
 		return nil
 	}
-	return filterArena.bytes(c.fref, int(c.flen))
+	return recBytes.bytes(c.fref, int(c.flen))
 }
 
 // nsubs is the number of c's generic subscriptions; c is locked.
@@ -222,7 +225,7 @@ func (c *client) subs(yield func(filter []byte, r subRef) bool) {
 // setInline makes f (inlineSub, and c has no other subscription) c's
 // inline subscription; false if the arena is full. c is locked.
 func (c *client) setInline(f string, qos byte) bool {
-	ref := filterArena.alloc(f)
+	ref := recBytes.alloc(f)
 	if ref == 0 {
 		return false
 	}
@@ -232,7 +235,7 @@ func (c *client) setInline(f string, qos byte) bool {
 
 // dropInline forgets c's inline subscription; c is locked.
 func (c *client) dropInline() {
-	filterArena.free(c.fref, int(c.flen))
+	recBytes.free(c.fref, int(c.flen))
 	c.fref, c.flen, c.fqos = 0, 0, 0
 }
 
@@ -253,13 +256,15 @@ func (c *client) spillSub() {
 // (client.flen is a byte).
 const maxInlineFilter = 255
 
-// filterArena holds the filters of inline subscriptions: pointer-free
-// chunks that never move, carved in 8-byte units, with freed runs reused
-// by size. A reference is the index of its first unit (0: none). mu is a
-// leaf lock; the bytes of a reference are written before it is given out
-// and not changed until it is freed, both under the owning client's mutex,
-// so a reader holding that mutex reads them without mu.
-var filterArena arena
+// recBytes holds the bytes client records refer to, the client ids and
+// the filters of inline subscriptions: pointer-free chunks that never
+// move, carved in 8-byte units, with freed runs reused by size. A
+// reference is the index of its first unit (0: none). mu is a leaf lock;
+// the bytes of a reference are written before it is given out and not
+// changed until it is freed, both under the owning client's mutex (an id's
+// under its shard mutex too), so a reader holding that mutex reads them
+// without mu.
+var recBytes arena
 
 const (
 	arenaUnit      = 8
@@ -278,7 +283,17 @@ type arena struct {
 // alloc copies s (1 to maxInlineFilter bytes) into the arena and returns
 // its reference, or 0 if the arena is full.
 func (a *arena) alloc(s string) uint32 {
-	u := uint32(len(s)+arenaUnit-1) / arenaUnit
+	ref := a.take(len(s))
+	if ref != 0 {
+		copy(a.bytes(ref, len(s)), s)
+	}
+	return ref
+}
+
+// take returns the reference of n (1 to maxInlineFilter) bytes, or 0 if
+// the arena is full.
+func (a *arena) take(n int) uint32 {
+	u := uint32(n+arenaUnit-1) / arenaUnit
 	a.mu.Lock()
 	var ref uint32
 	if fl := a.runs[u]; len(fl) > 0 {
@@ -303,7 +318,6 @@ func (a *arena) alloc(s string) uint32 {
 		a.next += u
 	}
 	a.mu.Unlock()
-	copy(a.bytes(ref, len(s)), s)
 	return ref
 }
 
@@ -648,10 +662,14 @@ func (r *registry) lock(id []byte, create bool) *client {
 			sh.mu.Unlock()
 			return nil
 		}
-		if len(id) <= idInline {
-			c.idn = uint8(copy(c.idb[:], id))
-		} else {
-			c.idn = idLong
+		c.idn = idLong
+		if len(id) <= maxArenaID {
+			if ref := recBytes.take(len(id)); ref != 0 {
+				copy(recBytes.bytes(ref, len(id)), id)
+				c.idref, c.idn = ref, uint8(len(id))
+			}
+		}
+		if c.idn == idLong {
 			longIDs.mu.Lock()
 			if longIDs.m == nil {
 				longIDs.m = make(map[*client][]byte)
@@ -705,7 +723,7 @@ func (r *registry) alloc() *client {
 	c.owner.Store(0)
 	c.handle, c.lastSeen, c.xi, c.made = 0, 0, 0, 0
 	c.nextPID, c.idn, c.dead, c.kick, c.persistent = 0, 0, false, false, false
-	c.fref, c.flen, c.fqos = 0, 0, 0
+	c.fref, c.flen, c.fqos, c.idref = 0, 0, 0, 0
 	return c
 }
 
@@ -813,14 +831,17 @@ func (r *registry) release(c *client, gen uint32) {
 		delete(sh.seenOld, id)
 		sh.seen[id] = c.lastSeen
 	}
+	n := int(c.idn)
 	if c.idn == idLong {
 		longIDs.mu.Lock()
-		n := len(longIDs.m[c])
+		n = len(longIDs.m[c])
 		delete(longIDs.m, c)
 		longIDs.mu.Unlock()
-		if r.acct != nil {
-			r.acct.Add(-longIDCost(n))
-		}
+	} else {
+		recBytes.free(c.idref, n) // idref stays: a stale reader gets bytes, not a panic
+	}
+	if r.acct != nil {
+		r.acct.Add(-longIDCost(n))
 	}
 	c.dead = true
 	c.gen++
