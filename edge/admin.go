@@ -353,31 +353,11 @@ type TLSStats struct {
 
 // Stats returns a snapshot of the server's counters.
 func (s *Server) Stats() Stats {
-	st := Stats{
-		Connections:       s.conns.Load(),
-		Clients:           s.reg.count.Load(),
-		Published:         s.stats.published.Load(),
-		MessagesOut:       s.sentTotal(),
-		Stored:            s.stats.stored.Load(),
-		InboxFull:         s.stats.inboxFull.Load(),
-		Dropped:           s.stats.dropped.Load(),
-		RetainedFull:      s.stats.retainedFull.Load(),
-		StoreBytes:        s.held.Load(),
-		StoreMaxBytes:     s.cfg.StoreMaxBytes,
-		StoreFull:         s.stats.storeFull.Load(),
-		NewInboxRate:      s.stats.newInboxRate.Load(),
-		NoticesDropped:    s.stats.notices.Load(),
-		Expired:           s.stats.expired.Load(),
-		Purged:            s.stats.purged.Load(),
-		AccountingRepairs: acctRepairs.Load(),
-		Closes:            s.closes.snapshot(),
-
-		FiltersOverPacket: s.stats.overPacket.Load(),
-		FiltersOverClient: s.stats.overClient.Load(),
-		Disk:              s.diskStats(),
-
-		Push: s.pushStatsPtr(),
-	}
+	st := s.counterStats()
+	st.Connections, st.Clients = s.conns.Load(), s.reg.count.Load()
+	st.RetainedFull, st.StoreBytes, st.StoreMaxBytes = s.stats.retainedFull.Load(), s.held.Load(), s.cfg.StoreMaxBytes
+	st.AccountingRepairs, st.Closes = acctRepairs.Load(), s.closes.snapshot()
+	st.Disk, st.Push = s.diskStats(), s.pushStatsPtr()
 	if s.cfg.TLS != nil {
 		t := s.cfg.TLS.Stats()
 		st.TLS = &TLSStats{Handshakes: t.Handshakes, Resumed: t.Resumed, InProgress: t.InProgress,
@@ -395,6 +375,24 @@ func (s *Server) Stats() Stats {
 		st.WS = &WSStats{Upgrades: w.Upgrades, InProgress: w.InProgress, Sessions: w.Sessions, Pings: w.Pings}
 	}
 	return st
+}
+
+// counterStats returns the counters of Stats (FillCounters' part of it).
+func (s *Server) counterStats() Stats {
+	return Stats{
+		Published:         s.stats.published.Load(),
+		MessagesOut:       s.sentTotal(),
+		Stored:            s.stats.stored.Load(),
+		InboxFull:         s.stats.inboxFull.Load(),
+		Dropped:           s.stats.dropped.Load(),
+		StoreFull:         s.stats.storeFull.Load(),
+		NewInboxRate:      s.stats.newInboxRate.Load(),
+		NoticesDropped:    s.stats.notices.Load(),
+		Expired:           s.stats.expired.Load(),
+		Purged:            s.stats.purged.Load(),
+		FiltersOverPacket: s.stats.overPacket.Load(),
+		FiltersOverClient: s.stats.overClient.Load(),
+	}
 }
 
 // Limits of GET /inboxes.

@@ -342,12 +342,12 @@ func (s *Server) exportState(conns []netpoll.Exported, fds *[]int) []byte {
 		binary.LittleEndian.PutUint32(b4[:], cl.made)
 		binary.LittleEndian.PutUint32(e4[:], cl.expiry) // carried as it is: so are the connections
 		put(hClient, 0, id, []byte{p}, u64(&b8, uint64(cl.lastSeen)), []byte{byte(cl.nextPID >> 8), byte(cl.nextPID)}, b4[:], e4[:])
+		for f, sub := range cl.subs {
+			put(recSub, 0, id, f, sub.record())
+		}
 		x := cl.xp()
 		if x == nil {
 			continue
-		}
-		for _, sub := range x.subs.items {
-			put(recSub, 0, id, []byte(sub.filter), sub.record())
 		}
 		for _, pid := range x.qos2() {
 			put(recQ2Add, 0, id, []byte{byte(pid >> 8), byte(pid)})

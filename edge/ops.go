@@ -83,17 +83,54 @@ func (s *Server) SetInflight(n int) error {
 // deliveries, closes by reason, the store's and push's work), as the
 // activity reporter exports them (/metrics).
 func (st Stats) Counters() map[string]int64 {
-	m := map[string]int64{
-		"messages_in": int64(st.Published), "messages_out": int64(st.MessagesOut), "inbox_stored": int64(st.Stored),
-		"inbox_full": int64(st.InboxFull), "deliveries_dropped": int64(st.Dropped),
-		"store_full": int64(st.StoreFull), "new_inbox_rate": int64(st.NewInboxRate),
-		"notices_dropped": int64(st.NoticesDropped), "inbox_expired": int64(st.Expired),
-		"inbox_purged":                      int64(st.Purged),
-		"subscribe_filters_over_packet_cap": int64(st.FiltersOverPacket),
-		"subscribe_filters_over_client_cap": int64(st.FiltersOverClient),
+	m := make(map[string]int64, 32)
+	st.fillCounters(m, nil)
+	return m
+}
+
+// FillCounters writes Stats().Counters() into m, allocating nothing once
+// m holds every name (unless push notifications are configured): the
+// activity reporter asks for them each second, and an idle server's
+// garbage is RSS until the next collection (BENCHMARKS.md, issue #12).
+func (s *Server) FillCounters(m map[string]int64) {
+	st := s.counterStats()
+	var d DiskStats
+	if s.diskStatsInto(&d) {
+		st.Disk = &d
 	}
-	for reason, n := range st.Closes {
-		m["closes_"+reason] = int64(n)
+	st.Push = s.pushStatsPtr()
+	st.fillCounters(m, &s.closes)
+}
+
+// FillGauges writes Stats().Gauges() into m, allocating nothing once m
+// holds every name.
+func (s *Server) FillGauges(m map[string]int64) {
+	st := Stats{Connections: s.conns.Load(), Clients: s.reg.count.Load(), StoreBytes: s.held.Load()}
+	var d DiskStats
+	if s.diskStatsInto(&d) {
+		st.Disk = &d
+	}
+	st.fillGauges(m)
+}
+
+// fillCounters writes st's counters into m; with closes set, the closes by
+// reason are read from it under precomputed names instead of st.Closes.
+func (st *Stats) fillCounters(m map[string]int64, closes *reasonCounters) {
+	m["messages_in"], m["messages_out"], m["inbox_stored"] = int64(st.Published), int64(st.MessagesOut), int64(st.Stored)
+	m["inbox_full"], m["deliveries_dropped"] = int64(st.InboxFull), int64(st.Dropped)
+	m["store_full"], m["new_inbox_rate"] = int64(st.StoreFull), int64(st.NewInboxRate)
+	m["notices_dropped"], m["inbox_expired"] = int64(st.NoticesDropped), int64(st.Expired)
+	m["inbox_purged"] = int64(st.Purged)
+	m["subscribe_filters_over_packet_cap"] = int64(st.FiltersOverPacket)
+	m["subscribe_filters_over_client_cap"] = int64(st.FiltersOverClient)
+	if closes != nil {
+		for i := range closes {
+			m[closeNames[i]] = int64(closes[i].Load())
+		}
+	} else {
+		for reason, n := range st.Closes {
+			m["closes_"+reason] = int64(n)
+		}
 	}
 	if d := st.Disk; d != nil {
 		m["store_records"], m["store_written_bytes"], m["store_fsyncs"] = int64(d.Records), int64(d.BytesWritten), int64(d.Fsyncs)
@@ -108,7 +145,6 @@ func (st Stats) Counters() map[string]int64 {
 			m["push_dropped_"+reason] = int64(n)
 		}
 	}
-	return m
 }
 
 // Gauges returns st's levels by name: connections, clients, the bytes
@@ -116,7 +152,13 @@ func (st Stats) Counters() map[string]int64 {
 // its size on disk and whether it is failing, as the activity reporter
 // exports them (/metrics).
 func (st Stats) Gauges() map[string]int64 {
-	m := map[string]int64{"connections": st.Connections, "clients": st.Clients, "store_bytes": st.StoreBytes}
+	m := make(map[string]int64, 8)
+	st.fillGauges(m)
+	return m
+}
+
+func (st *Stats) fillGauges(m map[string]int64) {
+	m["connections"], m["clients"], m["store_bytes"] = st.Connections, st.Clients, st.StoreBytes
 	if d := st.Disk; d != nil {
 		m["store_disk_bytes"] = d.DiskBytes
 		m["store_failing"] = 0
@@ -124,7 +166,6 @@ func (st Stats) Gauges() map[string]int64 {
 			m["store_failing"] = 1
 		}
 	}
-	return m
 }
 
 // inboxWatchFloor is the inbox length at which a client is watched for the

@@ -354,16 +354,26 @@ func (s *Server) writeTick(ls *loopState) uint64 {
 }
 
 func (s *Server) diskStats() *DiskStats {
-	if s.wal == nil {
+	d := new(DiskStats)
+	if !s.diskStatsInto(d) {
 		return nil
 	}
+	return d
+}
+
+// diskStatsInto fills d and reports whether there is a store.
+func (s *Server) diskStatsInto(d *DiskStats) bool {
+	if s.wal == nil {
+		return false
+	}
 	st := &s.wal.Stats
-	return &DiskStats{
+	*d = DiskStats{
 		Records: st.Records.Load(), BytesWritten: st.Bytes.Load(), Writes: st.Writes.Load(),
 		Fsyncs: st.Syncs.Load(), FsyncSeconds: float64(st.SyncNanos.Load()) / 1e9,
 		WriteErrors: st.WriteErrors.Load(), Compactions: st.Compactions.Load(),
 		DiskBytes: s.wal.DiskBytes(), Failing: s.wal.Failed(),
 	}
+	return true
 }
 
 // storeDown reports whether a PUBLISH with qos and retain would need the
@@ -778,10 +788,10 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 			} else {
 				w.Append(recSession, 0, id, []byte{1})
 			}
+			for f, sub := range cl.subs {
+				w.Append(recSub, 0, id, f, sub.record())
+			}
 			if x := cl.xp(); x != nil {
-				for _, sub := range x.subs.items {
-					w.Append(recSub, 0, id, []byte(sub.filter), sub.record())
-				}
 				for _, pid := range x.qos2() {
 					w.Append(recQ2Add, 0, id, []byte{byte(pid >> 8), byte(pid)})
 				}

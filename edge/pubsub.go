@@ -14,6 +14,10 @@ import (
 
 // dropSubs removes cl's generic subscriptions; cl is locked.
 func (s *Server) dropSubs(cl *client) {
+	if f := cl.inlineFilter(); f != nil {
+		s.tree.unsubscribe(string(f), cl)
+		cl.dropInline()
+	}
 	x := cl.xp()
 	if x == nil {
 		return
@@ -223,7 +227,7 @@ func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *clie
 		skipRet := rh == 2
 		if rh == 1 {
 			cl.mu.Lock()
-			skipRet = cl.xp() != nil && cl.xp().subs.find(string(filter)) >= 0 // only for a new subscription
+			skipRet = cl.hasSub(filter) // only for a new subscription
 			cl.mu.Unlock()
 		}
 		skip = append(skip, skipRet)
@@ -379,6 +383,19 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 // cl holds MaxSubscriptions already (unless force: a replayed session
 // keeps what it had).
 func (s *Server) addSubLocked(cl *client, f string, qos byte, id uint32, force bool) bool {
+	inl := inlineSub(f, id)
+	if cl.fref != 0 {
+		if inl && string(cl.inlineFilter()) == f {
+			s.tree.subscribeID(f, cl, qos, id)
+			cl.fqos = qos
+			return true
+		}
+		cl.spillSub()
+	}
+	if inl && cl.nsubs() == 0 && (s.cfg.MaxSubscriptions > 0 || force) && cl.setInline(f, qos) {
+		s.tree.subscribeID(f, cl, qos, id)
+		return true
+	}
 	x := cl.x()
 	i := x.subs.find(f)
 	if i < 0 && x.subs.len() >= s.cfg.MaxSubscriptions && !force {
@@ -397,6 +414,14 @@ func (s *Server) addSubLocked(cl *client, f string, qos byte, id uint32, force b
 // removeSubLocked unsubscribes cl (locked) from filter; its retained scan,
 // if any, sees the subscription gone.
 func (s *Server) removeSubLocked(cl *client, filter []byte) bool {
+	if f := cl.inlineFilter(); f != nil {
+		if !bytes.Equal(f, filter) {
+			return false
+		}
+		s.tree.unsubscribe(string(filter), cl)
+		cl.dropInline()
+		return true
+	}
 	x := cl.xp()
 	if x == nil {
 		return false

@@ -180,6 +180,14 @@ func decodeReason(err error) Reason {
 	return ReasonMalformed
 }
 
+// closeNames are the closes' counter names by reason (Stats.Counters).
+var closeNames = func() (n [numReasons]string) {
+	for i := range n {
+		n[i] = "closes_" + Reason(i).String()
+	}
+	return n
+}()
+
 // reasonCounters counts closes per reason.
 type reasonCounters [numReasons]atomic.Uint64
 

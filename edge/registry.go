@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/edgedhq/edged/edge/mqtt"
 	"github.com/edgedhq/edged/netpoll"
 )
 
@@ -16,8 +17,8 @@ import (
 // inbox; otherwise it is released (an empty, offline user costs nothing).
 //
 // Records live in chunks that never move and are reused after release. An
-// id of up to idInline bytes is stored inline (idb); a longer one lives in
-// longIDs and, if over idCharged bytes, counts against the store cap
+// id of up to maxArenaID bytes is in recBytes (idref, idn); a longer one
+// lives in longIDs; one over idCharged bytes counts against the store cap
 // (longIDCost). The record holds
 // no pointers (the inbox and the rest are in the exts side table), so the
 // garbage collector never scans it.
@@ -49,19 +50,32 @@ type client struct {
 	// persistent: clean session 0, subscriptions and generic messages
 	// outlive the connection.
 	persistent bool
-	idb        [idInline]byte
+	// The client's only generic subscription, while it has exactly one and
+	// that one is inlineSub: its filter's bytes in recBytes (fref, flen;
+	// fref 0: none) and its QoS with the v5 options kept (subRef.qos). Such
+	// a client (a device subscribed to its own topic) needs no clientExt
+	// for its subscription; x.subs is empty while fref != 0.
+	flen uint8
+	fqos byte
+	fref uint32
+	// idref is the client id's bytes in recBytes (idn of them) unless
+	// idn is idLong; set by registry.lock, given back by release, valid
+	// while the record is live.
+	idref uint32
 }
 
-// idInline is the longest client id stored in the record itself: 40
-// bytes hold a UUID's 36 and make the record 104 bytes (layout_test.go),
-// 24 less than with 64 (each record is paid by every client, idle or not).
-const idInline = 40
+// maxArenaID is the longest client id kept in recBytes (client.idn is a
+// byte, and idLong marks a longer one): the record is 72 bytes
+// (layout_test.go) and an id costs its length rounded up to 8 bytes, where
+// an inline array cost 36 bytes to every client (each record is paid by
+// every client, idle or not).
+const maxArenaID = 254
 
-// idLong in client.idn marks a client id longer than the inline idb: the
-// id is in longIDs instead.
+// idLong in client.idn marks a client id longer than maxArenaID (or one
+// recBytes had no room for): the id is in longIDs instead.
 const idLong = 0xFF
 
-// longIDs holds the client ids longer than client.idb (MQTT allows up to
+// longIDs holds the client ids longer than maxArenaID (MQTT allows up to
 // 65,535 bytes; fleets rarely use more than 40): the record stays
 // pointer-free and only such clients pay for a map entry. An entry exists
 // exactly while its record is live with idn == idLong: registry.lock adds
@@ -75,8 +89,7 @@ var longIDs struct {
 
 // idCharged is the longest client id that the store total does not count
 // (README: a new client id over 64 bytes is refused when the store is
-// full): one of idInline+1 to idCharged bytes lives in longIDs, uncounted
-// like the record itself, so that lowering idInline changed no refusal.
+// full), wherever its bytes live.
 const idCharged = 64
 
 // longIDCost is what a long id holds in the store total: its bytes plus
@@ -102,7 +115,10 @@ func (c *client) idBytes() []byte {
 		longIDs.mu.RUnlock()
 		return id
 	}
-	return c.idb[:c.idn]
+	if c.idn == 0 {
+		return nil
+	}
+	return recBytes.bytes(c.idref, int(c.idn))
 }
 
 // name returns a copy of the client id.
@@ -112,11 +128,8 @@ func (c *client) name() string { return string(c.idBytes()) }
 // ([0-9A-Za-z_.-], 1-64 bytes): only such a client has an addressable inbox
 // (u/<id>/...), presence, and may publish profile messages.
 func (c *client) profileID() bool {
-	if c.idn == idLong {
-		id := c.idBytes()
-		return len(id) <= 64 && validIDBytes(id)
-	}
-	return validIDBytes(c.idb[:c.idn])
+	id := c.idBytes()
+	return len(id) <= 64 && validIDBytes(id)
 }
 
 // subRef is one of a client's generic subscriptions.
@@ -150,6 +163,177 @@ func parseSubField(b []byte) (qos byte, id uint32) {
 }
 
 func (r subRef) key() string { return r.filter }
+
+// inlineSub reports whether a client's only subscription to filter may be
+// kept in its record: an exact filter (so it never has a retained scan,
+// which names its subscription by subRef.seq), not shared, without a v5
+// Subscription Identifier, of at most maxInlineFilter bytes.
+func inlineSub(filter string, id uint32) bool {
+	if id != 0 || len(filter) == 0 || len(filter) > maxInlineFilter || hasWildcard(filter) {
+		return false
+	}
+	_, _, shared := mqtt.SplitShared(filter)
+	return !shared
+}
+
+// inlineFilter returns the filter of c's inline subscription (nil: none);
+// c is locked, and the bytes are valid while it stays so.
+func (c *client) inlineFilter() []byte {
+	if c.fref == 0 {
+		return nil
+	}
+	return recBytes.bytes(c.fref, int(c.flen))
+}
+
+// nsubs is the number of c's generic subscriptions; c is locked.
+func (c *client) nsubs() int {
+	if c.fref != 0 {
+		return 1
+	}
+	if x := c.xp(); x != nil {
+		return x.subs.len()
+	}
+	return 0
+}
+
+// hasSub reports whether c has a generic subscription to filter; c is
+// locked.
+func (c *client) hasSub(filter []byte) bool {
+	if c.fref != 0 {
+		return bytes.Equal(c.inlineFilter(), filter)
+	}
+	x := c.xp()
+	return x != nil && x.subs.find(string(filter)) >= 0
+}
+
+// subs yields c's generic subscriptions with their filters as bytes valid
+// until the next yield; c is locked and must not change meanwhile.
+func (c *client) subs(yield func(filter []byte, r subRef) bool) {
+	if c.fref != 0 {
+		yield(c.inlineFilter(), subRef{qos: c.fqos})
+		return
+	}
+	if x := c.xp(); x != nil {
+		for _, sub := range x.subs.items {
+			if !yield([]byte(sub.filter), sub) {
+				return
+			}
+		}
+	}
+}
+
+// setInline makes f (inlineSub, and c has no other subscription) c's
+// inline subscription; false if the arena is full. c is locked.
+func (c *client) setInline(f string, qos byte) bool {
+	ref := recBytes.alloc(f)
+	if ref == 0 {
+		return false
+	}
+	c.fref, c.flen, c.fqos = ref, uint8(len(f)), qos
+	return true
+}
+
+// dropInline forgets c's inline subscription; c is locked.
+func (c *client) dropInline() {
+	recBytes.free(c.fref, int(c.flen))
+	c.fref, c.flen, c.fqos = 0, 0, 0
+}
+
+// spillSub moves c's inline subscription into its extension (c is about
+// to have a second one, or one the record cannot hold); c is locked.
+func (c *client) spillSub() {
+	if c.fref == 0 {
+		return
+	}
+	f, qos := string(c.inlineFilter()), c.fqos
+	c.dropInline()
+	x := c.x()
+	x.subSeq++
+	x.subs.add(subRef{filter: f, seq: x.subSeq, qos: qos})
+}
+
+// maxInlineFilter is the longest filter an inline subscription holds
+// (client.flen is a byte).
+const maxInlineFilter = 255
+
+// recBytes holds the bytes client records refer to, the client ids and
+// the filters of inline subscriptions: pointer-free chunks that never
+// move, carved in 8-byte units, with freed runs reused by size. A
+// reference is the index of its first unit (0: none). mu is a leaf lock;
+// the bytes of a reference are written before it is given out and not
+// changed until it is freed, both under the owning client's mutex (an id's
+// under its shard mutex too), so a reader holding that mutex reads them
+// without mu.
+var recBytes arena
+
+const (
+	arenaUnit      = 8
+	arenaChunkBits = 13 // units per chunk: 8,192 (64 KiB)
+	arenaChunks    = 1 << 15
+	arenaMaxUnits  = (maxInlineFilter + arenaUnit - 1) / arenaUnit
+)
+
+type arena struct {
+	mu   sync.Mutex                  // guards next, runs and chunk allocation
+	next uint32                      // next unused unit; 0 is never used
+	runs [arenaMaxUnits + 1][]uint32 // freed references by length in units
+	dir  [arenaChunks]atomic.Pointer[[arenaUnit << arenaChunkBits]byte]
+}
+
+// alloc copies s (1 to maxInlineFilter bytes) into the arena and returns
+// its reference, or 0 if the arena is full.
+func (a *arena) alloc(s string) uint32 {
+	ref := a.take(len(s))
+	if ref != 0 {
+		copy(a.bytes(ref, len(s)), s)
+	}
+	return ref
+}
+
+// take returns the reference of n (1 to maxInlineFilter) bytes, or 0 if
+// the arena is full.
+func (a *arena) take(n int) uint32 {
+	u := uint32(n+arenaUnit-1) / arenaUnit
+	a.mu.Lock()
+	var ref uint32
+	if fl := a.runs[u]; len(fl) > 0 {
+		ref = fl[len(fl)-1]
+		a.runs[u] = fl[:len(fl)-1]
+	} else {
+		if a.next == 0 {
+			a.next = 1
+		}
+		if off := a.next & (1<<arenaChunkBits - 1); off+u > 1<<arenaChunkBits {
+			a.next += 1<<arenaChunkBits - off // runs never straddle chunks
+		}
+		ref = a.next
+		ch := ref >> arenaChunkBits
+		if ch >= arenaChunks {
+			a.mu.Unlock()
+			return 0
+		}
+		if a.dir[ch].Load() == nil {
+			a.dir[ch].Store(new([arenaUnit << arenaChunkBits]byte))
+		}
+		a.next += u
+	}
+	a.mu.Unlock()
+	return ref
+}
+
+// bytes returns the n bytes at ref.
+func (a *arena) bytes(ref uint32, n int) []byte {
+	off := int(ref&(1<<arenaChunkBits-1)) * arenaUnit
+	return a.dir[ref>>arenaChunkBits].Load()[off : off+n : off+n]
+}
+
+// free gives back the n bytes at ref.
+func (a *arena) free(ref uint32, n int) {
+	u := (n + arenaUnit - 1) / arenaUnit
+	a.mu.Lock()
+	a.runs[u] = append(a.runs[u], ref)
+	a.mu.Unlock()
+}
 
 type will struct {
 	topic   string
@@ -483,10 +667,14 @@ func (r *registry) lock(id []byte, create bool) *client {
 			sh.mu.Unlock()
 			return nil
 		}
-		if len(id) <= idInline {
-			c.idn = uint8(copy(c.idb[:], id))
-		} else {
-			c.idn = idLong
+		c.idn = idLong
+		if len(id) <= maxArenaID {
+			if ref := recBytes.take(len(id)); ref != 0 {
+				copy(recBytes.bytes(ref, len(id)), id)
+				c.idref, c.idn = ref, uint8(len(id))
+			}
+		}
+		if c.idn == idLong {
 			longIDs.mu.Lock()
 			if longIDs.m == nil {
 				longIDs.m = make(map[*client][]byte)
@@ -543,6 +731,7 @@ func (r *registry) alloc() *client {
 	c.owner.Store(0)
 	c.handle, c.lastSeen, c.xi, c.made = 0, 0, 0, 0
 	c.nextPID, c.idn, c.dead, c.kick, c.persistent = 0, 0, false, false, false
+	c.fref, c.flen, c.fqos, c.idref = 0, 0, 0, 0
 	return c
 }
 
@@ -630,7 +819,7 @@ func (r *registry) release(c *client, gen uint32) {
 	sh := r.shardOf(h)
 	sh.mu.Lock()
 	c.mu.Lock()
-	if c.gen != gen || c.dead || c.handle != 0 || c.persistent || c.box().len() > 0 || c.xp() != nil && c.xp().subs.len() > 0 {
+	if c.gen != gen || c.dead || c.handle != 0 || c.persistent || c.box().len() > 0 || c.nsubs() > 0 {
 		c.mu.Unlock()
 		sh.mu.Unlock()
 		return
@@ -650,20 +839,23 @@ func (r *registry) release(c *client, gen uint32) {
 		delete(sh.seenOld, id)
 		sh.seen[id] = c.lastSeen
 	}
+	n := int(c.idn)
 	if c.idn == idLong {
 		longIDs.mu.Lock()
-		n := len(longIDs.m[c])
+		n = len(longIDs.m[c])
 		delete(longIDs.m, c)
 		longIDs.mu.Unlock()
-		if r.acct != nil {
-			r.acct.Add(-longIDCost(n))
-		}
+	} else {
+		recBytes.free(c.idref, n) // idref stays: a stale reader gets bytes, not a panic
+	}
+	if r.acct != nil {
+		r.acct.Add(-longIDCost(n))
 	}
 	c.dead = true
 	c.gen++
 	c.trimExt()
-	if c.xi != 0 {
-		panic("edge: registry invariant broken: released client keeps an extension")
+	if c.xi != 0 || c.fref != 0 {
+		panic("edge: registry invariant broken: released client keeps an extension or a subscription")
 	}
 	c.mu.Unlock()
 	sh.mu.Unlock()

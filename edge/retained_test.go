@@ -403,7 +403,7 @@ func TestUnsubscribeIndex(t *testing.T) {
 func treeEmpty(s *Server) bool {
 	s.tree.mu.RLock()
 	defer s.tree.mu.RUnlock()
-	return len(s.tree.root.children) == 0 && s.tree.root.nsubs() == 0
+	return s.tree.root.nkids() == 0 && s.tree.root.nsubs() == 0
 }
 
 // TestRetainedTrieScan checks the retained trie and its scans against a

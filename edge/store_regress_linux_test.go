@@ -441,11 +441,11 @@ func stateOf(s *Server, user string) clientState {
 	var st clientState
 	st.persistent = cl.persistent
 	st.lastSeen = cl.lastSeen
+	for f, sub := range cl.subs {
+		st.subs = append(st.subs, fmt.Sprintf("%s:%d", f, sub.qos))
+	}
+	slices.Sort(st.subs)
 	if x := cl.xp(); x != nil {
-		for _, sub := range x.subs.items {
-			st.subs = append(st.subs, fmt.Sprintf("%s:%d", sub.filter, sub.qos))
-		}
-		slices.Sort(st.subs)
 		st.q2 = slices.Clone(x.qos2())
 		slices.Sort(st.q2)
 	}

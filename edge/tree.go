@@ -2,9 +2,12 @@ package edge
 
 import (
 	"bytes"
+	"hash/maphash"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/edgedhq/edged/edge/mqtt"
 )
@@ -25,20 +28,152 @@ type tsub struct {
 func (s tsub) key() uint32 { return s.cl.idx }
 
 // tnode is a level of the topic tree. Most nodes that have subscriptions
-// have exactly one (a device subscribes to its own topic): that one is
-// inline (one), so such a leaf is one 48-byte object (layout_test.go), not
-// that plus a slice; more holds them all from the second client on.
+// have exactly one (a device subscribes to its own topic) and no children:
+// such a leaf is one 48-byte object (layout_test.go) plus its 8-byte slot
+// in its parent's kids, not that plus a slice, a map slot and a child map;
+// x holds the children and the subscriptions from the second client on.
 type tnode struct {
-	children map[string]*tnode
-	one      tsub                       // the subscription while it is the only one; one.cl == nil: none
-	more     *indexedList[uint32, tsub] // keyed by client index: one per client; nil while at most one
+	name string    // this level (a copy: the node outlives the filter that made it)
+	one  tsub      // the subscription while it is the only one; one.cl == nil: none
+	x    *tnodeExt // nil while n has no children and at most one subscription
+}
+
+// tnodeExt is the part of a tnode that a leaf with one subscriber lacks.
+type tnodeExt struct {
+	kids kids
+	more *indexedList[uint32, tsub] // keyed by client index: one per client; nil while at most one
+}
+
+// kids is a node's children: an open-addressing table (linear probing,
+// backward-shift deletion) of node pointers, hashed by name, so that a
+// child costs its slot (8 bytes at a load of 3/8 to 3/4) where a
+// map[string]*tnode cost ~57 bytes per child (BENCHMARKS.md, issue #12).
+type kids struct {
+	slots []*tnode // nil or a power of two long; nil entries are empty
+	n     int
+}
+
+// levelSeed keys the child tables' hash (filters are the clients' to
+// choose, as ids are: see idSeed).
+var levelSeed = maphash.MakeSeed()
+
+func levelHash(name string) uint64 { return maphash.String(levelSeed, name) }
+
+// get returns the child named name, or nil.
+func (k *kids) get(name string) *tnode {
+	if k.n == 0 {
+		return nil
+	}
+	mask := len(k.slots) - 1
+	for i := int(levelHash(name)) & mask; ; i = (i + 1) & mask {
+		c := k.slots[i]
+		if c == nil || c.name == name {
+			return c
+		}
+	}
+}
+
+// add inserts c, whose name must not be in k.
+func (k *kids) add(c *tnode) {
+	if (k.n+1)*4 > len(k.slots)*3 {
+		k.resize(max(2, 2*len(k.slots)))
+	}
+	k.put(c)
+	k.n++
+}
+
+func (k *kids) put(c *tnode) {
+	mask := len(k.slots) - 1
+	i := int(levelHash(c.name)) & mask
+	for k.slots[i] != nil {
+		i = (i + 1) & mask
+	}
+	k.slots[i] = c
+}
+
+func (k *kids) resize(n int) {
+	old := k.slots
+	k.slots = make([]*tnode, n)
+	for _, c := range old {
+		if c != nil {
+			k.put(c)
+		}
+	}
+}
+
+// remove deletes the child named name, if there is one, shifting later
+// entries of its probe run back so that no tombstones are needed; a table
+// a mass removal left at most 1/8 full shrinks by half.
+func (k *kids) remove(name string) {
+	if k.n == 0 {
+		return
+	}
+	mask := len(k.slots) - 1
+	i := int(levelHash(name)) & mask
+	for ; k.slots[i] == nil || k.slots[i].name != name; i = (i + 1) & mask {
+		if k.slots[i] == nil {
+			return
+		}
+	}
+	for j := (i + 1) & mask; ; j = (j + 1) & mask {
+		c := k.slots[j]
+		if c == nil {
+			break
+		}
+		h := int(levelHash(c.name)) & mask // home slot of c
+		// c may move to i unless its home lies cyclically in (i, j].
+		if i <= j && i < h && h <= j || i > j && (i < h || h <= j) {
+			continue
+		}
+		k.slots[i] = c
+		i = j
+	}
+	k.slots[i] = nil
+	k.n--
+	switch {
+	case k.n == 0:
+		k.slots = nil
+	case len(k.slots) > 16 && k.n*8 <= len(k.slots):
+		k.resize(len(k.slots) / 2)
+	}
+}
+
+// child returns n's child named name, or nil.
+func (n *tnode) child(name string) *tnode {
+	if n.x == nil {
+		return nil
+	}
+	return n.x.kids.get(name)
+}
+
+// nkids is the number of n's children.
+func (n *tnode) nkids() int {
+	if n.x == nil {
+		return 0
+	}
+	return n.x.kids.n
+}
+
+// ext returns n.x, making it.
+func (n *tnode) ext() *tnodeExt {
+	if n.x == nil {
+		n.x = new(tnodeExt)
+	}
+	return n.x
+}
+
+// trim drops n.x once it holds nothing.
+func (n *tnode) trim() {
+	if n.x != nil && n.x.kids.n == 0 && n.x.more == nil {
+		n.x = nil
+	}
 }
 
 // nsubs is the number of subscriptions to n's filter.
 func (n *tnode) nsubs() int {
 	switch {
-	case n.more != nil:
-		return n.more.len()
+	case n.x != nil && n.x.more != nil:
+		return n.x.more.len()
 	case n.one.cl != nil:
 		return 1
 	}
@@ -48,8 +183,8 @@ func (n *tnode) nsubs() int {
 // appendSubs appends n's subscriptions to out.
 func (n *tnode) appendSubs(out []tsub) []tsub {
 	switch {
-	case n.more != nil:
-		return append(out, n.more.items...)
+	case n.x != nil && n.x.more != nil:
+		return append(out, n.x.more.items...)
 	case n.one.cl != nil:
 		return append(out, n.one)
 	}
@@ -59,42 +194,46 @@ func (n *tnode) appendSubs(out []tsub) []tsub {
 // put adds s, or replaces the subscription of s.cl.
 func (n *tnode) put(s tsub) {
 	switch {
-	case n.more != nil:
-		if i := n.more.find(s.cl.idx); i >= 0 {
-			n.more.items[i] = s
+	case n.x != nil && n.x.more != nil:
+		more := n.x.more
+		if i := more.find(s.cl.idx); i >= 0 {
+			more.items[i] = s
 		} else {
-			n.more.add(s)
+			more.add(s)
 		}
 	case n.one.cl == nil || n.one.cl.idx == s.cl.idx:
 		n.one = s
 	default:
-		n.more = &indexedList[uint32, tsub]{}
-		n.more.add(n.one)
-		n.more.add(s)
+		more := &indexedList[uint32, tsub]{}
+		more.add(n.one)
+		more.add(s)
+		n.ext().more = more
 		n.one = tsub{}
 	}
 }
 
 // drop removes cl's subscription and reports whether there was one.
 func (n *tnode) drop(cl *client) bool {
-	if n.more == nil {
+	if n.x == nil || n.x.more == nil {
 		if n.one.cl != cl {
 			return false
 		}
 		n.one = tsub{}
 		return true
 	}
-	i := n.more.find(cl.idx)
-	if i < 0 || n.more.items[i].cl != cl {
+	more := n.x.more
+	i := more.find(cl.idx)
+	if i < 0 || more.items[i].cl != cl {
 		return false
 	}
-	n.more.remove(i)
-	switch n.more.len() {
+	more.remove(i)
+	switch more.len() {
 	case 0:
-		n.more = nil
+		n.x.more = nil
 	case 1:
-		n.one, n.more = n.more.items[0], nil
+		n.one, n.x.more = more.items[0], nil
 	}
+	n.trim()
 	return true
 }
 
@@ -177,13 +316,10 @@ func (t *topicTree) subscribeID(filter string, cl *client, qos byte, id uint32) 
 	}
 	n := &t.root
 	for level := range splitLevels(filter) {
-		if n.children == nil {
-			n.children = make(map[string]*tnode)
-		}
-		c := n.children[level]
+		c := n.child(level)
 		if c == nil {
-			c = &tnode{}
-			n.children[level] = c
+			c = &tnode{name: strings.Clone(level)}
+			n.ext().kids.add(c)
 		}
 		n = c
 	}
@@ -203,7 +339,7 @@ func (t *topicTree) unsubscribe(filter string, cl *client) bool {
 	depth := 0
 	n := &t.root
 	for level := range splitLevels(filter) {
-		c := n.children[level]
+		c := n.child(level)
 		if c == nil {
 			return false
 		}
@@ -220,11 +356,12 @@ func (t *topicTree) unsubscribe(filter string, cl *client) bool {
 		return true
 	}
 	for d := depth - 1; d >= 0; d-- {
-		child := path[d].children[names[d]]
-		if child.nsubs() > 0 || len(child.children) > 0 {
+		child := path[d].child(names[d])
+		if child.nsubs() > 0 || child.nkids() > 0 {
 			break
 		}
-		delete(path[d].children, names[d])
+		path[d].x.kids.remove(names[d])
+		path[d].trim()
 	}
 	return true
 }
@@ -290,20 +427,22 @@ func (t *topicTree) match(topic []byte, out []tsub) []tsub {
 // matchNode matches the remaining levels topic below n; wild says whether
 // wildcard children may match at this level.
 func matchNode(n *tnode, topic []byte, wild bool, out []tsub) []tsub {
-	if n.children == nil {
+	if n.nkids() == 0 {
 		return out
 	}
+	k := &n.x.kids
 	if wild {
-		if h := n.children["#"]; h != nil {
+		if h := k.get("#"); h != nil {
 			out = h.appendSubs(out)
 		}
 	}
 	level, rest, more := bytes.Cut(topic, []byte{'/'})
-	if c := n.children[string(level)]; c != nil {
+	// The lookup keeps no reference to level.
+	if c := k.get(unsafe.String(unsafe.SliceData(level), len(level))); c != nil {
 		out = matchChild(c, rest, more, out)
 	}
 	if wild {
-		if c := n.children["+"]; c != nil {
+		if c := k.get("+"); c != nil {
 			out = matchChild(c, rest, more, out)
 		}
 	}
@@ -315,7 +454,7 @@ func matchChild(c *tnode, rest []byte, more bool, out []tsub) []tsub {
 		return matchNode(c, rest, true, out)
 	}
 	out = c.appendSubs(out)
-	if h := c.children["#"]; h != nil { // "a/#" matches "a"
+	if h := c.child("#"); h != nil { // "a/#" matches "a"
 		out = h.appendSubs(out)
 	}
 	return out

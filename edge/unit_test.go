@@ -100,8 +100,8 @@ func TestTopicTreeMatch(t *testing.T) {
 			t.Fatalf("unsubscribe %q: not found", f)
 		}
 	}
-	if len(tr.root.children) != 0 {
-		t.Fatalf("tree not pruned: %v", tr.root.children)
+	if n := tr.root.nkids(); n != 0 || tr.root.x != nil {
+		t.Fatalf("tree not pruned: %d children", n)
 	}
 }
 

@@ -88,10 +88,10 @@ func (p *ops) attach(s *edge.Server) error {
 	p.queueCap.Store(int64(s.MaxQueued()))
 	p.inflight.Store(int64(s.Inflight()))
 	rep, err := obs.New(obs.Options{
-		LoopStats: s.LoopStats,
-		Counters:  func() map[string]int64 { return s.Stats().Counters() },
-		Gauges:    func() map[string]int64 { return s.Stats().Gauges() },
-		Info:      func() any { return s.Stats() },
+		LoopStats:    s.LoopStats,
+		FillCounters: s.FillCounters,
+		FillGauges:   s.FillGauges,
+		Info:         func() any { return s.Stats() },
 		Queues: func() []obs.QueueInfo {
 			var q []obs.QueueInfo
 			for _, b := range s.Backlogs() {

@@ -20,9 +20,9 @@ import (
 // lines cmd/edged uses to plug it in.
 func edgeSources(s *edge.Server) Options {
 	return Options{
-		Counters: func() map[string]int64 { return s.Stats().Counters() },
-		Gauges:   func() map[string]int64 { return s.Stats().Gauges() },
-		Info:     func() any { return s.Stats() },
+		FillCounters: s.FillCounters,
+		FillGauges:   s.FillGauges,
+		Info:         func() any { return s.Stats() },
 	}
 }
 

@@ -28,6 +28,11 @@ type Options struct {
 	Counters func() map[string]int64
 	// Gauges returns the server's levels by name (clients, inbox totals).
 	Gauges func() map[string]int64
+	// FillCounters and FillGauges, if set, are used instead of Counters
+	// and Gauges: they write the same figures into a map the reporter
+	// clears and reuses, so that a sample of an idle server need allocate
+	// nothing (its garbage is RSS until the next collection).
+	FillCounters, FillGauges func(m map[string]int64)
 	// Queues returns the queues worth watching (per-connection backlog,
 	// inboxes); it may leave out empty or short ones.
 	Queues func() []QueueInfo
@@ -79,6 +84,13 @@ type Reporter struct {
 	top        []QueueView
 	fired      int64
 	cost       time.Duration
+	// ctrs and gauges are the maps FillCounters and FillGauges fill,
+	// keys the sorted names of one of them, names the figure names by
+	// source name (metricName): reused from sample to sample. Guarded
+	// by sampling.
+	ctrs, gauges map[string]int64
+	keys         []string
+	names        map[string]string
 
 	sampling sync.Mutex // one Sample at a time (sources are not reentrant)
 	runMu    sync.Mutex // guards stop, done
@@ -271,13 +283,8 @@ func (r *Reporter) Sample() {
 	if r.opt.LoopStats != nil {
 		loops = r.opt.LoopStats()
 	}
-	var ctrs, gauges map[string]int64
-	if r.opt.Counters != nil {
-		ctrs = r.opt.Counters()
-	}
-	if r.opt.Gauges != nil {
-		gauges = r.opt.Gauges()
-	}
+	ctrs := r.source(&r.ctrs, r.opt.FillCounters, r.opt.Counters)
+	gauges := r.source(&r.gauges, r.opt.FillGauges, r.opt.Gauges)
 	var qs []QueueInfo
 	if r.opt.Queues != nil {
 		qs = r.opt.Queues()
@@ -326,11 +333,11 @@ func (r *Reporter) Sample() {
 	if r.opt.LoopStats != nil {
 		qs = r.loopFigures(loops, qs, dt)
 	}
-	for _, k := range slices.Sorted(maps.Keys(ctrs)) {
-		ctr(metricName(k), "/s", float64(ctrs[k]))
+	for _, k := range r.sorted(ctrs) {
+		ctr(r.metricName(k), "/s", float64(ctrs[k]))
 	}
-	for _, k := range slices.Sorted(maps.Keys(gauges)) {
-		lvl(metricName(k), "", float64(gauges[k]))
+	for _, k := range r.sorted(gauges) {
+		lvl(r.metricName(k), "", float64(gauges[k]))
 	}
 	evs := r.trackQueues(qs, now, dt)
 	lvl("alarms", "", float64(len(r.alarms)))
@@ -450,6 +457,50 @@ func (r *Reporter) SetKnob(name, value, who string) (KnobChange, error) {
 }
 
 // metricName makes a source's key a valid figure and metric name.
+// source reads one map source: fill into *m (cleared, made on first use)
+// if set, else get. Caller holds sampling.
+func (r *Reporter) source(m *map[string]int64, fill func(map[string]int64), get func() map[string]int64) map[string]int64 {
+	switch {
+	case fill != nil:
+		if *m == nil {
+			*m = make(map[string]int64)
+		}
+		clear(*m)
+		fill(*m)
+		return *m
+	case get != nil:
+		return get()
+	}
+	return nil
+}
+
+// sorted returns m's keys sorted, in r.keys (valid until the next call).
+// Caller holds sampling.
+func (r *Reporter) sorted(m map[string]int64) []string {
+	r.keys = slices.AppendSeq(r.keys[:0], maps.Keys(m))
+	slices.Sort(r.keys)
+	return r.keys
+}
+
+// metricName is metricName(k), remembered. Caller holds sampling.
+func (r *Reporter) metricName(k string) string {
+	if n, ok := r.names[k]; ok {
+		return n
+	}
+	if r.names == nil {
+		r.names = make(map[string]string)
+	}
+	n := metricName(k)
+	if len(r.names) < maxNames {
+		r.names[k] = n
+	}
+	return n
+}
+
+// maxNames bounds the names metricName remembers (a source whose names
+// keep changing must not grow it for ever).
+const maxNames = 4096
+
 func metricName(k string) string {
 	b := []byte(strings.ToLower(k))
 	for i, c := range b {
