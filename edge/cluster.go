@@ -159,6 +159,11 @@ func (t *linkTable) put(link string, old *linkState) {
 	}
 }
 
+// Test hooks (nil outside the tests): testLinkCommitHook runs in
+// deliverBatches once the links are marked, before the commit;
+// testSnapshotHook in writeSnapshot after the inboxes.
+var testLinkCommitHook, testSnapshotHook func()
+
 // Batching limits. A destination gets at most maxFlights batches in flight
 // per loop; while they are, its records gather (across iterations) into
 // the next batch, so that batches grow with the load instead of JetStream
@@ -545,6 +550,9 @@ func (s *Server) deliverBatches(ls *loopState, batches []Batch) error {
 	for _, x := range stored {
 		undos = append(undos, undo{x.link, s.links.mark(x.link, x.seq, x.seq, now)})
 		s.logLink(x.link, x.seq, x.seq)
+	}
+	if testLinkCommitHook != nil {
+		testLinkCommitHook()
 	}
 	if err := s.syncStore(); err != nil {
 		// Not durable: a copy that comes again (from the stream) must

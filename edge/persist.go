@@ -805,6 +805,9 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 		}
 		cl.mu.Unlock()
 	}
+	if testSnapshotHook != nil {
+		testSnapshotHook()
+	}
 	s.snapshotMoving(w)
 	for i := range s.reg.shards {
 		sh := &s.reg.shards[i]
