@@ -2,7 +2,9 @@ package edge
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/edgedhq/edged/internal/wal"
 )
@@ -59,6 +61,7 @@ func TestSnapshotDuringLinkCommit(t *testing.T) {
 	if err := <-delivered; err != nil {
 		t.Fatal(err)
 	}
+	testSnapshotHook, testLinkCommitHook = nil, nil
 	s2 := startDurable(t, crash, mod)
 	// The sender's fast request timed out: seq 2 comes from the stream.
 	if err := s2.deliverBatches(newLS(), []Batch{batch(l, 2, false)}); err != nil {
@@ -66,5 +69,37 @@ func TestSnapshotDuringLinkCommit(t *testing.T) {
 	}
 	if got := s2.InboxLen("bob"); got != 2 {
 		t.Errorf("after a kill -9 during a snapshot bob holds %d, want 2: batch 2 (acknowledged through the stream) was taken for a duplicate", got)
+	}
+}
+
+// TestIdleLinkPruned: a link unused for linkIdle leaves the snapshot and
+// the table in memory too (every sender start makes new links: kept in
+// memory, the table grew with each while the destination ran).
+func TestIdleLinkPruned(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Now().Unix())
+	s := startDurable(t, t.TempDir(), func(c *Config) {
+		c.Fsync = wal.SyncNever
+		c.Cluster = stubCluster{}
+		c.Now = func() time.Time { return time.Unix(clock.Load(), 0) }
+	})
+	ls := &loopState{cl: newClusterLoop(false)}
+	ls.cl.remote, ls.cl.loop = true, true
+	b := []byte{'D', 'm'}
+	for _, f := range []string{"bob", "alice", "", "m1", "hi", ""} {
+		b = appendField(b, []byte(f))
+	}
+	if err := s.deliverBatches(ls, []Batch{{Data: b, Link: "a/boot1/0", Seq: 1, Fast: true}}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(linkIdle + 1)
+	if err := s.compact(); err != nil {
+		t.Fatal(err)
+	}
+	s.links.mu.Lock()
+	n := len(s.links.m)
+	s.links.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d links in memory after a compaction, want the idle one gone", n)
 	}
 }

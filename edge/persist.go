@@ -757,10 +757,15 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 	var lo8, hi8 [8]byte
 	s.links.mu.Lock()
 	for l, st := range s.links.m {
-		if now-st.used < linkIdle {
-			for _, r := range st.runs {
-				w.Append(recLink, 0, []byte(l), u64(&lo8, r.lo), u64(&hi8, r.hi))
-			}
+		if now-st.used >= linkIdle {
+			// Idle: out of the snapshot and of memory (as after a
+			// restart), so that the table does not keep every link of
+			// every sender start.
+			delete(s.links.m, l)
+			continue
+		}
+		for _, r := range st.runs {
+			w.Append(recLink, 0, []byte(l), u64(&lo8, r.lo), u64(&hi8, r.hi))
 		}
 	}
 	s.links.mu.Unlock()
