@@ -116,15 +116,16 @@ func (st *linkState) add(lo, hi uint64) {
 	}
 }
 
-// state returns link's stored Seqs: whether seq is one, and the last.
-func (t *linkTable) state(link string, seq uint64) (stored bool, last uint64) {
+// state returns link's stored Seqs: whether seq is one, whether prev is
+// (0: true), and the last.
+func (t *linkTable) state(link string, seq, prev uint64) (stored, prevStored bool, last uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.m[link]
 	if st == nil {
-		return false, 0
+		return false, prev == 0, 0
 	}
-	return st.has(seq), st.last()
+	return st.has(seq), prev == 0 || st.has(prev), st.last()
 }
 
 // mark records lo..hi stored on link and returns what it replaced (nil:
@@ -463,10 +464,11 @@ func (s *Server) deliverBatches(ls *loopState, batches []Batch) error {
 	for i := range batches {
 		bt := &batches[i]
 		if bt.Link != "" {
-			dup, last := s.links.state(bt.Link, bt.Seq)
+			dup, prevOK, last := s.links.state(bt.Link, bt.Seq, bt.Prev)
 			for _, x := range stored { // an earlier batch of this call
 				if x.link == bt.Link {
 					dup = dup || x.seq == bt.Seq
+					prevOK = prevOK || x.seq == bt.Prev
 					last = max(last, x.seq)
 				}
 			}
@@ -474,7 +476,10 @@ func (s *Server) deliverBatches(ls *loopState, batches []Batch) error {
 				s.clstats.dups.Add(1) // stored already (its reply was lost)
 				continue
 			}
-			if bt.Fast && bt.Seq != last+1 {
+			// It follows the last stored (Prev: Seq-1, or an earlier Seq
+			// if the sender's batches in between failed on both paths,
+			// never acknowledged: they are not waited for).
+			if bt.Fast && (!prevOK || bt.Seq <= last) {
 				// Its predecessor went to the stream and is not here
 				// yet: this one follows it there.
 				bt.Refused = true

@@ -30,7 +30,7 @@ func TestSnapshotDuringLinkCommit(t *testing.T) {
 		for _, f := range []string{"bob", "alice", "", fmt.Sprintf("m%d", n), "hi", ""} {
 			b = appendField(b, []byte(f))
 		}
-		return Batch{Data: b, Link: link, Seq: seq, Fast: fast}
+		return Batch{Data: b, Link: link, Seq: seq, Prev: seq - 1, Fast: fast}
 	}
 	newLS := func() *loopState {
 		ls := &loopState{cl: newClusterLoop(false)}

@@ -145,6 +145,7 @@ type Node struct {
 	dropReplies atomic.Int64
 	holdStream  chan struct{}
 	toStream    atomic.Int64
+	failStream  atomic.Bool // publishes to the stream fail (no quorum)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -165,6 +166,11 @@ type link struct {
 	id   string
 	seq  uint64
 	pend []*request // sent, not yet stored or in the stream, in Seq order
+	// failed: Seqs refused on both paths (done with an error: their
+	// PUBACKs never go), down to the Prev of the last batch sent. A
+	// batch names the nearest earlier Seq not among them (prevHeader):
+	// the destination does not wait for those.
+	failed map[uint64]bool
 }
 
 // A request is one batch on its link: sent over the fast path, then
@@ -177,6 +183,7 @@ type request struct {
 	done     func(error)
 	timer    *time.Timer
 	id       uint64
+	prev     uint64 // the Seq it follows (Seq-1 unless those failed)
 	fastDone bool
 	fallback bool
 }
@@ -452,6 +459,7 @@ func (n *Node) claimer() {
 const (
 	linkHeader = "Edged-Link"
 	seqHeader  = "Edged-Seq"
+	prevHeader = "Edged-Prev" // if not Seq-1 (edge.Batch.Prev)
 )
 
 // Replies to a fast-path request.
@@ -473,8 +481,17 @@ func (n *Node) Send(dest string, lane int, batch []byte, done func(error)) {
 		l = &link{key: k, id: n.o.Node + "/" + n.boot + "/" + strconv.Itoa(lane)}
 		n.links[k] = l
 	}
+	prev := l.seq
+	for prev > 0 && l.failed[prev] {
+		prev--
+	}
+	for s := range l.failed {
+		if s < prev {
+			delete(l.failed, s)
+		}
+	}
 	l.seq++
-	r := &request{l: l, seq: l.seq, data: batch, done: done}
+	r := &request{l: l, seq: l.seq, data: batch, done: done, prev: prev}
 	l.pend = append(l.pend, r)
 	if n.o.NoFast || n.toStream.Load() > 0 && n.toStream.Add(-1) >= 0 {
 		r.fallback = true
@@ -489,7 +506,7 @@ func (n *Node) Send(dest string, lane int, batch []byte, done func(error)) {
 	r.timer = time.AfterFunc(n.o.FastTimeout, func() { n.resolve(id, false) })
 	n.lmu.Unlock()
 	m := &nats.Msg{Subject: fastSubject + dest, Reply: n.replySubject() + strconv.FormatUint(id, 10),
-		Header: nats.Header{linkHeader: {l.id}, seqHeader: {strconv.FormatUint(r.seq, 10)}}, Data: batch}
+		Header: r.header(), Data: batch}
 	if err := n.nc.PublishMsg(m); err != nil {
 		n.resolve(id, false)
 	}
@@ -551,10 +568,14 @@ func (n *Node) flushLocked(l *link) {
 // publish sends r to the stream (n.lmu held); done runs on its outcome.
 func (n *Node) publish(l *link, r *request) {
 	dest := l.key.dest
-	m := &nats.Msg{Subject: nodeSubject + dest, Data: r.data,
-		Header: nats.Header{linkHeader: {l.id}, seqHeader: {strconv.FormatUint(r.seq, 10)}}}
-	f, err := n.js.PublishMsgAsync(m)
+	m := &nats.Msg{Subject: nodeSubject + dest, Data: r.data, Header: r.header()}
+	var f jetstream.PubAckFuture
+	err := errors.New("test: stream unavailable")
+	if !n.failStream.Load() {
+		f, err = n.js.PublishMsgAsync(m)
+	}
 	if err != nil {
+		n.failedLocked(r)
 		go r.done(fmt.Errorf("publish to %s: %w", dest, err))
 		return
 	}
@@ -563,9 +584,33 @@ func (n *Node) publish(l *link, r *request) {
 		case <-f.Ok():
 			r.done(nil)
 		case err := <-f.Err():
+			n.lmu.Lock()
+			n.failedLocked(r)
+			n.lmu.Unlock()
 			r.done(fmt.Errorf("publish to %s: %w", dest, err))
 		}
 	}()
+}
+
+// failedLocked notes that r failed on both paths (n.lmu held), before
+// its done runs: the link's later batches do not follow it (a
+// destination refusing them as gaps behind it would send every later
+// batch to the stream, failing too while it does, although the fast
+// path works).
+func (n *Node) failedLocked(r *request) {
+	if r.l.failed == nil {
+		r.l.failed = make(map[uint64]bool)
+	}
+	r.l.failed[r.seq] = true
+}
+
+// header is r's link headers.
+func (r *request) header() nats.Header {
+	h := nats.Header{linkHeader: {r.l.id}, seqHeader: {strconv.FormatUint(r.seq, 10)}}
+	if r.prev != r.seq-1 {
+		h[prevHeader] = []string{strconv.FormatUint(r.prev, 10)}
+	}
+	return h
 }
 
 // SendSync implements edge.Cluster.
@@ -810,7 +855,10 @@ func batchOf(data []byte, h nats.Header, fast bool) edge.Batch {
 	b := edge.Batch{Data: data, Fast: fast}
 	if l := h.Get(linkHeader); l != "" {
 		if seq, err := strconv.ParseUint(h.Get(seqHeader), 10, 64); err == nil && seq > 0 {
-			b.Link, b.Seq = l, seq
+			b.Link, b.Seq, b.Prev = l, seq, seq-1
+			if p, err := strconv.ParseUint(h.Get(prevHeader), 10, 64); err == nil && p < seq {
+				b.Prev = p
+			}
 		}
 	}
 	return b

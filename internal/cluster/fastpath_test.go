@@ -311,3 +311,31 @@ func TestFastPathDestinationDown(t *testing.T) {
 	st := ms[1].stats()
 	t.Logf("n1 after its restart: %d batches received, %d from the fast path, %d gaps, %d duplicates", st.BatchesReceived, st.FastStored, st.Gaps, st.Duplicates)
 }
+
+// TestFastPathStreamDown: a batch fails on both paths (the stream refuses
+// it: no quorum); its PUBACK never goes and the publisher is closed. The
+// link's next batch, over the fast path, is stored: it names as its
+// predecessor the batch before the failed one (Edged-Prev), so the
+// destination does not refuse it as a gap, which would send it to the
+// failing stream too, and every later batch of the link after it, while
+// the destination is reachable.
+func TestFastPathStreamDown(t *testing.T) {
+	ms, bob, alice := bobAndAlice(t, nil)
+	ms[0].node.failStream.Store(true)
+	ms[0].node.toStream.Store(1)
+	alice.pid++
+	alice.c.Write(mqtt.AppendPublish(nil, "u/bob/m1", []byte("x"), 1, false, false, alice.pid))
+	select {
+	case <-alice.gone: // refused: closed without its PUBACK
+	case id := <-alice.acks:
+		t.Fatalf("PUBACK %d for a batch the stream refused", id)
+	case <-time.After(20 * time.Second):
+		t.Fatal("m1: the publisher was not closed")
+	}
+	alice = connect(t, ms[0], "alice") // the same loop: the same link
+	alice.publish("u/bob/m2")
+	wantTopics(t, bob.await("u/bob/", 1), "u/bob/m/alice/", "m2")
+	if st := ms[1].stats(); st.Gaps != 0 {
+		t.Fatalf("n1: %d gaps, want 0", st.Gaps)
+	}
+}
