@@ -167,11 +167,15 @@ type link struct {
 	seq  uint64
 	pend []*request // sent, not yet stored or in the stream, in Seq order
 	// failed: Seqs refused on both paths (done with an error: their
-	// PUBACKs never go), down to the Prev of the last batch sent. A
+	// PUBACKs never go), down to the last that succeeded (good). A
 	// batch names the nearest earlier Seq not among them (prevHeader):
 	// the destination does not wait for those.
-	failed map[uint64]bool
+	failed []seqRun // sorted, disjoint, not adjacent; none below good
+	good   uint64   // the highest Seq stored or in the stream
 }
+
+// seqRun is the Seqs lo..hi.
+type seqRun struct{ lo, hi uint64 }
 
 // A request is one batch on its link: sent over the fast path, then
 // stored there (fastDone) or marked for the stream (fallback), published
@@ -481,15 +485,7 @@ func (n *Node) Send(dest string, lane int, batch []byte, done func(error)) {
 		l = &link{key: k, id: n.o.Node + "/" + n.boot + "/" + strconv.Itoa(lane)}
 		n.links[k] = l
 	}
-	prev := l.seq
-	for prev > 0 && l.failed[prev] {
-		prev--
-	}
-	for s := range l.failed {
-		if s < prev {
-			delete(l.failed, s)
-		}
-	}
+	prev := l.prev()
 	l.seq++
 	r := &request{l: l, seq: l.seq, data: batch, done: done, prev: prev}
 	l.pend = append(l.pend, r)
@@ -534,6 +530,7 @@ func (n *Node) resolve(id uint64, stored bool) {
 	r.timer.Stop()
 	if stored {
 		r.fastDone = true
+		n.goodLocked(r)
 	} else {
 		r.fallback = true
 	}
@@ -582,6 +579,9 @@ func (n *Node) publish(l *link, r *request) {
 	go func() {
 		select {
 		case <-f.Ok():
+			n.lmu.Lock()
+			n.goodLocked(r)
+			n.lmu.Unlock()
 			r.done(nil)
 		case err := <-f.Err():
 			n.lmu.Lock()
@@ -597,11 +597,57 @@ func (n *Node) publish(l *link, r *request) {
 // destination refusing them as gaps behind it would send every later
 // batch to the stream, failing too while it does, although the fast
 // path works).
-func (n *Node) failedLocked(r *request) {
-	if r.l.failed == nil {
-		r.l.failed = make(map[uint64]bool)
+func (n *Node) failedLocked(r *request) { r.l.fail(r.seq) }
+
+// prev is the Seq the link's next batch follows: the highest sent that
+// did not fail (0: none).
+func (l *link) prev() uint64 {
+	prev := l.seq
+	for i := len(l.failed) - 1; i >= 0; i-- {
+		if f := l.failed[i]; prev >= f.lo && prev <= f.hi {
+			prev = f.lo - 1
+		}
 	}
-	r.l.failed[r.seq] = true
+	return prev
+}
+
+// fail adds s to the failed runs.
+func (l *link) fail(s uint64) {
+	if s <= l.good {
+		return // never walked: a later Seq succeeded
+	}
+	i := 0
+	for i < len(l.failed) && l.failed[i].hi+1 < s {
+		i++
+	}
+	switch {
+	case i < len(l.failed) && s+1 >= l.failed[i].lo && s <= l.failed[i].hi+1:
+		f := &l.failed[i] // touches run i
+		f.lo, f.hi = min(f.lo, s), max(f.hi, s)
+		if i+1 < len(l.failed) && l.failed[i+1].lo == f.hi+1 {
+			f.hi = l.failed[i+1].hi
+			l.failed = append(l.failed[:i+1], l.failed[i+2:]...)
+		}
+	default:
+		l.failed = append(l.failed[:i], append([]seqRun{{s, s}}, l.failed[i:]...)...)
+	}
+}
+
+// goodLocked notes that r succeeded (n.lmu held): no later batch's Prev
+// goes below it, so the failed runs below it are forgotten.
+func (n *Node) goodLocked(r *request) { r.l.succeed(r.seq) }
+
+// succeed notes that s succeeded.
+func (l *link) succeed(s uint64) {
+	if s <= l.good {
+		return
+	}
+	l.good = s
+	i := 0
+	for i < len(l.failed) && l.failed[i].hi < l.good {
+		i++
+	}
+	l.failed = l.failed[i:]
 }
 
 // header is r's link headers.

@@ -339,3 +339,40 @@ func TestFastPathStreamDown(t *testing.T) {
 		t.Fatalf("n1: %d gaps, want 0", st.Gaps)
 	}
 }
+
+// TestLinkPrev: a batch's Prev skips the link's failed Seqs, however
+// they came (in any order, merged into runs), down to one that did not
+// fail, and forgets the runs below one that succeeded.
+func TestLinkPrev(t *testing.T) {
+	l := &link{}
+	step := func(fail []uint64, good []uint64, want uint64) {
+		t.Helper()
+		for _, s := range fail {
+			l.fail(s)
+		}
+		for _, s := range good {
+			l.succeed(s)
+		}
+		if got := l.prev(); got != want {
+			t.Fatalf("after seq %d, failed %v: prev %d, want %d", l.seq, l.failed, got, want)
+		}
+		l.seq++
+	}
+	step(nil, nil, 0)            // seq 1 follows nothing
+	step(nil, []uint64{1}, 1)    // 2 follows 1
+	step([]uint64{2}, nil, 1)    // 2 failed: 3 follows 1
+	step(nil, nil, 3)            // 3 in flight: 4 follows it
+	step([]uint64{4, 3}, nil, 1) // 3 and 4 failed
+	step([]uint64{5}, nil, 1)
+	step(nil, []uint64{6}, 6)
+	if len(l.failed) != 0 {
+		t.Fatalf("failed %v after 6 succeeded", l.failed)
+	}
+	step([]uint64{7}, nil, 6) // 8 follows 6
+	step(nil, nil, 8)         // 9 follows 8, in flight
+	step([]uint64{9, 8}, nil, 6)
+	if fmt.Sprint(l.failed) != "[{7 9}]" {
+		t.Fatalf("failed %v", l.failed)
+	}
+	step([]uint64{5}, nil, 10) // below good: ignored
+}
