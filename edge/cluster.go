@@ -116,15 +116,16 @@ func (st *linkState) add(lo, hi uint64) {
 	}
 }
 
-// state returns link's stored Seqs: whether seq is one, and the last.
-func (t *linkTable) state(link string, seq uint64) (stored bool, last uint64) {
+// state returns link's stored Seqs: whether seq is one, whether prev is
+// (0: true), and the last.
+func (t *linkTable) state(link string, seq, prev uint64) (stored, prevStored bool, last uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.m[link]
 	if st == nil {
-		return false, 0
+		return false, prev == 0, 0
 	}
-	return st.has(seq), st.last()
+	return st.has(seq), prev == 0 || st.has(prev), st.last()
 }
 
 // mark records lo..hi stored on link and returns what it replaced (nil:
@@ -158,6 +159,11 @@ func (t *linkTable) put(link string, old *linkState) {
 		delete(t.m, link)
 	}
 }
+
+// Test hooks (nil outside the tests): testLinkCommitHook runs in
+// deliverBatches once the links are marked, before the commit;
+// testSnapshotHook in writeSnapshot after the inboxes.
+var testLinkCommitHook, testSnapshotHook func()
 
 // Batching limits. A destination gets at most maxFlights batches in flight
 // per loop; while they are, its records gather (across iterations) into
@@ -458,10 +464,11 @@ func (s *Server) deliverBatches(ls *loopState, batches []Batch) error {
 	for i := range batches {
 		bt := &batches[i]
 		if bt.Link != "" {
-			dup, last := s.links.state(bt.Link, bt.Seq)
+			dup, prevOK, last := s.links.state(bt.Link, bt.Seq, bt.Prev)
 			for _, x := range stored { // an earlier batch of this call
 				if x.link == bt.Link {
 					dup = dup || x.seq == bt.Seq
+					prevOK = prevOK || x.seq == bt.Prev
 					last = max(last, x.seq)
 				}
 			}
@@ -469,7 +476,10 @@ func (s *Server) deliverBatches(ls *loopState, batches []Batch) error {
 				s.clstats.dups.Add(1) // stored already (its reply was lost)
 				continue
 			}
-			if bt.Fast && bt.Seq != last+1 {
+			// It follows the last stored (Prev: Seq-1, or an earlier Seq
+			// if the sender's batches in between failed on both paths,
+			// never acknowledged: they are not waited for).
+			if bt.Fast && (!prevOK || bt.Seq <= last) {
 				// Its predecessor went to the stream and is not here
 				// yet: this one follows it there.
 				bt.Refused = true
@@ -545,6 +555,9 @@ func (s *Server) deliverBatches(ls *loopState, batches []Batch) error {
 	for _, x := range stored {
 		undos = append(undos, undo{x.link, s.links.mark(x.link, x.seq, x.seq, now)})
 		s.logLink(x.link, x.seq, x.seq)
+	}
+	if testLinkCommitHook != nil {
+		testLinkCommitHook()
 	}
 	if err := s.syncStore(); err != nil {
 		// Not durable: a copy that comes again (from the stream) must

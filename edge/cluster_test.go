@@ -175,7 +175,7 @@ func TestDeliverBatchLinks(t *testing.T) {
 		for _, f := range []string{"bob", "alice", "", fmt.Sprintf("m%d", n), "hi", ""} {
 			b = appendField(b, []byte(f))
 		}
-		return Batch{Data: b, Link: link, Seq: seq, Fast: fast}
+		return Batch{Data: b, Link: link, Seq: seq, Prev: seq - 1, Fast: fast}
 	}
 	deliver := func(s *Server, want int, bs ...Batch) []Batch {
 		t.Helper()
@@ -248,4 +248,40 @@ func TestLinkRuns(t *testing.T) {
 	if len(st.runs) != maxRuns || st.runs[0] != (seqRange{1, 14}) || !st.has(13) || st.has(15) {
 		t.Fatalf("%d runs, first %v", len(st.runs), st.runs[0])
 	}
+}
+
+// TestDeliverBatchPrev: a fast-path batch whose sender says the batches
+// before it failed on both paths (Prev below Seq-1: never acknowledged)
+// is stored if Prev is, not refused as a gap: refused, it would go to the
+// stream, and while the stream fails (no quorum, a leader election) every
+// later batch of the link would fail with it although the fast path works.
+func TestDeliverBatchPrev(t *testing.T) {
+	s := startDurable(t, t.TempDir(), func(c *Config) { c.Cluster = stubCluster{} })
+	n := 0
+	batch := func(seq, prev uint64) Batch {
+		n++
+		b := []byte{'D', 'm'}
+		for _, f := range []string{"bob", "alice", "", fmt.Sprintf("m%d", n), "hi", ""} {
+			b = appendField(b, []byte(f))
+		}
+		return Batch{Data: b, Link: "a/boot1/0", Seq: seq, Prev: prev, Fast: true}
+	}
+	deliver := func(want int, refused bool, bs ...Batch) {
+		t.Helper()
+		ls := &loopState{cl: newClusterLoop(false)}
+		ls.cl.remote, ls.cl.loop = true, true
+		if err := s.deliverBatches(ls, bs); err != nil {
+			t.Fatal(err)
+		}
+		if got := s.InboxLen("bob"); got != want || bs[len(bs)-1].Refused != refused {
+			t.Fatalf("bob holds %d, want %d; refused %v, want %v", got, want, bs[len(bs)-1].Refused, refused)
+		}
+	}
+	deliver(1, false, batch(1, 0))
+	deliver(1, true, batch(4, 3))  // 2 and 3 not here: a gap
+	deliver(2, false, batch(4, 1)) // 2 and 3 failed at the sender
+	deliver(2, true, batch(6, 3))  // 3 is not stored
+	deliver(3, false, batch(6, 4))
+	deliver(3, true, batch(5, 4)) // 6 is stored: 5 would come after it
+	deliver(5, false, batch(8, 0), batch(9, 8))
 }

@@ -292,6 +292,11 @@ type Batch struct {
 	// forward; always stored); Seq is its number there.
 	Link string
 	Seq  uint64
+	// Prev is the Seq it follows: Seq-1, or lower if the sender's
+	// batches in between failed on both paths (their PUBACKs never
+	// went): a fast-path batch is stored if Prev is (or is 0) and no
+	// later Seq is.
+	Prev uint64
 	// Fast: it came over core NATS (the fast path), not the stream: it
 	// is stored only if it follows its link's last (Seq = the highest
 	// stored + 1); else Deliver sets Refused and the sender sends it to

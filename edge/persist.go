@@ -756,6 +756,29 @@ func (s *Server) compactor(stop <-chan struct{}, done chan<- struct{}) {
 // seen, logged inbox entries), then the last-seen tables. Each part is
 // read under its own lock, the way it is changed and logged.
 func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
+	// The links first: deliverBatches marks a Seq only after the batch's
+	// records are applied, so every Seq read here has its records in
+	// what is read below; read after the inboxes, a Seq marked meanwhile
+	// would be in the snapshot while its records are only in the new
+	// segment's buffer, and a kill -9 before the commit would turn the
+	// batch's stream copy into a false duplicate
+	// (TestSnapshotDuringLinkCommit).
+	now := s.cfg.Now().Unix()
+	var lo8, hi8 [8]byte
+	s.links.mu.Lock()
+	for l, st := range s.links.m {
+		if now-st.used >= linkIdle {
+			// Idle: out of the snapshot and of memory (as after a
+			// restart), so that the table does not keep every link of
+			// every sender start.
+			delete(s.links.m, l)
+			continue
+		}
+		for _, r := range st.runs {
+			w.Append(recLink, 0, []byte(l), u64(&lo8, r.lo), u64(&hi8, r.hi))
+		}
+	}
+	s.links.mu.Unlock()
 	s.groups.mu.RLock()
 	for g, mem := range s.groups.m {
 		for u := range mem {
@@ -815,6 +838,9 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 		}
 		cl.mu.Unlock()
 	}
+	if testSnapshotHook != nil {
+		testSnapshotHook()
+	}
 	s.snapshotMoving(w)
 	for i := range s.reg.shards {
 		sh := &s.reg.shards[i]
@@ -826,17 +852,6 @@ func (s *Server) writeSnapshot(w *wal.SnapshotWriter) error {
 		}
 		sh.mu.Unlock()
 	}
-	now := s.cfg.Now().Unix()
-	var hi8 [8]byte
-	s.links.mu.Lock()
-	for l, st := range s.links.m {
-		if now-st.used < linkIdle {
-			for _, r := range st.runs {
-				w.Append(recLink, 0, []byte(l), u64(&b8, r.lo), u64(&hi8, r.hi))
-			}
-		}
-	}
-	s.links.mu.Unlock()
 	return w.Err()
 }
 

@@ -145,6 +145,7 @@ type Node struct {
 	dropReplies atomic.Int64
 	holdStream  chan struct{}
 	toStream    atomic.Int64
+	failStream  atomic.Bool // publishes to the stream fail (no quorum)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -165,7 +166,16 @@ type link struct {
 	id   string
 	seq  uint64
 	pend []*request // sent, not yet stored or in the stream, in Seq order
+	// failed: Seqs refused on both paths (done with an error: their
+	// PUBACKs never go), down to the last that succeeded (good). A
+	// batch names the nearest earlier Seq not among them (prevHeader):
+	// the destination does not wait for those.
+	failed []seqRun // sorted, disjoint, not adjacent; none below good
+	good   uint64   // the highest Seq stored or in the stream
 }
+
+// seqRun is the Seqs lo..hi.
+type seqRun struct{ lo, hi uint64 }
 
 // A request is one batch on its link: sent over the fast path, then
 // stored there (fastDone) or marked for the stream (fallback), published
@@ -177,6 +187,7 @@ type request struct {
 	done     func(error)
 	timer    *time.Timer
 	id       uint64
+	prev     uint64 // the Seq it follows (Seq-1 unless those failed)
 	fastDone bool
 	fallback bool
 }
@@ -452,6 +463,7 @@ func (n *Node) claimer() {
 const (
 	linkHeader = "Edged-Link"
 	seqHeader  = "Edged-Seq"
+	prevHeader = "Edged-Prev" // if not Seq-1 (edge.Batch.Prev)
 )
 
 // Replies to a fast-path request.
@@ -473,8 +485,9 @@ func (n *Node) Send(dest string, lane int, batch []byte, done func(error)) {
 		l = &link{key: k, id: n.o.Node + "/" + n.boot + "/" + strconv.Itoa(lane)}
 		n.links[k] = l
 	}
+	prev := l.prev()
 	l.seq++
-	r := &request{l: l, seq: l.seq, data: batch, done: done}
+	r := &request{l: l, seq: l.seq, data: batch, done: done, prev: prev}
 	l.pend = append(l.pend, r)
 	if n.o.NoFast || n.toStream.Load() > 0 && n.toStream.Add(-1) >= 0 {
 		r.fallback = true
@@ -489,7 +502,7 @@ func (n *Node) Send(dest string, lane int, batch []byte, done func(error)) {
 	r.timer = time.AfterFunc(n.o.FastTimeout, func() { n.resolve(id, false) })
 	n.lmu.Unlock()
 	m := &nats.Msg{Subject: fastSubject + dest, Reply: n.replySubject() + strconv.FormatUint(id, 10),
-		Header: nats.Header{linkHeader: {l.id}, seqHeader: {strconv.FormatUint(r.seq, 10)}}, Data: batch}
+		Header: r.header(), Data: batch}
 	if err := n.nc.PublishMsg(m); err != nil {
 		n.resolve(id, false)
 	}
@@ -517,6 +530,7 @@ func (n *Node) resolve(id uint64, stored bool) {
 	r.timer.Stop()
 	if stored {
 		r.fastDone = true
+		n.goodLocked(r)
 	} else {
 		r.fallback = true
 	}
@@ -551,21 +565,98 @@ func (n *Node) flushLocked(l *link) {
 // publish sends r to the stream (n.lmu held); done runs on its outcome.
 func (n *Node) publish(l *link, r *request) {
 	dest := l.key.dest
-	m := &nats.Msg{Subject: nodeSubject + dest, Data: r.data,
-		Header: nats.Header{linkHeader: {l.id}, seqHeader: {strconv.FormatUint(r.seq, 10)}}}
-	f, err := n.js.PublishMsgAsync(m)
+	m := &nats.Msg{Subject: nodeSubject + dest, Data: r.data, Header: r.header()}
+	var f jetstream.PubAckFuture
+	err := errors.New("test: stream unavailable")
+	if !n.failStream.Load() {
+		f, err = n.js.PublishMsgAsync(m)
+	}
 	if err != nil {
+		n.failedLocked(r)
 		go r.done(fmt.Errorf("publish to %s: %w", dest, err))
 		return
 	}
 	go func() {
 		select {
 		case <-f.Ok():
+			n.lmu.Lock()
+			n.goodLocked(r)
+			n.lmu.Unlock()
 			r.done(nil)
 		case err := <-f.Err():
+			n.lmu.Lock()
+			n.failedLocked(r)
+			n.lmu.Unlock()
 			r.done(fmt.Errorf("publish to %s: %w", dest, err))
 		}
 	}()
+}
+
+// failedLocked notes that r failed on both paths (n.lmu held), before
+// its done runs: the link's later batches do not follow it (a
+// destination refusing them as gaps behind it would send every later
+// batch to the stream, failing too while it does, although the fast
+// path works).
+func (n *Node) failedLocked(r *request) { r.l.fail(r.seq) }
+
+// prev is the Seq the link's next batch follows: the highest sent that
+// did not fail (0: none).
+func (l *link) prev() uint64 {
+	prev := l.seq
+	for i := len(l.failed) - 1; i >= 0; i-- {
+		if f := l.failed[i]; prev >= f.lo && prev <= f.hi {
+			prev = f.lo - 1
+		}
+	}
+	return prev
+}
+
+// fail adds s to the failed runs.
+func (l *link) fail(s uint64) {
+	if s <= l.good {
+		return // never walked: a later Seq succeeded
+	}
+	i := 0
+	for i < len(l.failed) && l.failed[i].hi+1 < s {
+		i++
+	}
+	switch {
+	case i < len(l.failed) && s+1 >= l.failed[i].lo && s <= l.failed[i].hi+1:
+		f := &l.failed[i] // touches run i
+		f.lo, f.hi = min(f.lo, s), max(f.hi, s)
+		if i+1 < len(l.failed) && l.failed[i+1].lo == f.hi+1 {
+			f.hi = l.failed[i+1].hi
+			l.failed = append(l.failed[:i+1], l.failed[i+2:]...)
+		}
+	default:
+		l.failed = append(l.failed[:i], append([]seqRun{{s, s}}, l.failed[i:]...)...)
+	}
+}
+
+// goodLocked notes that r succeeded (n.lmu held): no later batch's Prev
+// goes below it, so the failed runs below it are forgotten.
+func (n *Node) goodLocked(r *request) { r.l.succeed(r.seq) }
+
+// succeed notes that s succeeded.
+func (l *link) succeed(s uint64) {
+	if s <= l.good {
+		return
+	}
+	l.good = s
+	i := 0
+	for i < len(l.failed) && l.failed[i].hi < l.good {
+		i++
+	}
+	l.failed = l.failed[i:]
+}
+
+// header is r's link headers.
+func (r *request) header() nats.Header {
+	h := nats.Header{linkHeader: {r.l.id}, seqHeader: {strconv.FormatUint(r.seq, 10)}}
+	if r.prev != r.seq-1 {
+		h[prevHeader] = []string{strconv.FormatUint(r.prev, 10)}
+	}
+	return h
 }
 
 // SendSync implements edge.Cluster.
@@ -810,7 +901,10 @@ func batchOf(data []byte, h nats.Header, fast bool) edge.Batch {
 	b := edge.Batch{Data: data, Fast: fast}
 	if l := h.Get(linkHeader); l != "" {
 		if seq, err := strconv.ParseUint(h.Get(seqHeader), 10, 64); err == nil && seq > 0 {
-			b.Link, b.Seq = l, seq
+			b.Link, b.Seq, b.Prev = l, seq, seq-1
+			if p, err := strconv.ParseUint(h.Get(prevHeader), 10, 64); err == nil && p < seq {
+				b.Prev = p
+			}
 		}
 	}
 	return b

@@ -311,3 +311,68 @@ func TestFastPathDestinationDown(t *testing.T) {
 	st := ms[1].stats()
 	t.Logf("n1 after its restart: %d batches received, %d from the fast path, %d gaps, %d duplicates", st.BatchesReceived, st.FastStored, st.Gaps, st.Duplicates)
 }
+
+// TestFastPathStreamDown: a batch fails on both paths (the stream refuses
+// it: no quorum); its PUBACK never goes and the publisher is closed. The
+// link's next batch, over the fast path, is stored: it names as its
+// predecessor the batch before the failed one (Edged-Prev), so the
+// destination does not refuse it as a gap, which would send it to the
+// failing stream too, and every later batch of the link after it, while
+// the destination is reachable.
+func TestFastPathStreamDown(t *testing.T) {
+	ms, bob, alice := bobAndAlice(t, nil)
+	ms[0].node.failStream.Store(true)
+	ms[0].node.toStream.Store(1)
+	alice.pid++
+	alice.c.Write(mqtt.AppendPublish(nil, "u/bob/m1", []byte("x"), 1, false, false, alice.pid))
+	select {
+	case <-alice.gone: // refused: closed without its PUBACK
+	case id := <-alice.acks:
+		t.Fatalf("PUBACK %d for a batch the stream refused", id)
+	case <-time.After(20 * time.Second):
+		t.Fatal("m1: the publisher was not closed")
+	}
+	alice = connect(t, ms[0], "alice") // the same loop: the same link
+	alice.publish("u/bob/m2")
+	wantTopics(t, bob.await("u/bob/", 1), "u/bob/m/alice/", "m2")
+	if st := ms[1].stats(); st.Gaps != 0 {
+		t.Fatalf("n1: %d gaps, want 0", st.Gaps)
+	}
+}
+
+// TestLinkPrev: a batch's Prev skips the link's failed Seqs, however
+// they came (in any order, merged into runs), down to one that did not
+// fail, and forgets the runs below one that succeeded.
+func TestLinkPrev(t *testing.T) {
+	l := &link{}
+	step := func(fail []uint64, good []uint64, want uint64) {
+		t.Helper()
+		for _, s := range fail {
+			l.fail(s)
+		}
+		for _, s := range good {
+			l.succeed(s)
+		}
+		if got := l.prev(); got != want {
+			t.Fatalf("after seq %d, failed %v: prev %d, want %d", l.seq, l.failed, got, want)
+		}
+		l.seq++
+	}
+	step(nil, nil, 0)            // seq 1 follows nothing
+	step(nil, []uint64{1}, 1)    // 2 follows 1
+	step([]uint64{2}, nil, 1)    // 2 failed: 3 follows 1
+	step(nil, nil, 3)            // 3 in flight: 4 follows it
+	step([]uint64{4, 3}, nil, 1) // 3 and 4 failed
+	step([]uint64{5}, nil, 1)
+	step(nil, []uint64{6}, 6)
+	if len(l.failed) != 0 {
+		t.Fatalf("failed %v after 6 succeeded", l.failed)
+	}
+	step([]uint64{7}, nil, 6) // 8 follows 6
+	step(nil, nil, 8)         // 9 follows 8, in flight
+	step([]uint64{9, 8}, nil, 6)
+	if fmt.Sprint(l.failed) != "[{7 9}]" {
+		t.Fatalf("failed %v", l.failed)
+	}
+	step([]uint64{5}, nil, 10) // below good: ignored
+}
