@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -242,12 +243,25 @@ func TestStoreCloseRecordsLeftUnwritten(t *testing.T) {
 	}
 }
 
-// hourExpiry configures a test store (no fsync) whose clock reads *now and
-// whose inboxes expire after an hour.
-func hourExpiry(now *time.Time) func(*Config) {
+// testClock is a settable Config.Now, safe to move while the server's
+// loops read it.
+type testClock struct{ ns atomic.Int64 }
+
+func newTestClock(t time.Time) *testClock {
+	c := &testClock{}
+	c.ns.Store(t.UnixNano())
+	return c
+}
+
+func (c *testClock) Now() time.Time      { return time.Unix(0, c.ns.Load()) }
+func (c *testClock) Add(d time.Duration) { c.ns.Add(int64(d)) }
+
+// hourExpiry configures a test store (no fsync) on clock whose inboxes
+// expire after an hour.
+func hourExpiry(clock *testClock) func(*Config) {
 	return func(c *Config) {
 		c.Fsync = wal.SyncNever
-		c.Now = func() time.Time { return *now }
+		c.Now = clock.Now
 		c.InboxExpiry = time.Hour
 	}
 }
@@ -259,8 +273,8 @@ func hourExpiry(now *time.Time) func(*Config) {
 // InboxExpiry never expires anything.
 func TestStoreExpiryClockResetByRestart(t *testing.T) {
 	dir := t.TempDir()
-	now := time.Unix(1_800_000_000, 0)
-	set := hourExpiry(&now)
+	clock := newTestClock(time.Unix(1_800_000_000, 0))
+	set := hourExpiry(clock)
 	s := startDurable(t, dir, set)
 	alice := dial(t, s)
 	alice.connect("alice", false)
@@ -268,9 +282,9 @@ func TestStoreExpiryClockResetByRestart(t *testing.T) {
 	alice.conn.Close()
 	waitFor(t, "offline", func() bool { return s.Connections() == 0 })
 	s.Close()
-	now = now.Add(50 * time.Minute)
+	clock.Add(50 * time.Minute)
 	s = startDurable(t, dir, set)
-	now = now.Add(20 * time.Minute) // 70 minutes after the inbox was made
+	clock.Add(20 * time.Minute) // 70 minutes after the inbox was made
 	s.sweep(1000)
 	if n := s.InboxLen("ghost"); n != 0 {
 		t.Errorf("an inbox made 70 min ago with a 1 h expiry still holds %d (its clock restarted at the restart)", n)

@@ -22,8 +22,8 @@ import (
 // user who never connected and empties it InboxExpiry later.
 func TestReplayKeepsPersistentGenericQueueUndated(t *testing.T) {
 	dir := t.TempDir()
-	now := time.Unix(1_800_000_000, 0)
-	set := hourExpiry(&now)
+	clock := newTestClock(time.Unix(1_800_000_000, 0))
+	set := hourExpiry(clock)
 	s := startDurable(t, dir, set)
 	dev := dial(t, s)
 	dev.connect("dev:1", true)
@@ -36,7 +36,7 @@ func TestReplayKeepsPersistentGenericQueueUndated(t *testing.T) {
 	pub.conn.Close()
 	waitFor(t, "offline", func() bool { return s.Connections() == 0 })
 	s.sweep(1000) // starts the last-seen clock
-	now = now.Add(2 * time.Hour)
+	clock.Add(2 * time.Hour)
 	s.sweep(1000)
 	if n := s.InboxLen("dev:1"); n != 1 {
 		t.Fatalf("live: the persistent session holds %d, want 1", n)
@@ -47,7 +47,7 @@ func TestReplayKeepsPersistentGenericQueueUndated(t *testing.T) {
 	if n := s.InboxLen("dev:1"); n != 1 {
 		t.Fatalf("after the restart: %d, want 1", n)
 	}
-	now = now.Add(2 * time.Hour)
+	clock.Add(2 * time.Hour)
 	s.sweep(1000)
 	if n := s.InboxLen("dev:1"); n != 1 {
 		t.Errorf("after a restart the sweep emptied a persistent session's queue (%d left): live it never did", n)
@@ -62,8 +62,8 @@ func TestReplayKeepsPersistentGenericQueueUndated(t *testing.T) {
 // from the old record and expires early.
 func TestReplayDatesInboxByLiveRecord(t *testing.T) {
 	dir := t.TempDir()
-	now := time.Unix(1_800_000_000, 0)
-	set := hourExpiry(&now)
+	clock := newTestClock(time.Unix(1_800_000_000, 0))
+	set := hourExpiry(clock)
 	s := startDurable(t, dir, set)
 	alice := dial(t, s)
 	alice.connect("alice", false)
@@ -72,12 +72,12 @@ func TestReplayDatesInboxByLiveRecord(t *testing.T) {
 		t.Fatal("purge")
 	}
 	alice.puback(alice.expect(mqtt.TypePublish).ID) // the purged notice
-	now = now.Add(50 * time.Minute)
+	clock.Add(50 * time.Minute)
 	alice.publishAcked("u/ghost/m2", "second, 50 min later")
 	alice.conn.Close()
 	waitFor(t, "offline", func() bool { return s.Connections() == 0 })
 	s.sweep(1000)
-	now = now.Add(20 * time.Minute) // 70 min after the first record, 20 after the second
+	clock.Add(20 * time.Minute) // 70 min after the first record, 20 after the second
 	s.sweep(1000)
 	if n := s.InboxLen("ghost"); n != 1 {
 		t.Fatalf("live: ghost holds %d, want 1 (its inbox is 20 min old)", n)
@@ -85,7 +85,7 @@ func TestReplayDatesInboxByLiveRecord(t *testing.T) {
 	s.Close()
 	s = startDurable(t, dir, set)
 	s.sweep(1000)
-	now = now.Add(time.Minute)
+	clock.Add(time.Minute)
 	s.sweep(1000)
 	if n := s.InboxLen("ghost"); n != 1 {
 		t.Errorf("after a restart ghost's 21 min old inbox expired (1 h expiry): dated from the purged record")

@@ -190,7 +190,11 @@ func TestTLSCloseNotify(t *testing.T) {
 func TestTLSBadInput(t *testing.T) {
 	files := testenv.MakeTLSFiles(t)
 	s := startTLSServer(t, func(c *edgetls.Config) {
-		c.HandshakeTimeout = 500 * time.Millisecond
+		// Long enough that a handshake the client refuses (or whose
+		// certificate the server refuses) always fails before it: at
+		// 500 ms a starved handshake goroutine on a loaded host was
+		// counted as a timeout instead (the stalled case waits for it).
+		c.HandshakeTimeout = 3 * time.Second
 		c.ClientCAFile = files.ClientCA
 	}, files)
 	good := s.clientConfig(tls.VersionTLS13)
