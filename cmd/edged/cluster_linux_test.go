@@ -392,9 +392,11 @@ func TestClusterProfile(t *testing.T) {
 		want(t, "erin on n2, moved from n0", erin.take(t, 3), w...)
 		// Sent once the move is done (one sent during it may overtake
 		// the moved messages: docs/CLUSTER.md, "Order"; a 300 ms pause
-		// here was not always enough on a loaded host).
+		// here was not always enough on a loaded host). take
+		// disconnected erin: f3 waits for her on n2.
 		cn.pubMsg(t, h1, "frank", "u/erin/f3", "3")
-		want(t, "erin on n2", erin.take(t, 1), "u/erin/m/frank/f3 3")
+		erin = cn.collect(t, h2, "erin")
+		want(t, "erin on n2 again", erin.take(t, 1), "u/erin/m/frank/f3 3")
 
 		// A live connection on n2 with unacknowledged deliveries: a
 		// client that never acks (Paho with manual acks off) holds them.
