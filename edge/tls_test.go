@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -226,7 +227,12 @@ func TestTLSBadInput(t *testing.T) {
 		}},
 		{"wrong server certificate", ReasonTLSHandshake, func(t *testing.T) {
 			cfg := good.Clone()
-			cfg.RootCAs = nil // trusts only the system roots: our CA is unknown
+			// An empty pool: our CA is unknown. (nil meant the system
+			// roots, read and parsed on first use while the server's
+			// 500 ms handshake timer ran: under -race on a loaded machine
+			// the server could time the handshake out first and count
+			// ReasonTLSHandshakeTimeout, and the wait below timed out.)
+			cfg.RootCAs = x509.NewCertPool()
 			if _, err := tls.Dial("tcp", s.Addr().String(), cfg); err == nil {
 				t.Fatal("handshake succeeded with an untrusted server certificate")
 			}
