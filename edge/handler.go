@@ -326,7 +326,7 @@ func (s handler) OnClose(c *netpoll.Conn, reason error) {
 	id, gen, profile := cl.name(), cl.gen, cl.profileID()
 	cl.mu.Unlock()
 	if w != nil && (r != ReasonDisconnect || sendWill) {
-		s.sendWill(ls, cl, gen, epoch, w)
+		s.sendWill(ls, cl, id, gen, epoch, w)
 	}
 	if profile {
 		s.presence(ls, id, &now)

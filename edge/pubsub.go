@@ -337,11 +337,13 @@ func (s *Server) subscribeOne(c *netpoll.Conn, ss *session, cl *client, filter [
 		rest := filter[2:]
 		switch filter[0] {
 		case 'u': // only one's own inbox, which is implicit
-			if !cl.profileID() {
-				return mqtt.SubackFailure // no inbox
-			}
+			// The id under cl.mu: a record released meanwhile (taken
+			// over and moved away) gives its id's bytes back to recBytes.
+			cl.mu.Lock()
 			me := cl.idBytes()
-			own := bytes.HasPrefix(rest, me) && (len(rest) == len(me) || rest[len(me)] == '/')
+			own := ownedLocked(cl, c.Handle(), ss.epoch) && cl.profileID() &&
+				bytes.HasPrefix(rest, me) && (len(rest) == len(me) || rest[len(me)] == '/')
+			cl.mu.Unlock()
 			if !own {
 				return mqtt.SubackFailure
 			}

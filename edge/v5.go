@@ -633,14 +633,18 @@ func (s *Server) writeStored(c *netpoll.Conn, c5 *conn5, b []byte, pidOff uint32
 // timer per will waiting). gen is cl's generation at the close: a record
 // released and reused meanwhile is another client. A reconnect that ended
 // again before the delay and left no record is not seen: the will is sent.
-func (s *Server) sendWill(ls *loopState, cl *client, gen, epoch uint32, w *will) {
+//
+// name is cl's id, read by the caller under cl.mu: once the caller has
+// unlocked, another goroutine may release cl (inboxes.go, profile.go), and
+// its id's bytes in recBytes may then hold another client's id.
+func (s *Server) sendWill(ls *loopState, cl *client, name string, gen, epoch uint32, w *will) {
 	if w.delay == 0 {
 		ls.fwd = s.forwardProps(ls, w.props)
 		s.publishGeneric(ls, []byte(w.topic), w.payload, w.qos, w.retain)
 		ls.fwd = nil
 		return
 	}
-	id := []byte(cl.name())
+	id := []byte(name)
 	time.AfterFunc(time.Duration(w.delay)*time.Second, func() {
 		s.mu.Lock()
 		closed := s.closed
