@@ -50,7 +50,7 @@ type clusterCounters struct {
 // linkTable is what was stored per link (Batch.Link): the Seqs, as
 // ranges.
 type linkTable struct {
-	mu sync.Mutex // guards m; taken under nothing else
+	mu sync.Mutex // guards m; taken under no other lock but wal's compaction lock (writeSnapshot)
 	m  map[string]*linkState
 }
 
@@ -797,21 +797,24 @@ func (s *Server) runCluster() error {
 // maxRemotePresence bounds the presence payloads kept from other nodes
 // (remotePresence), in users: one per user of the cluster would be 45
 // bytes on every node for every user (BENCHMARKS.md, "Cluster"). A user
-// forgotten here reads as unknown at SUBSCRIBE until the next change.
+// forgotten here gets no presence at SUBSCRIBE (unknown, not the local
+// registry's record of a user who was once here) until the next change is
+// heard.
 const maxRemotePresence = 4096
 
 // remotePresence appends to dst the presence of user last heard from the
-// node the directory names for user, if that is another node; ok false
-// otherwise (the local registry has the answer).
-func (s *Server) remotePresence(user, dst []byte) ([]byte, bool) {
+// node the directory names for user, if that is another node (elsewhere;
+// ok false if none was heard, or it was forgotten); elsewhere false: the
+// local registry has the answer.
+func (s *Server) remotePresence(user, dst []byte) (p []byte, ok, elsewhere bool) {
 	if s.cfg.Cluster == nil {
-		return dst, false
+		return dst, false, false
 	}
 	if node, ok := s.cfg.Cluster.Home(user); !ok || node == s.cfg.Cluster.Node() {
-		return dst, false
+		return dst, false, false
 	}
 	s.rpMu.Lock()
-	p, ok := s.rpres[string(user)]
+	v, ok := s.rpres[string(user)]
 	s.rpMu.Unlock()
-	return append(dst, p...), ok
+	return append(dst, v...), ok, true
 }

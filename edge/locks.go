@@ -32,11 +32,15 @@ package edge
 //     records), longIDs.mu (under shard.mu), exts.mu (client.x), the
 //     store's own locks (wal.Log.Append, under client.mu), and
 //     internal/cluster's Node.mu (Cluster.Home, from storeMoved under
-//     client.mu; the directory watcher calls Moved after releasing it).
+//     client.mu; the directory watcher calls Moved after releasing it),
+//     Server.moving.mu (moveAway, under client.mu; it appends to the wal
+//     under it; writeSnapshot takes it alone, under the compaction lock).
 //  7. Leaves taken with no other edge lock held, apart from Server.mu
 //     during Start's replay (which adds groups): Groups.mu, Server.rpMu
 //     (remote presence), srcBuckets.mu (takeNewInbox: storeDirect found no
-//     record, so it holds none), pusher.runMu.
+//     record, so it holds none), pusher.runMu, Server.links.mu (the
+//     cluster links' stored ranges: deliverBatches; writeSnapshot under
+//     the compaction lock only).
 //
 // client.owner is not a lock: an atomic mirror of client.handle for
 // handle()'s lock-free first look (mayOwn); ownedLocked under client.mu

@@ -295,7 +295,10 @@ func (s *Server) subscribe(c *netpoll.Conn, ls *loopState, ss *session, cl *clie
 // sendPresence sends the current presence of the user in filter p/<user>.
 func (s *Server) sendPresence(ls *loopState, cl *client, filter []byte, qos byte) {
 	var buf [32]byte
-	payload, known := s.remotePresence(filter[2:], buf[:0])
+	payload, known, elsewhere := s.remotePresence(filter[2:], buf[:0])
+	if !known && elsewhere {
+		return // on another node, its presence not heard here (or forgotten): unknown
+	}
 	if !known {
 		var online bool
 		var last int64
