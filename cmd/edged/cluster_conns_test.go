@@ -3,11 +3,9 @@ package main
 import (
 	"bufio"
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -337,14 +335,4 @@ func workerRead(c net.Conn, got *atomic.Int64) {
 			c.Write(out)
 		}
 	}
-}
-
-// getStats decodes the /server/stats of the node whose admin port is port.
-func getStats(port int, v any) bool {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/server/stats", port))
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(v) == nil
 }
