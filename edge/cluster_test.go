@@ -171,11 +171,7 @@ func TestDeliverBatchLinks(t *testing.T) {
 	n := 0
 	batch := func(link string, seq uint64, fast bool) Batch {
 		n++
-		b := []byte{'D', 'm'}
-		for _, f := range []string{"bob", "alice", "", fmt.Sprintf("m%d", n), "hi", ""} {
-			b = appendField(b, []byte(f))
-		}
-		return Batch{Data: b, Link: link, Seq: seq, Prev: seq - 1, Fast: fast}
+		return aliceToBob(n, link, seq, fast)
 	}
 	deliver := func(s *Server, want int, bs ...Batch) []Batch {
 		t.Helper()
@@ -284,4 +280,14 @@ func TestDeliverBatchPrev(t *testing.T) {
 	deliver(3, false, batch(6, 4))
 	deliver(3, true, batch(5, 4)) // 6 is stored: 5 would come after it
 	deliver(5, false, batch(8, 0), batch(9, 8))
+}
+
+// aliceToBob is a batch of link seq holding one direct message m<n> from
+// alice to bob, as deliverBatches receives it.
+func aliceToBob(n int, link string, seq uint64, fast bool) Batch {
+	b := []byte{'D', 'm'}
+	for _, f := range []string{"bob", "alice", "", fmt.Sprintf("m%d", n), "hi", ""} {
+		b = appendField(b, []byte(f))
+	}
+	return Batch{Data: b, Link: link, Seq: seq, Prev: seq - 1, Fast: fast}
 }

@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,11 +25,7 @@ func TestSnapshotDuringLinkCommit(t *testing.T) {
 	n := 0
 	batch := func(link string, seq uint64, fast bool) Batch {
 		n++
-		b := []byte{'D', 'm'}
-		for _, f := range []string{"bob", "alice", "", fmt.Sprintf("m%d", n), "hi", ""} {
-			b = appendField(b, []byte(f))
-		}
-		return Batch{Data: b, Link: link, Seq: seq, Prev: seq - 1, Fast: fast}
+		return aliceToBob(n, link, seq, fast)
 	}
 	newLS := func() *loopState {
 		ls := &loopState{cl: newClusterLoop(false)}

@@ -592,19 +592,7 @@ func TestReplaySessionEndOverLaterSnapshot(t *testing.T) {
 	}
 	s.Close()
 
-	l, err := wal.Open(wal.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recs []wal.Record
-	if _, err := l.Replay(func(r wal.Record) error {
-		r.Data = slices.Clone(r.Data)
-		recs = append(recs, r)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	l.Close()
+	recs := readRecords(t, dir)
 	// The snapshot read c1 after its session ended (not persistent,
 	// nothing queued: no record for it), so replay starts from a c1 that
 	// is not persistent: drop the record that began the session.
