@@ -109,7 +109,13 @@ func startCluster(t testing.TB, n int) ([]*Node, []Options) {
 
 func eventually(t testing.TB, what string, f func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	eventuallyWithin(t, 15*time.Second, what, f)
+}
+
+// eventuallyWithin is eventually with a bound of its own.
+func eventuallyWithin(t testing.TB, d time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !f() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out: %s", what)

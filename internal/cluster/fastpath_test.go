@@ -280,10 +280,15 @@ func TestFastPathDestinationDown(t *testing.T) {
 	bob.c.Close()             // offline: his inbox is on n1
 	alice.publish("u/bob/m0") // over the fast path
 	ms[1].stop()
-	// The stream and its consumer have leaders on the two nodes left.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	eventually(t, "a stream leader on n0 or n2", func() bool {
+	// The stream and its consumer have leaders on the two nodes left. Each
+	// look has its own timeout (one shared context, once expired, failed
+	// every later look: a suite run under load timed out here), and the
+	// elections get a minute: a stream's raft group elects in 4-9 s once
+	// the meta group has a leader, which on a loaded host took longer than
+	// eventually's 15 s.
+	eventuallyWithin(t, time.Minute, "a stream leader on n0 or n2", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		s, err := ms[0].node.js.Stream(ctx, streamName)
 		if err != nil {
 			return false
