@@ -120,7 +120,7 @@ type Node struct {
 
 	// mu guards home: the directory, user id -> node, from the watch.
 	mu   sync.RWMutex
-	home map[string]string
+	home *directory
 
 	// claims are the users to claim in the directory (Claim), written by
 	// the claimer goroutine.
@@ -228,7 +228,7 @@ func Start(o Options) (n *Node, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	n = &Node{o: o, home: make(map[string]string), cwake: make(chan struct{}, 1),
+	n = &Node{o: o, home: newDirectory(), cwake: make(chan struct{}, 1),
 		boot: strconv.FormatInt(time.Now().UnixNano(), 36), links: make(map[linkKey]*link), reqs: make(map[uint64]*request)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -379,16 +379,32 @@ func (n *Node) Node() string { return n.o.Node }
 // Home implements edge.Cluster.
 func (n *Node) Home(user []byte) (string, bool) {
 	n.mu.RLock()
-	node, ok := n.home[string(user)]
+	node, ok := n.home.Get(user)
 	n.mu.RUnlock()
 	return node, ok
+}
+
+// setHome records user on node in the directory. The directory refuses only
+// a 65,536th node name in use at once (or a 4 GiB arena of ids): the user
+// is then forgotten here, and a message for them waits in the local inbox
+// as for a user the directory does not know, which is logged.
+func (n *Node) setHome(user, node string) {
+	n.mu.Lock()
+	ok := n.home.Set(user, node)
+	if !ok {
+		n.home.Delete([]byte(user))
+	}
+	n.mu.Unlock()
+	if !ok {
+		n.o.Logger.Error("cluster: directory full; user not recorded", "user", user, "node", node)
+	}
 }
 
 // Users implements edge.Cluster.
 func (n *Node) Users() int {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	return len(n.home)
+	return n.home.Len()
 }
 
 // Claim implements edge.Cluster: the claimer goroutine writes it.
@@ -441,9 +457,7 @@ func (n *Node) claimer() {
 				select {
 				case <-f.Ok():
 					// The watch confirms it; meanwhile route as if it had.
-					n.mu.Lock()
-					n.home[chunk[i]] = n.o.Node
-					n.mu.Unlock()
+					n.setHome(chunk[i], n.o.Node)
 				case e := <-f.Err():
 					err = e
 					retry = append(retry, chunk[i])
@@ -715,14 +729,12 @@ func (n *Node) Run(h edge.ClusterHooks) error {
 		}
 		if e.Operation() != jetstream.KeyValuePut {
 			n.mu.Lock()
-			delete(n.home, u)
+			n.home.Delete([]byte(u))
 			n.mu.Unlock()
 			return
 		}
 		node := string(e.Value())
-		n.mu.Lock()
-		n.home[u] = node
-		n.mu.Unlock()
+		n.setHome(u, node)
 		h.Moved(u, node)
 	})
 	go n.watch(gw, grpLoaded, func(e jetstream.KeyValueEntry) {
