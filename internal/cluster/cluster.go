@@ -734,6 +734,8 @@ func (n *Node) Run(h edge.ClusterHooks) error {
 			return
 		}
 		node := string(e.Value())
+		// Moved even if the directory refused the user (a 65,536th
+		// node name): a takeover must still close a session here.
 		n.setHome(u, node)
 		h.Moved(u, node)
 	})

@@ -28,6 +28,9 @@ type directory struct {
 	live  int               // slots holding a user
 	dead  int               // tombstones
 	waste int               // arena bytes no slot points to
+	// full: every one of maxNodes names was in use at the last look, and
+	// no user has left since: a new name is refused without a rebuild.
+	full bool
 }
 
 // dslot is one slot: off is the id's arena offset plus 2 (0: empty, 1: a
@@ -81,8 +84,9 @@ func (d *directory) Get(user []byte) (string, bool) {
 func (d *directory) Set(user, node string) bool {
 	ni, ok := d.index[node]
 	if !ok {
-		if len(d.nodes) >= maxNodes {
+		if len(d.nodes) >= maxNodes && !d.full {
 			d.rebuild(len(d.slots), true) // drops the names no user points to
+			d.full = len(d.nodes) >= maxNodes
 		}
 		if len(d.nodes) >= maxNodes {
 			return false
@@ -94,6 +98,7 @@ func (d *directory) Set(user, node string) bool {
 	h := d.hash([]byte(user))
 	if i, ok := d.find([]byte(user), h); ok {
 		d.slots[i].node = ni
+		d.full = false // the user's old name may be unused now
 		return true
 	}
 	if (d.live+d.dead+1)*4 > len(d.slots)*3 {
@@ -123,6 +128,7 @@ func (d *directory) Delete(user []byte) {
 	}
 	d.waste += len(d.id(d.slots[i].off)) + uvarintLen(uint64(len(user)))
 	d.slots[i] = dslot{off: slotDead}
+	d.full = false
 	d.live--
 	d.dead++
 	if d.waste > 4096 && d.waste*2 > len(d.arena) {

@@ -93,6 +93,10 @@ func TestDirectoryNodeNames(t *testing.T) {
 	if d.Set("extra", "node-new") {
 		t.Fatal("a name past maxNodes with every name in use was taken")
 	}
+	slots := &d.slots[0]
+	if d.Set("extra2", "node-new2") || &d.slots[0] != slots {
+		t.Fatal("a second refusal rebuilt the table (nothing changed since the first)")
+	}
 	d.Delete([]byte("u7"))
 	if !d.Set("extra", "node-new") {
 		t.Fatal("node-new refused with node-7 unused")
