@@ -30,6 +30,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/edgedhq/edged/edge/mqtt"
 	"golang.org/x/sys/unix"
 )
 
@@ -300,10 +301,11 @@ func (b *broker) packet(fd int, hdr byte, body []byte) bool {
 			p = p[3+tl:]
 		}
 		b.codes = codes
-		ack := appendLength(append(b.ack[:0], 0x90), 2+len(codes))
-		ack = append(append(ack, body[0], body[1]), codes...)
-		b.ack = ack
-		b.send(fd, ack)
+		if len(codes) == 0 || body[0] == 0 && body[1] == 0 { // no filters, or packet id 0: a protocol violation
+			return false
+		}
+		b.ack = mqtt.AppendSuback(b.ack[:0], binary.BigEndian.Uint16(body), codes)
+		b.send(fd, b.ack)
 	case 12: // PINGREQ
 		b.send(fd, []byte{0xd0, 0})
 	default: // DISCONNECT and everything this stick does not speak
@@ -317,22 +319,12 @@ func (b *broker) forward(fd int, qos byte, topic, payload []byte) {
 	if !c.open {
 		return
 	}
-	rl := 2 + len(topic) + len(payload)
 	if qos > 0 {
-		rl += 2
-	}
-	p := b.obuf[:0]
-	p = appendLength(append(p, 0x30|qos<<1), rl)
-	p = binary.BigEndian.AppendUint16(p, uint16(len(topic)))
-	p = append(p, topic...)
-	if qos > 0 {
-		c.pid++
-		if c.pid == 0 {
+		if c.pid++; c.pid == 0 {
 			c.pid = 1
 		}
-		p = binary.BigEndian.AppendUint16(p, c.pid)
 	}
-	p = append(p, payload...)
+	p := mqtt.AppendPublish(b.obuf[:0], topic, payload, qos, false, false, c.pid)
 	b.obuf = p
 	b.send(fd, p)
 }
@@ -381,21 +373,6 @@ func (b *broker) subscribe(fd int, topic string, qos byte) {
 	}
 	b.subs[topic] = append(s, sub{fd: int32(fd), qos: qos})
 	b.conns[fd].subs = append(b.conns[fd].subs, topic)
-}
-
-// appendLength appends n as MQTT's variable-length remaining length.
-func appendLength(p []byte, n int) []byte {
-	for {
-		d := byte(n & 0x7f)
-		n >>= 7
-		if n > 0 {
-			d |= 0x80
-		}
-		p = append(p, d)
-		if n == 0 {
-			return p
-		}
-	}
 }
 
 func (b *broker) closeConn(fd int) {
