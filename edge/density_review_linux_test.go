@@ -12,7 +12,7 @@ import (
 	"github.com/edgedhq/edged/internal/wal"
 )
 
-// TestReviewTreeChurnModel: random subscribe/unsubscribe of exact and
+// TestDensityTreeChurnModel: random subscribe/unsubscribe of exact and
 // wildcard filters by many clients against a brute-force model.
 func TestDensityTreeChurnModel(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
@@ -122,7 +122,7 @@ func TestDensityTreeChurnModel(t *testing.T) {
 	_ = fmt.Sprint
 }
 
-// TestReviewInlineSubRestart: a persistent client's inline subscription
+// TestDensityInlineSubRestart: a persistent client's inline subscription
 // (and its moves to the extension and back) survives restarts, both from
 // the journal and from a snapshot, and is delivered to after them.
 func TestDensityInlineSubRestart(t *testing.T) {
@@ -172,7 +172,7 @@ func TestDensityInlineSubRestart(t *testing.T) {
 	}
 }
 
-// TestReviewInlineSubHandoff: inline subscriptions (online clean session,
+// TestDensityInlineSubHandoff: inline subscriptions (online clean session,
 // offline persistent session) and a spilled pair cross a handoff.
 func TestDensityInlineSubHandoff(t *testing.T) {
 	dir := t.TempDir()
@@ -211,7 +211,7 @@ func TestDensityInlineSubHandoff(t *testing.T) {
 	}
 }
 
-// TestReviewInlineSubV5: v5 options on an inline subscription (No Local,
+// TestDensityInlineSubV5: v5 options on an inline subscription (No Local,
 // Retain Handling 1) and an identifier moving it to the extension and back.
 func TestDensityInlineSubV5(t *testing.T) {
 	s := startServer(t, nil)
@@ -269,7 +269,7 @@ func TestDensityInlineSubV5(t *testing.T) {
 	}
 }
 
-// TestReviewSubModel drives addSubLocked/removeSubLocked/dropSubs on one
+// TestDensitySubModel drives addSubLocked/removeSubLocked/dropSubs on one
 // client with random exact, wildcard and shared filters, QoS and
 // identifiers, and checks cl.subs, the inline invariant and the tree
 // against a model after every step.
@@ -364,7 +364,7 @@ func TestDensitySubModel(t *testing.T) {
 	}
 }
 
-// TestReviewFillCountersDurable: FillCounters/FillGauges equal Stats()'s
+// TestDensityFillCountersDurable: FillCounters/FillGauges equal Stats()'s
 // with a store (the disk figures) too.
 func TestDensityFillCountersDurable(t *testing.T) {
 	s := startDurable(t, t.TempDir(), nil)
@@ -390,7 +390,7 @@ func TestDensityFillCountersDurable(t *testing.T) {
 	}
 }
 
-// TestReviewIDAccounting: ids of every length class charge and give back
+// TestDensityIDAccounting: ids of every length class charge and give back
 // the store total symmetrically, whether in recBytes or longIDs.
 func TestDensityIDAccounting(t *testing.T) {
 	s := startServer(t, nil)
