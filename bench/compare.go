@@ -173,6 +173,26 @@ var compareMetrics = []struct {
 		}
 		return r.Server.CPUPerMillion
 	}},
+	// churn: connects (TCP, TLS handshake, CONNECT/CONNACK) per second,
+	// and the CPU each costs the server and the load generator.
+	{"connects_per_s", "higher", func(r *Result) float64 {
+		if r.Workload != "churn" || r.Window <= 0 {
+			return 0
+		}
+		return float64(r.Connected) / r.Window
+	}},
+	{"server_cpu_us_per_connect", "lower", func(r *Result) float64 {
+		if r.Workload != "churn" || r.Server == nil || r.Connected == 0 {
+			return 0
+		}
+		return 1e6 * r.Server.CPUSeconds / float64(r.Connected)
+	}},
+	{"load_cpu_us_per_connect", "lower", func(r *Result) float64 {
+		if r.Workload != "churn" || r.Connected == 0 {
+			return 0
+		}
+		return 1e6 * r.LoadCPUSeconds / float64(r.Connected)
+	}},
 }
 
 // Compare runs workload against every target for rounds rounds, alternating

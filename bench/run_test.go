@@ -358,6 +358,54 @@ func TestCompareTwoTargets(t *testing.T) {
 	}
 }
 
+// TestCompareChurn: a churn comparison reports each target's connects per
+// second and the server's and the load's CPU per connect; a pairs one
+// does not (zero: left out of the table).
+func TestCompareChurn(t *testing.T) {
+	a, apid := benchtest.StartMosquitto(t)
+	b, bpid := benchtest.StartMosquitto(t)
+	o := quick("", 0)
+	o.Conns, o.Hold, o.Ramp, o.Duration = 50, 50*time.Millisecond, 0, 2*time.Second
+	c, err := Compare(context.Background(), "churn", []Target{{Name: "m1", Addr: a, PID: apid}, {Name: "m2", Addr: b, PID: bpid}}, 1, o)
+	if err != nil {
+		t.Fatalf("compare: %v", err)
+	}
+	text := CompareText(c)
+	t.Log("\n" + text)
+	for _, name := range []string{"connects_per_s", "server_cpu_us_per_connect", "load_cpu_us_per_connect"} {
+		found := false
+		for _, m := range c.Metrics {
+			if m.Name != name {
+				continue
+			}
+			found = true
+			if m.Medians[0] <= 0 || m.Medians[1] <= 0 || m.Ratios[0] != 1 {
+				t.Errorf("%s: medians %v ratios %v, want both measured", name, m.Medians, m.Ratios)
+			}
+		}
+		if !found || !strings.Contains(text, name) {
+			t.Errorf("%s missing from the comparison:\n%s", name, text)
+		}
+	}
+	// A run's connects per second is its connects over its window.
+	r := c.Runs[0]
+	for _, m := range c.Metrics {
+		if m.Name == "connects_per_s" {
+			if want := float64(r.Connected) / r.Window; m.Values[0][0] != want {
+				t.Errorf("connects_per_s %v, want connected %d / window %.2fs = %v", m.Values[0][0], r.Connected, r.Window, want)
+			}
+		}
+	}
+	o.Pairs, o.Duration = 5, time.Second
+	c, err = Compare(context.Background(), "pairs", []Target{{Name: "m1", Addr: a, PID: apid}, {Name: "m2", Addr: b, PID: bpid}}, 1, o)
+	if err != nil {
+		t.Fatalf("compare pairs: %v", err)
+	}
+	if text := CompareText(c); strings.Contains(text, "per_connect") || strings.Contains(text, "connects_per_s") {
+		t.Errorf("a pairs comparison shows churn figures:\n%s", text)
+	}
+}
+
 // TestFanoutGroupEdged fans out through an edged group whose members the
 // run adds and removes through the admin API.
 func TestFanoutGroupEdged(t *testing.T) {
