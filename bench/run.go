@@ -114,6 +114,9 @@ type Result struct {
 	Lost      int64     `json:"lost"`
 	Unacked   int64     `json:"unacked,omitempty"`
 	MsgsPerS  float64   `json:"msgs_per_s"` // received per second in the window
+	// WindowConnects is the connects completed inside the measured window
+	// (Connected counts the whole run, ramp and wind-down too).
+	WindowConnects int64 `json:"window_connects,omitempty"`
 	// LoadCPUSeconds is the CPU time edgebench's workers used in the whole
 	// run: on a shared host it shows how much of the box the load took.
 	LoadCPUSeconds float64          `json:"load_cpu_seconds"`
@@ -617,6 +620,7 @@ func (r *run) closeWindow(w window) {
 	d := time.Since(w.t0).Seconds()
 	s := r.sum()
 	r.res.Window += d
+	r.res.WindowConnects += s.Connected - w.tick.Connected
 	msgs := s.Received - w.tick.Received
 	r.res.MsgsPerS = float64(msgs) / d
 	if x, ok := r.smp.now(); ok && w.hasSv && r.res.Server != nil {

@@ -13,9 +13,12 @@
 // the kernel charge any Go server for one TCP connection, one TLS handshake
 // and one MQTT CONNECT/CONNACK. What edged spends above it is its own.
 //
-// MQTT: CONNECT gets CONNACK (accepted), PINGREQ gets PINGRESP, a QoS 0
-// PUBLISH is read and dropped (so mosquitto_pub can be pointed at it);
-// DISCONNECT or anything else closes the connection.
+// MQTT: CONNECT gets CONNACK (accepted, unparsed: a stick checks nothing),
+// PINGREQ gets PINGRESP, a QoS 0 PUBLISH of any size is read and dropped
+// (so mosquitto_pub can be pointed at it); DISCONNECT or anything else
+// closes the connection. The handshake and the CONNECT must come within
+// 10 s; after that no keepalive is enforced (a peer that vanishes without
+// a FIN keeps its goroutine: fine on loopback, not for a real network).
 package main
 
 import (
@@ -27,6 +30,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -54,11 +58,11 @@ func listenTLS(addr, certFile, keyFile string) (net.Listener, error) {
 	}
 	c, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("load certificate: %w", err)
 	}
 	ln, err := net.Listen("tcp4", addr)
 	if err != nil {
-		return nil, err
+		return nil, err // "listen tcp4 ADDR: ..."
 	}
 	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{c}}), nil
 }
@@ -67,12 +71,11 @@ func listenTLS(addr, certFile, keyFile string) (net.Listener, error) {
 func serve(ln net.Listener) error {
 	for {
 		c, err := ln.Accept()
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			time.Sleep(5 * time.Millisecond) // out of descriptors: let some close
+			continue
+		}
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(5 * time.Millisecond) // out of descriptors: let some close
-				continue
-			}
 			return err
 		}
 		go handle(c)
@@ -103,6 +106,12 @@ func handle(c net.Conn) {
 				break
 			}
 		}
+		if hdr&0xf0 == 0x30 && hdr&0x06 == 0 { // PUBLISH, QoS 0: nobody to forward it to
+			if _, err := io.CopyN(io.Discard, r, int64(n)); err != nil {
+				return
+			}
+			continue
+		}
 		if n > len(body) {
 			return
 		}
@@ -116,8 +125,6 @@ func handle(c net.Conn) {
 			c.SetReadDeadline(time.Time{})
 		case 0xc0: // PINGREQ
 			reply = []byte{0xd0, 0}
-		case 0x30, 0x31: // PUBLISH, QoS 0: nobody to forward it to
-			continue
 		default: // DISCONNECT, or what a stick does not speak
 			return
 		}
