@@ -34,29 +34,15 @@ func startFloor(t *testing.T) (string, *testenv.TLSFiles) {
 
 var connect = []byte{0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 60, 0, 2, 'c', 'x'}
 
-// exchange connects over TLS with cfg, sends CONNECT and PINGREQ, and
-// checks their answers; it reports whether the session was resumed.
+// exchange connects over TLS with cfg, has its CONNECT and a PINGREQ
+// answered, and checks that DISCONNECT closes; it reports whether the
+// session was resumed.
 func exchange(t *testing.T, addr string, cfg *tls.Config) bool {
 	t.Helper()
-	c, err := tls.Dial("tcp4", addr, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write(append(append([]byte{}, connect...), 0xc0, 0)); err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, 6)
-	if _, err := io.ReadFull(c, got); err != nil {
-		t.Fatal(err)
-	}
-	if want := []byte{0x20, 2, 0, 0, 0xd0, 0}; string(got) != string(want) {
-		t.Fatalf("answers % x, want % x (CONNACK, PINGRESP)", got, want)
-	}
-	// DISCONNECT: the floor closes.
-	c.Write([]byte{0xe0, 0})
-	if n, err := c.Read(got); err != io.EOF {
+	c := dialMQTT(t, addr, cfg, connect)
+	ping(t, c)
+	c.Write([]byte{0xe0, 0}) // DISCONNECT: the floor closes
+	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("after DISCONNECT: %d bytes, %v; want EOF", n, err)
 	}
 	return c.ConnectionState().DidResume
