@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/edgedhq/edged/internal/burst"
 )
 
 // StateBytes is the record state an established session holds (the
@@ -46,35 +48,38 @@ func (s *Server) AcceptUpgrade(loop, fd int, up Upgrade) {
 	}
 }
 
-// handshake runs crypto/tls's server handshake on a duplicate of fd in Go's
-// own poller, then hands fd and the negotiated keys to loop.
+// handshake runs crypto/tls's server handshake on fd in Go's own poller,
+// then hands a duplicate of fd (Detach) and the negotiated keys to loop.
 func (s *Server) handshake(loop, fd int, up Upgrade) {
-	f, err := s.handshakeOn(loop, fd, up)
+	nc, err := s.burst.Conn(fd, "edgetls: handshake")
+	if err != nil {
+		s.fail(FailHandshake)
+		unix.Close(fd)
+		return
+	}
+	f, err := s.handshakeOn(loop, nc, up)
 	if err == nil {
 		return
 	}
 	if !errors.Is(err, errUpgrade) {
-		s.fail(f) // counted before the client can see the close
+		// Counted before the client can see the close, but for a
+		// Shutdown's (which closes the socket to end the handshake)
+		// and a Detach that failed (out of descriptors), which closed
+		// it already.
+		s.fail(f)
 	}
-	if !errors.Is(err, errAdopted) {
-		unix.Close(fd)
-	}
+	nc.Close() // after a Detach (adopted or not) a no-op
 }
-
-// errAdopted marks a failure after fd was handed to Engine.Adopt, which
-// closes it on failure itself.
-var errAdopted = errors.New("edgetls: adopt")
 
 // errUpgrade marks a failure of the second stage, which counted it.
 var errUpgrade = errors.New("edgetls: upgrade")
 
-func (s *Server) handshakeOn(loop, fd int, up Upgrade) (Fail, error) {
-	nc, done, err := s.burst.Conn(fd, "edgetls: handshake")
-	if err != nil {
-		return FailHandshake, err
+func (s *Server) handshakeOn(loop int, nc *burst.Conn, up Upgrade) (Fail, error) {
+	if err := nc.SetDeadline(time.Now().Add(s.conf.HandshakeTimeout)); err != nil {
+		// Only a socket Go's poller did not take has no deadlines
+		// (os.ErrNoDeadline): its reads would block a thread.
+		return FailHandshake, fmt.Errorf("edgetls: handshake deadline: %w", err)
 	}
-	defer done()
-	nc.SetDeadline(time.Now().Add(s.conf.HandshakeTimeout))
 	w := &wire{nc: nc, sem: s.sem}
 	tc := s.tlsConf.Load().Clone()
 	tc.KeyLogWriter = keyLog{w}
@@ -91,7 +96,7 @@ func (s *Server) handshakeOn(loop, fd int, up Upgrade) (Fail, error) {
 	}
 	conn := tls.Server(w, tc)
 	s.sem <- struct{}{}
-	err = conn.Handshake()
+	err := conn.Handshake()
 	<-s.sem
 	if err != nil {
 		return classify(err), err
@@ -129,8 +134,12 @@ func (s *Server) handshakeOn(loop, fd int, up Upgrade) (Fail, error) {
 	if eng == nil {
 		return FailHandshake, errors.New("edgetls: no engine bound")
 	}
+	fd, err := nc.Detach()
+	if err != nil {
+		return FailHandshake, fmt.Errorf("edgetls: handing the socket to its loop: %w", err)
+	}
 	if err := eng.Adopt(loop, fd, state, initial); err != nil {
-		return FailHandshake, fmt.Errorf("%w: %w", errAdopted, err)
+		return FailHandshake, err // Adopt closed fd
 	}
 	return 0, nil
 }
