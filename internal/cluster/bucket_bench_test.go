@@ -17,9 +17,11 @@ import (
 
 // BenchmarkDirectoryBucketBytes: what a directory of 100,000 users costs
 // the heap of a process embedding nats-server (one node, file storage,
-// history 1, past the 10 s block cache expiry), stored as today (a key per
-// user, value the node) against packed into 4,096 keys (a shard's users and
-// their nodes in one value): JetStream keeps per-key state in memory
+// history 1, past the 10 s block cache expiry), stored as before the
+// packing (a key per user, value the node, as edged_dir was) against packed
+// into 4,096 keys (a shard's users and their nodes in one value, as
+// edged_dirs is, shards.go, here in a text form of about the same size):
+// JetStream keeps per-key state in memory
 // (psim, fss), so the key count, not the bytes, is what a replica pays.
 // A design input for issue #14, not a figure of the product. Run with
 // -benchtime 1x.

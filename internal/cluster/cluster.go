@@ -3,8 +3,8 @@
 // NATS cluster), core NATS request/reply for cross-node batches (the fast
 // path: the destination stores a batch, then replies) with a JetStream
 // stream, one subject per node, as the fallback, a KV bucket for the
-// directory of users and one for group membership, and core NATS for
-// broadcast generic publishes.
+// directory of users (packed into 4,096 keys: shards.go) and one for group
+// membership, and core NATS for broadcast generic publishes.
 //
 // Lifecycle: Start, then edge.Server.Start calls Run (through
 // edge.Config.Cluster); Close after the Server closed. A Node is safe for
@@ -12,6 +12,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -47,7 +48,7 @@ const (
 	fastSubject = "edged.fast."  // + node name: batches for that node (core NATS requests)
 	replyPrefix = "edged.reply." // + node name + boot + request id: their replies
 	pubSubject  = "edged.pub."   // + node name: broadcast generic publishes
-	dirBucket   = "edged_dir"
+	dirBucket   = "edged_dirs"   // packed shards (shards.go); "edged_dir", a key per user, before
 	groupBucket = "edged_groups"
 	clusterName = "edged"
 )
@@ -63,8 +64,12 @@ const (
 	// fetchBatch is how many batches the consumer takes per fetch (one
 	// WAL commit each): bounded so that an ack is never far behind.
 	fetchBatch = 64
-	// claimBatch is how many directory claims are in flight at once.
+	// claimBatch is how many shard writes (each the claims of one shard)
+	// are in flight at once.
 	claimBatch = 256
+	// conflictRetry is how soon claims that lost a compare-and-set go
+	// again (by then the watch has brought the value that won).
+	conflictRetry = 20 * time.Millisecond
 	// DefaultFastTimeout bounds a fast-path request: past it the batch
 	// goes to the stream (a destination that is slow, partitioned, or
 	// whose reply was lost; a dead one answers at once, no responders).
@@ -118,9 +123,19 @@ type Node struct {
 	dir jetstream.KeyValue
 	grp jetstream.KeyValue
 
-	// mu guards home: the directory, user id -> node, from the watch.
-	mu   sync.RWMutex
-	home *directory
+	// mu guards the directory as this node holds it (shards.go), from the
+	// watch and from this node's own claims: each shard's value and
+	// revision, users (the entries in them) and names (the node names in
+	// them, interned: Home returns them without allocating).
+	mu     sync.RWMutex
+	shards [dirShards]shard
+	users  int
+	names  map[string]string
+	// moved is Run's Moved hook (nil before Run).
+	moved func(user, node string)
+	// conflicts counts the claims that lost a compare-and-set of their
+	// shard to another node's write and were retried.
+	conflicts atomic.Uint64
 
 	// claims are the users to claim in the directory (Claim), written by
 	// the claimer goroutine.
@@ -228,7 +243,7 @@ func Start(o Options) (n *Node, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	n = &Node{o: o, home: newDirectory(), cwake: make(chan struct{}, 1),
+	n = &Node{o: o, names: make(map[string]string), cwake: make(chan struct{}, 1),
 		boot: strconv.FormatInt(time.Now().UnixNano(), 36), links: make(map[linkKey]*link), reqs: make(map[uint64]*request)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -376,40 +391,119 @@ func unkey(k string) (string, bool) {
 // Node implements edge.Cluster.
 func (n *Node) Node() string { return n.o.Node }
 
-// Home implements edge.Cluster.
+// Home implements edge.Cluster: a scan of user's shard.
 func (n *Node) Home(user []byte) (string, bool) {
+	s := shardOf(user)
 	n.mu.RLock()
-	node, ok := n.home.Get(user)
+	nd, ok := lookupPacked(n.shards[s].val, user)
+	var name string
+	if ok {
+		name, ok = n.names[string(nd)]
+	}
 	n.mu.RUnlock()
-	return node, ok
+	return name, ok
 }
 
-// setHome records user on node in the directory. The directory refuses only
-// a 65,536th node name in use at once (or a 4 GiB arena of ids): the user
-// is then forgotten here, and a message for them waits in the local inbox
-// as for a user the directory does not know, which is logged.
-func (n *Node) setHome(user, node string) {
-	n.mu.Lock()
-	ok := n.home.Set(user, node)
-	if !ok {
-		n.home.Delete([]byte(user))
+// A move is a user the directory now places on node.
+type move struct{ user, node string }
+
+// setShard records revision rev of shard s's value and calls the Moved hook
+// for each user it places on another node than before (every user, the
+// first time); it returns those moves. An older or the same revision is
+// ignored: this node's own claims are recorded as they succeed, before
+// the watch brings them back.
+func (n *Node) setShard(s int, rev uint64, val []byte) []move {
+	val = validPrefix(val)
+	for {
+		n.mu.RLock()
+		cur, moved := n.shards[s], n.moved
+		n.mu.RUnlock()
+		if rev <= cur.rev {
+			return nil
+		}
+		// Outside the lock (values are never changed in place): Home
+		// on the loops waits only for the swap.
+		moves, delta := diffShard(cur.val, val)
+		n.mu.Lock()
+		if n.shards[s].rev != cur.rev { // another value got in: diff against it
+			n.mu.Unlock()
+			continue
+		}
+		for i := range moves {
+			if name, ok := n.names[moves[i].node]; ok {
+				moves[i].node = name
+			} else {
+				n.names[moves[i].node] = moves[i].node
+			}
+		}
+		n.shards[s] = shard{rev, val}
+		n.users += delta
+		n.mu.Unlock()
+		if moved != nil {
+			for _, m := range moves {
+				moved(m.user, m.node)
+			}
+		}
+		return moves
 	}
-	n.mu.Unlock()
-	if !ok {
-		n.o.Logger.Error("cluster: directory full; user not recorded", "user", user, "node", node)
+}
+
+// validPrefix is val up to its first malformed entry or node name that is
+// not valid (a value not written by a node: what follows is ignored, and
+// dropped by the next claim on the shard).
+func validPrefix(val []byte) []byte {
+	for v := val; ; {
+		_, nd, rest, ok := nextEntry(v)
+		if !ok || !validName(string(nd)) {
+			return val[:len(val)-len(v)]
+		}
+		v = rest
 	}
+}
+
+// diffShard returns the users val places on another node than old does
+// (or old does not hold), and its entry count less old's. A user twice in
+// a value (not written by a node) counts by its first entry, as in Home.
+func diffShard(old, val []byte) (moves []move, delta int) {
+	var before map[string][]byte // old's entries, if there are many
+	if len(old) > 1024 {
+		before = make(map[string][]byte)
+		eachPacked(old, func(u, nd []byte) {
+			if _, ok := before[string(u)]; !ok {
+				before[string(u)] = nd
+			}
+		})
+	}
+	eachPacked(val, func(u, nd []byte) {
+		delta++
+		var was []byte
+		var ok bool
+		if before != nil {
+			was, ok = before[string(u)]
+		} else {
+			was, ok = lookupPacked(old, u)
+		}
+		if !ok || string(was) != string(nd) {
+			moves = append(moves, move{string(u), string(nd)})
+		}
+	})
+	return moves, delta - countPacked(old)
 }
 
 // Users implements edge.Cluster.
 func (n *Node) Users() int {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	return n.home.Len()
+	return n.users
 }
 
 // Claim implements edge.Cluster: the claimer goroutine writes it.
 func (n *Node) Claim(user string) {
 	if node, ok := n.Home([]byte(user)); ok && node == n.o.Node {
+		return
+	}
+	if len(user) > 1<<16-1 { // an entry's length (an MQTT client id is shorter)
+		n.o.Logger.Error("cluster: user id too long for the directory", "len", len(user))
 		return
 	}
 	n.cmu.Lock()
@@ -421,56 +515,142 @@ func (n *Node) Claim(user string) {
 	}
 }
 
-// claimer writes the queued claims; a failed write (no quorum) is retried
-// every 500 ms.
+// claimer writes the queued claims: those that lost a compare-and-set go
+// again after conflictRetry, those that failed otherwise (no quorum) every
+// 500 ms.
 func (n *Node) claimer() {
 	defer n.wg.Done()
 	var retry []string
+	lost := make(map[int]uint64) // shards whose write lost, and the revision it expected
+	wait := 500 * time.Millisecond
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-n.cwake:
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(wait):
 		}
 		n.cmu.Lock()
 		todo := append(retry, n.claims...)
 		n.claims = nil
 		n.cmu.Unlock()
-		retry = nil
-		// Pipelined: a KV put is a JetStream publish to the bucket's
-		// subject, so claims go out claimBatch at a time.
-		for len(todo) > 0 {
-			k := min(len(todo), claimBatch)
-			chunk := todo[:k]
-			todo = todo[k:]
-			futs := make([]jetstream.PubAckFuture, 0, k)
-			var err error
-			for _, u := range chunk {
-				var f jetstream.PubAckFuture
-				if f, err = n.js.PublishAsync("$KV."+dirBucket+"."+key(u), []byte(n.o.Node)); err != nil {
-					break
-				}
-				futs = append(futs, f)
-			}
-			for i, f := range futs {
-				select {
-				case <-f.Ok():
-					// The watch confirms it; meanwhile route as if it had.
-					n.setHome(chunk[i], n.o.Node)
-				case e := <-f.Err():
-					err = e
-					retry = append(retry, chunk[i])
-				}
-			}
-			retry = append(retry, chunk[len(futs):]...)
-			if err != nil {
-				n.o.Logger.Warn("cluster: claim users", "n", len(retry)+len(todo), "err", err)
-				retry = append(retry, todo...)
-				break
-			}
+		retry = n.claimPass(todo, lost)
+		wait = 500 * time.Millisecond
+		if len(lost) > 0 {
+			wait = conflictRetry
 		}
 	}
+}
+
+// claimPass writes todo's claims, one compare-and-set per shard (its
+// value as this node holds it with todo's users of that shard placed
+// here, expecting the revision it holds), claimBatch shards in flight at
+// once, and returns the users to try again. A write that lost to a
+// concurrent one is not an error: its shard goes in lost, and the next
+// pass reads the shard from the bucket first if the watch has not brought
+// a newer value by then (it may be busy in a Moved hook, or gone).
+func (n *Node) claimPass(todo []string, lost map[int]uint64) (retry []string) {
+	by := make(map[int][]string)
+	var order []int
+	for _, u := range todo {
+		s := shardOf([]byte(u))
+		if by[s] == nil {
+			order = append(order, s)
+		}
+		by[s] = append(by[s], u)
+	}
+	type write struct {
+		s   int
+		rev uint64 // expected
+		val []byte
+		f   jetstream.PubAckFuture
+	}
+	for len(order) > 0 {
+		k := min(len(order), claimBatch)
+		chunk := order[:k]
+		order = order[k:]
+		writes := make([]write, 0, k)
+		var err error
+		sent := 0
+		for _, s := range chunk {
+			n.mu.RLock()
+			cur := n.shards[s]
+			n.mu.RUnlock()
+			if at, ok := lost[s]; ok {
+				delete(lost, s)
+				if cur.rev == at {
+					n.refresh(s)
+					n.mu.RLock()
+					cur = n.shards[s]
+					n.mu.RUnlock()
+				}
+			}
+			val, changed := cur.val, false
+			for _, u := range by[s] {
+				if nd, ok := lookupPacked(val, []byte(u)); ok && string(nd) == n.o.Node {
+					continue
+				}
+				val, changed = setPacked(val, u, n.o.Node), true
+			}
+			sent++
+			if !changed {
+				continue
+			}
+			var f jetstream.PubAckFuture
+			if f, err = n.js.PublishAsync("$KV."+dirBucket+"."+shardKey(s), val, jetstream.WithExpectLastSequencePerSubject(cur.rev)); err != nil {
+				sent--
+				break
+			}
+			writes = append(writes, write{s, cur.rev, val, f})
+		}
+		for _, w := range writes {
+			select {
+			case <-n.ctx.Done():
+				return nil
+			case a := <-w.f.Ok():
+				n.setShard(w.s, a.Sequence, w.val)
+			case e := <-w.f.Err():
+				if casConflict(e) {
+					n.conflicts.Add(uint64(len(by[w.s])))
+					lost[w.s] = w.rev
+				} else {
+					err = e
+				}
+				retry = append(retry, by[w.s]...)
+			}
+		}
+		for _, s := range chunk[sent:] {
+			retry = append(retry, by[s]...)
+		}
+		if err != nil {
+			for _, s := range order {
+				retry = append(retry, by[s]...)
+			}
+			n.o.Logger.Warn("cluster: claim users", "n", len(retry), "err", err)
+			return retry
+		}
+	}
+	return retry
+}
+
+// refresh reads shard s from the bucket into the directory.
+func (n *Node) refresh(s int) {
+	ctx, cancel := context.WithTimeout(n.ctx, n.o.PublishTimeout)
+	defer cancel()
+	e, err := n.dir.Get(ctx, shardKey(s))
+	switch {
+	case err == nil:
+		n.setShard(s, e.Revision(), bytes.Clone(e.Value()))
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		n.o.Logger.Warn("cluster: read directory shard", "shard", s, "err", err)
+	}
+}
+
+// casConflict: a compare-and-set lost to another write (the code differs
+// between one replica and several).
+func casConflict(err error) bool {
+	var ae *jetstream.APIError
+	return errors.As(err, &ae) && (ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Headers of a batch on a link (edge.Batch).
@@ -722,22 +902,25 @@ func (n *Node) Run(h edge.ClusterHooks) error {
 	}
 	dirLoaded, grpLoaded := make(chan struct{}), make(chan struct{})
 	n.wg.Add(2)
+	n.mu.Lock()
+	n.moved = h.Moved
+	n.mu.Unlock()
 	go n.watch(dw, dirLoaded, func(e jetstream.KeyValueEntry) {
-		u, ok := unkey(e.Key())
+		s, ok := parseShardKey(e.Key())
 		if !ok {
+			return // not a shard: left alone
+		}
+		n.mu.RLock()
+		stale := e.Revision() <= n.shards[s].rev // e.g. this node's own write, applied when acknowledged
+		n.mu.RUnlock()
+		if stale {
 			return
 		}
-		if e.Operation() != jetstream.KeyValuePut {
-			n.mu.Lock()
-			n.home.Delete([]byte(u))
-			n.mu.Unlock()
-			return
+		var val []byte // a delete or purge empties the shard
+		if e.Operation() == jetstream.KeyValuePut {
+			val = bytes.Clone(e.Value()) // not the whole message it came in
 		}
-		node := string(e.Value())
-		// Moved even if the directory refused the user (a 65,536th
-		// node name): a takeover must still close a session here.
-		n.setHome(u, node)
-		h.Moved(u, node)
+		n.setShard(s, e.Revision(), val)
 	})
 	go n.watch(gw, grpLoaded, func(e jetstream.KeyValueEntry) {
 		gk, uk, ok := strings.Cut(e.Key(), ".")
